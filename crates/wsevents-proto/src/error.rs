@@ -140,12 +140,43 @@ pub enum Error {
     /// A ping or pong payload is over 125 bytes.
     #[error("control payload of {0} bytes exceeds 125")]
     ControlPayloadTooLarge(usize),
+    /// A fragmented message is being sent with `send_fragment`; finish it before sending
+    /// another message.
+    #[error("a fragmented message is still being sent")]
+    MessageInProgress,
+    /// The transport ended before the close handshake did.
+    #[error("the connection ended without a close handshake")]
+    UnexpectedEof,
+    /// The opening or the close handshake took longer than its configured timeout.
+    #[error("the {0} handshake timed out")]
+    Timeout(Timeout),
+    /// The caller closed the connection before the opening handshake completed.
+    #[error("the connection was closed before it opened")]
+    Aborted,
     /// The peer broke the protocol; the connection is failing or failed.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
     /// The opening handshake failed.
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
+}
+
+/// Which handshake ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timeout {
+    /// The opening handshake.
+    Handshake,
+    /// The close handshake: the peer's close frame never came.
+    Close,
+}
+
+impl std::fmt::Display for Timeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Timeout::Handshake => "opening",
+            Timeout::Close => "close",
+        })
+    }
 }
 
 #[cfg(test)]

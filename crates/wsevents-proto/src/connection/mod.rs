@@ -1,0 +1,661 @@
+//! The WebSocket connection: a sans-I/O state machine, from the opening handshake to
+//! the closed TCP connection's last word.
+//!
+//! [`Connection`] takes the bytes a transport received and the current time, and gives
+//! back events, the bytes to write and the next deadline. It never reads a socket,
+//! never sleeps and never calls a clock, so every path, timeouts included, is tested
+//! without I/O (see the quinn-proto `Connection` it is modelled on).
+//!
+//! - `state.rs`: the phases and every transition between them, diagram first.
+//! - `assemble.rs`: fragments into messages, UTF-8 and size checks.
+//! - `transmit.rs`: the outgoing queue, a [`bytes::Buf`].
+//! - `config.rs`: limits and switches.
+//!
+//! Reading is lazy: a frame is parsed when [`Connection::poll_event`] asks for the next
+//! event, so a caller that stops polling stops the parsing, and the receive buffer
+//! (bounded by the frame-size limit) is all the memory a fast peer can make it hold.
+
+mod assemble;
+mod config;
+mod state;
+mod transmit;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::close::{CloseFrame, MAX_REASON_LEN};
+use crate::error::{Error, ProtocolError};
+use crate::event::{Closure, Event, Initiator, Message, MessageKind, Utf8Bytes};
+use crate::extension::Extension;
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
+use crate::handshake::{self, ClientRequest, Request, Response};
+use crate::mask::{self, MaskKeys};
+use crate::role::Role;
+
+use assemble::{Assembled, Assembler};
+pub use config::Config;
+use state::Phase;
+pub use state::State;
+pub use transmit::TransmitQueue;
+
+/// The frame being received: its header is parsed and consumed from the input; the
+/// first `processed` bytes of its payload, at the front of the input, are unmasked and
+/// (for text) checked.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    header: FrameHeader,
+    len: usize,
+    processed: usize,
+}
+
+/// What one step of reading produced.
+enum Step {
+    /// An event to hand out.
+    Event(Event),
+    /// Progress without an event (a frame consumed, a transition queued): read on.
+    Again,
+    /// More input is needed.
+    Blocked,
+}
+
+/// One WebSocket connection, client or server, as a state machine.
+///
+/// # Calling protocol
+///
+/// Methods fall in four groups (quinn-proto's layout):
+///
+/// - **getters**: [`role`](Self::role), [`state`](Self::state),
+///   [`protocol`](Self::protocol), [`extensions`](Self::extensions),
+///   [`response`](Self::response), [`closure`](Self::closure),
+///   [`buffered_amount`](Self::buffered_amount);
+/// - **`handle_*`**, what happened outside: [`handle_input`](Self::handle_input) (or
+///   append to [`input_buffer`](Self::input_buffer) then
+///   [`handle_buffered_input`](Self::handle_buffered_input)),
+///   [`handle_eof`](Self::handle_eof), [`handle_timeout`](Self::handle_timeout);
+/// - **commands**: [`send`](Self::send), [`send_text`](Self::send_text),
+///   [`send_binary`](Self::send_binary), [`send_fragment`](Self::send_fragment),
+///   [`ping`](Self::ping), [`pong`](Self::pong), [`close`](Self::close),
+///   [`abort`](Self::abort), and for a server [`accept`](Self::accept) /
+///   [`reject`](Self::reject);
+/// - **`poll_*`**, what to do next: [`poll_event`](Self::poll_event),
+///   [`poll_transmit`](Self::poll_transmit), [`poll_timeout`](Self::poll_timeout).
+///
+/// After any `handle_*` or command, drain `poll_event` until it returns `None` (this is
+/// what parses the input), then write everything `poll_transmit` gives, then arm a timer
+/// for `poll_timeout`. [`Event::Closed`] is the last event; once the connection is
+/// [`State::Closed`] and the transmit queue is empty, a server closes the transport
+/// (RFC 6455 §7.1.1) and a client waits, up to the close timeout, for the server to do
+/// so.
+///
+/// ```
+/// use bytes::Buf;
+/// use wsevents_proto::{Config, Connection, Event, Message, Role};
+///
+/// let mut server = Connection::open(Role::Server, Config::default());
+/// // RFC 6455 §5.7: a single-frame masked text message "Hello".
+/// server.handle_input(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+/// match server.poll_event() {
+///     Some(Event::Message(Message::Text(text))) => assert_eq!(text.as_str(), "Hello"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// server.send_text("Hello").unwrap();
+/// let out = server.poll_transmit().unwrap();
+/// assert_eq!(out.chunk(), b"\x81\x05Hello");
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    phase: Phase,
+    input: BytesMut,
+    reading: Option<Reading>,
+    assembler: Assembler,
+    extension: Option<Box<dyn Extension>>,
+    extension_rsv: u8,
+    extensions_header: String,
+    protocol: Option<String>,
+    response: Option<Box<Response>>,
+    transmit: TransmitQueue,
+    pending_pong: Option<Bytes>,
+    events: VecDeque<Event>,
+    mask_keys: Option<MaskKeys>,
+    sending: Option<MessageKind>,
+}
+
+impl Connection {
+    fn new(role: Role, config: Config, phase: Phase) -> Self {
+        Connection {
+            role,
+            phase,
+            input: BytesMut::new(),
+            reading: None,
+            assembler: Assembler::default(),
+            extension: None,
+            extension_rsv: 0,
+            extensions_header: String::new(),
+            protocol: None,
+            response: None,
+            transmit: TransmitQueue::default(),
+            pending_pong: None,
+            events: VecDeque::new(),
+            mask_keys: role.masks_outgoing().then(MaskKeys::new),
+            sending: None,
+            config,
+        }
+    }
+
+    /// A client that will send `request` (plus the offers of the configured extensions)
+    /// and wait for the server's 101.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use wsevents_proto::{Config, Connection, State};
+    /// use wsevents_proto::handshake::ClientRequest;
+    /// let mut client = Connection::client(ClientRequest::new("example.com", "/chat"), Config::default(), Instant::now());
+    /// assert_eq!(client.state(), State::Connecting);
+    /// assert!(client.poll_transmit().is_some(), "the request is queued");
+    /// ```
+    pub fn client(request: ClientRequest, config: Config, now: Instant) -> Self {
+        let mut request = request;
+        for factory in &config.extensions {
+            for offer in factory.offers() {
+                request = request.extension(offer);
+            }
+        }
+        let mut head = BytesMut::new();
+        request.encode(&mut head);
+        let deadline = config.handshake_timeout.map(|t| now + t);
+        let phase = Phase::AwaitingResponse {
+            request: Box::new(request),
+            deadline,
+        };
+        let mut conn = Connection::new(Role::Client, config, phase);
+        conn.transmit.push_raw(&head);
+        conn
+    }
+
+    /// A server waiting for a client's upgrade request.
+    pub fn server(config: Config, now: Instant) -> Self {
+        let deadline = config.handshake_timeout.map(|t| now + t);
+        Connection::new(Role::Server, config, Phase::AwaitingRequest { deadline })
+    }
+
+    /// A connection whose handshake was done elsewhere (for example by an HTTP server
+    /// that hands over the upgraded stream): it starts open, with no extension.
+    pub fn open(role: Role, config: Config) -> Self {
+        Connection::new(role, config, Phase::Open)
+    }
+
+    // ----- getters -----
+
+    /// Which end this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The ready state.
+    pub fn state(&self) -> State {
+        self.phase.state()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The negotiated subprotocol, once open.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The negotiated extensions as the `Sec-WebSocket-Extensions` header said them
+    /// (empty when none), once open.
+    pub fn extensions(&self) -> &str {
+        &self.extensions_header
+    }
+
+    /// Client: the server's handshake response, once open.
+    pub fn response(&self) -> Option<&Response> {
+        self.response.as_deref()
+    }
+
+    /// How the connection ended, once closed.
+    pub fn closure(&self) -> Option<&Closure> {
+        match &self.phase {
+            Phase::Closed(closure) => Some(closure),
+            _ => None,
+        }
+    }
+
+    /// Bytes queued for the transport and not yet written (`bufferedAmount`).
+    pub fn buffered_amount(&self) -> usize {
+        self.transmit.len() + self.pending_pong.as_ref().map_or(0, |p| p.len() + 2)
+    }
+
+    // ----- handle_* -----
+
+    /// Bytes arrived from the transport. They are parsed by the next
+    /// [`poll_event`](Self::poll_event) calls.
+    pub fn handle_input(&mut self, data: &[u8]) {
+        if self.state() != State::Closed {
+            self.input.extend_from_slice(data);
+        }
+    }
+
+    /// The receive buffer, for a transport that reads straight into it (saving the copy
+    /// `handle_input` makes). Only append to it; call
+    /// [`handle_buffered_input`](Self::handle_buffered_input) after.
+    pub fn input_buffer(&mut self, reserve: usize) -> bytes::buf::Limit<&mut BytesMut> {
+        use bytes::BufMut;
+        self.input.reserve(reserve);
+        let room = self.input.capacity() - self.input.len();
+        (&mut self.input).limit(room)
+    }
+
+    /// Bytes were appended to [`input_buffer`](Self::input_buffer).
+    pub fn handle_buffered_input(&mut self) {
+        if self.state() == State::Closed {
+            self.input.clear();
+        }
+    }
+
+    /// The transport's read side ended (EOF). Unless the connection is closed already,
+    /// this ends it uncleanly: an [`Event::Error`] with [`Error::UnexpectedEof`], then
+    /// [`Event::Closed`] with code 1006.
+    pub fn handle_eof(&mut self) {
+        // Frames already received are still handed out first.
+        while let Some(event) = self.next_read_event() {
+            self.events.push_back(event);
+        }
+        self.fail(Error::UnexpectedEof, Initiator::Remote);
+    }
+
+    /// Time passed: fail the connection if a handshake deadline is over.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.on_timeout(now);
+    }
+
+    // ----- commands -----
+
+    /// Send a whole message (compressed by a negotiated extension if it chooses to).
+    ///
+    /// Fails with [`Error::InvalidState`] unless the connection is open.
+    pub fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.check_open()?;
+        if self.sending.is_some() {
+            return Err(Error::MessageInProgress);
+        }
+        let (kind, payload) = match message {
+            Message::Text(text) => (MessageKind::Text, text.into_bytes()),
+            Message::Binary(data) => (MessageKind::Binary, data),
+        };
+        let (payload, rsv) = match self.extension.as_mut() {
+            Some(extension) => extension.encode(kind, payload),
+            None => (payload, 0),
+        };
+        self.queue_data_frame(data_opcode(kind), rsv, true, payload);
+        Ok(())
+    }
+
+    /// Send a text message.
+    pub fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Error> {
+        self.send(Message::Text(text.into()))
+    }
+
+    /// Send a binary message.
+    pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Result<(), Error> {
+        self.send(Message::Binary(data.into()))
+    }
+
+    /// Send one frame of a fragmented message, uncompressed: the first call starts a
+    /// message of `kind`, later calls continue it (their `kind` must match), and the
+    /// call with `fin` ends it. Other messages cannot be sent in between; pings, pongs
+    /// and close can.
+    ///
+    /// Text fragments may split a character; the receiver checks the whole message.
+    pub fn send_fragment(&mut self, kind: MessageKind, data: Bytes, fin: bool) -> Result<(), Error> {
+        self.check_open()?;
+        let opcode = match self.sending {
+            None => data_opcode(kind),
+            Some(sending) if sending == kind => OpCode::Continuation,
+            Some(_) => return Err(Error::MessageInProgress),
+        };
+        self.sending = (!fin).then_some(kind);
+        self.queue_data_frame(opcode, 0, fin, data);
+        Ok(())
+    }
+
+    /// Send a ping with up to 125 bytes of payload.
+    pub fn ping(&mut self, data: Bytes) -> Result<(), Error> {
+        self.send_control(OpCode::Ping, data)
+    }
+
+    /// Send an unsolicited pong (a heartbeat) with up to 125 bytes of payload.
+    pub fn pong(&mut self, data: Bytes) -> Result<(), Error> {
+        self.send_control(OpCode::Pong, data)
+    }
+
+    /// Start the close handshake: send `frame` and wait for the peer's close frame.
+    ///
+    /// Does nothing when already closing or closed. While connecting, aborts the
+    /// connection (see [`abort`](Self::abort)). The code must be valid on the wire and
+    /// the reason at most 123 bytes; an empty frame (no code) is allowed.
+    pub fn close(&mut self, frame: CloseFrame, now: Instant) -> Result<(), Error> {
+        if let Some(code) = frame.code {
+            if !code.is_valid_on_wire() {
+                return Err(Error::InvalidCloseCode(code.as_u16()));
+            }
+        }
+        if frame.reason.len() > MAX_REASON_LEN {
+            return Err(Error::ReasonTooLong(frame.reason.len()));
+        }
+        match self.state() {
+            State::Connecting => self.abort(),
+            State::Open => self.to_closing(frame, Initiator::Local, now),
+            State::Closing | State::Closed => {}
+        }
+        Ok(())
+    }
+
+    /// End the connection at once, without a close handshake: an [`Event::Error`]
+    /// ([`Error::Aborted`]) then [`Event::Closed`] with code 1006. The transport should
+    /// be dropped. Does nothing once closed.
+    pub fn abort(&mut self) {
+        self.transmit.clear();
+        self.fail(Error::Aborted, Initiator::Local);
+    }
+
+    /// Server: accept the upgrade request handed out in [`Event::Request`], with the
+    /// chosen subprotocol (one the client offered, or none) and extra response headers.
+    /// Configured extensions are negotiated against the client's offers.
+    pub fn accept(
+        &mut self,
+        request: &Request,
+        protocol: Option<&str>,
+        headers: &[(String, String)],
+    ) -> Result<(), Error> {
+        if !matches!(self.phase, Phase::AwaitingAnswer { .. }) {
+            return Err(Error::InvalidState(self.state()));
+        }
+        let mut answers = Vec::new();
+        for factory in &self.config.extensions {
+            if self.extension.is_some() {
+                break;
+            }
+            let offers: Vec<_> = request
+                .extensions
+                .iter()
+                .filter(|offer| offer.name.eq_ignore_ascii_case(factory.name()))
+                .collect();
+            if offers.is_empty() {
+                continue;
+            }
+            if let Some((answer, extension)) = factory.accept_offers(&offers) {
+                answers.push(answer);
+                self.set_extension(extension);
+            }
+        }
+        self.extensions_header = answers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        self.protocol = protocol.map(str::to_owned);
+        let mut head = BytesMut::new();
+        handshake::encode_accept(request, protocol, &answers, headers, &mut head);
+        self.transmit.push_raw(&head);
+        self.to_open();
+        Ok(())
+    }
+
+    /// Server: refuse the upgrade request with an HTTP `status` and a text `body`; the
+    /// connection closes once the response is written.
+    pub fn reject(&mut self, status: u16, body: &str, headers: &[(String, String)]) -> Result<(), Error> {
+        if !matches!(self.phase, Phase::AwaitingAnswer { .. }) {
+            return Err(Error::InvalidState(self.state()));
+        }
+        let mut head = BytesMut::new();
+        handshake::encode_reject(status, body, headers, &mut head);
+        self.transmit.push_raw(&head);
+        self.end(Closure {
+            initiator: Initiator::Local,
+            sent: None,
+            received: None,
+        });
+        Ok(())
+    }
+
+    // ----- poll_* -----
+
+    /// The next event, parsing buffered input as needed; `None` when more input (or a
+    /// caller's answer) is needed.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        self.next_read_event().or_else(|| self.events.pop_front())
+    }
+
+    /// The bytes to write to the transport, if any: write them (vectored, as a
+    /// [`Buf`]) and `advance` the queue by what was written.
+    pub fn poll_transmit(&mut self) -> Option<&mut TransmitQueue> {
+        if let Some(payload) = self.pending_pong.take() {
+            let header = self.outgoing_header(OpCode::Pong, 0, true, payload.len());
+            self.transmit.push_frame(&header, payload);
+        }
+        (!self.transmit.is_empty()).then_some(&mut self.transmit)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.phase.deadline()
+    }
+
+    // ----- reading -----
+
+    /// Read until an event comes out or input runs short; failures are turned into
+    /// the events that report them.
+    fn next_read_event(&mut self) -> Option<Event> {
+        loop {
+            let step = match self.phase {
+                Phase::AwaitingResponse { .. } => self.read_response(),
+                Phase::AwaitingRequest { .. } => self.read_request(),
+                Phase::Open | Phase::Closing { .. } => self.read_frame().map_err(Error::Protocol),
+                Phase::AwaitingAnswer { .. } | Phase::Closed(_) => Ok(Step::Blocked),
+            };
+            match step {
+                Ok(Step::Event(event)) => return Some(event),
+                Ok(Step::Again) => {}
+                Ok(Step::Blocked) => return None,
+                Err(error) => {
+                    self.fail(error, Initiator::Library);
+                    return self.events.pop_front();
+                }
+            }
+            if let Some(event) = self.events.pop_front() {
+                return Some(event);
+            }
+        }
+    }
+
+    fn read_response(&mut self) -> Result<Step, Error> {
+        let Phase::AwaitingResponse { request, .. } = &self.phase else {
+            return Ok(Step::Blocked);
+        };
+        let Some((response, consumed)) = request.parse_response(&self.input, &self.config.handshake)? else {
+            return Ok(Step::Blocked);
+        };
+        self.input.advance(consumed);
+        for answer in &response.extensions {
+            let factory = self
+                .config
+                .extensions
+                .iter()
+                .find(|f| f.name().eq_ignore_ascii_case(&answer.name))
+                .ok_or_else(|| handshake::HandshakeError::UnrequestedExtension(answer.name.clone()))?;
+            if self.extension.is_some() {
+                return Err(handshake::HandshakeError::UnrequestedExtension(answer.name.clone()).into());
+            }
+            let extension = factory.accept_response(answer)?;
+            self.set_extension(extension);
+        }
+        self.extensions_header = response
+            .extensions
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.protocol = response.protocol.clone();
+        self.response = Some(Box::new(response));
+        self.to_open();
+        Ok(Step::Again)
+    }
+
+    fn read_request(&mut self) -> Result<Step, Error> {
+        let Some((request, consumed)) = handshake::parse_request(&self.input, &self.config.handshake)? else {
+            return Ok(Step::Blocked);
+        };
+        self.input.advance(consumed);
+        let Phase::AwaitingRequest { deadline } = self.phase else {
+            return Ok(Step::Blocked);
+        };
+        self.phase = Phase::AwaitingAnswer { deadline };
+        Ok(Step::Event(Event::Request(Box::new(request))))
+    }
+
+    fn read_frame(&mut self) -> Result<Step, ProtocolError> {
+        let mut reading = match self.reading {
+            Some(reading) => reading,
+            None => {
+                let Some((header, header_len)) = FrameHeader::decode(&self.input)? else {
+                    return Ok(Step::Blocked);
+                };
+                let len = self.check_header(&header)?;
+                self.input.advance(header_len);
+                Reading {
+                    header,
+                    len,
+                    processed: 0,
+                }
+            }
+        };
+
+        // Unmask (and check, for text) whatever arrived since the last call.
+        let available = self.input.len().min(reading.len);
+        if available > reading.processed {
+            let fresh = &mut self.input[reading.processed..available];
+            if let Some(key) = reading.header.mask {
+                mask::apply_mask(fresh, key, reading.processed);
+            }
+            if self.assembler.checks_on_arrival(reading.header.opcode) {
+                self.assembler.check_arrival(fresh)?;
+            }
+            reading.processed = available;
+        }
+        if available < reading.len {
+            self.reading = Some(reading);
+            return Ok(Step::Blocked);
+        }
+        self.reading = None;
+        let payload = self.input.split_to(reading.len);
+
+        match reading.header.opcode {
+            OpCode::Ping => {
+                let payload = payload.freeze();
+                if self.config.auto_pong && self.state() == State::Open {
+                    // Only the latest ping is owed a pong (RFC 6455 §5.5.3).
+                    self.pending_pong = Some(payload.clone());
+                }
+                Ok(Step::Event(Event::Ping(payload)))
+            }
+            OpCode::Pong => Ok(Step::Event(Event::Pong(payload.freeze()))),
+            OpCode::Close => {
+                let frame = CloseFrame::parse(&payload)?;
+                self.on_close_received(frame);
+                Ok(Step::Again)
+            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                let assembled = self.assembler.finish_frame(
+                    reading.header.fin,
+                    payload,
+                    self.extension.as_deref_mut(),
+                    self.config.max_message_size,
+                    self.config.stream_fragments,
+                )?;
+                Ok(match assembled {
+                    Assembled::Nothing => Step::Again,
+                    Assembled::Message(message) => Step::Event(Event::Message(message)),
+                    Assembled::Fragment(fragment) => Step::Event(Event::Fragment(fragment)),
+                })
+            }
+        }
+    }
+
+    /// The rules a header breaks only in the context of this connection: masking by
+    /// role, RSV bits of negotiated extensions, the frame-size limit, fragmentation
+    /// order and the message-size limit. Returns the payload length as `usize`.
+    fn check_header(&mut self, header: &FrameHeader) -> Result<usize, ProtocolError> {
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) if !self.config.danger_accept_unmasked_frames => {
+                return Err(ProtocolError::UnmaskedFrame);
+            }
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        let allowed_rsv = match header.opcode {
+            OpCode::Text | OpCode::Binary => self.extension_rsv,
+            _ => 0,
+        };
+        if header.rsv & !allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBits(header.rsv & !allowed_rsv));
+        }
+        let len = usize::try_from(header.payload_len)
+            .ok()
+            .filter(|len| *len <= self.config.max_frame_size)
+            .ok_or(ProtocolError::FrameTooLarge {
+                size: header.payload_len,
+                max: self.config.max_frame_size,
+            })?;
+        if !header.opcode.is_control() {
+            let encoded = header.rsv != 0;
+            self.assembler
+                .begin_frame(header, encoded, self.config.max_message_size)?;
+            self.assembler.reserve(len);
+        }
+        Ok(len)
+    }
+
+    // ----- writing -----
+
+    fn check_open(&self) -> Result<(), Error> {
+        match self.state() {
+            State::Open => Ok(()),
+            state => Err(Error::InvalidState(state)),
+        }
+    }
+
+    fn send_control(&mut self, opcode: OpCode, data: Bytes) -> Result<(), Error> {
+        self.check_open()?;
+        if data.len() > MAX_CONTROL_PAYLOAD {
+            return Err(Error::ControlPayloadTooLarge(data.len()));
+        }
+        let header = self.outgoing_header(opcode, 0, true, data.len());
+        self.transmit.push_frame(&header, data);
+        Ok(())
+    }
+
+    fn queue_data_frame(&mut self, opcode: OpCode, rsv: u8, fin: bool, payload: Bytes) {
+        let header = self.outgoing_header(opcode, rsv, fin, payload.len());
+        self.transmit.push_frame(&header, payload);
+    }
+
+    fn set_extension(&mut self, extension: Box<dyn Extension>) {
+        self.extension_rsv = extension.rsv_bits();
+        self.extension = Some(extension);
+    }
+}
+
+fn data_opcode(kind: MessageKind) -> OpCode {
+    match kind {
+        MessageKind::Text => OpCode::Text,
+        MessageKind::Binary => OpCode::Binary,
+    }
+}

@@ -1,0 +1,198 @@
+//! The outgoing byte queue: frames waiting to be written to the transport.
+//!
+//! Small frames are coalesced into one growing buffer, so that a burst of small
+//! messages leaves in one `write`; a large payload handed over as owned [`Bytes`] is
+//! queued as its own chunk behind its header, never copied. The queue implements
+//! [`bytes::Buf`], so an I/O layer writes it with `write_buf` (vectored when the
+//! transport supports it) and the bytes still queued are `remaining()`: the
+//! `bufferedAmount` of the browser API.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::frame::{FrameHeader, MAX_HEADER_LEN};
+use crate::mask;
+
+/// Payloads at least this long are queued as their own chunk instead of being copied
+/// into the coalescing buffer (when they need no masking).
+const OWN_CHUNK_THRESHOLD: usize = 1024;
+
+/// Frames waiting to be written, as a [`Buf`].
+///
+/// ```
+/// use bytes::Buf;
+/// use wsevents_proto::{Config, Connection, Role};
+/// let mut conn = Connection::open(Role::Server, Config::default());
+/// conn.send_text("hi").unwrap();
+/// let out = conn.transmit();
+/// assert_eq!(out.chunk(), b"\x81\x02hi");
+/// out.advance(4);
+/// assert!(!out.has_remaining());
+/// ```
+#[derive(Debug, Default)]
+pub struct TransmitQueue {
+    /// Frozen chunks, written before `tail`.
+    chunks: VecDeque<Bytes>,
+    /// The coalescing buffer, written last.
+    tail: BytesMut,
+    /// Bytes in `chunks` plus `tail`.
+    len: usize,
+}
+
+impl TransmitQueue {
+    /// Queue one frame: `header` with `payload`, masking it if the header has a key.
+    pub(crate) fn push_frame(&mut self, header: &FrameHeader, payload: Bytes) {
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let head_len = header.encode(&mut head);
+        self.len += head_len + payload.len();
+        self.tail.put_slice(&head[..head_len]);
+        match header.mask {
+            Some(key) => {
+                let start = self.tail.len();
+                self.tail.put_slice(&payload);
+                mask::apply_mask(&mut self.tail[start..], key, 0);
+            }
+            None if payload.len() >= OWN_CHUNK_THRESHOLD => {
+                self.chunks.push_back(self.tail.split().freeze());
+                self.chunks.push_back(payload);
+            }
+            None => self.tail.put_slice(&payload),
+        }
+    }
+
+    /// Queue bytes as they are (an HTTP head).
+    pub(crate) fn push_raw(&mut self, bytes: &[u8]) {
+        self.len += bytes.len();
+        self.tail.put_slice(bytes);
+    }
+
+    /// Drop everything queued.
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.tail.clear();
+        self.len = 0;
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many bytes are queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Buf for TransmitQueue {
+    fn remaining(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self.chunks.front() {
+            Some(chunk) => chunk,
+            None => &self.tail,
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        let all = self.chunks.iter().map(|c| &c[..]).chain([&self.tail[..]]);
+        for (slot, chunk) in dst.iter_mut().zip(all.filter(|c| !c.is_empty())) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.len, "advance past the end of the transmit queue");
+        self.len -= cnt;
+        while cnt > 0 {
+            match self.chunks.front_mut() {
+                Some(chunk) if chunk.len() <= cnt => {
+                    cnt -= chunk.len();
+                    self.chunks.pop_front();
+                }
+                Some(chunk) => {
+                    chunk.advance(cnt);
+                    cnt = 0;
+                }
+                None => {
+                    self.tail.advance(cnt);
+                    cnt = 0;
+                }
+            }
+        }
+        if self.chunks.front().is_some_and(|c| c.is_empty()) {
+            self.chunks.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::OpCode;
+
+    fn drain(queue: &mut TransmitQueue) -> Vec<u8> {
+        let mut out = Vec::new();
+        while queue.has_remaining() {
+            let chunk = queue.chunk().to_vec();
+            queue.advance(chunk.len());
+            out.extend(chunk);
+        }
+        out
+    }
+
+    #[test]
+    fn large_payload_is_queued_without_a_copy() {
+        let mut queue = TransmitQueue::default();
+        let payload = Bytes::from(vec![7u8; 4096]);
+        let ptr = payload.as_ptr();
+        queue.push_frame(&FrameHeader::new(OpCode::Binary, 4096), payload);
+        assert_eq!(queue.chunk().len(), 4, "header chunk first");
+        queue.advance(4);
+        assert_eq!(queue.chunk().as_ptr(), ptr, "payload chunk is the caller's bytes");
+        assert_eq!(queue.remaining(), 4096);
+    }
+
+    #[test]
+    fn small_frames_coalesce_into_one_chunk() {
+        let mut queue = TransmitQueue::default();
+        for _ in 0..3 {
+            queue.push_frame(&FrameHeader::new(OpCode::Text, 2), Bytes::from_static(b"hi"));
+        }
+        assert_eq!(queue.chunk().len(), 12);
+        assert_eq!(drain(&mut queue), b"\x81\x02hi\x81\x02hi\x81\x02hi");
+    }
+
+    #[test]
+    fn vectored_chunks_cover_everything_in_order() {
+        let mut queue = TransmitQueue::default();
+        queue.push_frame(&FrameHeader::new(OpCode::Binary, 2000), Bytes::from(vec![1u8; 2000]));
+        queue.push_frame(&FrameHeader::new(OpCode::Text, 1), Bytes::from_static(b"x"));
+        let mut slices = [IoSlice::new(&[]); 8];
+        let n = queue.chunks_vectored(&mut slices);
+        let total: usize = slices[..n].iter().map(|s| s.len()).sum();
+        assert_eq!(total, queue.remaining());
+        queue.advance(1000);
+        assert_eq!(queue.remaining(), 4 + 2000 + 3 - 1000);
+    }
+
+    #[test]
+    fn masked_frames_are_masked_in_the_queue() {
+        let mut queue = TransmitQueue::default();
+        let mut header = FrameHeader::new(OpCode::Text, 5);
+        header.mask = Some([0x37, 0xfa, 0x21, 0x3d]);
+        queue.push_frame(&header, Bytes::from_static(b"Hello"));
+        // RFC 6455 §5.7: a single-frame masked text message "Hello".
+        assert_eq!(
+            drain(&mut queue),
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! `wsevents::Error`: one enum for everything the library reports, with variants a
+//! caller can match, typed by who is at fault.
+//!
+//! The caller's mistakes carry the names the WHATWG standard gives them (the seed's
+//! "invalid state exception" is [`Error::InvalidState`]); the peer's are
+//! [`Error::Protocol`] (with the close code the connection failed with) and
+//! [`Error::Handshake`]; the environment's are [`Error::Io`], [`Error::Tls`] and
+//! [`Error::Timeout`].
+
+use std::io;
+
+use wsevents_proto::{HandshakeError, ProtocolError, Timeout};
+
+/// Everything wsevents can fail with.
+///
+/// ```
+/// use wsevents::Error;
+/// let error = Error::from(wsevents_proto::ProtocolError::InvalidUtf8);
+/// assert_eq!(error.close_code().map(|c| c.as_u16()), Some(1007));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection is not in a state that allows this (sending while connecting,
+    /// closing or closed; a second fragmented message while one is unfinished).
+    #[error("invalid state: the connection is not open")]
+    InvalidState,
+    /// The caller passed a value it may not use (a close code other than 1000 or
+    /// 3000–4999).
+    #[error("invalid access: {0}")]
+    InvalidAccess(String),
+    /// A malformed argument: a URL, a subprotocol token, a close reason over 123 bytes.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// The peer broke the protocol; the connection failed with
+    /// [`close_code`](Error::close_code).
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The opening handshake failed (the server refused, or answered wrongly).
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// TLS failed (certificate, handshake, configuration).
+    #[error("TLS error: {0}")]
+    Tls(String),
+    /// The transport failed, or ended without a close handshake.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// A limit was hit (a control payload over 125 bytes, the write buffer).
+    #[error("capacity exceeded: {0}")]
+    Capacity(String),
+    /// The opening or closing handshake, or the TCP connect, took too long.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The connection is closed.
+    #[error("the connection is closed")]
+    Closed,
+}
+
+impl Error {
+    /// The close code a protocol error failed the connection with.
+    pub fn close_code(&self) -> Option<wsevents_proto::CloseCode> {
+        match self {
+            Error::Protocol(e) => Some(e.close_code()),
+            _ => None,
+        }
+    }
+}
+
+impl From<wsevents_proto::Error> for Error {
+    fn from(error: wsevents_proto::Error) -> Self {
+        use wsevents_proto::Error as Core;
+        match error {
+            Core::InvalidState(_) | Core::MessageInProgress => Error::InvalidState,
+            Core::InvalidCloseCode(code) => Error::InvalidAccess(format!("close code {code} may not be used")),
+            Core::ReasonTooLong(n) => Error::Syntax(format!("close reason of {n} bytes is over 123")),
+            Core::ControlPayloadTooLarge(n) => Error::Capacity(format!("control payload of {n} bytes is over 125")),
+            Core::Protocol(e) => Error::Protocol(e),
+            Core::Handshake(e) => Error::Handshake(e),
+            Core::UnexpectedEof => Error::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the connection ended without a close handshake",
+            )),
+            Core::Timeout(Timeout::Handshake) => Error::Timeout("the opening handshake".into()),
+            Core::Timeout(Timeout::Close) => Error::Timeout("the close handshake".into()),
+            Core::Aborted => Error::Closed,
+            other => Error::Io(io::Error::other(other.to_string())),
+        }
+    }
+}
+
+impl From<rustls::Error> for Error {
+    fn from(error: rustls::Error) -> Self {
+        Error::Tls(error.to_string())
+    }
+}
+
+/// The result type of wsevents.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

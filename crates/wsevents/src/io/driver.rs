@@ -1,0 +1,250 @@
+//! The driver: moves bytes between a transport and a protocol core, one poll at a time.
+//!
+//! quinn's `ConnectionDriver` shape, as a set of poll functions that borrow the core
+//! (`&mut Connection`) only for the duration of one poll: read → `handle_input` →
+//! write `poll_transmit` → arm the timer → hand out events, until nothing is left to do.
+//! Both faces of a connection (the stream API and the event API) sit on it; the event
+//! API locks its shared core around each poll, the stream API owns its core outright.
+//!
+//! Reading is done only when the caller asks for the next event, so a caller that is
+//! slow to take events slows the peer down (TCP backpressure) instead of growing a
+//! queue. Writing is done whenever anything is queued, without waiting for the caller.
+//!
+//! The end of a connection follows RFC 6455 §7.1.1: once the core is closed, the
+//! queued bytes (a close frame, an HTTP error) are flushed; a server then shuts its
+//! write side first, a client waits for the server to; both then wait, up to the close
+//! timeout, for the peer's end of stream so no data is reset. Only then is the
+//! [`Event::Closed`] handed out.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
+use wsevents_proto::{Connection, Event, Role};
+
+/// How much room to make in the receive buffer before each read.
+const READ_SIZE: usize = 64 * 1024;
+
+/// How long to wait for the peer's end of stream after closing, when the core has no
+/// close timeout configured.
+const DEFAULT_LINGER: Duration = Duration::from_secs(5);
+
+/// Where the transport is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Teardown {
+    /// The WebSocket connection is live.
+    Running,
+    /// The core is closed; flushing, shutting down and waiting for the peer's EOF.
+    Closing,
+    /// The transport is finished with; only the closed event remains to hand out.
+    Done,
+}
+
+/// A transport and the state of driving it.
+#[derive(Debug)]
+pub(crate) struct Driver<S> {
+    io: S,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The read side reached EOF (or failed).
+    read_closed: bool,
+    /// Our write side was shut down (or failed).
+    write_closed: bool,
+    teardown: Teardown,
+    linger: Option<Pin<Box<Sleep>>>,
+    closed_event: Option<Event>,
+    /// The first transport error, kept for the caller.
+    io_error: Option<io::Error>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    pub(crate) fn new(io: S) -> Self {
+        Driver {
+            io,
+            timer: None,
+            read_closed: false,
+            write_closed: false,
+            teardown: Teardown::Running,
+            linger: None,
+            closed_event: None,
+            io_error: None,
+        }
+    }
+
+    pub(crate) fn io(&self) -> &S {
+        &self.io
+    }
+
+    pub(crate) fn io_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// Take the transport error that ended the connection, if one did.
+    pub(crate) fn take_io_error(&mut self) -> Option<io::Error> {
+        self.io_error.take()
+    }
+
+    /// Whether the transport is finished with.
+    pub(crate) fn is_done(&self) -> bool {
+        self.teardown == Teardown::Done && self.closed_event.is_none()
+    }
+
+    /// The next event of the connection, reading, writing and timing as needed.
+    /// `Ready(None)` once the closed event has been handed out.
+    pub(crate) fn poll_event(&mut self, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        loop {
+            match self.teardown {
+                Teardown::Done => return Poll::Ready(self.closed_event.take()),
+                Teardown::Closing => {
+                    ready!(self.poll_teardown(conn, cx));
+                    self.teardown = Teardown::Done;
+                    continue;
+                }
+                Teardown::Running => {}
+            }
+            if let Some(event) = conn.poll_event() {
+                if let Event::Closed(_) = event {
+                    self.closed_event = Some(event);
+                    self.teardown = Teardown::Closing;
+                    continue;
+                }
+                // Let auto-pongs and close replies leave at once; a full socket is fine.
+                if let Poll::Ready(Err(e)) = self.poll_write(conn, cx) {
+                    self.transport_failed(conn, e);
+                }
+                return Poll::Ready(Some(event));
+            }
+            if let Poll::Ready(Err(e)) = self.poll_write(conn, cx) {
+                self.transport_failed(conn, e);
+                continue;
+            }
+            if self.poll_timer(conn, cx).is_ready() {
+                continue;
+            }
+            match self.poll_read(conn, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => self.transport_failed(conn, e),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Write everything the core has queued, then flush. `Pending` while the transport
+    /// is full.
+    pub(crate) fn poll_write(&mut self, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let mut wrote = false;
+        while let Some(queue) = conn.poll_transmit() {
+            let n = ready!(tokio_util::io::poll_write_buf(Pin::new(&mut self.io), cx, queue))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            wrote = true;
+        }
+        if wrote {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Read once into the core's buffer. EOF is passed to the core.
+    fn poll_read(&mut self, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.read_closed {
+            // Nothing more will come; the core has been told and is closed.
+            return Poll::Pending;
+        }
+        let mut buf = conn.input_buffer(READ_SIZE);
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut buf))?;
+        if n == 0 {
+            self.read_closed = true;
+            conn.handle_eof();
+        } else {
+            conn.handle_buffered_input();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Arm the timer for the core's next deadline; `Ready` when it fired (and the core
+    /// was told).
+    fn poll_timer(&mut self, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = conn.poll_timeout() else {
+            self.timer = None;
+            return Poll::Pending;
+        };
+        let deadline = Instant::from_std(deadline);
+        match &mut self.timer {
+            Some(timer) if timer.deadline() == deadline => {}
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        let Some(timer) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        ready!(timer.as_mut().poll(cx));
+        self.timer = None;
+        conn.handle_timeout(Instant::now().into_std());
+        Poll::Ready(())
+    }
+
+    /// The transport failed: remember why, and tell the core its input ended.
+    fn transport_failed(&mut self, conn: &mut Connection, error: io::Error) {
+        tracing::debug!(%error, "transport failed");
+        if self.io_error.is_none() {
+            self.io_error = Some(error);
+        }
+        self.read_closed = true;
+        self.write_closed = true;
+        conn.handle_eof();
+    }
+
+    /// Flush, shut down in the role's order, and wait for the peer's EOF (bounded).
+    fn poll_teardown(&mut self, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.write_closed {
+            match self.poll_write(conn, cx) {
+                Poll::Pending => return self.poll_linger(conn, cx),
+                Poll::Ready(Err(_)) => self.write_closed = true,
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+        // The server closes the TCP connection first (§7.1.1); a client shuts down only
+        // once the server has, or the wait is over.
+        if !self.write_closed && (conn.role() == Role::Server || self.read_closed) {
+            match Pin::new(&mut self.io).poll_shutdown(cx) {
+                Poll::Pending => return self.poll_linger(conn, cx),
+                Poll::Ready(_) => self.write_closed = true,
+            }
+        }
+        while !self.read_closed {
+            let mut scratch = [0u8; 4096];
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(_) => self.read_closed = true,
+                Poll::Pending => return self.poll_linger(conn, cx),
+            }
+        }
+        if !self.write_closed {
+            let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+            self.write_closed = true;
+        }
+        Poll::Ready(())
+    }
+
+    /// Wait for the teardown, but no longer than the close timeout: then give up on
+    /// the peer and drop the transport.
+    fn poll_linger(&mut self, conn: &Connection, cx: &mut Context<'_>) -> Poll<()> {
+        let linger = self.linger.get_or_insert_with(|| {
+            let wait = conn.config().close_timeout.unwrap_or(DEFAULT_LINGER);
+            Box::pin(tokio::time::sleep(wait))
+        });
+        ready!(linger.as_mut().poll(cx));
+        self.read_closed = true;
+        self.write_closed = true;
+        Poll::Ready(())
+    }
+}
