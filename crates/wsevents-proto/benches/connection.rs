@@ -39,7 +39,10 @@ fn small_frames(c: &mut Criterion) {
     const COUNT: usize = 10_000;
     let mut group = c.benchmark_group("parse 20 B frames");
     group.throughput(Throughput::Elements(COUNT as u64));
-    for (name, sender) in [("server receives (masked)", Role::Client), ("client receives", Role::Server)] {
+    for (name, sender) in [
+        ("server receives (masked)", Role::Client),
+        ("client receives", Role::Server),
+    ] {
         let wire = stream(sender, COUNT, 20);
         group.bench_function(name, |b| b.iter(|| receive_all(sender.peer(), &wire)));
     }
@@ -47,13 +50,17 @@ fn small_frames(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("send 20 B frames");
     group.throughput(Throughput::Elements(COUNT as u64));
-    for (name, role) in [("server sends", Role::Server), ("client sends (masked)", Role::Client)] {
+    for (name, role) in [
+        ("server sends", Role::Server),
+        ("client sends (masked)", Role::Client),
+    ] {
         group.bench_function(name, |b| {
             b.iter_batched_ref(
                 || Connection::open(role, Config::default()),
                 |conn| {
                     for _ in 0..COUNT {
-                        conn.send_binary(&b"01234567890123456789"[..]).expect("open");
+                        conn.send_binary(&b"01234567890123456789"[..])
+                            .expect("open");
                     }
                     let queue = conn.poll_transmit().expect("queued");
                     let n = queue.remaining();
@@ -70,12 +77,18 @@ fn one_mib_message(c: &mut Criterion) {
     const SIZE: usize = 1 << 20;
     let mut group = c.benchmark_group("1 MiB binary message");
     group.throughput(Throughput::Bytes(SIZE as u64));
-    for (name, sender) in [("server receives (masked)", Role::Client), ("client receives", Role::Server)] {
+    for (name, sender) in [
+        ("server receives (masked)", Role::Client),
+        ("client receives", Role::Server),
+    ] {
         let wire = stream(sender, 1, SIZE);
         group.bench_function(name, |b| b.iter(|| receive_all(sender.peer(), &wire)));
     }
     let payload = bytes::Bytes::from(vec![7u8; SIZE]);
-    for (name, role) in [("server sends", Role::Server), ("client sends (masked)", Role::Client)] {
+    for (name, role) in [
+        ("server sends", Role::Server),
+        ("client sends (masked)", Role::Client),
+    ] {
         group.bench_function(name, |b| {
             b.iter_batched_ref(
                 || Connection::open(role, Config::default()),

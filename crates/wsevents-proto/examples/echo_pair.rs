@@ -21,7 +21,9 @@ fn main() {
     let mut client = Connection::client(request, Config::default(), now);
     let mut server = Connection::server(Config::default(), now);
 
-    client.send_text("too early").expect_err("sending while connecting is refused");
+    client
+        .send_text("too early")
+        .expect_err("sending while connecting is refused");
 
     let mut step = 0;
     loop {
@@ -54,11 +56,15 @@ fn main() {
                 Event::Open => {
                     println!("  client: open, protocol {:?}", client.protocol());
                     client.send_text("Hello WebSocket.").expect("send");
-                    client.send(Message::binary(vec![1, 2, 3, 4, 5, 6, 7, 8])).expect("send");
+                    client
+                        .send(Message::binary(vec![1, 2, 3, 4, 5, 6, 7, 8]))
+                        .expect("send");
                     client
                         .send_fragment(MessageKind::Text, Bytes::from_static(b"frag"), false)
                         .expect("send");
-                    client.ping(Bytes::from_static(b"are you there?")).expect("ping");
+                    client
+                        .ping(Bytes::from_static(b"are you there?"))
+                        .expect("ping");
                     client
                         .send_fragment(MessageKind::Text, Bytes::from_static(b"mented"), true)
                         .expect("send");
@@ -90,10 +96,17 @@ fn show(direction: &str, bytes: &[u8]) {
         return;
     }
     if bytes.starts_with(b"GET ") || bytes.starts_with(b"HTTP/") {
-        println!("{direction}:\n{}", String::from_utf8_lossy(bytes).trim_end());
+        println!(
+            "{direction}:\n{}",
+            String::from_utf8_lossy(bytes).trim_end()
+        );
     } else {
         let hex: Vec<String> = bytes.iter().take(48).map(|b| format!("{b:02x}")).collect();
         let more = if bytes.len() > 48 { " …" } else { "" };
-        println!("{direction}: {} bytes: {}{more}", bytes.len(), hex.join(" "));
+        println!(
+            "{direction}: {} bytes: {}{more}",
+            bytes.len(),
+            hex.join(" ")
+        );
     }
 }

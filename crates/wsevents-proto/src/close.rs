@@ -191,13 +191,23 @@ mod tests {
 
     #[test]
     fn every_code_class_is_sorted_as_rfc_6455_says() {
-        let valid = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999];
-        let invalid = [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535];
+        let valid = [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
+        ];
+        let invalid = [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ];
         for code in valid {
-            assert!(CloseCode::from(code).is_valid_on_wire(), "{code} should be valid");
+            assert!(
+                CloseCode::from(code).is_valid_on_wire(),
+                "{code} should be valid"
+            );
         }
         for code in invalid {
-            assert!(!CloseCode::from(code).is_valid_on_wire(), "{code} should be invalid");
+            assert!(
+                !CloseCode::from(code).is_valid_on_wire(),
+                "{code} should be invalid"
+            );
         }
     }
 

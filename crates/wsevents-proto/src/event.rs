@@ -278,6 +278,8 @@ impl Closure {
 
     /// The peer's reason, empty when it gave none.
     pub fn reason(&self) -> &str {
-        self.received.as_ref().map_or("", |frame| frame.reason.as_str())
+        self.received
+            .as_ref()
+            .map_or("", |frame| frame.reason.as_str())
     }
 }

@@ -102,7 +102,8 @@ impl OpCode {
 /// let (header, len) = FrameHeader::decode(&wire).unwrap().unwrap();
 /// assert_eq!((header.fin, header.opcode, header.payload_len, len), (true, OpCode::Text, 5, 2));
 /// let mut out = [0u8; 14];
-/// assert_eq!(&out[..header.encode(&mut out)], &wire[..2]);
+/// let n = header.encode(&mut out);
+/// assert_eq!(&out[..n], &wire[..2]);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
@@ -272,7 +273,10 @@ mod tests {
     fn rfc_6455_5_7_256_bytes_uses_16_bit_length() {
         let wire = [0x82, 0x7E, 0x01, 0x00];
         let (header, n) = decode_all(&wire);
-        assert_eq!((header.opcode, header.payload_len, n), (OpCode::Binary, 256, 4));
+        assert_eq!(
+            (header.opcode, header.payload_len, n),
+            (OpCode::Binary, 256, 4)
+        );
         round_trip(header);
     }
 

@@ -48,7 +48,8 @@ fn perform(conn: &mut Connection, action: &Action) {
         Action::Fragmented(kind, parts) => {
             for (i, part) in parts.iter().enumerate() {
                 let fin = i + 1 == parts.len();
-                conn.send_fragment(*kind, Bytes::from(part.clone()), fin).unwrap();
+                conn.send_fragment(*kind, Bytes::from(part.clone()), fin)
+                    .unwrap();
                 if i == 0 {
                     conn.ping(Bytes::from_static(b"mid")).unwrap();
                 }

@@ -19,18 +19,28 @@ fn closed(events: &[Event]) -> &wsevents_proto::Closure {
 fn client_initiated_close_is_clean_on_both_sides() {
     let mut pair = Pair::connected();
     pair.client
-        .close(CloseFrame::new(CloseCode::NORMAL, "Closing normally"), pair.now)
+        .close(
+            CloseFrame::new(CloseCode::NORMAL, "Closing normally"),
+            pair.now,
+        )
         .unwrap();
     assert_eq!(pair.client.state(), State::Closing);
     pair.drive();
     let server_side = closed(&pair.server_events);
     assert!(server_side.was_clean());
     assert_eq!(server_side.initiator, Initiator::Remote);
-    assert_eq!((server_side.code(), server_side.reason()), (CloseCode::NORMAL, "Closing normally"));
+    assert_eq!(
+        (server_side.code(), server_side.reason()),
+        (CloseCode::NORMAL, "Closing normally")
+    );
     let client_side = closed(&pair.client_events);
     assert!(client_side.was_clean());
     assert_eq!(client_side.initiator, Initiator::Local);
-    assert_eq!(client_side.code(), CloseCode::NORMAL, "the server echoed the code");
+    assert_eq!(
+        client_side.code(),
+        CloseCode::NORMAL,
+        "the server echoed the code"
+    );
     assert_eq!(pair.client.state(), State::Closed);
     assert_eq!(pair.server.state(), State::Closed);
 }
@@ -38,10 +48,15 @@ fn client_initiated_close_is_clean_on_both_sides() {
 #[test]
 fn server_initiated_close_with_application_code_round_trips() {
     let mut pair = Pair::connected();
-    pair.server.close(CloseFrame::new(CloseCode::from(4000), "custom"), pair.now).unwrap();
+    pair.server
+        .close(CloseFrame::new(CloseCode::from(4000), "custom"), pair.now)
+        .unwrap();
     pair.drive();
     let client_side = closed(&pair.client_events);
-    assert_eq!((client_side.code().as_u16(), client_side.reason()), (4000, "custom"));
+    assert_eq!(
+        (client_side.code().as_u16(), client_side.reason()),
+        (4000, "custom")
+    );
     assert!(closed(&pair.server_events).was_clean());
 }
 
@@ -50,15 +65,23 @@ fn empty_close_frame_reports_1005() {
     let mut pair = Pair::connected();
     pair.client.close(CloseFrame::empty(), pair.now).unwrap();
     pair.drive();
-    assert_eq!(closed(&pair.server_events).code(), CloseCode::NO_STATUS_RECEIVED);
-    assert_eq!(closed(&pair.client_events).code(), CloseCode::NO_STATUS_RECEIVED);
+    assert_eq!(
+        closed(&pair.server_events).code(),
+        CloseCode::NO_STATUS_RECEIVED
+    );
+    assert_eq!(
+        closed(&pair.client_events).code(),
+        CloseCode::NO_STATUS_RECEIVED
+    );
 }
 
 #[test]
 fn messages_sent_before_close_arrive_before_it() {
     let mut pair = Pair::connected();
     pair.server.send_text("last words").unwrap();
-    pair.server.close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now).unwrap();
+    pair.server
+        .close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now)
+        .unwrap();
     pair.drive();
     assert!(matches!(&pair.client_events[0], Event::Message(_)));
     assert!(matches!(pair.client_events.last(), Some(Event::Closed(_))));
@@ -67,7 +90,9 @@ fn messages_sent_before_close_arrive_before_it() {
 #[test]
 fn data_still_arrives_while_closing() {
     let mut pair = Pair::connected();
-    pair.client.close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now).unwrap();
+    pair.client
+        .close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now)
+        .unwrap();
     pair.server.send_text("in flight").unwrap();
     pair.drive();
     assert_eq!(messages(&pair.client_events).len(), 1);
@@ -77,18 +102,34 @@ fn data_still_arrives_while_closing() {
 #[test]
 fn nothing_can_be_sent_after_close() {
     let mut pair = Pair::connected();
-    pair.client.close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now).unwrap();
-    assert_eq!(pair.client.send_text("x"), Err(Error::InvalidState(State::Closing)));
-    assert_eq!(pair.client.ping(Bytes::new()), Err(Error::InvalidState(State::Closing)));
+    pair.client
+        .close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now)
+        .unwrap();
+    assert_eq!(
+        pair.client.send_text("x"),
+        Err(Error::InvalidState(State::Closing))
+    );
+    assert_eq!(
+        pair.client.ping(Bytes::new()),
+        Err(Error::InvalidState(State::Closing))
+    );
     pair.drive();
-    assert_eq!(pair.client.send_text("x"), Err(Error::InvalidState(State::Closed)));
-    assert_eq!(pair.server.send_binary(vec![1]), Err(Error::InvalidState(State::Closed)));
+    assert_eq!(
+        pair.client.send_text("x"),
+        Err(Error::InvalidState(State::Closed))
+    );
+    assert_eq!(
+        pair.server.send_binary(vec![1]),
+        Err(Error::InvalidState(State::Closed))
+    );
 }
 
 #[test]
 fn nothing_is_accepted_after_close() {
     let mut pair = Pair::connected();
-    pair.client.close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now).unwrap();
+    pair.client
+        .close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now)
+        .unwrap();
     pair.drive();
     pair.server.handle_input(&client_frame(0x81, b"late"));
     assert!(pair.server.poll_event().is_none());
@@ -98,8 +139,12 @@ fn nothing_is_accepted_after_close() {
 #[test]
 fn closing_twice_does_nothing() {
     let mut pair = Pair::connected();
-    pair.client.close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now).unwrap();
-    pair.client.close(CloseFrame::new(CloseCode::from(3000), ""), pair.now).unwrap();
+    pair.client
+        .close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now)
+        .unwrap();
+    pair.client
+        .close(CloseFrame::new(CloseCode::from(3000), ""), pair.now)
+        .unwrap();
     let frames = parse_frames(&transmitted(&mut pair.client));
     assert_eq!(frames.len(), 1, "one close frame");
     pair.client.close(CloseFrame::empty(), pair.now).unwrap();
@@ -110,33 +155,53 @@ fn close_refuses_codes_and_reasons_that_cannot_be_sent() {
     let mut pair = Pair::connected();
     for code in [999, 1005, 1006, 1015, 2000, 5000] {
         assert_eq!(
-            pair.client.close(CloseFrame::new(CloseCode::from(code), ""), pair.now),
+            pair.client
+                .close(CloseFrame::new(CloseCode::from(code), ""), pair.now),
             Err(Error::InvalidCloseCode(code))
         );
     }
     let long = "x".repeat(124);
     assert_eq!(
-        pair.client.close(CloseFrame::new(CloseCode::NORMAL, long), pair.now),
+        pair.client
+            .close(CloseFrame::new(CloseCode::NORMAL, long), pair.now),
         Err(Error::ReasonTooLong(124))
     );
-    assert_eq!(pair.client.state(), State::Open, "refused closes change nothing");
-    pair.client.close(CloseFrame::new(CloseCode::NORMAL, "x".repeat(123)), pair.now).unwrap();
+    assert_eq!(
+        pair.client.state(),
+        State::Open,
+        "refused closes change nothing"
+    );
+    pair.client
+        .close(
+            CloseFrame::new(CloseCode::NORMAL, "x".repeat(123)),
+            pair.now,
+        )
+        .unwrap();
 }
 
 #[test]
 fn server_receives_every_valid_close_code_class_cleanly() {
-    for code in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
+    for code in [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+        4000, 4999,
+    ] {
         let (mut server, events) = server_receives(&client_frame(0x88, &code.to_be_bytes()));
         let closure = closed(&events);
         assert_eq!(closure.code().as_u16(), code);
         let reply = parse_frames(&transmitted(&mut server));
-        assert_eq!(reply, [(0x88, code.to_be_bytes().to_vec())], "echoes {code}");
+        assert_eq!(
+            reply,
+            [(0x88, code.to_be_bytes().to_vec())],
+            "echoes {code}"
+        );
     }
 }
 
 #[test]
 fn server_refuses_every_invalid_close_code_class() {
-    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+    for code in [
+        0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+    ] {
         let (mut server, events) = server_receives(&client_frame(0x88, &code.to_be_bytes()));
         assert_connection_failing(&mut server, &events, CloseCode::PROTOCOL_ERROR);
     }
@@ -157,7 +222,9 @@ fn server_refuses_close_reason_that_is_not_utf8() {
 #[test]
 fn close_timeout_ends_the_connection_uncleanly() {
     let mut pair = Pair::connected();
-    pair.client.close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now).unwrap();
+    pair.client
+        .close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now)
+        .unwrap();
     let deadline = pair.client.poll_timeout().expect("a close deadline");
     assert_eq!(deadline, pair.now + Duration::from_secs(5));
     // The server never answers: advance past the deadline without driving.
@@ -165,7 +232,10 @@ fn close_timeout_ends_the_connection_uncleanly() {
     assert_eq!(pair.client.state(), State::Closing);
     pair.advance(Duration::from_secs(1));
     let events = events(&mut pair.client);
-    assert!(matches!(&events[0], Event::Error(Error::Timeout(Timeout::Close))));
+    assert!(matches!(
+        &events[0],
+        Event::Error(Error::Timeout(Timeout::Close))
+    ));
     let closure = closed(&events);
     assert!(!closure.was_clean());
     assert_eq!(closure.code(), CloseCode::ABNORMAL);
@@ -176,8 +246,10 @@ fn eof_while_open_reports_1006_after_an_error() {
     let mut pair = Pair::connected();
     pair.client.handle_eof();
     let events = events(&mut pair.client);
-    assert!(matches!(&events[..], [Event::Error(Error::UnexpectedEof), Event::Closed(c)]
-        if c.code() == CloseCode::ABNORMAL && !c.was_clean() && c.initiator == Initiator::Remote));
+    assert!(
+        matches!(&events[..], [Event::Error(Error::UnexpectedEof), Event::Closed(c)]
+        if c.code() == CloseCode::ABNORMAL && !c.was_clean() && c.initiator == Initiator::Remote)
+    );
 }
 
 #[test]
@@ -199,13 +271,21 @@ fn eof_after_close_frame_is_clean() {
     let events = events(&mut client);
     assert_eq!(messages(&events).len(), 1);
     assert!(closed(&events).was_clean());
-    assert_eq!(events.iter().filter(|e| matches!(e, Event::Closed(_))).count(), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Closed(_)))
+            .count(),
+        1
+    );
 }
 
 #[test]
 fn closed_is_reported_exactly_once() {
     let mut pair = Pair::connected();
-    pair.server.close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now).unwrap();
+    pair.server
+        .close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now)
+        .unwrap();
     pair.drive();
     pair.client.handle_eof();
     pair.client.abort();

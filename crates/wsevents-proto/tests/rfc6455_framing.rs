@@ -16,8 +16,9 @@ fn client_receives_unmasked_hello() {
 
 #[test]
 fn server_receives_masked_hello() {
-    let (_, events) =
-        server_receives(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    let (_, events) = server_receives(&[
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ]);
     assert_eq!(messages(&events), [Message::text("Hello")]);
 }
 
@@ -37,8 +38,9 @@ fn client_receives_ping_and_pongs_with_its_payload() {
 
 #[test]
 fn server_receives_masked_pong() {
-    let (_, events) =
-        server_receives(&[0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    let (_, events) = server_receives(&[
+        0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ]);
     assert!(matches!(&events[..], [Event::Pong(p)] if p == &b"Hello"[..]));
 }
 
@@ -47,7 +49,10 @@ fn client_receives_256_byte_binary_with_16_bit_length() {
     let mut wire = vec![0x82, 0x7E, 0x01, 0x00];
     wire.extend((0..=255u8).collect::<Vec<_>>());
     let (_, events) = client_receives(&wire);
-    assert_eq!(messages(&events), [Message::binary((0..=255u8).collect::<Vec<_>>())]);
+    assert_eq!(
+        messages(&events),
+        [Message::binary((0..=255u8).collect::<Vec<_>>())]
+    );
 }
 
 #[test]
@@ -60,26 +65,34 @@ fn client_receives_64_kib_binary_with_64_bit_length() {
 
 #[test]
 fn server_sends_the_rfc_frames_unmasked() {
-    let mut server = wsevents_proto::Connection::open(wsevents_proto::Role::Server, Config::default());
+    let mut server =
+        wsevents_proto::Connection::open(wsevents_proto::Role::Server, Config::default());
     server.send_text("Hello").unwrap();
     server.send_binary(vec![0u8; 256]).unwrap();
     server.send_binary(vec![0u8; 65536]).unwrap();
     let wire = transmitted(&mut server);
     assert_eq!(&wire[..7], [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
     assert_eq!(&wire[7..11], [0x82, 0x7E, 0x01, 0x00]);
-    assert_eq!(&wire[11 + 256..11 + 256 + 10], [0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00]);
+    assert_eq!(
+        &wire[11 + 256..11 + 256 + 10],
+        [0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00]
+    );
 }
 
 #[test]
 fn client_sends_masked_frames_with_fresh_keys() {
-    let mut client = wsevents_proto::Connection::open(wsevents_proto::Role::Client, Config::default());
+    let mut client =
+        wsevents_proto::Connection::open(wsevents_proto::Role::Client, Config::default());
     client.send_text("Hello").unwrap();
     client.send_text("Hello").unwrap();
     let wire = transmitted(&mut client);
     assert_eq!(wire.len(), 22);
     assert_eq!(&wire[..2], [0x81, 0x85]);
     assert_ne!(&wire[2..6], &wire[13..17], "each frame gets its own key");
-    assert_eq!(parse_frames(&wire), [(0x81, b"Hello".to_vec()), (0x81, b"Hello".to_vec())]);
+    assert_eq!(
+        parse_frames(&wire),
+        [(0x81, b"Hello".to_vec()), (0x81, b"Hello".to_vec())]
+    );
 }
 
 // ----- control frames inside fragmented messages -----
@@ -92,7 +105,10 @@ fn server_receives_ping_between_fragments() {
     let (mut server, events) = server_receives(&wire);
     assert!(matches!(&events[0], Event::Ping(p) if p == &b"p"[..]));
     assert_eq!(messages(&events), [Message::text("Hello")]);
-    assert_eq!(parse_frames(&transmitted(&mut server)), [(0x8A, b"p".to_vec())]);
+    assert_eq!(
+        parse_frames(&transmitted(&mut server)),
+        [(0x8A, b"p".to_vec())]
+    );
 }
 
 #[test]
@@ -102,7 +118,10 @@ fn only_the_latest_of_several_pings_is_owed_a_pong() {
     wire.extend(client_frame(0x89, b"3"));
     let (mut server, events) = server_receives(&wire);
     assert_eq!(events.len(), 3);
-    assert_eq!(parse_frames(&transmitted(&mut server)), [(0x8A, b"3".to_vec())]);
+    assert_eq!(
+        parse_frames(&transmitted(&mut server)),
+        [(0x8A, b"3".to_vec())]
+    );
 }
 
 #[test]
@@ -161,12 +180,18 @@ fn server_refuses_control_frame_over_125_bytes() {
 
 #[test]
 fn server_refuses_non_minimal_length() {
-    server_fails(&[0x82, 0xFE, 0x00, 0x05, 1, 2, 3, 4], CloseCode::PROTOCOL_ERROR);
+    server_fails(
+        &[0x82, 0xFE, 0x00, 0x05, 1, 2, 3, 4],
+        CloseCode::PROTOCOL_ERROR,
+    );
 }
 
 #[test]
 fn server_refuses_64_bit_length_with_top_bit() {
-    server_fails(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0], CloseCode::PROTOCOL_ERROR);
+    server_fails(
+        &[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0],
+        CloseCode::PROTOCOL_ERROR,
+    );
 }
 
 #[test]
@@ -228,14 +253,20 @@ fn server_refuses_message_over_the_size_limit_across_fragments() {
 
 #[test]
 fn server_refuses_invalid_utf8_in_one_frame() {
-    server_fails(&client_frame(0x81, &[0xce, 0xba, 0xff]), CloseCode::INVALID_PAYLOAD);
+    server_fails(
+        &client_frame(0x81, &[0xce, 0xba, 0xff]),
+        CloseCode::INVALID_PAYLOAD,
+    );
 }
 
 #[test]
 fn invalid_utf8_split_across_fragments_fails_before_the_message_ends() {
     // κόσμε then the start of a surrogate (ed a0 80), split across fragments; the
     // final fragment never arrives, and still the connection fails.
-    let mut wire = client_frame(0x01, &[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xce, 0xbc, 0xce, 0xb5, 0xed]);
+    let mut wire = client_frame(
+        0x01,
+        &[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xce, 0xbc, 0xce, 0xb5, 0xed],
+    );
     wire.extend(client_frame(0x00, &[0xa0, 0x80]));
     server_fails(&wire, CloseCode::INVALID_PAYLOAD);
 }
@@ -263,7 +294,10 @@ fn valid_utf8_split_inside_a_character_across_fragments_is_accepted() {
 
 #[test]
 fn text_ending_inside_a_character_is_refused() {
-    server_fails(&client_frame(0x81, &[0xe2, 0x82]), CloseCode::INVALID_PAYLOAD);
+    server_fails(
+        &client_frame(0x81, &[0xe2, 0x82]),
+        CloseCode::INVALID_PAYLOAD,
+    );
 }
 
 #[test]
@@ -304,9 +338,13 @@ fn server_streams_fragments_when_asked() {
 #[test]
 fn server_sends_fragmented_text() {
     let mut pair = Pair::connected();
-    pair.server.send_fragment(MessageKind::Text, Bytes::from_static(b"Hel"), false).unwrap();
+    pair.server
+        .send_fragment(MessageKind::Text, Bytes::from_static(b"Hel"), false)
+        .unwrap();
     pair.server.ping(Bytes::from_static(b"p")).unwrap();
-    pair.server.send_fragment(MessageKind::Text, Bytes::from_static(b"lo"), true).unwrap();
+    pair.server
+        .send_fragment(MessageKind::Text, Bytes::from_static(b"lo"), true)
+        .unwrap();
     pair.drive();
     assert_eq!(messages(&pair.client_events), [Message::text("Hello")]);
 }
@@ -314,10 +352,16 @@ fn server_sends_fragmented_text() {
 #[test]
 fn another_message_cannot_start_inside_a_fragmented_send() {
     let mut pair = Pair::connected();
-    pair.client.send_fragment(MessageKind::Binary, Bytes::from_static(b"a"), false).unwrap();
-    assert_eq!(pair.client.send_text("x"), Err(wsevents_proto::Error::MessageInProgress));
+    pair.client
+        .send_fragment(MessageKind::Binary, Bytes::from_static(b"a"), false)
+        .unwrap();
     assert_eq!(
-        pair.client.send_fragment(MessageKind::Text, Bytes::new(), true),
+        pair.client.send_text("x"),
+        Err(wsevents_proto::Error::MessageInProgress)
+    );
+    assert_eq!(
+        pair.client
+            .send_fragment(MessageKind::Text, Bytes::new(), true),
         Err(wsevents_proto::Error::MessageInProgress)
     );
 }
@@ -325,7 +369,8 @@ fn another_message_cannot_start_inside_a_fragmented_send() {
 #[test]
 fn single_frame_message_is_handed_out_from_the_receive_buffer_without_a_copy() {
     use bytes::BufMut;
-    let mut client = wsevents_proto::Connection::open(wsevents_proto::Role::Client, Config::default());
+    let mut client =
+        wsevents_proto::Connection::open(wsevents_proto::Role::Client, Config::default());
     let frame = server_frame(0x82, &[9; 4096]);
     let start = {
         let mut buf = client.input_buffer(frame.len());
@@ -337,7 +382,11 @@ fn single_frame_message_is_handed_out_from_the_receive_buffer_without_a_copy() {
         panic!("expected a binary message")
     };
     assert_eq!(data.len(), 4096);
-    assert_eq!(data.as_ptr() as usize, start + 4, "payload is the buffer's own bytes");
+    assert_eq!(
+        data.as_ptr() as usize,
+        start + 4,
+        "payload is the buffer's own bytes"
+    );
 }
 
 #[test]

@@ -35,15 +35,25 @@ fn server_hands_out_the_request_then_opens_on_accept() {
     let events = events(&mut server);
     let request = request_of(&events);
     assert_eq!(request.path(), "/chat");
-    assert_eq!(request.select_protocol(&["superchat", "chat"]), Some("chat"));
-    assert_eq!(server.state(), State::Connecting, "waits for the caller's answer");
+    assert_eq!(
+        request.select_protocol(&["superchat", "chat"]),
+        Some("chat")
+    );
+    assert_eq!(
+        server.state(),
+        State::Connecting,
+        "waits for the caller's answer"
+    );
     server.accept(request, Some("chat"), &[]).unwrap();
     assert_eq!(server.state(), State::Open);
     assert_eq!(server.protocol(), Some("chat"));
     assert!(matches!(server.poll_event(), Some(Event::Open)));
     let response = String::from_utf8(transmitted(&mut server)).unwrap();
     assert!(response.starts_with("HTTP/1.1 101"), "{response}");
-    assert!(response.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{response}");
+    assert!(
+        response.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{response}"
+    );
     assert!(response.contains("chat"), "{response}");
 }
 
@@ -67,7 +77,10 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
     let mut server = Connection::server(Config::default(), Instant::now());
     server.handle_input(bad);
     let events = events(&mut server);
-    assert!(matches!(&events[0], Event::Error(Error::Handshake(_))), "{events:?}");
+    assert!(
+        matches!(&events[0], Event::Error(Error::Handshake(_))),
+        "{events:?}"
+    );
     assert!(matches!(events.last(), Some(Event::Closed(_))));
     let response = String::from_utf8(transmitted(&mut server)).unwrap();
     assert!(response.starts_with("HTTP/1.1 426"), "{response}");
@@ -82,7 +95,10 @@ fn server_refuses_a_head_over_the_limit() {
     server.handle_input(&big);
     let events = events(&mut server);
     assert!(
-        matches!(&events[0], Event::Error(Error::Handshake(HandshakeError::HeadTooLarge { .. }))),
+        matches!(
+            &events[0],
+            Event::Error(Error::Handshake(HandshakeError::HeadTooLarge { .. }))
+        ),
         "{events:?}"
     );
     assert_eq!(server.state(), State::Closed);
@@ -93,7 +109,10 @@ fn client_opens_on_a_valid_101_and_reads_frames_behind_it() {
     let request = ClientRequest::new("server.example.com", "/chat").with_key(*b"the sample nonce");
     let mut client = Connection::client(request, Config::default(), Instant::now());
     let sent = String::from_utf8(transmitted(&mut client)).unwrap();
-    assert!(sent.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="), "{sent}");
+    assert!(
+        sent.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="),
+        "{sent}"
+    );
     let mut response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         .to_vec();
@@ -114,7 +133,10 @@ fn client_refuses_a_wrong_accept() {
 Connection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
     );
     let events = events(&mut client);
-    assert!(matches!(&events[0], Event::Error(Error::Handshake(_))), "{events:?}");
+    assert!(
+        matches!(&events[0], Event::Error(Error::Handshake(_))),
+        "{events:?}"
+    );
     assert_eq!(client.state(), State::Closed);
 }
 
@@ -141,19 +163,38 @@ fn client_split_response_at_every_byte_still_opens() {
 
 #[test]
 fn send_while_connecting_is_an_invalid_state() {
-    let mut client = Connection::client(ClientRequest::new("h", "/"), Config::default(), Instant::now());
-    assert_eq!(client.send_text("early"), Err(Error::InvalidState(State::Connecting)));
+    let mut client = Connection::client(
+        ClientRequest::new("h", "/"),
+        Config::default(),
+        Instant::now(),
+    );
+    assert_eq!(
+        client.send_text("early"),
+        Err(Error::InvalidState(State::Connecting))
+    );
 }
 
 #[test]
 fn close_while_connecting_aborts() {
-    let mut client = Connection::client(ClientRequest::new("h", "/"), Config::default(), Instant::now());
+    let mut client = Connection::client(
+        ClientRequest::new("h", "/"),
+        Config::default(),
+        Instant::now(),
+    );
     client
-        .close(wsevents_proto::CloseFrame::new(wsevents_proto::CloseCode::NORMAL, ""), Instant::now())
+        .close(
+            wsevents_proto::CloseFrame::new(wsevents_proto::CloseCode::NORMAL, ""),
+            Instant::now(),
+        )
         .unwrap();
     let events = events(&mut client);
-    assert!(matches!(&events[..], [Event::Error(Error::Aborted), Event::Closed(c)] if c.code().as_u16() == 1006));
-    assert!(client.poll_transmit().is_none(), "the request is never sent");
+    assert!(
+        matches!(&events[..], [Event::Error(Error::Aborted), Event::Closed(c)] if c.code().as_u16() == 1006)
+    );
+    assert!(
+        client.poll_transmit().is_none(),
+        "the request is never sent"
+    );
 }
 
 #[test]
@@ -165,7 +206,10 @@ fn handshake_times_out() {
     assert_eq!(server.state(), State::Connecting);
     server.handle_timeout(start + Duration::from_secs(10));
     let events = events(&mut server);
-    assert!(matches!(&events[0], Event::Error(Error::Timeout(Timeout::Handshake))));
+    assert!(matches!(
+        &events[0],
+        Event::Error(Error::Timeout(Timeout::Handshake))
+    ));
     assert_eq!(server.state(), State::Closed);
     assert_eq!(server.poll_timeout(), None);
 }
@@ -176,6 +220,12 @@ fn pair_exchanges_messages_both_ways() {
     pair.client.send_text("from client").unwrap();
     pair.server.send_binary(vec![1, 2, 3]).unwrap();
     pair.drive();
-    assert_eq!(messages(&pair.server_events), [Message::text("from client")]);
-    assert_eq!(messages(&pair.client_events), [Message::binary(vec![1, 2, 3])]);
+    assert_eq!(
+        messages(&pair.server_events),
+        [Message::text("from client")]
+    );
+    assert_eq!(
+        messages(&pair.client_events),
+        [Message::binary(vec![1, 2, 3])]
+    );
 }

@@ -1,1 +1,43 @@
-//! wsevents
+//! # wsevents
+//!
+//! WebSocket client and server for tokio, over plain TCP and TLS (rustls), on the
+//! sans-I/O protocol core [`wsevents_proto`].
+//!
+//! ```text
+//!  socket ─► io/driver.rs ─► wsevents_proto::Connection ─► io/stream.rs (Stream + Sink)
+//!  (TcpStream / TLS)           (parse, validate, reassemble)
+//! ```
+//!
+//! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` clients.
+//! - [`accept`] / [`Acceptor`] / [`Server`]: servers, standalone or inside another
+//!   HTTP server's upgrade.
+//! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s.
+//!
+//! What it does not do: HTTP beyond the upgrade (no routing of plain HTTP requests),
+//! proxies, or HTTP/2 WebSockets (RFC 8441).
+
+mod api {
+    pub(crate) mod error;
+}
+mod io {
+    pub(crate) mod client;
+    pub(crate) mod driver;
+    pub(crate) mod server;
+    pub(crate) mod stream;
+    pub(crate) mod tls;
+    pub(crate) mod url;
+}
+
+pub use api::error::{Error, Result};
+pub use io::client::{ClientBuilder, connect};
+pub use io::server::{Accepted, Acceptor, Server, ServerBuilder, accept};
+pub use io::stream::{DEFAULT_WRITE_LIMIT, ReadHalf, WebSocketStream, WriteHalf};
+pub use io::tls::MaybeTlsStream;
+pub use wsevents_proto::{CloseCode, CloseFrame, Closure, Config, Message, Role, State, Utf8Bytes};
+
+/// TLS configurations for clients and servers.
+pub mod tls {
+    pub use crate::io::tls::{
+        client_config_with_ca, native_client_config, server_config_from_pem, webpki_client_config,
+    };
+}

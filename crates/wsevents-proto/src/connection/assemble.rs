@@ -70,7 +70,12 @@ impl Assembler {
                     .current
                     .as_ref()
                     .ok_or(ProtocolError::UnexpectedContinuation)?;
-                return check_size(current.encoded, current.size, header.payload_len, max_message_size);
+                return check_size(
+                    current.encoded,
+                    current.size,
+                    header.payload_len,
+                    max_message_size,
+                );
             }
         };
         if self.current.is_some() {
@@ -100,7 +105,9 @@ impl Assembler {
 
     /// Check bytes of uncoded text as they arrive.
     pub(crate) fn check_arrival(&mut self, bytes: &[u8]) -> Result<(), ProtocolError> {
-        self.utf8.feed(bytes).map_err(|_| ProtocolError::InvalidUtf8)
+        self.utf8
+            .feed(bytes)
+            .map_err(|_| ProtocolError::InvalidUtf8)
     }
 
     /// A data frame is complete: decode it if coded, then build the message or hand out
@@ -123,7 +130,9 @@ impl Assembler {
                 let room = max_message_size.saturating_sub(current.size);
                 let data = extension.decode(payload.freeze(), fin, room)?;
                 if current.kind == MessageKind::Text {
-                    self.utf8.feed(&data).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    self.utf8
+                        .feed(&data)
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
                 data
             }
@@ -183,7 +192,12 @@ impl Assembler {
 
 /// The message-size limit, checked from a frame header when the message is not coded
 /// (a coded message's size is only known after decoding; the extension enforces it).
-fn check_size(encoded: bool, size: usize, payload_len: u64, max: usize) -> Result<(), ProtocolError> {
+fn check_size(
+    encoded: bool,
+    size: usize,
+    payload_len: u64,
+    max: usize,
+) -> Result<(), ProtocolError> {
     if !encoded && (size as u64).saturating_add(payload_len) > max as u64 {
         return Err(ProtocolError::MessageTooLarge { max });
     }

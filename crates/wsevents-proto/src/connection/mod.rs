@@ -265,10 +265,13 @@ impl Connection {
     /// this ends it uncleanly: an [`Event::Error`] with [`Error::UnexpectedEof`], then
     /// [`Event::Closed`] with code 1006.
     pub fn handle_eof(&mut self) {
-        // Frames already received are still handed out first.
+        // Frames already received are still handed out first, in order.
+        let mut queued = std::mem::take(&mut self.events);
         while let Some(event) = self.next_read_event() {
-            self.events.push_back(event);
+            queued.push_back(event);
         }
+        queued.append(&mut self.events);
+        self.events = queued;
         self.fail(Error::UnexpectedEof, Initiator::Remote);
     }
 
@@ -315,7 +318,12 @@ impl Connection {
     /// and close can.
     ///
     /// Text fragments may split a character; the receiver checks the whole message.
-    pub fn send_fragment(&mut self, kind: MessageKind, data: Bytes, fin: bool) -> Result<(), Error> {
+    pub fn send_fragment(
+        &mut self,
+        kind: MessageKind,
+        data: Bytes,
+        fin: bool,
+    ) -> Result<(), Error> {
         self.check_open()?;
         let opcode = match self.sending {
             None => data_opcode(kind),
@@ -380,7 +388,7 @@ impl Connection {
             return Err(Error::InvalidState(self.state()));
         }
         let mut answers = Vec::new();
-        for factory in &self.config.extensions {
+        for factory in self.config.extensions.clone() {
             if self.extension.is_some() {
                 break;
             }
@@ -397,7 +405,11 @@ impl Connection {
                 self.set_extension(extension);
             }
         }
-        self.extensions_header = answers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        self.extensions_header = answers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         self.protocol = protocol.map(str::to_owned);
         let mut head = BytesMut::new();
         handshake::encode_accept(request, protocol, &answers, headers, &mut head);
@@ -408,7 +420,12 @@ impl Connection {
 
     /// Server: refuse the upgrade request with an HTTP `status` and a text `body`; the
     /// connection closes once the response is written.
-    pub fn reject(&mut self, status: u16, body: &str, headers: &[(String, String)]) -> Result<(), Error> {
+    pub fn reject(
+        &mut self,
+        status: u16,
+        body: &str,
+        headers: &[(String, String)],
+    ) -> Result<(), Error> {
         if !matches!(self.phase, Phase::AwaitingAnswer { .. }) {
             return Err(Error::InvalidState(self.state()));
         }
@@ -480,7 +497,9 @@ impl Connection {
         let Phase::AwaitingResponse { request, .. } = &self.phase else {
             return Ok(Step::Blocked);
         };
-        let Some((response, consumed)) = request.parse_response(&self.input, &self.config.handshake)? else {
+        let Some((response, consumed)) =
+            request.parse_response(&self.input, &self.config.handshake)?
+        else {
             return Ok(Step::Blocked);
         };
         self.input.advance(consumed);
@@ -490,9 +509,13 @@ impl Connection {
                 .extensions
                 .iter()
                 .find(|f| f.name().eq_ignore_ascii_case(&answer.name))
-                .ok_or_else(|| handshake::HandshakeError::UnrequestedExtension(answer.name.clone()))?;
+                .ok_or_else(|| {
+                    handshake::HandshakeError::UnrequestedExtension(answer.name.clone())
+                })?;
             if self.extension.is_some() {
-                return Err(handshake::HandshakeError::UnrequestedExtension(answer.name.clone()).into());
+                return Err(
+                    handshake::HandshakeError::UnrequestedExtension(answer.name.clone()).into(),
+                );
             }
             let extension = factory.accept_response(answer)?;
             self.set_extension(extension);
@@ -510,7 +533,9 @@ impl Connection {
     }
 
     fn read_request(&mut self) -> Result<Step, Error> {
-        let Some((request, consumed)) = handshake::parse_request(&self.input, &self.config.handshake)? else {
+        let Some((request, consumed)) =
+            handshake::parse_request(&self.input, &self.config.handshake)?
+        else {
             return Ok(Step::Blocked);
         };
         self.input.advance(consumed);

@@ -133,7 +133,9 @@ impl Connection {
     /// Both ends are clean.
     pub(crate) fn on_close_received(&mut self, received: CloseFrame) {
         let (initiator, sent) = match std::mem::replace(&mut self.phase, Phase::Open) {
-            Phase::Closing { sent, initiator, .. } => (initiator, sent),
+            Phase::Closing {
+                sent, initiator, ..
+            } => (initiator, sent),
             _ => {
                 let reply = match received.code {
                     Some(code) => CloseFrame::new(code, ""),
@@ -218,7 +220,13 @@ impl Connection {
     }
 
     /// The header for an outgoing frame: masked with a fresh key in the client role.
-    pub(crate) fn outgoing_header(&mut self, opcode: OpCode, rsv: u8, fin: bool, len: usize) -> FrameHeader {
+    pub(crate) fn outgoing_header(
+        &mut self,
+        opcode: OpCode,
+        rsv: u8,
+        fin: bool,
+        len: usize,
+    ) -> FrameHeader {
         FrameHeader {
             fin,
             rsv,

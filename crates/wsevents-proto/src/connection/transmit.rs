@@ -26,7 +26,7 @@ const OWN_CHUNK_THRESHOLD: usize = 1024;
 /// use wsevents_proto::{Config, Connection, Role};
 /// let mut conn = Connection::open(Role::Server, Config::default());
 /// conn.send_text("hi").unwrap();
-/// let out = conn.transmit();
+/// let out = conn.poll_transmit().unwrap();
 /// assert_eq!(out.chunk(), b"\x81\x02hi");
 /// out.advance(4);
 /// assert!(!out.has_remaining());
@@ -109,7 +109,10 @@ impl Buf for TransmitQueue {
     }
 
     fn advance(&mut self, mut cnt: usize) {
-        assert!(cnt <= self.len, "advance past the end of the transmit queue");
+        assert!(
+            cnt <= self.len,
+            "advance past the end of the transmit queue"
+        );
         self.len -= cnt;
         while cnt > 0 {
             match self.chunks.front_mut() {
@@ -156,7 +159,11 @@ mod tests {
         queue.push_frame(&FrameHeader::new(OpCode::Binary, 4096), payload);
         assert_eq!(queue.chunk().len(), 4, "header chunk first");
         queue.advance(4);
-        assert_eq!(queue.chunk().as_ptr(), ptr, "payload chunk is the caller's bytes");
+        assert_eq!(
+            queue.chunk().as_ptr(),
+            ptr,
+            "payload chunk is the caller's bytes"
+        );
         assert_eq!(queue.remaining(), 4096);
     }
 
@@ -164,7 +171,10 @@ mod tests {
     fn small_frames_coalesce_into_one_chunk() {
         let mut queue = TransmitQueue::default();
         for _ in 0..3 {
-            queue.push_frame(&FrameHeader::new(OpCode::Text, 2), Bytes::from_static(b"hi"));
+            queue.push_frame(
+                &FrameHeader::new(OpCode::Text, 2),
+                Bytes::from_static(b"hi"),
+            );
         }
         assert_eq!(queue.chunk().len(), 12);
         assert_eq!(drain(&mut queue), b"\x81\x02hi\x81\x02hi\x81\x02hi");
@@ -173,7 +183,10 @@ mod tests {
     #[test]
     fn vectored_chunks_cover_everything_in_order() {
         let mut queue = TransmitQueue::default();
-        queue.push_frame(&FrameHeader::new(OpCode::Binary, 2000), Bytes::from(vec![1u8; 2000]));
+        queue.push_frame(
+            &FrameHeader::new(OpCode::Binary, 2000),
+            Bytes::from(vec![1u8; 2000]),
+        );
         queue.push_frame(&FrameHeader::new(OpCode::Text, 1), Bytes::from_static(b"x"));
         let mut slices = [IoSlice::new(&[]); 8];
         let n = queue.chunks_vectored(&mut slices);
@@ -192,7 +205,9 @@ mod tests {
         // RFC 6455 §5.7: a single-frame masked text message "Hello".
         assert_eq!(
             drain(&mut queue),
-            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+            [
+                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58
+            ]
         );
     }
 }

@@ -38,8 +38,12 @@ pub trait Extension: Send + fmt::Debug {
     /// Decode one frame of an incoming message whose first frame carried this
     /// extension's RSV bits. `fin` marks the message's last frame; `max_size` is how many
     /// decoded bytes the message may still grow by.
-    fn decode(&mut self, payload: Bytes, fin: bool, max_size: usize)
-    -> Result<Bytes, ProtocolError>;
+    fn decode(
+        &mut self,
+        payload: Bytes,
+        fin: bool,
+        max_size: usize,
+    ) -> Result<Bytes, ProtocolError>;
 
     /// Encode a whole outgoing message. Returns the payload to send and the RSV bits to
     /// set on its first frame (0 to send it as it is, for example below a size

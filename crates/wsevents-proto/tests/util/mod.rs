@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use wsevents_proto::handshake::ClientRequest;
-use wsevents_proto::{CloseCode, CloseFrame, Config, Connection, Error, Event, Message, Role, State};
+use wsevents_proto::{
+    CloseCode, CloseFrame, Config, Connection, Error, Event, Message, Role, State,
+};
 
 /// Build a raw frame: `byte0` is FIN|RSV|opcode, `mask` a key for client frames.
 pub fn raw_frame(byte0: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {

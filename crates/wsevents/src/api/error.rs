@@ -51,6 +51,10 @@ pub enum Error {
     /// The opening or closing handshake, or the TCP connect, took too long.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A server refused the upgrade request with this HTTP status (the response was
+    /// sent).
+    #[error("upgrade refused with HTTP status {0}")]
+    Refused(u16),
     /// The connection is closed.
     #[error("the connection is closed")]
     Closed,
@@ -71,9 +75,15 @@ impl From<wsevents_proto::Error> for Error {
         use wsevents_proto::Error as Core;
         match error {
             Core::InvalidState(_) | Core::MessageInProgress => Error::InvalidState,
-            Core::InvalidCloseCode(code) => Error::InvalidAccess(format!("close code {code} may not be used")),
-            Core::ReasonTooLong(n) => Error::Syntax(format!("close reason of {n} bytes is over 123")),
-            Core::ControlPayloadTooLarge(n) => Error::Capacity(format!("control payload of {n} bytes is over 125")),
+            Core::InvalidCloseCode(code) => {
+                Error::InvalidAccess(format!("close code {code} may not be used"))
+            }
+            Core::ReasonTooLong(n) => {
+                Error::Syntax(format!("close reason of {n} bytes is over 123"))
+            }
+            Core::ControlPayloadTooLarge(n) => {
+                Error::Capacity(format!("control payload of {n} bytes is over 125"))
+            }
             Core::Protocol(e) => Error::Protocol(e),
             Core::Handshake(e) => Error::Handshake(e),
             Core::UnexpectedEof => Error::Io(io::Error::new(

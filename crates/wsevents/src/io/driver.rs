@@ -21,7 +21,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use wsevents_proto::{Connection, Event, Role};
@@ -87,14 +86,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.io_error.take()
     }
 
-    /// Whether the transport is finished with.
-    pub(crate) fn is_done(&self) -> bool {
-        self.teardown == Teardown::Done && self.closed_event.is_none()
-    }
-
     /// The next event of the connection, reading, writing and timing as needed.
     /// `Ready(None)` once the closed event has been handed out.
-    pub(crate) fn poll_event(&mut self, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+    pub(crate) fn poll_event(
+        &mut self,
+        conn: &mut Connection,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Event>> {
         loop {
             match self.teardown {
                 Teardown::Done => return Poll::Ready(self.closed_event.take()),
@@ -134,13 +132,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Write everything the core has queued, then flush. `Pending` while the transport
     /// is full.
-    pub(crate) fn poll_write(&mut self, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_write(
+        &mut self,
+        conn: &mut Connection,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.write_closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let mut wrote = false;
         while let Some(queue) = conn.poll_transmit() {
-            let n = ready!(tokio_util::io::poll_write_buf(Pin::new(&mut self.io), cx, queue))?;
+            let n = ready!(tokio_util::io::poll_write_buf(
+                Pin::new(&mut self.io),
+                cx,
+                queue
+            ))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -159,7 +165,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return Poll::Pending;
         }
         let mut buf = conn.input_buffer(READ_SIZE);
-        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut buf))?;
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut buf
+        ))?;
         if n == 0 {
             self.read_closed = true;
             conn.handle_eof();

@@ -56,7 +56,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
 
     /// Wrap a transport on which the handshake was done elsewhere (for example by an
     /// HTTP server's upgrade), as `role`.
-    pub fn from_upgraded(io: S, role: wsevents_proto::Role, config: wsevents_proto::Config) -> Self {
+    pub fn from_upgraded(
+        io: S,
+        role: wsevents_proto::Role,
+        config: wsevents_proto::Config,
+    ) -> Self {
         WebSocketStream::new(Driver::new(io), Connection::open(role, config))
     }
 
@@ -186,7 +190,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
         let this = self.get_mut();
         if this.conn.state() == State::Open {
             let now = tokio::time::Instant::now().into_std();
-            this.conn.close(CloseFrame::new(CloseCode::NORMAL, ""), now)?;
+            this.conn
+                .close(CloseFrame::new(CloseCode::NORMAL, ""), now)?;
         }
         ready!(this.poll_drain(cx));
         Poll::Ready(Ok(()))

@@ -1,0 +1,205 @@
+//! Masking (RFC 6455 §5.3): XOR of a payload with a 4-byte key, and the source of the
+//! keys a client masks with.
+//!
+//! The hot loop is here and nowhere else, beside its byte-wise reference
+//! ([`apply_mask_bytewise`]), with a randomized test that the two agree and a criterion
+//! bench (`benches/mask.rs`). The fast version XORs 64-byte blocks against the key
+//! repeated, a shape LLVM turns into SIMD without `unsafe`.
+//!
+//! `offset` is the position of the buffer's first byte within the frame payload, so a
+//! payload unmasked piece by piece as it arrives gives the same bytes as unmasking it
+//! whole.
+
+/// XOR `buf` with `key`, where `buf[0]` is byte `offset` of the payload.
+///
+/// ```
+/// use wsevents_proto::mask::apply_mask;
+/// // RFC 6455 §5.7: "Hello" masked with 37 fa 21 3d.
+/// let mut data = *b"Hello";
+/// apply_mask(&mut data, [0x37, 0xfa, 0x21, 0x3d], 0);
+/// assert_eq!(data, [0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+/// ```
+pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    let key = rotate(key, offset);
+    let mut block = [0u8; 64];
+    for (i, b) in block.iter_mut().enumerate() {
+        *b = key[i % 4];
+    }
+    let mut chunks = buf.chunks_exact_mut(64);
+    for chunk in &mut chunks {
+        for (b, k) in chunk.iter_mut().zip(block.iter()) {
+            *b ^= k;
+        }
+    }
+    // The tail starts at a multiple of 64 (of 4): the key is in phase.
+    for (b, k) in chunks.into_remainder().iter_mut().zip(block.iter()) {
+        *b ^= k;
+    }
+}
+
+/// The obvious byte-at-a-time version, kept as the reference.
+///
+/// ```
+/// use wsevents_proto::mask::{apply_mask, apply_mask_bytewise};
+/// let mut a = vec![7u8; 100];
+/// let mut b = a.clone();
+/// apply_mask(&mut a, [1, 2, 3, 4], 3);
+/// apply_mask_bytewise(&mut b, [1, 2, 3, 4], 3);
+/// assert_eq!(a, b);
+/// ```
+pub fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b ^= key[(offset + i) % 4];
+    }
+}
+
+/// The key as seen from payload position `offset`.
+fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
+    let mut rotated = key;
+    rotated.rotate_left(offset % 4);
+    rotated
+}
+
+/// How many random bytes one refill of [`MaskKeys`] fetches (256 keys).
+const POOL_SIZE: usize = 1024;
+
+/// The source of client masking keys: unpredictable, as §5.3 requires ("derived from a
+/// strong source of entropy"), from the operating system's RNG, fetched in bulk so that
+/// one system call serves 256 frames.
+///
+/// ```
+/// use wsevents_proto::mask::MaskKeys;
+/// let mut keys = MaskKeys::new();
+/// let a = keys.next_key();
+/// let b = keys.next_key();
+/// assert_ne!((a, b), ([0; 4], [0; 4]));
+/// ```
+pub struct MaskKeys {
+    pool: Box<[u8; POOL_SIZE]>,
+    next: usize,
+    /// Counts refills, mixed into the fallback when the OS RNG fails.
+    refills: u64,
+}
+
+impl MaskKeys {
+    /// A key source with a fresh pool.
+    pub fn new() -> Self {
+        let mut keys = MaskKeys {
+            pool: Box::new([0; POOL_SIZE]),
+            next: 0,
+            refills: 0,
+        };
+        keys.refill();
+        keys
+    }
+
+    /// The next key.
+    pub fn next_key(&mut self) -> [u8; 4] {
+        if self.next + 4 > POOL_SIZE {
+            self.refill();
+        }
+        let mut key = [0u8; 4];
+        key.copy_from_slice(&self.pool[self.next..self.next + 4]);
+        self.next += 4;
+        key
+    }
+
+    fn refill(&mut self) {
+        self.refills = self.refills.wrapping_add(1);
+        if getrandom::fill(&mut self.pool[..]).is_err() {
+            // No OS RNG (should not happen on supported systems): fall back to std's
+            // randomly seeded SipHash keys, so the keys stay unpredictable to the peer.
+            use std::hash::{BuildHasher, Hasher};
+            let state = std::collections::hash_map::RandomState::new();
+            for (i, chunk) in self.pool.chunks_mut(8).enumerate() {
+                let mut hasher = state.build_hasher();
+                hasher.write_u64(self.refills);
+                hasher.write_usize(i);
+                let word = hasher.finish().to_le_bytes();
+                chunk.copy_from_slice(&word[..chunk.len()]);
+            }
+        }
+        self.next = 0;
+    }
+}
+
+impl Default for MaskKeys {
+    fn default() -> Self {
+        MaskKeys::new()
+    }
+}
+
+impl std::fmt::Debug for MaskKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskKeys").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rfc_6455_5_7_masked_hello() {
+        let mut data = *b"Hello";
+        apply_mask(&mut data, [0x37, 0xfa, 0x21, 0x3d], 0);
+        assert_eq!(data, [0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    }
+
+    #[test]
+    fn large_buffers_agree_with_the_reference() {
+        for len in [64, 65, 1000, 4096, 65_537] {
+            for offset in 0..8 {
+                let mut fast: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+                let mut slow = fast.clone();
+                apply_mask(&mut fast, [0xde, 0xad, 0xbe, 0xef], offset);
+                apply_mask_bytewise(&mut slow, [0xde, 0xad, 0xbe, 0xef], offset);
+                assert_eq!(fast, slow, "len {len} offset {offset}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_are_not_constant_across_refills() {
+        let mut keys = MaskKeys::new();
+        let all: Vec<[u8; 4]> = (0..600).map(|_| keys.next_key()).collect();
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert!(
+            distinct.len() > 500,
+            "{} distinct keys of 600",
+            distinct.len()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn fast_equals_bytewise(data in proptest::collection::vec(any::<u8>(), 0..300), key: [u8; 4], offset in 0usize..8) {
+            let mut fast = data.clone();
+            let mut slow = data.clone();
+            apply_mask(&mut fast, key, offset);
+            apply_mask_bytewise(&mut slow, key, offset);
+            prop_assert_eq!(fast, slow);
+        }
+
+        #[test]
+        fn masking_twice_is_the_identity(data in proptest::collection::vec(any::<u8>(), 0..300), key: [u8; 4], offset in 0usize..8) {
+            let mut buf = data.clone();
+            apply_mask(&mut buf, key, offset);
+            apply_mask(&mut buf, key, offset);
+            prop_assert_eq!(buf, data);
+        }
+
+        #[test]
+        fn masking_in_pieces_equals_masking_whole(data in proptest::collection::vec(any::<u8>(), 0..300), key: [u8; 4], cut in any::<prop::sample::Index>()) {
+            let cut = cut.index(data.len() + 1);
+            let mut whole = data.clone();
+            apply_mask(&mut whole, key, 0);
+            let mut pieces = data.clone();
+            let (a, b) = pieces.split_at_mut(cut);
+            apply_mask(a, key, 0);
+            apply_mask(b, key, cut);
+            prop_assert_eq!(pieces, whole);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Connecting: URL → TCP (with `TCP_NODELAY`) → TLS for `wss://` → the opening
+//! handshake → an open [`WebSocketStream`].
+//!
+//! Each step has a typed failure ([`Error::Syntax`] for the URL, [`Error::Io`] for TCP,
+//! [`Error::Tls`], [`Error::Handshake`]) and the whole of it is bounded by the connect
+//! timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use wsevents_proto::handshake::ClientRequest;
+use wsevents_proto::{Config, Connection, Event};
+
+use crate::api::error::{Error, Result};
+use crate::io::driver::Driver;
+use crate::io::stream::WebSocketStream;
+use crate::io::tls::{self, MaybeTlsStream};
+use crate::io::url::{Target, check_protocols};
+
+/// Connect to a `ws://` or `wss://` URL with the default options.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), wsevents::Error> {
+/// let ws = wsevents::connect("ws://127.0.0.1:8080/ws").await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<WebSocketStream<MaybeTlsStream>> {
+    ClientBuilder::new(url)?.connect().await
+}
+
+/// Options for a client connection.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), wsevents::Error> {
+/// use std::time::Duration;
+/// let ws = wsevents::ClientBuilder::new("wss://example.com/chat")?
+///     .protocols(&["chat", "superchat"])?
+///     .header("Authorization", "Bearer token")
+///     .connect_timeout(Duration::from_secs(5))
+///     .connect()
+///     .await?;
+/// println!("protocol: {:?}", ws.protocol());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    target: Target,
+    protocols: Vec<String>,
+    headers: Vec<(String, String)>,
+    origin: Option<String>,
+    config: Config,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// Options for `url`; fails at once with [`Error::Syntax`] for a bad URL.
+    pub fn new(url: &str) -> Result<Self> {
+        Ok(ClientBuilder {
+            target: Target::parse(url)?,
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            origin: None,
+            config: Config::default(),
+            tls: None,
+            connect_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// The URL, normalized (`http` → `ws`).
+    pub fn url(&self) -> &url::Url {
+        &self.target.url
+    }
+
+    /// Offer these subprotocols; fails with [`Error::Syntax`] for a non-token or a
+    /// repeated one.
+    pub fn protocols<S: AsRef<str>>(mut self, protocols: &[S]) -> Result<Self> {
+        self.protocols = check_protocols(protocols)?;
+        Ok(self)
+    }
+
+    /// Add a header to the upgrade request.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Send an `Origin` header.
+    pub fn origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// Protocol limits and switches.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The TLS configuration for `wss://` (default: the Mozilla roots).
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// How long TCP connect, TLS and the opening handshake may take together
+    /// (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connect and complete the opening handshake.
+    pub async fn connect(self) -> Result<WebSocketStream<MaybeTlsStream>> {
+        let timeout = self.connect_timeout;
+        tokio::time::timeout(timeout, self.connect_now())
+            .await
+            .map_err(|_| Error::Timeout(format!("connecting took over {timeout:?}")))?
+    }
+
+    async fn connect_now(self) -> Result<WebSocketStream<MaybeTlsStream>> {
+        let tcp = self.connect_tcp().await?;
+        let io = if self.target.secure {
+            let config = match &self.tls {
+                Some(config) => config.clone(),
+                None => tls::webpki_client_config()?,
+            };
+            let connector = tokio_rustls::TlsConnector::from(config);
+            let tls = connector
+                .connect(self.target.server_name()?, tcp)
+                .await
+                .map_err(|e| Error::Tls(e.to_string()))?;
+            MaybeTlsStream::Tls(Box::new(tls.into()))
+        } else {
+            MaybeTlsStream::Plain(tcp)
+        };
+        self.handshake(io).await
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream> {
+        let mut last_error = None;
+        for addr in self.target.resolve().await? {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    tcp.set_nodelay(true)?;
+                    return Ok(tcp);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(Error::Io(last_error.unwrap_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the host resolved to no address",
+            )
+        })))
+    }
+
+    /// Run the opening handshake over an already connected transport.
+    pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        self,
+        io: S,
+    ) -> Result<WebSocketStream<S>> {
+        let mut request = ClientRequest::new(
+            self.target.host_header.clone(),
+            self.target.resource.clone(),
+        )
+        .protocols(self.protocols.iter().cloned());
+        if let Some(origin) = &self.origin {
+            request = request.origin(origin.clone());
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.clone(), value.clone());
+        }
+        let now = tokio::time::Instant::now().into_std();
+        let mut conn = Connection::client(request, self.config, now);
+        let mut driver = Driver::new(io);
+        let opened = std::future::poll_fn(|cx| driver.poll_event(&mut conn, cx)).await;
+        match opened {
+            Some(Event::Open) => Ok(WebSocketStream::new(driver, conn)),
+            Some(Event::Error(error)) => Err(match (driver.take_io_error(), error) {
+                (Some(io), wsevents_proto::Error::UnexpectedEof) => Error::Io(io),
+                (_, error) => error.into(),
+            }),
+            _ => Err(Error::Closed),
+        }
+    }
+}
