@@ -1,6 +1,7 @@
 //! End-to-end throughput of the core, no I/O: parsing a stream of small frames (the
 //! chat / telemetry case) and receiving and sending a 1 MiB binary message (the file
 //! case), in both roles.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
 

@@ -8,6 +8,7 @@
 //! ```text
 //! cargo run -p wsevents-proto --example echo_pair
 //! ```
+#![allow(clippy::unwrap_used)]
 
 use std::time::Instant;
 

@@ -1,5 +1,6 @@
 //! Property tests of the codec: what one end encodes the other decodes unchanged, in
 //! both roles, and the way the byte stream is split never changes the events.
+#![allow(clippy::unwrap_used)]
 
 mod util;
 

@@ -1,4 +1,5 @@
 //! RFC 6455 §7: the close handshake, close codes, and what is allowed after close.
+#![allow(clippy::unwrap_used)]
 
 mod util;
 

@@ -1,4 +1,5 @@
 //! RFC 6455 §5: framing, masking, fragmentation, control frames and data, by role.
+#![allow(clippy::unwrap_used)]
 
 mod util;
 

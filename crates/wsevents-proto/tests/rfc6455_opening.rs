@@ -1,4 +1,5 @@
 //! RFC 6455 §4: the opening handshake driven through the connection state machine.
+#![allow(clippy::unwrap_used)]
 
 mod util;
 

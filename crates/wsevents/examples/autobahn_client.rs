@@ -5,6 +5,7 @@
 //! AUTOBAHN_URL=ws://127.0.0.1:9001 AUTOBAHN_AGENT=wsevents \
 //!     cargo run --release -p wsevents --example autobahn_client
 //! ```
+#![allow(clippy::unwrap_used)]
 
 use futures_util::{SinkExt, StreamExt};
 use wsevents::{ClientBuilder, Config};

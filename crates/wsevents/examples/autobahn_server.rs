@@ -5,6 +5,7 @@
 //! AUTOBAHN_ADDR=127.0.0.1:9001 cargo run --release -p wsevents --example autobahn_server
 //! conformance/run.sh server -- target/release/examples/autobahn_server
 //! ```
+#![allow(clippy::unwrap_used)]
 
 use futures_util::{SinkExt, StreamExt};
 use wsevents::{Acceptor, Config, Server};

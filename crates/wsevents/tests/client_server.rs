@@ -1,5 +1,6 @@
 //! The tokio client and server over real sockets on 127.0.0.1: TLS, subprotocols,
 //! origin refusal, handshake timeouts, vanishing peers and message-size limits.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -361,7 +361,7 @@ impl Connection {
         }
         match self.state() {
             State::Connecting => self.abort(),
-            State::Open => self.to_closing(frame, Initiator::Local, now),
+            State::Open => self.enter_closing(frame, Initiator::Local, now),
             State::Closing | State::Closed => {}
         }
         Ok(())
@@ -414,7 +414,7 @@ impl Connection {
         let mut head = BytesMut::new();
         handshake::encode_accept(request, protocol, &answers, headers, &mut head);
         self.transmit.push_raw(&head);
-        self.to_open();
+        self.enter_open();
         Ok(())
     }
 
@@ -528,7 +528,7 @@ impl Connection {
             .join(", ");
         self.protocol = response.protocol.clone();
         self.response = Some(Box::new(response));
-        self.to_open();
+        self.enter_open();
         Ok(Step::Again)
     }
 

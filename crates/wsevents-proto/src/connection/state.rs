@@ -109,14 +109,14 @@ impl Phase {
 
 impl Connection {
     /// CONNECTING → OPEN: the handshake is done.
-    pub(crate) fn to_open(&mut self) {
+    pub(crate) fn enter_open(&mut self) {
         self.phase = Phase::Open;
         self.events.push_back(Event::Open);
     }
 
     /// OPEN → CLOSING: send our close frame, wait for the peer's until the close
     /// timeout. Anywhere else this does nothing (CONNECTING is `abort`'s case).
-    pub(crate) fn to_closing(&mut self, frame: CloseFrame, initiator: Initiator, now: Instant) {
+    pub(crate) fn enter_closing(&mut self, frame: CloseFrame, initiator: Initiator, now: Instant) {
         if !matches!(self.phase, Phase::Open) {
             return;
         }
@@ -194,7 +194,7 @@ impl Connection {
 
     /// A deadline passed: the handshake or the close handshake took too long.
     pub(crate) fn on_timeout(&mut self, now: Instant) {
-        if !self.phase.deadline().is_some_and(|d| now >= d) {
+        if self.phase.deadline().is_none_or(|d| now < d) {
             return;
         }
         let timeout = match self.phase.state() {

@@ -167,7 +167,7 @@ impl ClientRequest {
             None => None,
             Some(value) => {
                 let chosen = String::from_utf8_lossy(&value).trim().to_owned();
-                if !self.protocols.iter().any(|p| *p == chosen) {
+                if !self.protocols.contains(&chosen) {
                     return Err(HandshakeError::UnrequestedProtocol(chosen));
                 }
                 Some(chosen)
