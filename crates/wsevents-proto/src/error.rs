@@ -8,7 +8,7 @@
 //!   close code or reason the caller may not use, a limit the caller hit, or the protocol
 //!   or handshake failure that already ended the connection.
 //!
-//! Handshake failures have their own type, [`HandshakeError`](crate::HandshakeError),
+//! Handshake failures have their own type, [`HandshakeError`],
 //! because they end the connection before any frame flows and carry an HTTP status.
 
 use crate::State;
