@@ -1,5 +1,10 @@
 //! The server side of the opening handshake: parse and check the client's request
-//! (RFC 6455 §4.2.1), answer with a 101 (§4.2.2) or a refusal.
+//! (RFC 6455 §4.2.1), then answer with a 101 (§4.2.2) or a refusal.
+//!
+//! [`parse_request`] turns a valid request into a [`Request`] and every invalid one
+//! into a [`HandshakeError`] that knows its HTTP status. What to answer a valid request
+//! with (which subprotocol, which extensions, whether the origin is welcome) is the
+//! caller's policy; [`encode_accept`] and [`encode_reject`] write the answer it chose.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -7,28 +12,40 @@ use bytes::{BufMut, BytesMut};
 
 use super::headers::{ExtensionOffer, accept_key, has_token, is_token, parse_extensions, tokens};
 use super::{
-    HandshakeError, Headers, Limits, check_parse, find_header, joined_header, put_header,
-    reason_phrase,
+    HandshakeError, Headers, Limits, check_parse, find_header, head_window, header_slots,
+    joined_header, owned_headers, put_header, reason_phrase, single_header,
 };
 
 /// A client's valid upgrade request.
+///
+/// ```
+/// use wsevents_proto::handshake::{Limits, parse_request};
+///
+/// let head = b"GET /chat?room=1 HTTP/1.1\r\nHost: server.example.com\r\n\
+/// Upgrade: websocket\r\nConnection: Upgrade\r\n\
+/// Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+/// Sec-WebSocket-Protocol: chat, superchat\r\n\r\n";
+/// let (request, _) = parse_request(head, &Limits::default()).unwrap().unwrap();
+/// assert_eq!((request.path(), request.query()), ("/chat", Some("room=1")));
+/// assert_eq!(request.select_protocol(&["superchat", "chat"]), Some("chat"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    /// The method (always GET).
+    /// The method (always `GET`).
     pub method: String,
-    /// The request target: path and query.
+    /// The request target as sent: usually path and query (`/chat?room=1`).
     pub target: String,
     /// The `Host` header.
     pub host: String,
-    /// The `Sec-WebSocket-Key`, as sent.
+    /// The `Sec-WebSocket-Key`, as sent (base64 of 16 bytes).
     pub key: String,
-    /// The `Origin` header, if any.
+    /// The `Origin` header, if any (the first, if repeated).
     pub origin: Option<String>,
-    /// The subprotocols offered, in the client's order.
+    /// The subprotocols offered, in the client's order (every one a token).
     pub protocols: Vec<String>,
-    /// The extensions offered, in the client's order.
+    /// The extensions offered, in the client's order, parameters not yet checked.
     pub extensions: Vec<ExtensionOffer>,
-    /// Every header, in order.
+    /// Every header, in order, values as sent.
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -38,25 +55,30 @@ impl Request {
         find_header(&self.headers, name)
     }
 
-    /// The path: the target without its query.
-    ///
-    /// ```
-    /// # use wsevents_proto::handshake::{parse_request, Limits};
-    /// let head = b"GET /chat?room=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-    /// Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    /// let (request, _) = parse_request(head, &Limits::default()).unwrap().unwrap();
-    /// assert_eq!(request.path(), "/chat");
-    /// ```
+    /// The path: the target without its query. For a target in absolute form
+    /// (`ws://host/chat`, which RFC 6455 §4.2.1 allows), the path inside it (`/` if it has
+    /// none).
     pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
+        let target = self
+            .target
+            .split_once('?')
+            .map_or(self.target.as_str(), |(path, _)| path);
+        match target.split_once("://") {
+            Some((scheme, rest)) if !scheme.is_empty() && !scheme.contains('/') => {
+                rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("/")
+            }
+            _ => target,
+        }
     }
 
-    /// The query, if any.
+    /// The query (after the first `?`), if any.
     pub fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, q)| q)
+        self.target.split_once('?').map(|(_, query)| query)
     }
 
-    /// The first subprotocol *in the client's order* that the server supports.
+    /// The first subprotocol *in the client's order* that the server supports (compared
+    /// exactly, as subprotocol names are case-sensitive), or `None` to answer without
+    /// one.
     pub fn select_protocol<'a>(&self, supported: &[&'a str]) -> Option<&'a str> {
         self.protocols
             .iter()
@@ -66,16 +88,38 @@ impl Request {
 
 /// Parse and check the client's request at the start of `buf`.
 ///
-/// `Ok(None)` while the head is incomplete; else the request and how many bytes its
-/// head took. Each failure knows the status to answer with
-/// ([`HandshakeError::status`]).
+/// `Ok(None)` while the head is incomplete (and no longer than
+/// [`Limits::max_head_size`]); else the request and how many bytes its head took (the
+/// client may already have sent frames behind it; they are not consumed).
+///
+/// Checked, each failure with the status to answer it
+/// ([`HandshakeError::status`]): the method is GET (405); HTTP/1.1 (400); exactly one
+/// non-empty `Host` (400); `Upgrade` lists `websocket` and `Connection` lists `upgrade`,
+/// in any case (400); `Sec-WebSocket-Version: 13` (426); exactly one `Sec-WebSocket-Key`
+/// that is 16 bytes in base64 (400); every offered subprotocol a token and
+/// `Sec-WebSocket-Extensions` in the §9.1 grammar (400). Headers that may repeat
+/// (`Connection`, `Upgrade`, `Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`) are
+/// read as one comma list.
+///
+/// ```
+/// use wsevents_proto::HandshakeError;
+/// use wsevents_proto::handshake::{Limits, parse_request};
+///
+/// let head = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+/// Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
+/// assert_eq!(parse_request(&head[..10], &Limits::default()), Ok(None));
+/// let error = parse_request(head, &Limits::default()).unwrap_err();
+/// assert_eq!(error, HandshakeError::UnsupportedVersion(Some("8".into())));
+/// assert_eq!(error.status(), Some(426));
+/// ```
 pub fn parse_request(
     buf: &[u8],
     limits: &Limits,
 ) -> Result<Option<(Request, usize)>, HandshakeError> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let window = head_window(buf, limits);
+    let mut slots = header_slots(window, limits);
     let mut parsed = httparse::Request::new(&mut slots);
-    let Some(consumed) = check_parse(parsed.parse(buf), buf.len(), limits)? else {
+    let Some(len) = check_parse(parsed.parse(window), buf.len(), limits)? else {
         return Ok(None);
     };
     let method = parsed.method.unwrap_or("").to_owned();
@@ -86,28 +130,17 @@ pub fn parse_request(
         return Err(HandshakeError::UnsupportedHttpVersion);
     }
     let target = parsed.path.unwrap_or("/").to_owned();
-    let headers: Headers = parsed
-        .headers
-        .iter()
-        .map(|h| (h.name.to_owned(), h.value.to_vec()))
-        .collect();
-    fn named<'a>(
-        headers: &'a Headers,
-        name: &'a str,
-    ) -> impl Iterator<Item = &'a (String, Vec<u8>)> {
-        headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-    }
+    let headers = owned_headers(parsed.headers);
+    check(method, target, headers).map(|request| Some((request, len)))
+}
 
-    let host = {
-        let mut hosts = named(&headers, "Host");
-        match (hosts.next(), hosts.next()) {
-            (Some((_, host)), None) => {
-                String::from_utf8(host.clone()).map_err(|_| HandshakeError::MissingHost)?
-            }
-            _ => return Err(HandshakeError::MissingHost),
+/// Check a GET's headers.
+fn check(method: String, target: String, headers: Headers) -> Result<Request, HandshakeError> {
+    let host = match single_header(&headers, "Host") {
+        Ok(Some(host)) if !host.is_empty() => {
+            String::from_utf8(host.to_vec()).map_err(|_| HandshakeError::MissingHost)?
         }
+        _ => return Err(HandshakeError::MissingHost),
     };
     let upgrade = joined_header(&headers, "Upgrade").unwrap_or_default();
     if !has_token(&upgrade, "websocket") {
@@ -117,34 +150,30 @@ pub fn parse_request(
     if !has_token(&connection, "upgrade") {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
-    let key = {
-        let mut keys = named(&headers, "Sec-WebSocket-Key");
-        let key = match (keys.next(), keys.next()) {
-            (Some((_, key)), None) => key.trim_ascii(),
-            _ => return Err(HandshakeError::InvalidKey),
-        };
-        if STANDARD.decode(key).map(|k| k.len()) != Ok(16) {
-            return Err(HandshakeError::InvalidKey);
-        }
-        String::from_utf8_lossy(key).into_owned()
-    };
+    // The version before the key: a client of another version may well format its key
+    // differently, and 426 tells it what to speak.
     match joined_header(&headers, "Sec-WebSocket-Version") {
-        Some(v) if v.trim_ascii() == b"13" => {}
+        Some(version) if version == b"13" => {}
         other => {
             let seen = other.map(|v| String::from_utf8_lossy(&v).into_owned());
             return Err(HandshakeError::UnsupportedVersion(seen));
         }
     }
+    let key = match single_header(&headers, "Sec-WebSocket-Key") {
+        Ok(Some(key)) if STANDARD.decode(key).is_ok_and(|k| k.len() == 16) => {
+            // Invariant: valid base64 is ASCII.
+            String::from_utf8_lossy(key).into_owned()
+        }
+        _ => return Err(HandshakeError::InvalidKey),
+    };
     let protocols = match joined_header(&headers, "Sec-WebSocket-Protocol") {
         None => Vec::new(),
         Some(value) => tokens(&value)
-            .map(|t| {
-                let t = String::from_utf8_lossy(t).into_owned();
-                if is_token(&t) {
-                    Ok(t)
-                } else {
-                    Err(HandshakeError::InvalidProtocolToken(t))
-                }
+            .map(|t| match std::str::from_utf8(t) {
+                Ok(t) if is_token(t) => Ok(t.to_owned()),
+                _ => Err(HandshakeError::InvalidProtocolToken(
+                    String::from_utf8_lossy(t).into_owned(),
+                )),
             })
             .collect::<Result<_, _>>()?,
     };
@@ -157,23 +186,25 @@ pub fn parse_request(
         }
     };
     let origin = find_header(&headers, "Origin").map(|o| String::from_utf8_lossy(o).into_owned());
-    Ok(Some((
-        Request {
-            method,
-            target,
-            host,
-            key,
-            origin,
-            protocols,
-            extensions,
-            headers,
-        },
-        consumed,
-    )))
+    Ok(Request {
+        method,
+        target,
+        host,
+        key,
+        origin,
+        protocols,
+        extensions,
+        headers,
+    })
 }
 
-/// Write the 101 answer to `request`, with the chosen subprotocol, the accepted
-/// extensions and extra headers.
+/// Write the 101 answer to `request`: `Upgrade`, `Connection`, `Sec-WebSocket-Accept`,
+/// the chosen subprotocol and the accepted extensions (with the parameters the server
+/// answers with) when there are any, then `extra_headers`.
+///
+/// The caller chooses; nothing here checks that `protocol` was offered (use
+/// [`Request::select_protocol`]) or that the extensions answer offers (that is
+/// `extension/`). CR, LF and NUL in any string are written as spaces.
 ///
 /// ```
 /// # use bytes::BytesMut;
@@ -183,7 +214,11 @@ pub fn parse_request(
 /// let (request, _) = parse_request(head, &Limits::default()).unwrap().unwrap();
 /// let mut out = BytesMut::new();
 /// encode_accept(&request, None, &[], &[], &mut out);
-/// assert!(out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+/// assert_eq!(
+///     &out[..],
+///     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+/// Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+/// );
 /// ```
 pub fn encode_accept(
     request: &Request,
@@ -213,14 +248,19 @@ pub fn encode_accept(
     dst.put_slice(b"\r\n");
 }
 
-/// Write a refusal: `status` with a text `body`, and the connection closed after it.
+/// Write a refusal: `status` (with its standard reason phrase for common statuses),
+/// `Content-Type: text/plain; charset=utf-8`, `Content-Length`, `Connection: close`,
+/// `extra_headers`, and `body`. The caller closes the connection once it is sent.
 ///
 /// ```
 /// # use bytes::BytesMut;
 /// let mut out = BytesMut::new();
 /// wsevents_proto::handshake::encode_reject(403, "origin not allowed", &[], &mut out);
-/// assert!(out.starts_with(b"HTTP/1.1 403 Forbidden\r\n"));
-/// assert!(out.ends_with(b"\r\n\r\norigin not allowed"));
+/// assert_eq!(
+///     &out[..],
+///     b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n\
+/// Content-Length: 18\r\nConnection: close\r\n\r\norigin not allowed"
+/// );
 /// ```
 pub fn encode_reject(
     status: u16,
@@ -228,7 +268,7 @@ pub fn encode_reject(
     extra_headers: &[(String, String)],
     dst: &mut BytesMut,
 ) {
-    dst.put_slice(format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status)).as_bytes());
+    dst.put_slice(format!("HTTP/1.1 {status:03} {}\r\n", reason_phrase(status)).as_bytes());
     put_header(dst, "Content-Type", "text/plain; charset=utf-8");
     put_header(dst, "Content-Length", &body.len().to_string());
     put_header(dst, "Connection", "close");
@@ -242,7 +282,9 @@ pub fn encode_reject(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handshake::{ClientRequest, Response};
 
+    /// RFC 6455 §1.2 / §4.1: the sample request.
     const SAMPLE: &str = "GET /chat HTTP/1.1\r\n\
 Host: server.example.com\r\n\
 Upgrade: websocket\r\n\
@@ -256,85 +298,266 @@ Sec-WebSocket-Version: 13\r\n\r\n";
         parse_request(head.as_bytes(), &Limits::default())
     }
 
-    fn refused(head: &str) -> u16 {
-        match parse(head) {
-            Err(e) => e.status().unwrap(),
-            other => panic!("accepted {other:?}"),
-        }
+    fn sample() -> Request {
+        parse(SAMPLE).unwrap().unwrap().0
+    }
+
+    /// The sample with one substitution.
+    fn sample_with(from: &str, to: &str) -> String {
+        assert!(SAMPLE.contains(from), "{from:?}");
+        SAMPLE.replacen(from, to, 1)
     }
 
     #[test]
     fn rfc_sample_request_is_parsed() {
         let (request, n) = parse(SAMPLE).unwrap().unwrap();
         assert_eq!(n, SAMPLE.len());
+        assert_eq!(request.method, "GET");
         assert_eq!(request.target, "/chat");
+        assert_eq!(request.path(), "/chat");
+        assert_eq!(request.query(), None);
         assert_eq!(request.host, "server.example.com");
+        assert_eq!(request.key, "dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(request.origin.as_deref(), Some("http://example.com"));
         assert_eq!(request.protocols, ["chat", "superchat"]);
+        assert!(request.extensions.is_empty());
+        assert_eq!(request.headers.len(), 7);
+        assert_eq!(request.header("sec-websocket-version"), Some(&b"13"[..]));
+        assert_eq!(request.header("X-Missing"), None);
+    }
+
+    #[test]
+    fn rfc_sample_response_is_encoded() {
+        let mut out = BytesMut::new();
+        encode_accept(&sample(), Some("chat"), &[], &[], &mut out);
+        assert_eq!(
+            String::from_utf8(out.to_vec()).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\n\
+Upgrade: websocket\r\n\
+Connection: Upgrade\r\n\
+Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+Sec-WebSocket-Protocol: chat\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn protocol_is_selected_in_the_clients_order() {
+        let request = sample();
         assert_eq!(request.select_protocol(&["superchat"]), Some("superchat"));
         assert_eq!(
             request.select_protocol(&["superchat", "chat"]),
             Some("chat")
         );
-        assert_eq!(request.select_protocol(&["v2"]), None);
+        assert_eq!(request.select_protocol(&["v2", "Chat"]), None);
+        assert_eq!(request.select_protocol(&[]), None);
+    }
+
+    #[test]
+    fn path_and_query() {
+        let mut request = sample();
+        for (target, path, query) in [
+            ("/chat?room=1&x", "/chat", Some("room=1&x")),
+            ("/?", "/", Some("")),
+            ("/a?b=http://c/d", "/a", Some("b=http://c/d")),
+            ("/x://y", "/x://y", None),
+            ("ws://example.com/chat?x", "/chat", Some("x")),
+            ("http://example.com", "/", None),
+            ("*", "*", None),
+        ] {
+            request.target = target.into();
+            assert_eq!((request.path(), request.query()), (path, query), "{target}");
+        }
     }
 
     #[test]
     fn incomplete_at_every_split() {
         for cut in 0..SAMPLE.len() {
-            assert_eq!(parse(&SAMPLE[..cut]), Ok(None), "cut {cut}");
+            assert_eq!(parse(&SAMPLE[..cut]), Ok(None), "cut at {cut}");
         }
     }
 
     #[test]
+    fn bytes_after_the_head_are_not_consumed() {
+        let mut bytes = SAMPLE.as_bytes().to_vec();
+        // A masked text frame the client sent right behind its request.
+        bytes.extend([0x81, 0x82, 0x01, 0x02, 0x03, 0x04, 0x69, 0x6b]);
+        let (_, n) = parse_request(&bytes, &Limits::default()).unwrap().unwrap();
+        assert_eq!(n, SAMPLE.len());
+        assert_eq!(bytes.get(n..).map(<[u8]>::len), Some(8));
+    }
+
+    /// One row per refusal: the request, the error, the status it is answered with.
+    #[test]
     fn every_refusal_has_its_status() {
-        assert_eq!(refused(&SAMPLE.replace("GET", "POST")), 405);
-        assert_eq!(refused(&SAMPLE.replace("HTTP/1.1", "HTTP/1.0")), 400);
-        assert_eq!(
-            refused(&SAMPLE.replace("Host: server.example.com\r\n", "")),
-            400
-        );
-        assert_eq!(
-            refused(&SAMPLE.replace("Host: server.example.com\r\n", "Host: a\r\nHost: b\r\n")),
-            400
-        );
-        assert_eq!(
-            refused(&SAMPLE.replace("Upgrade: websocket", "Upgrade: h2c")),
-            400
-        );
-        assert_eq!(
-            refused(&SAMPLE.replace("Connection: Upgrade", "Connection: close")),
-            400
-        );
-        assert_eq!(
-            refused(&SAMPLE.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=")),
-            400
-        );
-        assert_eq!(
-            refused(&SAMPLE.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!")),
-            400
-        );
-        assert_eq!(
-            refused(&SAMPLE.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8")),
-            426
-        );
-        assert_eq!(
-            refused(&SAMPLE.replace("Sec-WebSocket-Version: 13\r\n", "")),
-            426
-        );
-        assert_eq!(
-            refused(&SAMPLE.replace("chat, superchat", "chat, super chat")),
-            400
-        );
-        assert_eq!(refused("GET / HTTP/1.1\r\nbad header line\r\n\r\n"), 400);
+        use HandshakeError::*;
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let table = [
+            (
+                sample_with("GET", "POST"),
+                MethodNotAllowed("POST".into()),
+                405,
+            ),
+            (
+                sample_with("GET", "HEAD"),
+                MethodNotAllowed("HEAD".into()),
+                405,
+            ),
+            (
+                sample_with("HTTP/1.1", "HTTP/1.0"),
+                UnsupportedHttpVersion,
+                400,
+            ),
+            (
+                sample_with("Host: server.example.com\r\n", ""),
+                MissingHost,
+                400,
+            ),
+            (
+                sample_with("Host: server.example.com\r\n", "Host: a\r\nHost: b\r\n"),
+                MissingHost,
+                400,
+            ),
+            (
+                sample_with("Host: server.example.com", "Host:"),
+                MissingHost,
+                400,
+            ),
+            (
+                sample_with("Upgrade: websocket\r\n", ""),
+                NotWebSocketUpgrade,
+                400,
+            ),
+            (
+                sample_with("Upgrade: websocket", "Upgrade: h2c"),
+                NotWebSocketUpgrade,
+                400,
+            ),
+            (
+                sample_with("Connection: Upgrade", "Connection: close"),
+                MissingConnectionUpgrade,
+                400,
+            ),
+            (
+                sample_with("Connection: Upgrade\r\n", ""),
+                MissingConnectionUpgrade,
+                400,
+            ),
+            (
+                sample_with("Connection: Upgrade", "Connection: Upgraded"),
+                MissingConnectionUpgrade,
+                400,
+            ),
+            (
+                sample_with(&format!("Sec-WebSocket-Key: {key}\r\n"), ""),
+                InvalidKey,
+                400,
+            ),
+            (sample_with(key, "c2hvcnQ="), InvalidKey, 400),
+            (sample_with(key, "!!!"), InvalidKey, 400),
+            (sample_with(key, "dGhlIHNhbXBsZSBub25jZQ"), InvalidKey, 400),
+            (
+                sample_with(key, "dGhlIHNhbXBsZSBub25jZSE="),
+                InvalidKey,
+                400,
+            ),
+            (
+                sample_with(
+                    &format!("Sec-WebSocket-Key: {key}\r\n"),
+                    &format!("Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Key: {key}\r\n"),
+                ),
+                InvalidKey,
+                400,
+            ),
+            (
+                sample_with("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
+                UnsupportedVersion(Some("8".into())),
+                426,
+            ),
+            (
+                sample_with(
+                    "Sec-WebSocket-Version: 13",
+                    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 8",
+                ),
+                UnsupportedVersion(Some("13, 8".into())),
+                426,
+            ),
+            (
+                sample_with("Sec-WebSocket-Version: 13\r\n", ""),
+                UnsupportedVersion(None),
+                426,
+            ),
+            (
+                sample_with("chat, superchat", "chat, super chat"),
+                InvalidProtocolToken("super chat".into()),
+                400,
+            ),
+            (
+                sample_with("chat, superchat", "chat, \"superchat\""),
+                InvalidProtocolToken("\"superchat\"".into()),
+                400,
+            ),
+            (
+                sample_with(
+                    "Sec-WebSocket-Version: 13",
+                    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: a b",
+                ),
+                InvalidExtensionHeader("expected \";\" or \",\" at byte 2".into()),
+                400,
+            ),
+        ];
+        for (head, error, status) in table {
+            assert_eq!(parse(&head), Err(error.clone()), "{head}");
+            assert_eq!(error.status(), Some(status), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_requests_are_400() {
+        for head in [
+            "GET / HTTP/1.1\r\nbad header line\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
+            "GET /a b HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+            "\0",
+        ] {
+            let error = parse(head).unwrap_err();
+            assert!(matches!(error, HandshakeError::Malformed(_)), "{head:?}");
+            assert_eq!(error.status(), Some(400));
+        }
     }
 
     #[test]
     fn tokens_are_case_insensitive() {
         let head = SAMPLE
             .replace("Upgrade: websocket", "UPGRADE: WebSocket")
-            .replace("Connection: Upgrade", "connection: keep-alive, upgrade");
+            .replace("Connection: Upgrade", "connection: keep-alive, Upgrade");
         assert!(parse(&head).unwrap().is_some());
+        let lists = sample_with("Upgrade: websocket", "Upgrade: h2c, WEBSOCKET");
+        assert!(parse(&lists).unwrap().is_some());
+    }
+
+    #[test]
+    fn repeated_headers_combine_as_lists() {
+        let head = sample_with(
+            "Connection: Upgrade\r\n",
+            "Connection: keep-alive\r\nConnection: upgrade\r\n",
+        )
+        .replace(
+            "Sec-WebSocket-Protocol: chat, superchat\r\n",
+            "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: superchat, v3\r\n\
+Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+Sec-WebSocket-Extensions: x-foo, permessage-deflate\r\n",
+        );
+        let (request, _) = parse(&head).unwrap().unwrap();
+        assert_eq!(request.protocols, ["chat", "superchat", "v3"]);
+        assert_eq!(
+            request.extensions,
+            [
+                ExtensionOffer::new("permessage-deflate").param("client_max_window_bits", None),
+                ExtensionOffer::new("x-foo"),
+                ExtensionOffer::new("permessage-deflate"),
+            ]
+        );
     }
 
     #[test]
@@ -344,9 +567,27 @@ Sec-WebSocket-Version: 13\r\n\r\n";
             max_headers: 64,
         };
         let error = parse_request(SAMPLE.as_bytes(), &limits).unwrap_err();
+        assert_eq!(error, HandshakeError::HeadTooLarge { max: 100 });
         assert_eq!(error.status(), Some(431));
-        let partial = parse_request(&[b'a'; 101], &limits).unwrap_err();
-        assert_eq!(partial, HandshakeError::HeadTooLarge { max: 100 });
+        // Incomplete heads wait up to the limit, and are refused past it.
+        assert_eq!(parse_request(&SAMPLE.as_bytes()[..100], &limits), Ok(None));
+        assert_eq!(
+            parse_request(&[b'a'; 101], &limits),
+            Err(HandshakeError::HeadTooLarge { max: 100 })
+        );
+        // A megabyte of input behind an endless header costs one bounded parse.
+        let mut endless = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        endless.resize(1 << 20, b'a');
+        assert_eq!(
+            parse(std::str::from_utf8(&endless).unwrap()),
+            Err(HandshakeError::HeadTooLarge { max: 16 * 1024 })
+        );
+        // Exactly at the limit is fine.
+        let exact = Limits {
+            max_head_size: SAMPLE.len(),
+            max_headers: 64,
+        };
+        assert!(parse_request(SAMPLE.as_bytes(), &exact).is_ok());
     }
 
     #[test]
@@ -355,47 +596,141 @@ Sec-WebSocket-Version: 13\r\n\r\n";
             max_head_size: 16 * 1024,
             max_headers: 4,
         };
+        let error = parse_request(SAMPLE.as_bytes(), &limits).unwrap_err();
+        assert_eq!(error, HandshakeError::TooManyHeaders { max: 4 });
+        assert_eq!(error.status(), Some(431));
+        // Found as soon as the fifth header (`Origin`) is read, before the head ends.
+        let partial = &SAMPLE[..SAMPLE.find("Sec-WebSocket-Protocol").unwrap()];
         assert_eq!(
-            parse_request(SAMPLE.as_bytes(), &limits),
+            parse_request(partial.as_bytes(), &limits),
             Err(HandshakeError::TooManyHeaders { max: 4 })
         );
+        // Exactly the limit is fine; a huge limit costs nothing.
+        for max_headers in [7, usize::MAX] {
+            let limits = Limits {
+                max_head_size: 16 * 1024,
+                max_headers,
+            };
+            assert!(parse_request(SAMPLE.as_bytes(), &limits).is_ok());
+        }
     }
 
     #[test]
-    fn error_responses_are_complete_http() {
+    fn reject_is_a_complete_response() {
         let mut out = BytesMut::new();
-        HandshakeError::UnsupportedVersion(Some("8".into())).encode_response(&mut out);
-        let text = String::from_utf8(out.to_vec()).unwrap();
-        assert!(
-            text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
-            "{text}"
+        encode_reject(
+            404,
+            "no such room\n",
+            &[("X-Reason".into(), "gone".into())],
+            &mut out,
         );
-        assert!(text.contains("Sec-WebSocket-Version: 13\r\n"));
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert_eq!(
+            String::from_utf8(out.to_vec()).unwrap(),
+            "HTTP/1.1 404 Not Found\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 13\r\n\
+Connection: close\r\n\
+X-Reason: gone\r\n\r\n\
+no such room\n"
+        );
+        let mut out = BytesMut::new();
+        encode_reject(599, "", &[], &mut out);
+        assert!(out.starts_with(b"HTTP/1.1 599 \r\n"), "{out:?}");
+        assert!(out.ends_with(b"Content-Length: 0\r\nConnection: close\r\n\r\n"));
     }
 
     #[test]
-    fn request_response_round_trip() {
-        use crate::handshake::ClientRequest;
-        let client = ClientRequest::new("h:1", "/x?y").protocols(["a", "b"]);
+    fn error_response_parses_as_http() {
+        let Err(error) = parse(&sample_with("GET", "PUT")) else {
+            panic!("accepted a PUT");
+        };
+        let mut out = BytesMut::new();
+        error.encode_response(&mut out);
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut response = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head) = response.parse(&out).unwrap() else {
+            panic!("incomplete response");
+        };
+        assert_eq!(response.code, Some(405));
+        let allow = response.headers.iter().find(|h| h.name == "Allow");
+        assert_eq!(allow.map(|h| h.value), Some(&b"GET"[..]));
+        assert_eq!(out.len() - head, error.to_string().len() + 1);
+    }
+
+    #[test]
+    fn client_and_server_round_trip() {
+        let deflate =
+            ExtensionOffer::new("permessage-deflate").param("client_max_window_bits", None);
+        let client = ClientRequest::new("example.com:8080", "/chat?room=1")
+            .protocols(["v2.chat", "chat"])
+            .extension(deflate.clone())
+            .extension(ExtensionOffer::new("x-other"))
+            .origin("https://example.com");
         let mut head = BytesMut::new();
         client.encode(&mut head);
-        let (request, _) = parse_request(&head, &Limits::default()).unwrap().unwrap();
-        assert_eq!(request.query(), Some("y"));
-        let mut answer = BytesMut::new();
+        let (request, n) = parse_request(&head, &Limits::default()).unwrap().unwrap();
+        assert_eq!(n, head.len());
+        assert_eq!(request.host, "example.com:8080");
+        assert_eq!((request.path(), request.query()), ("/chat", Some("room=1")));
+        assert_eq!(request.key, client.key());
+        assert_eq!(request.origin.as_deref(), Some("https://example.com"));
+        assert_eq!(request.protocols, client.protocols_offered());
+        assert_eq!(request.extensions, client.extensions());
+
+        let protocol = request.select_protocol(&["chat", "v2.chat"]);
+        assert_eq!(protocol, Some("v2.chat"));
+        let answer = ExtensionOffer::new("permessage-deflate")
+            .param("client_max_window_bits", Some("10".into()));
+        let mut response = BytesMut::new();
         encode_accept(
             &request,
-            Some("b"),
-            &[],
+            protocol,
+            std::slice::from_ref(&answer),
             &[("X-Served-By".into(), "test".into())],
-            &mut answer,
+            &mut response,
         );
-        let (response, _) = client
-            .parse_response(&answer, &Limits::default())
+        let response_len = response.len();
+        response.extend_from_slice(&[0x81, 0x00]);
+        let (
+            Response {
+                status,
+                protocol,
+                extensions,
+                ..
+            },
+            n,
+        ) = client
+            .parse_response(&response, &Limits::default())
             .unwrap()
             .unwrap();
-        assert_eq!(response.protocol.as_deref(), Some("b"));
+        assert_eq!((status, n), (101, response_len));
+        assert_eq!(protocol.as_deref(), Some("v2.chat"));
+        assert_eq!(extensions, [answer]);
+        let (response, _) = client
+            .parse_response(&response, &Limits::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(response.header("x-served-by"), Some(&b"test"[..]));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let base = sample_with(
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: e; p=\"1\"",
+        );
+        for i in 0..base.len() {
+            for byte in [0x00, b'\r', b'\n', b':', b',', b';', b'"', b' ', 0x80, 0xff] {
+                let mut bytes = base.clone().into_bytes();
+                if let Some(b) = bytes.get_mut(i) {
+                    *b = byte;
+                }
+                if let Err(error) = parse_request(&bytes, &Limits::default()) {
+                    let mut out = BytesMut::new();
+                    error.encode_response(&mut out);
+                    assert!(!out.is_empty(), "{error:?} has no response");
+                }
+            }
+        }
     }
 }
