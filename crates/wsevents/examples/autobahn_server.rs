@@ -18,7 +18,7 @@ async fn main() -> Result<(), wsevents::Error> {
         max_message_size: 64 << 20,
         ..Config::default()
     };
-    let mut server = Server::builder(Acceptor::new().config(config))
+    let server = Server::builder(Acceptor::new().config(config))
         .bind(&addr)
         .await?;
     eprintln!("autobahn server testee on {}", server.local_addr());

@@ -9,8 +9,10 @@ use wsevents::{Acceptor, Server};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), wsevents::Error> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9000".into());
-    let mut server = Server::builder(Acceptor::new()).bind(&addr).await?;
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9000".into());
+    let server = Server::builder(Acceptor::new()).bind(&addr).await?;
     println!("echo server on ws://{}", server.local_addr());
     while let Some((mut ws, _request)) = server.accept_stream().await {
         tokio::spawn(async move {

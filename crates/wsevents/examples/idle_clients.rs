@@ -15,7 +15,9 @@ use wsevents::Message;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().ok_or("usage: idle_clients URL COUNT HOLD_SECONDS")?;
+    let url = args
+        .next()
+        .ok_or("usage: idle_clients URL COUNT HOLD_SECONDS")?;
     let count: usize = args.next().ok_or("missing COUNT")?.parse()?;
     let hold: u64 = args.next().ok_or("missing HOLD_SECONDS")?.parse()?;
 

@@ -17,7 +17,10 @@
 //! proxies, or HTTP/2 WebSockets (RFC 8441).
 
 mod api {
+    pub(crate) mod data;
     pub(crate) mod error;
+    pub(crate) mod events;
+    pub(crate) mod websocket;
 }
 mod io {
     pub(crate) mod client;
@@ -28,7 +31,10 @@ mod io {
     pub(crate) mod url;
 }
 
+pub use api::data::{BinaryType, Blob, Data, IntoMessage};
 pub use api::error::{Error, Result};
+pub use api::events::{CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent};
+pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
 pub use io::server::{Accepted, Acceptor, Server, ServerBuilder, accept};
 pub use io::stream::{DEFAULT_WRITE_LIMIT, ReadHalf, WebSocketStream, WriteHalf};

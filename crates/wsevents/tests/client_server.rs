@@ -16,7 +16,7 @@ async fn echo_server(acceptor: Acceptor) -> (Server, String) {
     (server, url)
 }
 
-fn spawn_echo(mut server: Server) -> tokio::task::JoinHandle<Vec<Option<wsevents::Closure>>> {
+fn spawn_echo(server: Server) -> tokio::task::JoinHandle<Vec<Option<wsevents::Closure>>> {
     tokio::spawn(async move {
         let mut closures = Vec::new();
         while let Some((mut ws, _)) = server.accept_stream().await {
@@ -218,7 +218,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
 
 #[tokio::test]
 async fn peer_vanishing_mid_message_is_1006() {
-    let mut server = Server::builder(Acceptor::new())
+    let server = Server::builder(Acceptor::new())
         .bind("127.0.0.1:0")
         .await
         .unwrap();

@@ -121,22 +121,52 @@ impl ClientBuilder {
     }
 
     async fn connect_now(self) -> Result<WebSocketStream<MaybeTlsStream>> {
-        let tcp = self.connect_tcp().await?;
-        let io = if self.target.secure {
-            let config = match &self.tls {
-                Some(config) => config.clone(),
-                None => tls::webpki_client_config()?,
-            };
-            let connector = tokio_rustls::TlsConnector::from(config);
-            let tls = connector
-                .connect(self.target.server_name()?, tcp)
-                .await
-                .map_err(|e| Error::Tls(e.to_string()))?;
-            MaybeTlsStream::Tls(Box::new(tls.into()))
-        } else {
-            MaybeTlsStream::Plain(tcp)
-        };
+        let io = self.open_transport().await?;
         self.handshake(io).await
+    }
+
+    /// TCP (and TLS for `wss://`), without the WebSocket handshake.
+    pub(crate) async fn open_transport(&self) -> Result<MaybeTlsStream> {
+        let tcp = self.connect_tcp().await?;
+        if !self.target.secure {
+            return Ok(MaybeTlsStream::Plain(tcp));
+        }
+        let config = match &self.tls {
+            Some(config) => config.clone(),
+            None => tls::webpki_client_config()?,
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tls = connector
+            .connect(self.target.server_name()?, tcp)
+            .await
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(MaybeTlsStream::Tls(Box::new(tls.into())))
+    }
+
+    /// The upgrade request these options make.
+    pub(crate) fn client_request(&self) -> ClientRequest {
+        let mut request = ClientRequest::new(
+            self.target.host_header.clone(),
+            self.target.resource.clone(),
+        )
+        .protocols(self.protocols.iter().cloned());
+        if let Some(origin) = &self.origin {
+            request = request.origin(origin.clone());
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.clone(), value.clone());
+        }
+        request
+    }
+
+    /// The protocol configuration.
+    pub(crate) fn protocol_config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The connect timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream> {
@@ -163,17 +193,7 @@ impl ClientBuilder {
         self,
         io: S,
     ) -> Result<WebSocketStream<S>> {
-        let mut request = ClientRequest::new(
-            self.target.host_header.clone(),
-            self.target.resource.clone(),
-        )
-        .protocols(self.protocols.iter().cloned());
-        if let Some(origin) = &self.origin {
-            request = request.origin(origin.clone());
-        }
-        for (name, value) in &self.headers {
-            request = request.header(name.clone(), value.clone());
-        }
+        let request = self.client_request();
         let now = tokio::time::Instant::now().into_std();
         let mut conn = Connection::client(request, self.config, now);
         let mut driver = Driver::new(io);

@@ -73,6 +73,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
+    /// The same driver over a wrapped transport.
+    pub(crate) fn map_io<T>(self, wrap: impl FnOnce(S) -> T) -> Driver<T> {
+        Driver {
+            io: wrap(self.io),
+            timer: self.timer,
+            read_closed: self.read_closed,
+            write_closed: self.write_closed,
+            teardown: self.teardown,
+            linger: self.linger,
+            closed_event: self.closed_event,
+            io_error: self.io_error,
+        }
+    }
+
     pub(crate) fn io(&self) -> &S {
         &self.io
     }

@@ -206,7 +206,7 @@ pub type Accepted = (WebSocketStream<MaybeTlsStream>, Request);
 /// let mut server = wsevents::Server::builder(wsevents::Acceptor::new().route("/ws"))
 ///     .bind("127.0.0.1:8080")
 ///     .await?;
-/// while let Some((mut ws, request)) = server.accept_stream().await {
+/// while let Some((mut ws, _request)) = server.accept_stream().await {
 ///     tokio::spawn(async move {
 ///         while let Some(Ok(message)) = ws.next().await {
 ///             if ws.send(message).await.is_err() { break; }
@@ -218,7 +218,8 @@ pub type Accepted = (WebSocketStream<MaybeTlsStream>, Request);
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
-    incoming: mpsc::Receiver<Accepted>,
+    secure: bool,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<Accepted>>,
     task: JoinHandle<()>,
 }
 
@@ -238,14 +239,45 @@ impl Server {
         }
     }
 
+    /// A server with the default [`Acceptor`] listening on `addr`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// let server = wsevents::Server::bind("127.0.0.1:8080").await?;
+    /// while let Some(ws) = server.accept().await {
+    ///     tokio::spawn(async move {
+    ///         let echo = ws.clone();
+    ///         ws.on_message(move |e| {
+    ///             let _ = echo.send(e.data.as_bytes().to_vec());
+    ///         });
+    ///         ws.run().await;
+    ///     });
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn bind(addr: impl ToSocketAddrs) -> Result<Server> {
+        Server::builder(Acceptor::new()).bind(addr).await
+    }
+
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// The next open connection; `None` once the server stopped.
-    pub async fn accept_stream(&mut self) -> Option<Accepted> {
-        self.incoming.recv().await
+    /// The next open connection as a [`WebSocket`](crate::WebSocket) with the event
+    /// API (already open: its `open` event is the first its `run` dispatches); `None`
+    /// once the server stopped.
+    pub async fn accept(&self) -> Option<crate::WebSocket> {
+        let (stream, request) = self.accept_stream().await?;
+        let scheme = if self.secure { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}{}", request.host, request.target);
+        Some(crate::WebSocket::accepted(stream, url))
+    }
+
+    /// The next open connection as a [`WebSocketStream`], with the request that
+    /// opened it; `None` once the server stopped.
+    pub async fn accept_stream(&self) -> Option<Accepted> {
+        self.incoming.lock().await.recv().await
     }
 }
 
@@ -292,10 +324,12 @@ impl ServerBuilder {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, incoming) = mpsc::channel(256);
+        let secure = self.tls.is_some();
         let task = tokio::spawn(accept_loop(listener, Arc::new(self), tx));
         Server {
             local_addr,
-            incoming,
+            secure,
+            incoming: tokio::sync::Mutex::new(incoming),
             task,
         }
     }

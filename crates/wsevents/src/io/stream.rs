@@ -64,6 +64,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         WebSocketStream::new(Driver::new(io), Connection::open(role, config))
     }
 
+    /// The driver and the core, for the event API to take over.
+    pub(crate) fn into_parts(self) -> (Driver<S>, Connection) {
+        (self.driver, self.conn)
+    }
+
     /// Set how many queued, unwritten bytes make the sink wait.
     pub fn set_write_limit(&mut self, limit: usize) {
         self.write_limit = limit;

@@ -1,0 +1,256 @@
+//! The four events of the browser API (`open`, `message`, `error`, `close`), and the
+//! registry of handlers (`onmessage = f`) and listeners (`addEventListener`) that
+//! receive them.
+//!
+//! Order is the DOM's: every callback of a type runs in the order it was registered;
+//! an `on_x` handler takes the place of the first `on_x` it replaces, so setting it
+//! again keeps its position and never touches listeners.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::api::data::Data;
+use crate::api::error::Error;
+
+/// The type of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// The connection opened.
+    Open,
+    /// A message arrived.
+    Message,
+    /// Something failed; a `close` follows unless a handler panicked.
+    Error,
+    /// The connection closed.
+    Close,
+}
+
+/// A `message` event: `e.data` and `e.origin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageEvent {
+    /// The message: text, or binary as the socket's `binary_type` said when it was
+    /// dispatched.
+    pub data: Data,
+    /// The origin of the URL the socket is connected to (`ws://host:port`).
+    pub origin: String,
+}
+
+/// An `error` event. Unlike browsers, which hide the cause, it carries it.
+#[derive(Debug, Clone)]
+pub struct ErrorEvent {
+    message: String,
+    error: Option<Arc<Error>>,
+}
+
+impl ErrorEvent {
+    pub(crate) fn new(error: Error) -> Self {
+        ErrorEvent {
+            message: error.to_string(),
+            error: Some(Arc::new(error)),
+        }
+    }
+
+    pub(crate) fn handler_panicked(what: String) -> Self {
+        ErrorEvent {
+            message: format!("an event handler panicked: {what}"),
+            error: None,
+        }
+    }
+
+    /// What went wrong, for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The error, for code to match (`None` when a handler panicked).
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_deref()
+    }
+}
+
+/// A `close` event: `e.code`, `e.reason`, `e.wasClean`.
+///
+/// 1005 when the peer's close frame had no code; 1006 and `was_clean == false` when the
+/// connection ended without a close handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseEvent {
+    /// The close code.
+    pub code: u16,
+    /// The peer's reason.
+    pub reason: String,
+    /// Whether the close handshake completed.
+    pub was_clean: bool,
+}
+
+/// Any event, as listeners added with
+/// [`add_event_listener`](crate::WebSocket::add_event_listener) receive it.
+///
+/// ```
+/// use wsevents::{CloseEvent, Event, EventType};
+/// let event = Event::Close(CloseEvent { code: 1000, reason: "bye".into(), was_clean: true });
+/// assert_eq!(event.event_type(), EventType::Close);
+/// assert_eq!(event.as_close().map(|c| c.code), Some(1000));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// `open`.
+    Open,
+    /// `message`.
+    Message(MessageEvent),
+    /// `error`.
+    Error(ErrorEvent),
+    /// `close`.
+    Close(CloseEvent),
+}
+
+impl Event {
+    /// Its type (`e.type`).
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Event::Open => EventType::Open,
+            Event::Message(_) => EventType::Message,
+            Event::Error(_) => EventType::Error,
+            Event::Close(_) => EventType::Close,
+        }
+    }
+
+    /// The message details, for a `message` event.
+    pub fn as_message(&self) -> Option<&MessageEvent> {
+        match self {
+            Event::Message(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The error details, for an `error` event.
+    pub fn as_error(&self) -> Option<&ErrorEvent> {
+        match self {
+            Event::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The close details, for a `close` event.
+    pub fn as_close(&self) -> Option<&CloseEvent> {
+        match self {
+            Event::Close(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Identifies a listener for [`remove_event_listener`](crate::WebSocket::remove_event_listener).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(u64);
+
+type AnyFn = Arc<dyn Fn(&Event) + Send + Sync>;
+type MessageFn = Arc<dyn Fn(&MessageEvent) + Send + Sync>;
+type ErrorFn = Arc<dyn Fn(&ErrorEvent) + Send + Sync>;
+type CloseFn = Arc<dyn Fn(&CloseEvent) + Send + Sync>;
+
+/// One registered callback, typed by the view it takes.
+#[derive(Clone)]
+pub(crate) enum Callback {
+    Any(AnyFn),
+    Message(MessageFn),
+    Error(ErrorFn),
+    Close(CloseFn),
+}
+
+impl Callback {
+    /// Call it with `event`, in the view it takes.
+    pub(crate) fn call(&self, event: &Event) {
+        match (self, event) {
+            (Callback::Any(f), _) => f(event),
+            (Callback::Message(f), Event::Message(e)) => f(e),
+            (Callback::Error(f), Event::Error(e)) => f(e),
+            (Callback::Close(f), Event::Close(e)) => f(e),
+            _ => {}
+        }
+    }
+}
+
+struct Entry {
+    id: ListenerId,
+    event_type: EventType,
+    /// Set by `on_x` (one per type) rather than `add_event_listener`.
+    is_handler: bool,
+    callback: Callback,
+}
+
+/// The handlers and listeners of one socket.
+#[derive(Default)]
+pub(crate) struct Registry {
+    entries: Vec<Entry>,
+    next_id: u64,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("callbacks", &self.entries.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Set the `on_x` handler of `event_type`, in place of the previous one.
+    pub(crate) fn set_handler(&mut self, event_type: EventType, callback: Callback) {
+        match self
+            .entries
+            .iter_mut()
+            .find(|e| e.is_handler && e.event_type == event_type)
+        {
+            Some(entry) => entry.callback = callback,
+            None => {
+                let id = self.next();
+                self.entries.push(Entry {
+                    id,
+                    event_type,
+                    is_handler: true,
+                    callback,
+                });
+            }
+        }
+    }
+
+    /// Add a listener.
+    pub(crate) fn add(&mut self, event_type: EventType, callback: Callback) -> ListenerId {
+        let id = self.next();
+        self.entries.push(Entry {
+            id,
+            event_type,
+            is_handler: false,
+            callback,
+        });
+        id
+    }
+
+    /// Remove a listener; true if it was there.
+    pub(crate) fn remove(&mut self, id: ListenerId) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.id != id || e.is_handler);
+        self.entries.len() != before
+    }
+
+    /// The callbacks for `event_type`, in order (cloned, so they run without the lock).
+    pub(crate) fn callbacks(&self, event_type: EventType) -> Vec<Callback> {
+        self.entries
+            .iter()
+            .filter(|e| e.event_type == event_type)
+            .map(|e| e.callback.clone())
+            .collect()
+    }
+
+    /// Drop every callback (after the close event: breaks cycles through handlers that
+    /// hold a clone of their socket).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    fn next(&mut self) -> ListenerId {
+        self.next_id += 1;
+        ListenerId(self.next_id)
+    }
+}

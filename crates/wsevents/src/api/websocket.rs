@@ -1,0 +1,581 @@
+//! `WebSocket`: the browser's WebSocket API in Rust, for clients and servers alike.
+//!
+//! One connection is driven by whichever clone calls [`WebSocket::run`] (or
+//! [`WebSocket::next_event`]): that task reads the socket, feeds the protocol core,
+//! writes what is queued, and runs the handlers, one event at a time, in order, as
+//! JavaScript's event loop does. Other clones only queue (`send`, `close`) and wake the
+//! driving task. A handler that takes its time therefore slows the reading of the
+//! socket, not the growth of a queue: per connection, memory stays bounded by the
+//! receive buffer (at most one frame, `Config::max_frame_size`) plus what the program
+//! itself queues to send (`buffered_amount`).
+//!
+//! The core is shared behind a `std` mutex, held only for the length of one
+//! non-blocking poll or one `send`; handlers are never called with a lock held, so a
+//! handler may send, close or register handlers on its own socket.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite};
+use wsevents_proto::{CloseCode, CloseFrame, Connection, State};
+
+use crate::api::data::{BinaryType, IntoMessage, data_of};
+use crate::api::error::{Error, Result};
+use crate::api::events::{
+    Callback, CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, Registry,
+};
+use crate::io::client::ClientBuilder;
+use crate::io::driver::Driver;
+use crate::io::stream::WebSocketStream;
+use crate::io::url::check_protocols;
+
+/// A transport of any kind, boxed so that [`WebSocket`] is one type.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug> Transport for T {}
+type BoxedDriver = Driver<Box<dyn Transport>>;
+
+/// The ready state (`ws.readyState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ReadyState {
+    /// 0: the connection is not yet open.
+    Connecting = 0,
+    /// 1: the connection is open and ready to communicate.
+    Open = 1,
+    /// 2: the connection is going through the closing handshake.
+    Closing = 2,
+    /// 3: the connection is closed or could not be opened.
+    Closed = 3,
+}
+
+/// Where the driving side is.
+enum Drive {
+    /// Client: TCP not connected yet; the options to connect with.
+    NotStarted(Box<ClientBuilder>),
+    /// The transport and its driver.
+    Running(BoxedDriver),
+    /// The close event has been produced.
+    Finished,
+}
+
+/// What clones share under the core lock.
+struct Core {
+    /// The protocol core, once the transport exists.
+    conn: Option<Connection>,
+    /// Events made here rather than by the core (`open` of an accepted connection,
+    /// failures before the core exists).
+    queued: VecDeque<Event>,
+    /// `close()` was called while the transport was still being connected.
+    aborted: bool,
+    /// The close event was dispatched: the state is CLOSED for good.
+    closed: bool,
+}
+
+struct Inner {
+    url: String,
+    origin: String,
+    core: Mutex<Core>,
+    drive: tokio::sync::Mutex<Drive>,
+    registry: Mutex<Registry>,
+    binary_type: AtomicU8,
+    /// Wakes the driving task when another clone queued bytes or closed.
+    waker: AtomicWaker,
+    /// Wakes a connecting driver when `close()` aborts it.
+    abort: tokio::sync::Notify,
+}
+
+/// A WebSocket connection with the browser's event API.
+///
+/// | JavaScript (the seed) | Rust |
+/// |---|---|
+/// | `var ws = new WebSocket("ws://host/chat")` | `let ws = WebSocket::new("ws://host/chat")?;` |
+/// | `ws.onopen = function (e) { … }` | `ws.on_open(\|e\| { … });` |
+/// | `ws.onmessage = function (e) { e.data … }` | `ws.on_message(\|e\| match &e.data { … });` |
+/// | `ws.binaryType = "arraybuffer"` | `ws.set_binary_type(BinaryType::ArrayBuffer);` |
+/// | `ws.onerror = function (e) { … }` | `ws.on_error(\|e\| { … });` |
+/// | `ws.onclose = function (e) { e.code, e.reason, e.wasClean }` | `ws.on_close(\|e\| { e.code; e.reason; e.was_clean; });` |
+/// | `ws.addEventListener("message", f)` | `let id = ws.add_event_listener(EventType::Message, f);` |
+/// | `ws.send("Hello")` | `ws.send("Hello")?;` |
+/// | `ws.send(new Blob(["blob contents"]))` | `ws.send(Blob::from("blob contents"))?;` |
+/// | `ws.send(new Uint8Array([1,2,3,4,5,6,7,8]).buffer)` | `ws.send(vec![1u8, 2, 3, 4, 5, 6, 7, 8])?;` |
+/// | `ws.close()` / `ws.close(1000, "Closing normally")` | `ws.close()?;` / `ws.close_with(1000, "Closing normally")?;` |
+/// | `ws.readyState`, `ws.bufferedAmount` | `ws.ready_state()`, `ws.buffered_amount()` |
+/// | (the browser's event loop) | `ws.run().await` |
+///
+/// Differences from the browser, on purpose: the connection starts when a clone first
+/// drives it (`run` / `next_event`), not in the background; errors are values
+/// (`Err(Error::InvalidState)` where JavaScript throws); [`ErrorEvent`] carries the
+/// cause; a panicking handler is reported as an `error` event and dispatch goes on.
+///
+/// ```no_run
+/// use wsevents::{BinaryType, Data, WebSocket};
+/// # async fn demo() -> Result<(), wsevents::Error> {
+/// let ws = WebSocket::new("ws://127.0.0.1:8080/ws")?;
+/// ws.set_binary_type(BinaryType::ArrayBuffer);
+/// let sender = ws.clone();
+/// ws.on_open(move |_| {
+///     println!("Connect open...");
+///     sender.send("Hello WebSocket.").unwrap();
+/// });
+/// ws.on_message(|e| match &e.data {
+///     Data::Text(text) => println!("String message received: {text}"),
+///     other => println!("Other message received: {other:?}"),
+/// });
+/// ws.on_close(|e| println!("closed: {} {} {}", e.code, e.reason, e.was_clean));
+/// let closed = ws.run().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct WebSocket {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("url", &self.inner.url)
+            .field("ready_state", &self.ready_state())
+            .finish()
+    }
+}
+
+impl WebSocket {
+    /// `new WebSocket(url)`: checks the URL at once (a bad one is
+    /// [`Error::Syntax`]) and returns a socket in [`ReadyState::Connecting`]. The
+    /// connection is made when the socket is first driven.
+    pub fn new(url: &str) -> Result<WebSocket> {
+        Self::with_protocols(url, &[] as &[&str])
+    }
+
+    /// `new WebSocket(url, protocols)`: also offers subprotocols, which must be distinct
+    /// tokens (else [`Error::Syntax`]).
+    pub fn with_protocols<S: AsRef<str>>(url: &str, protocols: &[S]) -> Result<WebSocket> {
+        check_protocols(protocols)?;
+        let builder = ClientBuilder::new(url)?.protocols(protocols)?;
+        Ok(WebSocket::connecting(builder))
+    }
+
+    /// A socket that connects with `builder`'s options (TLS roots, headers, limits,
+    /// timeouts), in [`ReadyState::Connecting`].
+    pub fn connecting(builder: ClientBuilder) -> WebSocket {
+        let url = builder.url().to_string();
+        let origin = builder.url().origin().ascii_serialization();
+        WebSocket::build(
+            url,
+            origin,
+            None,
+            Drive::NotStarted(Box::new(builder)),
+            VecDeque::new(),
+        )
+    }
+
+    /// A socket over a connection a server accepted (already open; its `open` event
+    /// is the first one dispatched).
+    pub(crate) fn accepted<S>(stream: WebSocketStream<S>, url: String) -> WebSocket
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug + 'static,
+    {
+        let (driver, conn) = stream.into_parts();
+        let driver = map_driver(driver);
+        let origin = url::Url::parse(&url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        WebSocket::build(
+            url,
+            origin,
+            Some(conn),
+            Drive::Running(driver),
+            VecDeque::from([Event::Open]),
+        )
+    }
+
+    fn build(
+        url: String,
+        origin: String,
+        conn: Option<Connection>,
+        drive: Drive,
+        queued: VecDeque<Event>,
+    ) -> WebSocket {
+        WebSocket {
+            inner: Arc::new(Inner {
+                url,
+                origin,
+                core: Mutex::new(Core {
+                    conn,
+                    queued,
+                    aborted: false,
+                    closed: false,
+                }),
+                drive: tokio::sync::Mutex::new(drive),
+                registry: Mutex::new(Registry::default()),
+                binary_type: AtomicU8::new(0),
+                waker: AtomicWaker::new(),
+                abort: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    // ----- attributes -----
+
+    /// `ws.url`: the URL (for a server-side socket, the one the client asked for).
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// `ws.readyState`.
+    pub fn ready_state(&self) -> ReadyState {
+        let core = self.core();
+        if core.closed {
+            return ReadyState::Closed;
+        }
+        match core.conn.as_ref().map(Connection::state) {
+            None | Some(State::Connecting) => ReadyState::Connecting,
+            Some(State::Open) => ReadyState::Open,
+            // Closed in the core but the close event not yet dispatched: the browser
+            // still says CLOSING while the transport winds down.
+            Some(State::Closing) | Some(State::Closed) => ReadyState::Closing,
+        }
+    }
+
+    /// `ws.bufferedAmount`: bytes queued by `send` and not yet written to the socket.
+    pub fn buffered_amount(&self) -> u64 {
+        self.core()
+            .conn
+            .as_ref()
+            .map_or(0, |c| c.buffered_amount() as u64)
+    }
+
+    /// `ws.protocol`: the subprotocol the server chose, empty if none (or not open
+    /// yet).
+    pub fn protocol(&self) -> String {
+        self.core()
+            .conn
+            .as_ref()
+            .and_then(|c| c.protocol().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// `ws.extensions`: the extensions the server accepted, empty if none.
+    pub fn extensions(&self) -> String {
+        self.core()
+            .conn
+            .as_ref()
+            .map(|c| c.extensions().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// `ws.binaryType`.
+    pub fn binary_type(&self) -> BinaryType {
+        match self.inner.binary_type.load(Ordering::Relaxed) {
+            0 => BinaryType::Blob,
+            _ => BinaryType::ArrayBuffer,
+        }
+    }
+
+    /// `ws.binaryType = …`: decides what binary messages arrive as, from the next one
+    /// dispatched on.
+    pub fn set_binary_type(&self, binary_type: BinaryType) {
+        let value = match binary_type {
+            BinaryType::Blob => 0,
+            BinaryType::ArrayBuffer => 1,
+        };
+        self.inner.binary_type.store(value, Ordering::Relaxed);
+    }
+
+    // ----- handlers -----
+
+    /// `ws.onopen = f` (replaces the previous `on_open`, keeps listeners).
+    pub fn on_open(&self, f: impl Fn(&Event) + Send + Sync + 'static) {
+        self.registry()
+            .set_handler(EventType::Open, Callback::Any(Arc::new(f)));
+    }
+
+    /// `ws.onmessage = f`.
+    pub fn on_message(&self, f: impl Fn(&MessageEvent) + Send + Sync + 'static) {
+        self.registry()
+            .set_handler(EventType::Message, Callback::Message(Arc::new(f)));
+    }
+
+    /// `ws.onerror = f`.
+    pub fn on_error(&self, f: impl Fn(&ErrorEvent) + Send + Sync + 'static) {
+        self.registry()
+            .set_handler(EventType::Error, Callback::Error(Arc::new(f)));
+    }
+
+    /// `ws.onclose = f`.
+    pub fn on_close(&self, f: impl Fn(&CloseEvent) + Send + Sync + 'static) {
+        self.registry()
+            .set_handler(EventType::Close, Callback::Close(Arc::new(f)));
+    }
+
+    /// `ws.addEventListener(type, f)`: listeners of a type run in the order added.
+    pub fn add_event_listener(
+        &self,
+        event_type: EventType,
+        f: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.registry().add(event_type, Callback::Any(Arc::new(f)))
+    }
+
+    /// `ws.removeEventListener(…)`: true if the listener was registered.
+    pub fn remove_event_listener(&self, id: ListenerId) -> bool {
+        self.registry().remove(id)
+    }
+
+    // ----- methods -----
+
+    /// `ws.send(data)`: queue a text message (`&str`, `String`) or a binary one
+    /// (`&[u8]`, `Vec<u8>`, `Bytes`, [`Blob`](crate::Blob)).
+    ///
+    /// [`Error::InvalidState`] unless the socket is open; nothing is sent then.
+    pub fn send(&self, data: impl IntoMessage) -> Result<()> {
+        let mut core = self.core();
+        if core.closed {
+            return Err(Error::InvalidState);
+        }
+        let conn = core.conn.as_mut().ok_or(Error::InvalidState)?;
+        conn.send(data.into_message())?;
+        drop(core);
+        self.inner.waker.wake();
+        Ok(())
+    }
+
+    /// `ws.close()`: start the closing handshake with no status code (the peer reports
+    /// 1005). Does nothing when closing or closed; while connecting, fails the
+    /// connection (an `error` event, then `close` with 1006).
+    pub fn close(&self) -> Result<()> {
+        self.close_frame(CloseFrame::empty())
+    }
+
+    /// `ws.close(code, reason)`: `code` must be 1000 or 3000–4999
+    /// ([`Error::InvalidAccess`] otherwise), `reason` at most 123 bytes of UTF-8
+    /// ([`Error::Syntax`] otherwise).
+    pub fn close_with(&self, code: u16, reason: &str) -> Result<()> {
+        let code = CloseCode::from(code);
+        if !code.is_valid_for_application() {
+            return Err(Error::InvalidAccess(format!(
+                "close code {code} is neither 1000 nor in 3000-4999"
+            )));
+        }
+        if reason.len() > wsevents_proto::close::MAX_REASON_LEN {
+            return Err(Error::Syntax(format!(
+                "close reason of {} bytes is over 123",
+                reason.len()
+            )));
+        }
+        self.close_frame(CloseFrame::new(code, reason))
+    }
+
+    fn close_frame(&self, frame: CloseFrame) -> Result<()> {
+        let mut core = self.core();
+        if core.closed {
+            return Ok(());
+        }
+        match core.conn.as_mut() {
+            Some(conn) => conn.close(frame, tokio::time::Instant::now().into_std())?,
+            None => {
+                core.aborted = true;
+                self.inner.abort.notify_one();
+            }
+        }
+        drop(core);
+        self.inner.waker.wake();
+        Ok(())
+    }
+
+    // ----- driving -----
+
+    /// Drive the connection and dispatch every event to the handlers, until the close
+    /// event, which is returned.
+    pub async fn run(&self) -> CloseEvent {
+        while let Some(event) = self.next_event().await {
+            if let Event::Close(close) = event {
+                return close;
+            }
+        }
+        // Another clone dispatched the close event already.
+        CloseEvent {
+            code: CloseCode::ABNORMAL.as_u16(),
+            reason: String::new(),
+            was_clean: false,
+        }
+    }
+
+    /// Drive the connection until the next event, dispatch it to the handlers, and
+    /// return it; `None` after the close event.
+    pub async fn next_event(&self) -> Option<Event> {
+        let mut drive = self.inner.drive.lock().await;
+        loop {
+            let queued = self.core().queued.pop_front();
+            if let Some(event) = queued {
+                self.dispatch(&event);
+                return Some(event);
+            }
+            match &mut *drive {
+                Drive::Finished => return None,
+                Drive::NotStarted(_) => {
+                    let Drive::NotStarted(builder) =
+                        std::mem::replace(&mut *drive, Drive::Finished)
+                    else {
+                        continue;
+                    };
+                    *drive = self.start(*builder).await;
+                }
+                Drive::Running(driver) => match self.poll_core(driver).await {
+                    Some(event) => {
+                        if let Some(event) = self.translate(event) {
+                            self.dispatch(&event);
+                            if matches!(event, Event::Close(_)) {
+                                *drive = Drive::Finished;
+                            }
+                            return Some(event);
+                        }
+                    }
+                    None => *drive = Drive::Finished,
+                },
+            }
+        }
+    }
+
+    /// Client: connect TCP (and TLS), then hand the handshake to the core. Failures
+    /// become an `error` then a `close` event (1006).
+    async fn start(&self, builder: ClientBuilder) -> Drive {
+        let timeout = builder.timeout();
+        let connect = tokio::time::timeout(timeout, builder.open_transport());
+        let result = tokio::select! {
+            result = connect => match result {
+                Ok(result) => result,
+                Err(_) => Err(Error::Timeout(format!("connecting took over {timeout:?}"))),
+            },
+            () = self.aborted() => Err(Error::Closed),
+        };
+        let mut core = self.core();
+        match result {
+            Ok(io) if !core.aborted => {
+                let now = tokio::time::Instant::now().into_std();
+                let conn = Connection::client(
+                    builder.client_request(),
+                    builder.protocol_config().clone(),
+                    now,
+                );
+                core.conn = Some(conn);
+                Drive::Running(Driver::new(Box::new(io)))
+            }
+            outcome => {
+                let error = outcome.err().unwrap_or(Error::Closed);
+                core.queued.push_back(Event::Error(ErrorEvent::new(error)));
+                core.queued.push_back(Event::Close(abnormal_close()));
+                Drive::Finished
+            }
+        }
+    }
+
+    /// Resolves once `close()` was called while connecting.
+    async fn aborted(&self) {
+        loop {
+            let notified = self.inner.abort.notified();
+            if self.core().aborted {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The next event of the core, driving the transport.
+    async fn poll_core(&self, driver: &mut BoxedDriver) -> Option<wsevents_proto::Event> {
+        std::future::poll_fn(|cx| {
+            self.inner.waker.register(cx.waker());
+            let mut core = self.core();
+            let Some(conn) = core.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            driver.poll_event(conn, cx)
+        })
+        .await
+    }
+
+    /// A core event as the browser API sees it (`None` for the ones it hides).
+    fn translate(&self, event: wsevents_proto::Event) -> Option<Event> {
+        use wsevents_proto::Event as Core;
+        Some(match event {
+            Core::Open => Event::Open,
+            Core::Message(message) => Event::Message(MessageEvent {
+                data: data_of(message, self.binary_type()),
+                origin: self.inner.origin.clone(),
+            }),
+            Core::Error(error) => Event::Error(ErrorEvent::new(error.into())),
+            Core::Closed(closure) => Event::Close(CloseEvent {
+                code: closure.code().as_u16(),
+                reason: closure.reason().to_owned(),
+                was_clean: closure.was_clean(),
+            }),
+            _ => return None,
+        })
+    }
+
+    /// Run the callbacks for `event`, one at a time, without any lock held. A panic is
+    /// caught and reported as an `error` event.
+    fn dispatch(&self, event: &Event) {
+        if let Event::Close(_) = event {
+            self.core().closed = true;
+        }
+        let callbacks = self.registry().callbacks(event.event_type());
+        for callback in callbacks {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback.call(event))) {
+                let what = panic_message(&panic);
+                tracing::warn!(%what, "event handler panicked");
+                if event.event_type() != EventType::Error {
+                    let report = Event::Error(ErrorEvent::handler_panicked(what));
+                    for handler in self.registry().callbacks(EventType::Error) {
+                        let _ = catch_unwind(AssertUnwindSafe(|| handler.call(&report)));
+                    }
+                }
+            }
+        }
+        if let Event::Close(_) = event {
+            // Handlers often hold a clone of their socket: drop them to break the cycle.
+            self.registry().clear();
+        }
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core> {
+        // A poisoned lock means a panic while it was held; the core's state is still
+        // consistent between polls, so carry on with it.
+        self.inner.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn map_driver<S>(driver: Driver<S>) -> BoxedDriver
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug + 'static,
+{
+    driver.map_io(|io| Box::new(io) as Box<dyn Transport>)
+}
+
+fn abnormal_close() -> CloseEvent {
+    CloseEvent {
+        code: CloseCode::ABNORMAL.as_u16(),
+        reason: String::new(),
+        was_clean: false,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
