@@ -527,7 +527,7 @@ impl WebSocket {
         let callbacks = self.registry().callbacks(event.event_type());
         for callback in callbacks {
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback.call(event))) {
-                let what = panic_message(&panic);
+                let what = panic_message(&*panic);
                 tracing::warn!(%what, "event handler panicked");
                 if event.event_type() != EventType::Error {
                     let report = Event::Error(ErrorEvent::handler_panicked(what));
