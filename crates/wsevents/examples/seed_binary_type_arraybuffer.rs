@@ -16,7 +16,9 @@ use wsevents::{BinaryType, Data, WebSocket};
 
 #[tokio::main]
 async fn main() -> Result<(), wsevents::Error> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
     let ws = WebSocket::new(&url)?;
     ws.set_binary_type(BinaryType::ArrayBuffer);
     let sender = ws.clone();

@@ -18,7 +18,9 @@ use wsevents::{BinaryType, Blob, Data, WebSocket};
 
 #[tokio::main]
 async fn main() -> Result<(), wsevents::Error> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
     let ws = WebSocket::new(&url)?;
     ws.set_binary_type(BinaryType::Blob);
     let sender = ws.clone();

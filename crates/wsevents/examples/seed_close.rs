@@ -11,7 +11,9 @@ use wsevents::WebSocket;
 
 #[tokio::main]
 async fn main() -> Result<(), wsevents::Error> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
     let ws = WebSocket::new(&url)?;
     let closer = ws.clone();
     ws.on_open(move |_| {
@@ -19,8 +21,14 @@ async fn main() -> Result<(), wsevents::Error> {
         println!("readyState after close(): {:?}", closer.ready_state());
     });
     let closed = ws.run().await;
-    println!("closed: code {} (no status code was sent), wasClean {}", closed.code, closed.was_clean);
+    println!(
+        "closed: code {} (no status code was sent), wasClean {}",
+        closed.code, closed.was_clean
+    );
     ws.close()?;
-    println!("close() on a closed socket does nothing; readyState {:?}", ws.ready_state());
+    println!(
+        "close() on a closed socket does nothing; readyState {:?}",
+        ws.ready_state()
+    );
     Ok(())
 }

@@ -10,7 +10,9 @@ use wsevents::WebSocket;
 
 #[tokio::main]
 async fn main() -> Result<(), wsevents::Error> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
     let ws = WebSocket::new(&url)?;
     let closer = ws.clone();
     ws.on_open(move |_| {
@@ -20,6 +22,9 @@ async fn main() -> Result<(), wsevents::Error> {
         closer.close_with(1000, "Closing normally").expect("close");
     });
     let closed = ws.run().await;
-    println!("closed: {} {:?} wasClean {}", closed.code, closed.reason, closed.was_clean);
+    println!(
+        "closed: {} {:?} wasClean {}",
+        closed.code, closed.reason, closed.was_clean
+    );
     Ok(())
 }

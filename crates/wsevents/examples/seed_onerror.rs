@@ -24,7 +24,9 @@ fn handle_errors(e: &ErrorEvent) {
 
 #[tokio::main]
 async fn main() -> Result<(), wsevents::Error> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:1/".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "ws://127.0.0.1:1/".into());
     let ws = WebSocket::new(&url)?;
     ws.on_error(|e| {
         println!("WebSocket Error: {}", e.message());

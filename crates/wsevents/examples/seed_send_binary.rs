@@ -16,7 +16,9 @@ use wsevents::{Blob, WebSocket};
 
 #[tokio::main]
 async fn main() -> Result<(), wsevents::Error> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
     let ws = WebSocket::new(&url)?;
     let sender = ws.clone();
     ws.on_open(move |_| {

@@ -12,7 +12,9 @@ use wsevents::{Error, WebSocket};
 
 #[tokio::main]
 async fn main() -> Result<(), wsevents::Error> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "ws://127.0.0.1:9000/".into());
     let ws = WebSocket::new(&url)?;
     if let Err(Error::InvalidState) = ws.send("too early") {
         println!("send while connecting: invalid state");
