@@ -22,7 +22,8 @@
 //! - Framing, masking, fragmentation, control frames, UTF-8 checks as bytes arrive,
 //!   limits, and the close handshake ([`Connection`]), every violation mapped to its
 //!   close code in one place ([`ProtocolError`] → [`CloseCode`]).
-//! - A plug-in point for extensions such as permessage-deflate ([`extension`]).
+//! - A plug-in point for extensions ([`extension`]) and permessage-deflate on it
+//!   ([`deflate`], RFC 7692).
 //!
 //! ## What it does not do
 //! - No sockets, no TLS, no async runtime, no clock: the caller moves the bytes and
@@ -34,6 +35,7 @@
 
 pub mod close;
 mod connection;
+pub mod deflate;
 pub mod error;
 mod event;
 pub mod extension;

@@ -1,5 +1,7 @@
 //! The server testee of the Autobahn TestSuite: an echo server with limits large
-//! enough for the 9.* cases (16 MiB messages).
+//! enough for the 9.* cases (16 MiB messages), and permessage-deflate (12.*, 13.*)
+//! compressing every message: the runner (kosoku 0.1.0) cannot hash an uncompressed
+//! echo in the compression cases, so the default 64-byte threshold is set to 0 here.
 //!
 //! ```text
 //! AUTOBAHN_ADDR=127.0.0.1:9001 cargo run --release -p wsevents --example autobahn_server
@@ -8,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use futures_util::{SinkExt, StreamExt};
-use wsevents::{Acceptor, Config, Server};
+use wsevents::{Acceptor, Config, DeflateConfig, Server};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), wsevents::Error> {
@@ -18,7 +20,11 @@ async fn main() -> Result<(), wsevents::Error> {
         max_message_size: 64 << 20,
         ..Config::default()
     };
-    let server = Server::builder(Acceptor::new().config(config))
+    let deflate = DeflateConfig {
+        threshold: 0,
+        ..DeflateConfig::default()
+    };
+    let server = Server::builder(Acceptor::new().config(config).deflate(Some(deflate)))
         .bind(&addr)
         .await?;
     eprintln!("autobahn server testee on {}", server.local_addr());

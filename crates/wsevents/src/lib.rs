@@ -25,6 +25,7 @@ mod api {
 mod io {
     pub(crate) mod client;
     pub(crate) mod driver;
+    pub(crate) mod extensions;
     pub(crate) mod server;
     pub(crate) mod stream;
     pub(crate) mod tls;
@@ -39,6 +40,7 @@ pub use io::client::{ClientBuilder, connect};
 pub use io::server::{Accepted, Acceptor, Server, ServerBuilder, accept};
 pub use io::stream::{DEFAULT_WRITE_LIMIT, ReadHalf, WebSocketStream, WriteHalf};
 pub use io::tls::MaybeTlsStream;
+pub use wsevents_proto::deflate::DeflateConfig;
 pub use wsevents_proto::{CloseCode, CloseFrame, Closure, Config, Message, Role, State, Utf8Bytes};
 
 /// TLS configurations for clients and servers.

@@ -286,6 +286,18 @@ impl Connection {
     ///
     /// Fails with [`Error::InvalidState`] unless the connection is open.
     pub fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.send_message(message, true)
+    }
+
+    /// Send a whole message as it is, even when an extension such as permessage-deflate
+    /// would compress it (already compressed data, or a latency-sensitive message).
+    ///
+    /// Fails with [`Error::InvalidState`] unless the connection is open.
+    pub fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
+        self.send_message(message, false)
+    }
+
+    fn send_message(&mut self, message: Message, encode: bool) -> Result<(), Error> {
         self.check_open()?;
         if self.sending.is_some() {
             return Err(Error::MessageInProgress);
@@ -295,8 +307,8 @@ impl Connection {
             Message::Binary(data) => (MessageKind::Binary, data),
         };
         let (payload, rsv) = match self.extension.as_mut() {
-            Some(extension) => extension.encode(kind, payload),
-            None => (payload, 0),
+            Some(extension) if encode => extension.encode(kind, payload),
+            _ => (payload, 0),
         };
         self.queue_data_frame(data_opcode(kind), rsv, true, payload);
         Ok(())

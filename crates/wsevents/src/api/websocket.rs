@@ -458,11 +458,8 @@ impl WebSocket {
         match result {
             Ok(io) if !core.aborted => {
                 let now = tokio::time::Instant::now().into_std();
-                let conn = Connection::client(
-                    builder.client_request(),
-                    builder.protocol_config().clone(),
-                    now,
-                );
+                let conn =
+                    Connection::client(builder.client_request(), builder.protocol_config(), now);
                 core.conn = Some(conn);
                 Drive::Running(Driver::new(Box::new(io)))
             }

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use wsevents_proto::deflate::DeflateConfig;
 use wsevents_proto::handshake::ClientRequest;
 use wsevents_proto::{Config, Connection, Event};
+
+use super::extensions::DeflateChoice;
 
 use crate::api::error::{Error, Result};
 use crate::io::driver::Driver;
@@ -51,6 +54,7 @@ pub struct ClientBuilder {
     headers: Vec<(String, String)>,
     origin: Option<String>,
     config: Config,
+    deflate: DeflateChoice,
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
 }
@@ -64,6 +68,7 @@ impl ClientBuilder {
             headers: Vec::new(),
             origin: None,
             config: Config::default(),
+            deflate: DeflateChoice::default(),
             tls: None,
             connect_timeout: Duration::from_secs(10),
         })
@@ -96,6 +101,25 @@ impl ClientBuilder {
     /// Protocol limits and switches.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// permessage-deflate (RFC 7692): offered by default with
+    /// [`DeflateConfig::default()`](crate::DeflateConfig), as browsers do; `None` does
+    /// not offer it.
+    ///
+    /// ```
+    /// # fn main() -> wsevents::Result<()> {
+    /// use wsevents::{ClientBuilder, DeflateConfig};
+    /// let plain = ClientBuilder::new("ws://127.0.0.1:9000/")?.deflate(None);
+    /// let small = ClientBuilder::new("ws://127.0.0.1:9000/")?.deflate(Some(DeflateConfig {
+    ///     server_max_window_bits: Some(10),
+    ///     ..DeflateConfig::default()
+    /// }));
+    /// # let _ = (plain, small); Ok(()) }
+    /// ```
+    pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
+        self.deflate = DeflateChoice::new(config);
         self
     }
 
@@ -159,9 +183,9 @@ impl ClientBuilder {
         request
     }
 
-    /// The protocol configuration.
-    pub(crate) fn protocol_config(&self) -> &Config {
-        &self.config
+    /// The protocol configuration, extensions included.
+    pub(crate) fn protocol_config(&self) -> Config {
+        self.deflate.apply(&self.config)
     }
 
     /// The connect timeout.
@@ -195,7 +219,7 @@ impl ClientBuilder {
     ) -> Result<WebSocketStream<S>> {
         let request = self.client_request();
         let now = tokio::time::Instant::now().into_std();
-        let mut conn = Connection::client(request, self.config, now);
+        let mut conn = Connection::client(request, self.protocol_config(), now);
         let mut driver = Driver::new(io);
         let opened = std::future::poll_fn(|cx| driver.poll_event(&mut conn, cx)).await;
         match opened {

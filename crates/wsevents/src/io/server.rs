@@ -23,8 +23,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use wsevents_proto::deflate::DeflateConfig;
 use wsevents_proto::handshake::Request;
 use wsevents_proto::{Config, Connection, Event};
+
+use super::extensions::DeflateChoice;
 
 use crate::api::error::{Error, Result};
 use crate::io::driver::Driver;
@@ -46,6 +49,7 @@ type RequestRule = Arc<dyn Fn(&Request) -> std::result::Result<(), (u16, String)
 #[derive(Clone, Default)]
 pub struct Acceptor {
     config: Config,
+    deflate: DeflateChoice,
     routes: Vec<String>,
     protocols: Vec<String>,
     origin: Option<OriginRule>,
@@ -57,6 +61,7 @@ impl fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Acceptor")
             .field("config", &self.config)
+            .field("deflate", &self.deflate)
             .field("routes", &self.routes)
             .field("protocols", &self.protocols)
             .field("origin_rule", &self.origin.is_some())
@@ -114,7 +119,28 @@ impl Acceptor {
         self
     }
 
-    /// The protocol configuration.
+    /// permessage-deflate (RFC 7692): accepted by default with
+    /// [`DeflateConfig::default()`](crate::DeflateConfig) when a client offers it; the
+    /// configuration is this server's policy (for example
+    /// `client_no_context_takeover: true` to keep no compression state per client
+    /// between messages); `None` declines every offer.
+    ///
+    /// ```
+    /// use wsevents::{Acceptor, DeflateConfig};
+    /// let frugal = Acceptor::new().deflate(Some(DeflateConfig {
+    ///     server_max_window_bits: Some(10),
+    ///     client_max_window_bits: Some(10),
+    ///     ..DeflateConfig::default()
+    /// }));
+    /// let plain = Acceptor::new().deflate(None);
+    /// # let _ = (frugal, plain);
+    /// ```
+    pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
+        self.deflate = DeflateChoice::new(config);
+        self
+    }
+
+    /// The protocol configuration (without the extensions added per connection).
     pub fn protocol_config(&self) -> &Config {
         &self.config
     }
@@ -143,7 +169,7 @@ impl Acceptor {
         io: S,
     ) -> Result<(WebSocketStream<S>, Request)> {
         let now = tokio::time::Instant::now().into_std();
-        let mut conn = Connection::server(self.config.clone(), now);
+        let mut conn = Connection::server(self.deflate.apply(&self.config), now);
         let mut driver = Driver::new(io);
         let mut accepted = None;
         loop {
