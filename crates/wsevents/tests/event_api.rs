@@ -429,7 +429,18 @@ async fn slow_handler_applies_backpressure() {
     let counter = sent.clone();
     tokio::spawn(async move {
         let (mut ws, _) = server.accept_stream().await.unwrap();
-        let payload = bytes::Bytes::from(vec![0u8; MESSAGE]);
+        // Incompressible (xorshift noise), so permessage-deflate cannot shrink what
+        // TCP has to carry.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..MESSAGE)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let payload = bytes::Bytes::from(noise);
         // Flood: 10,000 x 64 KiB = 640 MiB, far more than any buffer.
         for _ in 0..10_000 {
             if ws.send(Message::Binary(payload.clone())).await.is_err() {

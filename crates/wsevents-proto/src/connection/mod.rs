@@ -229,8 +229,29 @@ impl Connection {
         }
     }
 
-    /// Bytes queued for the transport and not yet written (`bufferedAmount`).
+    /// The browser's `bufferedAmount`: application bytes (text as UTF-8, binary as
+    /// is, before compression, without framing) of messages sent and not yet
+    /// completely handed to the transport.
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use wsevents_proto::{Config, Connection, Role};
+    /// let mut conn = Connection::open(Role::Server, Config::default());
+    /// conn.send_text("hello").unwrap();
+    /// assert_eq!(conn.buffered_amount(), 5);
+    /// assert_eq!(conn.queued_bytes(), 7, "with the 2-byte header");
+    /// let out = conn.poll_transmit().unwrap();
+    /// let n = out.remaining();
+    /// out.advance(n);
+    /// assert_eq!(conn.buffered_amount(), 0);
+    /// ```
     pub fn buffered_amount(&self) -> usize {
+        self.transmit.application_bytes()
+    }
+
+    /// Wire bytes (frames, compressed, with headers) queued for the transport and
+    /// not yet written: what a transport compares with its write-buffer limit.
+    pub fn queued_bytes(&self) -> usize {
         self.transmit.len() + self.pending_pong.as_ref().map_or(0, |p| p.len() + 2)
     }
 
@@ -306,11 +327,12 @@ impl Connection {
             Message::Text(text) => (MessageKind::Text, text.into_bytes()),
             Message::Binary(data) => (MessageKind::Binary, data),
         };
+        let app_len = payload.len();
         let (payload, rsv) = match self.extension.as_mut() {
             Some(extension) if encode => extension.encode(kind, payload),
             _ => (payload, 0),
         };
-        self.queue_data_frame(data_opcode(kind), rsv, true, payload);
+        self.queue_data_frame(data_opcode(kind), rsv, true, payload, app_len);
         Ok(())
     }
 
@@ -343,7 +365,8 @@ impl Connection {
             Some(_) => return Err(Error::MessageInProgress),
         };
         self.sending = (!fin).then_some(kind);
-        self.queue_data_frame(opcode, 0, fin, data);
+        let app_len = data.len();
+        self.queue_data_frame(opcode, 0, fin, data, app_len);
         Ok(())
     }
 
@@ -679,9 +702,16 @@ impl Connection {
         Ok(())
     }
 
-    fn queue_data_frame(&mut self, opcode: OpCode, rsv: u8, fin: bool, payload: Bytes) {
+    fn queue_data_frame(
+        &mut self,
+        opcode: OpCode,
+        rsv: u8,
+        fin: bool,
+        payload: Bytes,
+        app_len: usize,
+    ) {
         let header = self.outgoing_header(opcode, rsv, fin, payload.len());
-        self.transmit.push_frame(&header, payload);
+        self.transmit.push_data_frame(&header, payload, app_len);
     }
 
     fn set_extension(&mut self, extension: Box<dyn Extension>) {

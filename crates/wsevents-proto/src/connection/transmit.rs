@@ -4,8 +4,13 @@
 //! messages leaves in one `write`; a large payload handed over as owned [`Bytes`] is
 //! queued as its own chunk behind its header, never copied. The queue implements
 //! [`bytes::Buf`], so an I/O layer writes it with `write_buf` (vectored when the
-//! transport supports it) and the bytes still queued are `remaining()`: the
-//! `bufferedAmount` of the browser API.
+//! transport supports it) and the bytes still queued are `remaining()`.
+//!
+//! The browser's `bufferedAmount` is a different count: application bytes (text as
+//! UTF-8, binary as is) of messages not yet transmitted, without framing and before
+//! compression. The queue keeps it beside the wire bytes, as a list of marks (where a
+//! message's last wire byte lies, and how much application data it carried) that
+//! `advance` pops as the writes pass them.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -39,14 +44,34 @@ pub struct TransmitQueue {
     tail: BytesMut,
     /// Bytes in `chunks` plus `tail`.
     len: usize,
+    /// Wire bytes ever queued and ever written: positions for `marks`.
+    pushed: u64,
+    written: u64,
+    /// Per data frame still (partly) queued: the wire position after its last byte and
+    /// the application bytes it carries.
+    marks: VecDeque<(u64, usize)>,
+    /// Sum of the application bytes in `marks`.
+    app_pending: usize,
 }
 
 impl TransmitQueue {
+    /// Queue one data frame carrying `app_len` bytes of application data (its
+    /// payload's length before an extension transformed it).
+    pub(crate) fn push_data_frame(&mut self, header: &FrameHeader, payload: Bytes, app_len: usize) {
+        self.push_frame(header, payload);
+        if app_len > 0 {
+            self.marks.push_back((self.pushed, app_len));
+            self.app_pending += app_len;
+        }
+    }
+
     /// Queue one frame: `header` with `payload`, masking it if the header has a key.
     pub(crate) fn push_frame(&mut self, header: &FrameHeader, payload: Bytes) {
         let mut head = [0u8; MAX_HEADER_LEN];
         let head_len = header.encode(&mut head);
-        self.len += head_len + payload.len();
+        let frame_len = head_len + payload.len();
+        self.len += frame_len;
+        self.pushed += frame_len as u64;
         self.tail.put_slice(&head[..head_len]);
         match header.mask {
             Some(key) => {
@@ -65,6 +90,7 @@ impl TransmitQueue {
     /// Queue bytes as they are (an HTTP head).
     pub(crate) fn push_raw(&mut self, bytes: &[u8]) {
         self.len += bytes.len();
+        self.pushed += bytes.len() as u64;
         self.tail.put_slice(bytes);
     }
 
@@ -72,7 +98,10 @@ impl TransmitQueue {
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();
         self.tail.clear();
+        self.written = self.pushed;
         self.len = 0;
+        self.marks.clear();
+        self.app_pending = 0;
     }
 
     /// Whether nothing is queued.
@@ -83,6 +112,12 @@ impl TransmitQueue {
     /// How many bytes are queued.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Application bytes of the data frames not yet completely written: the
+    /// browser's `bufferedAmount`.
+    pub fn application_bytes(&self) -> usize {
+        self.app_pending
     }
 }
 
@@ -114,6 +149,14 @@ impl Buf for TransmitQueue {
             "advance past the end of the transmit queue"
         );
         self.len -= cnt;
+        self.written += cnt as u64;
+        while let Some(&(end, app_len)) = self.marks.front() {
+            if end > self.written {
+                break;
+            }
+            self.app_pending -= app_len;
+            self.marks.pop_front();
+        }
         while cnt > 0 {
             match self.chunks.front_mut() {
                 Some(chunk) if chunk.len() <= cnt => {
@@ -194,6 +237,33 @@ mod tests {
         assert_eq!(total, queue.remaining());
         queue.advance(1000);
         assert_eq!(queue.remaining(), 4 + 2000 + 3 - 1000);
+    }
+
+    #[test]
+    fn application_bytes_count_payloads_until_their_last_byte_is_written() {
+        let mut queue = TransmitQueue::default();
+        // A 2 B compressed frame carrying 100 B of text, then a 3 B frame.
+        queue.push_data_frame(
+            &FrameHeader::new(OpCode::Text, 2),
+            Bytes::from_static(b"zz"),
+            100,
+        );
+        queue.push_frame(&FrameHeader::new(OpCode::Ping, 0), Bytes::new());
+        queue.push_data_frame(
+            &FrameHeader::new(OpCode::Binary, 3),
+            Bytes::from_static(b"abc"),
+            3,
+        );
+        assert_eq!(queue.application_bytes(), 103);
+        queue.advance(3);
+        assert_eq!(queue.application_bytes(), 103, "first frame not complete");
+        queue.advance(1);
+        assert_eq!(queue.application_bytes(), 3);
+        queue.advance(2 + 4);
+        assert_eq!(queue.application_bytes(), 3);
+        queue.advance(1);
+        assert_eq!(queue.application_bytes(), 0);
+        assert!(queue.is_empty());
     }
 
     #[test]

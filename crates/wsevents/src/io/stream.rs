@@ -89,7 +89,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         self.conn.state()
     }
 
-    /// Bytes queued and not yet written.
+    /// Application bytes of messages sent and not yet written (the browser's
+    /// `bufferedAmount`: before compression, without framing).
     pub fn buffered_amount(&self) -> usize {
         self.conn.buffered_amount()
     }
@@ -176,7 +177,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
         if this.conn.state() != State::Open {
             return Poll::Ready(Err(Error::InvalidState));
         }
-        while this.conn.buffered_amount() >= this.write_limit {
+        while this.conn.queued_bytes() >= this.write_limit {
             ready!(this.driver.poll_write(&mut this.conn, cx))?;
         }
         Poll::Ready(Ok(()))
