@@ -66,6 +66,7 @@ summarize() {
 }
 
 run_server_role() {
+    trap cleanup EXIT INT TERM
     local port
     port=$(free_port)
     rm -rf "$reports/server"
@@ -74,12 +75,13 @@ run_server_role() {
     children+=("$testee")
     wait_for_port "$port" "$testee"
     # kosoku exits non-zero when any case is not OK; the summary below judges.
-    timeout 900 "$venv/bin/kosoku" "127.0.0.1:$port" -o "$reports/server" >"$reports/server-runner.log" 2>&1 || true
+    timeout 900 "$venv/bin/kosoku" "127.0.0.1:$port" -p 2 -o "$reports/server" >"$reports/server-runner.log" 2>&1 || true
     kill "$testee" 2>/dev/null || true
     summarize server
 }
 
 run_client_role() {
+    trap cleanup EXIT INT TERM
     local port
     port=$(free_port)
     rm -rf "$reports/client"
@@ -99,12 +101,22 @@ ensure_kosoku
 mkdir -p "$reports"
 (cd "$root" && cargo build --release --locked --quiet -p wsevents --example autobahn_server --example autobahn_client)
 
-status=0
+# The roles run side by side: each is a single-threaded Python runner plus a testee,
+# and the permessage-deflate cases (12.*, 13.*) are CPU-bound, so two cores halve the
+# wall time. Each role's summary goes to its own file and is printed in order.
+pids=()
 for role in "${roles[@]}"; do
     case "$role" in
-        server) run_server_role || status=1 ;;
-        client) run_client_role || status=1 ;;
+        server) run_server_role >"$reports/server-summary.txt" 2>&1 & ;;
+        client) run_client_role >"$reports/client-summary.txt" 2>&1 & ;;
         *) echo "unknown role $role (server or client)" >&2; exit 2 ;;
     esac
+    pids+=($!)
+    children+=($!)
+done
+status=0
+for i in "${!roles[@]}"; do
+    wait "${pids[$i]}" || status=1
+    cat "$reports/${roles[$i]}-summary.txt"
 done
 exit $status
