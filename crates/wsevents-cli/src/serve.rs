@@ -295,7 +295,7 @@ where
     match ws.closure() {
         Some(closure) => tracing::info!(
             code = closure.code().as_u16(),
-            reason = closure.reason(),
+            reason = %closure.reason(),
             clean = closure.was_clean(),
             "closed"
         ),
