@@ -101,7 +101,10 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let duration = Duration::from_secs_f64(args.duration);
     let progress = progress_bar(args.json, duration);
     let counters: Vec<Arc<AtomicU64>> = (0..connected).map(|_| Arc::default()).collect();
-    let cpu_before = (stats::cpu_time(None), args.server_pid.and_then(|p| stats::cpu_time(Some(p))));
+    let cpu_before = (
+        stats::cpu_time(None),
+        args.server_pid.and_then(|p| stats::cpu_time(Some(p))),
+    );
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = sockets
@@ -131,7 +134,10 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         progress.set_message(format!("{total} messages, {rate:.0} msg/s"));
     }
     let elapsed = start.elapsed().min(duration).max(Duration::from_millis(1));
-    let cpu_after = (stats::cpu_time(None), args.server_pid.and_then(|p| stats::cpu_time(Some(p))));
+    let cpu_after = (
+        stats::cpu_time(None),
+        args.server_pid.and_then(|p| stats::cpu_time(Some(p))),
+    );
     progress.finish_and_clear();
 
     let mut histogram = stats::latency_histogram();
@@ -156,8 +162,14 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         messages,
         latency: Latency::of(&histogram),
         errors,
-        generator_cpu: cpu_after.0.zip(cpu_before.0).map(|(a, b)| a.saturating_sub(b)),
-        server_cpu: cpu_after.1.zip(cpu_before.1).map(|(a, b)| a.saturating_sub(b)),
+        generator_cpu: cpu_after
+            .0
+            .zip(cpu_before.0)
+            .map(|(a, b)| a.saturating_sub(b)),
+        server_cpu: cpu_after
+            .1
+            .zip(cpu_before.1)
+            .map(|(a, b)| a.saturating_sub(b)),
     };
     if args.json {
         println!("{}", report.json());
@@ -275,9 +287,7 @@ fn progress_bar(hidden: bool, duration: Duration) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(duration.as_millis() as u64);
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {elapsed:>3} [{bar:30}] {msg}")
-    {
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed:>3} [{bar:30}] {msg}") {
         bar.set_style(style.progress_chars("=> "));
     }
     bar

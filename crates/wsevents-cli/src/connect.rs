@@ -191,7 +191,10 @@ fn command(ws: &WebSocket, line: &str) -> Result<()> {
         "/ping" => ws.ping(rest.as_bytes().to_vec())?,
         "/close" if rest.trim().is_empty() => ws.close()?,
         "/close" => {
-            let (code, reason) = rest.trim_start().split_once(' ').unwrap_or((rest.trim(), ""));
+            let (code, reason) = rest
+                .trim_start()
+                .split_once(' ')
+                .unwrap_or((rest.trim(), ""));
             let code: u16 = code
                 .parse()
                 .map_err(|_| format!("/close: '{code}' is not a close code"))?;

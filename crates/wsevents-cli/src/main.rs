@@ -135,13 +135,23 @@ fn usage_error(error: clap::Error) -> ExitCode {
             ExitCode::from(error.exit_code() as u8)
         }
         _ => {
+            // clap's message is its first paragraph (a list of missing arguments
+            // continues it on indented lines); usage and tips follow a blank line.
             let rendered = error.to_string();
-            let first = rendered.lines().next().unwrap_or("error: bad command line");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let paragraph: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = paragraph.join(" ");
+            let first = message.strip_prefix("error: ").unwrap_or(&message);
             let help = std::env::args()
                 .nth(1)
                 .filter(|arg| ["serve", "connect", "bench"].contains(&arg.as_str()))
-                .map_or_else(|| "wsevents --help".to_owned(), |sub| format!("wsevents {sub} --help"));
+                .map_or_else(
+                    || "wsevents --help".to_owned(),
+                    |sub| format!("wsevents {sub} --help"),
+                );
             eprintln!("wsevents: error: {first} (see '{help}')");
             ExitCode::from(2)
         }

@@ -26,7 +26,10 @@ pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>
 
 /// The client configuration the flags ask for: `None` for the default (the Mozilla
 /// roots), the CA in `ca`, or no verification at all with `insecure`.
-pub(crate) fn client_config(ca: Option<&Path>, insecure: bool) -> Result<Option<Arc<ClientConfig>>> {
+pub(crate) fn client_config(
+    ca: Option<&Path>,
+    insecure: bool,
+) -> Result<Option<Arc<ClientConfig>>> {
     if insecure {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(provider.clone())
@@ -46,7 +49,8 @@ pub(crate) fn client_config(ca: Option<&Path>, insecure: bool) -> Result<Option<
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()).into())
+    std::fs::read(path)
+        .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()).into())
 }
 
 /// `--insecure`: any certificate is taken as valid; signatures are still verified.

@@ -95,7 +95,12 @@ pub(super) fn respond_plain(head: &Head, demo: bool) -> Response {
     if head.method != "GET" && head.method != "HEAD" {
         return Response {
             extra: "Allow: GET, HEAD\r\n",
-            ..response(405, "Method Not Allowed", "text/plain", "GET or HEAD only\n")
+            ..response(
+                405,
+                "Method Not Allowed",
+                "text/plain",
+                "GET or HEAD only\n",
+            )
         };
     }
     match (demo, head.path.as_str()) {
@@ -110,7 +115,12 @@ pub(super) fn respond_plain(head: &Head, demo: bool) -> Response {
                 "This is a WebSocket endpoint: connect with a WebSocket client.\n",
             )
         },
-        (true, _) => response(404, "Not Found", "text/plain", "Not found. The demo page is at /\n"),
+        (true, _) => response(
+            404,
+            "Not Found",
+            "text/plain",
+            "Not found. The demo page is at /\n",
+        ),
     }
 }
 
@@ -215,9 +225,10 @@ mod tests {
         assert_eq!(page.path, "/");
         assert_eq!(respond_plain(&page, true).status, 200);
         assert_eq!(respond_plain(&page, false).status, 426);
-        let upgrade =
-            head_of("GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n")
-                .await;
+        let upgrade = head_of(
+            "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .await;
         assert!(upgrade.upgrade);
         assert_eq!(upgrade.path, "/ws");
     }
