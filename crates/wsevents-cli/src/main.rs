@@ -10,13 +10,17 @@
 //! - `connect URL` ([`connect`]): a terminal or scripted client that prints what
 //!   happens in the seed's words (`open`, each message, `error`, `close code reason
 //!   wasClean`).
-//! - `bench URL` ([`bench`]): a load generator for echo servers, with latency
+//! - `bench URL` ([`mod@bench`]): a load generator for echo servers, with latency
 //!   percentiles.
 //!
 //! This file only parses the command line, sets up logging and the runtime, and turns
 //! results into exit codes: 0 for success, 1 for a failure (an unclean close, a server
 //! that could not start), 2 for a bad command line (clap's code), always with a
 //! one-line message.
+
+// Doc comments on the argument types are clap's help text, where `[OPTIONAL]` is the
+// usual notation, not an intra-doc link.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::process::ExitCode;
 
