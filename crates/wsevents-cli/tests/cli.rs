@@ -466,3 +466,59 @@ fn help_is_there_for_the_command_and_every_subcommand() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).starts_with("wsevents "));
 }
+
+// ----- TLS -----
+
+/// A CA and a server certificate for localhost / 127.0.0.1, as PEM files in a fresh
+/// directory: (dir, ca.pem, cert.pem, key.pem).
+fn tls_files() -> (std::path::PathBuf, String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "wsevents-cli-tls-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let ca_pem = write("ca.pem", ca.pem());
+    let cert_pem = write("cert.pem", cert.pem());
+    let key_pem = write("key.pem", key.serialize_pem());
+    (dir, ca_pem, cert_pem, key_pem)
+}
+
+#[test]
+fn serve_tls_with_connect_ca_and_insecure() {
+    let (dir, ca, cert, key) = tls_files();
+    let serve = Serve::start(&["--tls-cert", &cert, "--tls-key", &key]);
+    let url = format!("wss://{}/ws", serve.addr);
+    let out = run(&["connect", &url, "--ca", &ca], "over tls\n");
+    assert_eq!(
+        text(&out.stdout),
+        "open\nover tls\nclose 1000  true\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["connect", &url, "--insecure"], "insecure\n");
+    assert_eq!(text(&out.stdout), "open\ninsecure\nclose 1000  true\n");
+    // Without the CA the certificate is refused.
+    let out = run(&["connect", &url], "");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("error ") && stdout.ends_with("close 1006  false\n"),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(dir);
+}
