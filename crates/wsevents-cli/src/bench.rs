@@ -266,7 +266,10 @@ async fn load(
                     break 'run;
                 }
             }
-            // Every echo already here, without waiting.
+            // Every echo already here, without waiting (none is due once all are in).
+            if sent_at.is_empty() {
+                break;
+            }
             match ws.next().now_or_never() {
                 Some(next) => echo = next,
                 None => break,
