@@ -23,7 +23,8 @@
 //! tells every connection task; each closes with 1001 *after* what is already queued
 //! for it (the close frame takes its place in the same queue), waits for the close
 //! handshake, and reports done. The process exits 0 once all are done or the grace
-//! period ran out.
+//! period (10 s) ran out: an echo client that stopped reading holds its task in
+//! backpressure, and is given up on then.
 
 mod http;
 mod room;
