@@ -70,7 +70,7 @@ run_server_role() {
     local port
     port=$(free_port)
     rm -rf "$reports/server"
-    AUTOBAHN_ADDR="127.0.0.1:$port" "$root/target/release/examples/autobahn_server" 2>"$reports/server-testee.log" &
+    AUTOBAHN_ADDR="127.0.0.1:$port" "${CARGO_TARGET_DIR:-$root/target}/release/examples/autobahn_server" 2>"$reports/server-testee.log" &
     local testee=$!
     children+=("$testee")
     wait_for_port "$port" "$testee"
@@ -90,7 +90,7 @@ run_client_role() {
     children+=("$fuzzer")
     wait_for_port "$port" "$fuzzer"
     AUTOBAHN_URL="ws://127.0.0.1:$port" AUTOBAHN_AGENT=wsevents \
-        timeout 900 "$root/target/release/examples/autobahn_client" 2>"$reports/client-testee.log" || true
+        timeout 900 "${CARGO_TARGET_DIR:-$root/target}/release/examples/autobahn_client" 2>"$reports/client-testee.log" || true
     # The fuzzing server writes its reports and exits once the client asked for them.
     for _ in $(seq 1 600); do kill -0 "$fuzzer" 2>/dev/null || break; sleep 0.1; done
     kill "$fuzzer" 2>/dev/null || true

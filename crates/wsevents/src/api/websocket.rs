@@ -174,6 +174,32 @@ impl WebSocket {
         )
     }
 
+    /// The event API over a connection opened elsewhere: accepted with
+    /// [`Acceptor::accept`](crate::Acceptor::accept) on a transport of the caller's
+    /// (one that sniffed the request first, or a hyper/axum upgrade wrapped with
+    /// [`WebSocketStream::from_upgraded`]), or connected with
+    /// [`connect`](crate::connect). The socket is open: its `open` event is the first
+    /// one dispatched. `url` is what [`url`](Self::url) reports and where message
+    /// events' `origin` comes from.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use wsevents::{Acceptor, WebSocket};
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// let (tcp, _) = listener.accept().await?;
+    /// let (stream, request) = Acceptor::new().route("/chat").accept(tcp).await?;
+    /// let ws = WebSocket::from_stream(stream, format!("ws://{}{}", request.host, request.target));
+    /// ws.on_message(|e| println!("{:?}", e.data));
+    /// ws.run().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_stream<S>(stream: WebSocketStream<S>, url: impl Into<String>) -> WebSocket
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug + 'static,
+    {
+        WebSocket::accepted(stream, url.into())
+    }
+
     /// A socket over a connection a server accepted (already open; its `open` event
     /// is the first one dispatched).
     pub(crate) fn accepted<S>(stream: WebSocketStream<S>, url: String) -> WebSocket
@@ -369,6 +395,62 @@ impl WebSocket {
             )));
         }
         self.close_frame(CloseFrame::new(code, reason))
+    }
+
+    /// Close with a code the browser keeps for itself: any code valid on the wire
+    /// (1000–1003, 1007–1014, 3000–4999), where [`close_with`](Self::close_with)
+    /// allows a script's codes only. For servers and tools: 1001
+    /// ([`CloseCode::GOING_AWAY`]) when shutting down, 1008 (policy violation) for a
+    /// peer that breaks the application's rules, 1011 on an internal error. Like Node's
+    /// `ws`, whose `close(code)` takes these too. Another code is
+    /// [`Error::InvalidAccess`], a reason over 123 bytes [`Error::Syntax`]; like
+    /// `close_with` it does nothing when the socket is closing or closed.
+    ///
+    /// ```no_run
+    /// # async fn demo(ws: wsevents::WebSocket) -> Result<(), wsevents::Error> {
+    /// use wsevents::CloseCode;
+    /// ws.close_with_code(CloseCode::GOING_AWAY, "server shutting down")?;
+    /// assert!(ws.close_with_code(CloseCode::ABNORMAL, "").is_err()); // 1006: never sent
+    /// # Ok(()) }
+    /// ```
+    pub fn close_with_code(&self, code: CloseCode, reason: &str) -> Result<()> {
+        if !code.is_valid_on_wire() {
+            return Err(Error::InvalidAccess(format!(
+                "close code {code} may not be sent in a close frame"
+            )));
+        }
+        if reason.len() > wsevents_proto::close::MAX_REASON_LEN {
+            return Err(Error::Syntax(format!(
+                "close reason of {} bytes is over 123",
+                reason.len()
+            )));
+        }
+        self.close_frame(CloseFrame::new(code, reason))
+    }
+
+    /// Send a ping with up to 125 bytes of payload (a longer one is
+    /// [`Error::Capacity`]); the peer answers with a pong, which, as in the browser,
+    /// is not an event. Browsers cannot ping from script; Node's `ws` has `ws.ping()`.
+    /// [`Error::InvalidState`] unless the socket is open.
+    ///
+    /// ```no_run
+    /// # fn demo(ws: wsevents::WebSocket) -> Result<(), wsevents::Error> {
+    /// ws.ping("are you there?")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn ping(&self, data: impl Into<bytes::Bytes>) -> Result<()> {
+        let mut core = self.core();
+        if core.closed {
+            return Err(Error::InvalidState);
+        }
+        let conn = core.conn.as_mut().ok_or(Error::InvalidState)?;
+        if conn.state() != State::Open {
+            return Err(Error::InvalidState);
+        }
+        conn.ping(data.into())?;
+        drop(core);
+        self.inner.waker.wake();
+        Ok(())
     }
 
     fn close_frame(&self, frame: CloseFrame) -> Result<()> {

@@ -1,0 +1,408 @@
+//! `wsevents bench URL`: a load generator for echo servers.
+//!
+//! Each of N connections is one task on a multi-threaded runtime, keeping K messages
+//! in flight: it queues messages until K are outstanding, writes them in one go, then
+//! takes every echo that has arrived, and again. The latency of a message is the time
+//! from queueing it to receiving its echo (echoes come back in order on a connection,
+//! so a queue of send times is enough; nothing is written into the payload, which is
+//! built once and shared). Each task records into its own HDR histogram; they are
+//! merged at the end, so the hot loop shares nothing but a relaxed counter for the
+//! progress bar.
+//!
+//! Only echoes received within the duration count. The generator's CPU time (and the
+//! server's, with `--server-pid`) over the same window tells which side was the
+//! bottleneck: the generator uses the stream API, the cheapest face of the library,
+//! so that on loopback it should stay below the server.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::time::Instant;
+use wsevents::{ClientBuilder, CloseCode, MaybeTlsStream, Message, WebSocketStream};
+
+use crate::Result;
+use crate::stats::{self, Latency, human_us};
+
+/// Options of `wsevents bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The echo server: ws://… or wss://… (e.g. `wsevents serve --echo`)
+    url: String,
+    /// Connections, each a task of its own
+    #[arg(long, short = 'c', value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    connections: u32,
+    /// Payload of each message, in bytes
+    #[arg(long, short = 's', value_name = "BYTES", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(0..=(64 << 20)))]
+    size: u32,
+    /// How long to measure, in seconds
+    #[arg(long, short = 'd', value_name = "S", default_value_t = 10.0)]
+    duration: f64,
+    /// Messages in flight per connection
+    #[arg(long, short = 'k', value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pipeline: u32,
+    /// Send text messages (the default)
+    #[arg(long, conflicts_with = "binary")]
+    text: bool,
+    /// Send binary messages
+    #[arg(long)]
+    binary: bool,
+    /// Print the results as one JSON object on stdout (no progress bar)
+    #[arg(long)]
+    json: bool,
+    /// The server's process id: report its CPU time beside ours (Linux)
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Trust the CA certificate(s) in this PEM file for wss://
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Do not check the server's certificate
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
+}
+
+type Socket = WebSocketStream<MaybeTlsStream>;
+
+/// What one connection measured.
+struct Outcome {
+    histogram: Histogram<u64>,
+    messages: u64,
+    error: Option<String>,
+}
+
+/// Run the benchmark and print the report.
+pub(crate) async fn run(args: Args) -> Result<ExitCode> {
+    if !(args.duration > 0.0 && args.duration.is_finite()) {
+        return Err("--duration must be a positive number of seconds".into());
+    }
+    let mut builder = ClientBuilder::new(&args.url)?;
+    if let Some(config) = crate::tls::client_config(args.ca.as_deref(), args.insecure)? {
+        builder = builder.tls_config(config);
+    }
+    let message = if args.binary {
+        Message::binary(Bytes::from(vec![0xa5; args.size as usize]))
+    } else {
+        Message::text("x".repeat(args.size as usize))
+    };
+
+    let sockets = connect_all(&builder, args.connections).await?;
+    let connected = sockets.len();
+
+    let duration = Duration::from_secs_f64(args.duration);
+    let progress = progress_bar(args.json, duration);
+    let counters: Vec<Arc<AtomicU64>> = (0..connected).map(|_| Arc::default()).collect();
+    let cpu_before = (
+        stats::cpu_time(None),
+        args.server_pid.and_then(|p| stats::cpu_time(Some(p))),
+    );
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .zip(&counters)
+        .map(|(ws, counter)| {
+            tokio::spawn(load(
+                ws,
+                message.clone(),
+                args.pipeline as usize,
+                deadline,
+                counter.clone(),
+            ))
+        })
+        .collect();
+
+    // The progress bar, until the deadline; then the CPU times of the window.
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut last = (start, 0u64);
+    while Instant::now() < deadline {
+        tick.tick().await;
+        let now = Instant::now().min(deadline);
+        let total: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let rate = (total - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+        last = (now, total);
+        progress.set_position(now.duration_since(start).as_millis() as u64);
+        progress.set_message(format!("{total} messages, {rate:.0} msg/s"));
+    }
+    let elapsed = start.elapsed().min(duration).max(Duration::from_millis(1));
+    let cpu_after = (
+        stats::cpu_time(None),
+        args.server_pid.and_then(|p| stats::cpu_time(Some(p))),
+    );
+    progress.finish_and_clear();
+
+    let mut histogram = stats::latency_histogram();
+    let mut messages = 0;
+    let mut errors = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(outcome) => {
+                // Same bounds on every histogram: adding cannot fail.
+                let _ = histogram.add(&outcome.histogram);
+                messages += outcome.messages;
+                errors.extend(outcome.error);
+            }
+            Err(error) => errors.push(format!("a connection task failed: {error}")),
+        }
+    }
+
+    let report = Report {
+        args: &args,
+        connected,
+        seconds: elapsed.as_secs_f64(),
+        messages,
+        latency: Latency::of(&histogram),
+        errors,
+        generator_cpu: cpu_after
+            .0
+            .zip(cpu_before.0)
+            .map(|(a, b)| a.saturating_sub(b)),
+        server_cpu: cpu_after
+            .1
+            .zip(cpu_before.1)
+            .map(|(a, b)| a.saturating_sub(b)),
+    };
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.messages > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Open every connection, all at once; fail only if none opens.
+async fn connect_all(builder: &ClientBuilder, n: u32) -> Result<Vec<Socket>> {
+    let attempts: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(builder.clone().connect()))
+        .collect();
+    let mut sockets = Vec::with_capacity(n as usize);
+    let mut first_error = None;
+    for attempt in attempts {
+        match attempt.await {
+            Ok(Ok(ws)) => sockets.push(ws),
+            Ok(Err(error)) => {
+                first_error.get_or_insert_with(|| error.to_string());
+            }
+            Err(error) => {
+                first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+    match (sockets.is_empty(), first_error) {
+        (true, Some(error)) => Err(format!("could not connect: {error}").into()),
+        (false, Some(error)) => {
+            eprintln!(
+                "wsevents: {} of {n} connections failed: {error}",
+                n as usize - sockets.len()
+            );
+            Ok(sockets)
+        }
+        _ => Ok(sockets),
+    }
+}
+
+/// One connection's load loop: keep `pipeline` messages in flight until `deadline`.
+async fn load(
+    mut ws: Socket,
+    message: Message,
+    pipeline: usize,
+    deadline: Instant,
+    counter: Arc<AtomicU64>,
+) -> Outcome {
+    let mut outcome = Outcome {
+        histogram: stats::latency_histogram(),
+        messages: 0,
+        error: None,
+    };
+    let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(pipeline);
+    let stop = tokio::time::sleep_until(deadline);
+    tokio::pin!(stop);
+    'run: loop {
+        while sent_at.len() < pipeline {
+            if let Err(error) = ws.feed(message.clone()).await {
+                outcome.error = Some(error.to_string());
+                break 'run;
+            }
+            sent_at.push_back(Instant::now());
+        }
+        if let Err(error) = ws.flush().await {
+            outcome.error = Some(error.to_string());
+            break;
+        }
+        let first = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            echo = ws.next() => echo,
+        };
+        let mut echo = first;
+        loop {
+            match echo {
+                Some(Ok(_)) => {
+                    let now = Instant::now();
+                    if let Some(sent) = sent_at.pop_front() {
+                        stats::record(&mut outcome.histogram, now - sent);
+                    }
+                    outcome.messages += 1;
+                }
+                Some(Err(error)) => {
+                    outcome.error = Some(error.to_string());
+                    break 'run;
+                }
+                None => {
+                    outcome.error = Some("the server closed the connection".into());
+                    break 'run;
+                }
+            }
+            // Every echo already here, without waiting (none is due once all are in).
+            if sent_at.is_empty() {
+                break;
+            }
+            match ws.next().now_or_never() {
+                Some(next) => echo = next,
+                None => break,
+            }
+        }
+        counter.store(outcome.messages, Ordering::Relaxed);
+    }
+    counter.store(outcome.messages, Ordering::Relaxed);
+    if outcome.error.is_none() {
+        // Echoes still in flight are dropped by the close.
+        let _ = ws.close(CloseCode::NORMAL, "").await;
+    }
+    outcome
+}
+
+fn progress_bar(hidden: bool, duration: Duration) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(duration.as_millis() as u64);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed:>3} [{bar:30}] {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// The results, for people or for machines.
+struct Report<'a> {
+    args: &'a Args,
+    connected: usize,
+    seconds: f64,
+    messages: u64,
+    latency: Latency,
+    errors: Vec<String>,
+    generator_cpu: Option<Duration>,
+    server_cpu: Option<Duration>,
+}
+
+impl Report<'_> {
+    fn kind(&self) -> &'static str {
+        if self.args.binary { "binary" } else { "text" }
+    }
+
+    fn messages_per_second(&self) -> f64 {
+        self.messages as f64 / self.seconds
+    }
+
+    /// Payload megabytes (10^6) echoed back per second.
+    fn megabytes_per_second(&self) -> f64 {
+        self.messages as f64 * f64::from(self.args.size) / self.seconds / 1e6
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let l = &self.latency;
+        let seconds = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        serde_json::json!({
+            "url": self.args.url,
+            "connections": self.connected,
+            "pipeline": self.args.pipeline,
+            "size": self.args.size,
+            "kind": self.kind(),
+            "duration_s": self.seconds,
+            "messages": self.messages,
+            "messages_per_s": self.messages_per_second(),
+            "mb_per_s": self.megabytes_per_second(),
+            "latency_us": {
+                "p50": l.p50, "p90": l.p90, "p99": l.p99, "p99_9": l.p99_9,
+                "max": l.max, "mean": l.mean,
+            },
+            "cpu_s": {
+                "generator": seconds(self.generator_cpu),
+                "server": seconds(self.server_cpu),
+            },
+            "errors": self.errors.len(),
+            "first_error": self.errors.first(),
+        })
+    }
+
+    fn text(&self) -> String {
+        let l = &self.latency;
+        let percent = |d: Duration| 100.0 * d.as_secs_f64() / self.seconds;
+        let mut out = format!(
+            "wsevents bench {}: {} connections x {} in flight, {}-byte {} messages, {:.1} s\n",
+            self.args.url,
+            self.connected,
+            self.args.pipeline,
+            self.args.size,
+            self.kind(),
+            self.seconds
+        );
+        out += &format!(
+            "  messages    {} echoed, {:.0} msg/s\n",
+            self.messages,
+            self.messages_per_second()
+        );
+        out += &format!(
+            "  throughput  {:.2} MB/s of payload each way\n",
+            self.megabytes_per_second()
+        );
+        out += &format!(
+            "  latency     p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n",
+            human_us(l.p50),
+            human_us(l.p90),
+            human_us(l.p99),
+            human_us(l.p99_9),
+            human_us(l.max)
+        );
+        let mut cpu = match self.generator_cpu {
+            Some(d) => format!(
+                "generator {:.2} s ({:.0}% of a core)",
+                d.as_secs_f64(),
+                percent(d)
+            ),
+            None => "generator unknown".to_owned(),
+        };
+        match (self.args.server_pid, self.server_cpu) {
+            (Some(pid), Some(d)) => {
+                cpu += &format!(
+                    ", server (pid {pid}) {:.2} s ({:.0}% of a core)",
+                    d.as_secs_f64(),
+                    percent(d)
+                );
+            }
+            (Some(pid), None) => cpu += &format!(", server (pid {pid}) unknown"),
+            (None, _) => cpu += "; --server-pid PID to compare with the server",
+        }
+        out += &format!("  CPU         {cpu}\n");
+        if let Some(first) = self.errors.first() {
+            out += &format!(
+                "  errors      {} connection(s) failed; first: {first}\n",
+                self.errors.len()
+            );
+        }
+        out
+    }
+}

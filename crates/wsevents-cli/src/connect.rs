@@ -1,0 +1,242 @@
+//! `wsevents connect URL`: a client for the terminal and for scripts, built on the
+//! event API, so it speaks the seed's vocabulary: the handlers print `open`, each
+//! message, `error …` and `close CODE REASON WASCLEAN`, one line each, in the order the
+//! events happen.
+//!
+//! Input is line by line: a line is a text message; `/binary HEX`, `/ping [DATA]` and
+//! `/close [CODE [REASON]]` are commands (`//…` sends a line that starts with `/`).
+//! When the input ends (Ctrl-D, or the end of a pipe) the socket is closed with 1000,
+//! and the command exits when the close event comes, with 0 if it was clean and 1
+//! otherwise. That makes it scriptable: `printf 'a\nb\n' | wsevents connect URL`
+//! prints `open`, the echoes of `a` and `b`, then `close 1000  true`.
+//!
+//! Local mistakes (bad hex, sending while closed) go to stderr, so stdout holds only
+//! the connection's events.
+
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
+use wsevents::{BinaryType, ClientBuilder, Data, WebSocket};
+
+use crate::{Result, hex};
+
+/// Options of `wsevents connect`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The server: ws://HOST[:PORT]/PATH or wss://… (http:// and https:// also work)
+    url: String,
+    /// Offer this subprotocol (repeatable; the server picks one)
+    #[arg(long = "protocol", short = 'p', value_name = "NAME")]
+    protocols: Vec<String>,
+    /// Add a header to the upgrade request (repeatable)
+    #[arg(long = "header", short = 'H', value_name = "K:V", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Send this Origin header
+    #[arg(long, value_name = "ORIGIN")]
+    origin: Option<String>,
+    /// Trust the CA certificate(s) in this PEM file for wss:// (instead of the Mozilla roots)
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Do not check the server's certificate (self-signed test servers; still encrypted)
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
+    /// Append received binary messages to FILE instead of printing them as hex
+    #[arg(long, value_name = "FILE")]
+    binary_file: Option<PathBuf>,
+    /// When the input ends, stay connected until the server closes
+    #[arg(long)]
+    keep_open: bool,
+    /// Give up if the connection is not open after this long
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    connect_timeout: f64,
+}
+
+/// `Name: value` (or `Name:value`) as a header.
+fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("expected 'Name: value', got '{text}'")),
+    }
+}
+
+/// Connect, print events, send input, exit after the close.
+pub(crate) async fn run(args: Args) -> Result<ExitCode> {
+    if !(args.connect_timeout > 0.0 && args.connect_timeout.is_finite()) {
+        return Err("--connect-timeout must be a positive number of seconds".into());
+    }
+    let mut builder = ClientBuilder::new(&args.url)?
+        .protocols(&args.protocols)?
+        .connect_timeout(Duration::from_secs_f64(args.connect_timeout));
+    for (name, value) in &args.headers {
+        builder = builder.header(name.clone(), value.clone());
+    }
+    if let Some(origin) = &args.origin {
+        builder = builder.origin(origin.clone());
+    }
+    if let Some(config) = crate::tls::client_config(args.ca.as_deref(), args.insecure)? {
+        builder = builder.tls_config(config);
+    }
+    let binary_file = match &args.binary_file {
+        Some(path) => Some((
+            File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+            path.display().to_string(),
+        )),
+        None => None,
+    };
+
+    let ws = WebSocket::connecting(builder);
+    ws.set_binary_type(BinaryType::ArrayBuffer);
+    let (opened, wait_open) = watch::channel(false);
+    let interactive = std::io::stdin().is_terminal();
+    let handle = ws.clone();
+    ws.on_open(move |_| {
+        say("open");
+        let protocol = handle.protocol();
+        let extensions = handle.extensions();
+        if interactive {
+            eprintln!(
+                "# protocol: {}  extensions: {}",
+                or_none(&protocol),
+                or_none(&extensions)
+            );
+            eprintln!(
+                "# type a line to send it; /binary HEX, /ping [DATA], /close [CODE [REASON]]; \
+                 Ctrl-D closes"
+            );
+        }
+        let _ = opened.send(true);
+    });
+    let binary_file = Arc::new(Mutex::new(binary_file));
+    ws.on_message(move |e| match &e.data {
+        Data::Text(text) => say(text),
+        other => {
+            let bytes = other.as_bytes();
+            let mut file = binary_file.lock().unwrap_or_else(|e| e.into_inner());
+            match file.as_mut() {
+                None => say(&format!("binary {}", hex::encode(bytes))),
+                Some((file, name)) => match file.write_all(bytes) {
+                    Ok(()) => say(&format!("binary {} bytes to {name}", bytes.len())),
+                    Err(error) => eprintln!("wsevents: cannot write to {name}: {error}"),
+                },
+            }
+        }
+    });
+    ws.on_error(|e| say(&format!("error {}", e.message())));
+    ws.on_close(|e| say(&format!("close {} {} {}", e.code, e.reason, e.was_clean)));
+
+    let input = tokio::spawn(send_input(ws.clone(), wait_open, args.keep_open));
+    let closer = ws.clone();
+    let closed = tokio::select! {
+        closed = ws.run() => closed,
+        _ = tokio::signal::ctrl_c() => {
+            let _ = closer.close_with(1000, "");
+            ws.run().await
+        }
+    };
+    input.abort();
+    Ok(if closed.was_clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Once open, send each input line (or run its command); at the end of the input,
+/// close with 1000 unless `keep_open`.
+async fn send_input(ws: WebSocket, mut opened: watch::Receiver<bool>, keep_open: bool) {
+    if opened.wait_for(|&open| open).await.is_err() {
+        return;
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                let line = line.strip_suffix('\r').unwrap_or(&line);
+                if let Err(error) = command(&ws, line) {
+                    eprintln!("wsevents: {error}");
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                eprintln!("wsevents: reading standard input: {error}");
+                break;
+            }
+        }
+    }
+    if !keep_open {
+        let _ = ws.close_with(1000, "");
+    }
+}
+
+/// One line of input: a command or a text message.
+fn command(ws: &WebSocket, line: &str) -> Result<()> {
+    let (word, rest) = match line.split_once(' ') {
+        Some((word, rest)) => (word, rest),
+        None => (line, ""),
+    };
+    match word {
+        "/binary" => ws.send(hex::decode(rest).map_err(|e| format!("/binary: {e}"))?)?,
+        "/ping" => ws.ping(rest.as_bytes().to_vec())?,
+        "/close" if rest.trim().is_empty() => ws.close()?,
+        "/close" => {
+            let (code, reason) = rest
+                .trim_start()
+                .split_once(' ')
+                .unwrap_or((rest.trim(), ""));
+            let code: u16 = code
+                .parse()
+                .map_err(|_| format!("/close: '{code}' is not a close code"))?;
+            ws.close_with(code, reason)?;
+        }
+        _ if line.starts_with("//") => ws.send(&line[1..])?,
+        _ if line.starts_with('/') => {
+            return Err(format!(
+                "unknown command {word} (commands: /binary HEX, /ping [DATA], \
+                 /close [CODE [REASON]]; start a line with // to send it as text)"
+            )
+            .into());
+        }
+        _ => ws.send(line)?,
+    }
+    Ok(())
+}
+
+/// Print one line on stdout; a closed stdout is not worth a panic.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn or_none(text: &str) -> &str {
+    if text.is_empty() { "(none)" } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn headers_parse_with_or_without_space() {
+        assert_eq!(
+            parse_header("Authorization: Bearer x").unwrap(),
+            ("Authorization".into(), "Bearer x".into())
+        );
+        assert_eq!(parse_header("K:V").unwrap(), ("K".into(), "V".into()));
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header(": empty name").is_err());
+    }
+}

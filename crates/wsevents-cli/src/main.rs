@@ -1,0 +1,174 @@
+//! # `wsevents`: the command-line face of the wsevents library
+//!
+//! Three subcommands, one module each:
+//!
+//! - `serve` ([`serve`]): a WebSocket server with the demo page at `/` (the seed's
+//!   JavaScript examples, run by the browser against this server), an echo endpoint at
+//!   `/ws` and a chat room at `/chat`; `--echo` / `--broadcast` for tests and
+//!   benchmarks. Graceful on Ctrl-C: every client gets close 1001 after its queued
+//!   messages.
+//! - `connect URL` ([`connect`]): a terminal or scripted client that prints what
+//!   happens in the seed's words (`open`, each message, `error`, `close code reason
+//!   wasClean`).
+//! - `bench URL` ([`mod@bench`]): a load generator for echo servers, with latency
+//!   percentiles.
+//!
+//! This file only parses the command line, sets up logging and the runtime, and turns
+//! results into exit codes: 0 for success, 1 for a failure (an unclean close, a server
+//! that could not start), 2 for a bad command line (clap's code), always with a
+//! one-line message.
+
+// Doc comments on the argument types are clap's help text, where `[OPTIONAL]` is the
+// usual notation, not an intra-doc link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod connect;
+mod hex;
+mod serve;
+mod stats;
+mod tls;
+
+/// What a subcommand fails with: a message for the user, printed on one line.
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+/// A subcommand's result.
+pub(crate) type Result<T> = std::result::Result<T, Error>;
+
+/// WebSocket server, client and load generator, with the browser's event API.
+///
+/// Start with `wsevents serve` and open the page it prints.
+#[derive(Debug, Parser)]
+#[command(name = "wsevents", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the demo page (/), an echo endpoint (/ws) and a chat room (/chat)
+    ///
+    /// The demo page runs the WebSocket examples of the seed tutorial (onopen,
+    /// onmessage, binaryType, send, onerror, onclose, close) in the browser against
+    /// this server and shows each event as it happens. Ctrl-C closes every client with
+    /// 1001 after flushing what is queued for it, then exits 0.
+    ///
+    /// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
+    #[command(after_help = "Examples:\n  \
+        wsevents serve                                   # then open http://127.0.0.1:8080/\n  \
+        wsevents serve --listen 0.0.0.0:9000 --tls-cert cert.pem --tls-key key.pem\n  \
+        wsevents serve --echo --listen 127.0.0.1:9001    # echo on every path (benchmarks)")]
+    Serve(serve::Args),
+    /// Connect to a WebSocket server; type lines to send them
+    ///
+    /// Prints `open`, each message (text as is, binary as `binary HEX`), `error
+    /// MESSAGE` and `close CODE REASON WASCLEAN`. Each line typed is sent as a text
+    /// message; commands: /binary HEX, /ping [DATA], /close [CODE [REASON]]. When
+    /// standard input ends (Ctrl-D, or the end of a pipe), the connection is closed with
+    /// 1000 and the command exits once the close handshake is over. The exit code is 0
+    /// for a clean close, 1 otherwise.
+    #[command(after_help = "Examples:\n  \
+        wsevents connect ws://127.0.0.1:8080/ws\n  \
+        printf 'hello\\n/binary 0102\\n' | wsevents connect ws://127.0.0.1:8080/ws\n  \
+        wsevents connect wss://example.com/chat --protocol chat --header 'Authorization: Bearer x'")]
+    Connect(connect::Args),
+    /// Load-test an echo server: throughput and latency percentiles
+    ///
+    /// Opens N connections, each keeping K messages in flight for the duration, and
+    /// measures the time from sending each message to receiving its echo. Reports
+    /// messages/s, MB/s (echoed payload received) and latency p50/p90/p99/p99.9/max,
+    /// and the CPU time this generator used (and the server's, with --server-pid), so
+    /// you can tell which side was the bottleneck.
+    #[command(after_help = "Examples:\n  \
+        wsevents serve --echo --listen 127.0.0.1:9001 &\n  \
+        wsevents bench ws://127.0.0.1:9001/ --connections 64 --size 64 --duration 10 --server-pid $!\n  \
+        wsevents bench ws://127.0.0.1:9001/ --binary --size 16384 --pipeline 4 --json")]
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
+    let default_log = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    init_logging(default_log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("wsevents: error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Connect(args) => connect::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    // Tasks still blocked on stdin would keep the runtime alive: do not wait for them.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("wsevents: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A bad command line: clap's message on one line (help and version print in full).
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            ExitCode::from(error.exit_code() as u8)
+        }
+        _ => {
+            // clap's message is its first paragraph (a list of missing arguments
+            // continues it on indented lines); usage and tips follow a blank line.
+            let rendered = error.to_string();
+            let paragraph: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = paragraph.join(" ");
+            let first = message.strip_prefix("error: ").unwrap_or(&message);
+            let help = std::env::args()
+                .nth(1)
+                .filter(|arg| ["serve", "connect", "bench"].contains(&arg.as_str()))
+                .map_or_else(
+                    || "wsevents --help".to_owned(),
+                    |sub| format!("wsevents {sub} --help"),
+                );
+            eprintln!("wsevents: error: {first} (see '{help}')");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: `default` for every target).
+fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

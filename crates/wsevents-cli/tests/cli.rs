@@ -1,0 +1,524 @@
+//! The `wsevents` binary end to end: `connect` scripted through stdin against a
+//! `serve` child, `serve`'s graceful shutdown (close 1001 after what was queued, exit
+//! 0), `bench --json`, and the command line's help and errors. Every server is a child
+//! process on a free 127.0.0.1 port, killed when its guard drops.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use wsevents::{CloseCode, Message};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsevents");
+
+/// A `wsevents serve` child; killed on drop.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(args: &[&str]) -> Serve {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        let addr = first
+            .trim()
+            .strip_prefix("wsevents serve: listening on ")
+            .unwrap_or_else(|| panic!("unexpected banner: {first:?}"))
+            .to_owned();
+        // Keep draining stdout so the child never blocks on it.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        });
+        Serve { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait (bounded) for the child to exit; its exit code.
+    fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("wsevents serve did not exit within {limit:?}");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child killed on drop (for `connect` runs that might hang).
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run `wsevents ARGS` with `input` on stdin; its output (bounded by a timeout).
+fn run(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let mut guard = Guard(child);
+    let start = Instant::now();
+    loop {
+        if guard.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "wsevents {args:?} hung"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    guard
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    guard
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status: guard.0.wait().unwrap(),
+        stdout,
+        stderr,
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// ----- connect -----
+
+#[test]
+fn connect_sends_each_line_prints_each_echo_and_closes_cleanly() {
+    let serve = Serve::start(&[]);
+    let out = run(&["connect", &serve.url("/ws")], "hello\nworld, 世界\n");
+    assert_eq!(
+        text(&out.stdout),
+        "open\nhello\nworld, 世界\nclose 1000  true\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn connect_binary_as_hex_ping_escape_and_close_with_code() {
+    let serve = Serve::start(&[]);
+    let input = "/binary 0102ff\n/ping hi\n//not a command\n/close 4000 bye\n";
+    let out = run(&["connect", &serve.url("/ws")], input);
+    assert_eq!(
+        text(&out.stdout),
+        "open\nbinary 0102ff\n/not a command\nclose 4000  true\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn connect_reports_local_mistakes_on_stderr_and_goes_on() {
+    let serve = Serve::start(&[]);
+    let out = run(
+        &["connect", &serve.url("/ws")],
+        "/binary 0g\n/close 1001\n/frob\nstill here\n",
+    );
+    assert_eq!(text(&out.stdout), "open\nstill here\nclose 1000  true\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("not a hex digit"), "{stderr}");
+    assert!(stderr.contains("1001"), "{stderr}");
+    assert!(stderr.contains("unknown command /frob"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn connect_to_a_refused_route_prints_error_then_close_1006_and_fails() {
+    let serve = Serve::start(&[]);
+    let out = run(&["connect", &serve.url("/nothing-here")], "");
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("error ") && lines[0].contains("404"),
+        "{stdout}"
+    );
+    assert_eq!(lines[1], "close 1006  false");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn connect_exits_non_zero_when_the_server_dies() {
+    let mut serve = Serve::start(&[]);
+    let child = Command::new(BIN)
+        .args(["connect", &serve.url("/ws")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut connect = Guard(child);
+    let mut stdin = connect.0.stdin.take().unwrap();
+    let mut stdout = BufReader::new(connect.0.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "open\n");
+    writeln!(stdin, "ping before the crash").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ping before the crash\n");
+    // The server vanishes without a close handshake (stdin stays open).
+    serve.child.kill().unwrap();
+    serve.wait(Duration::from_secs(5));
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(rest.ends_with("close 1006  false\n"), "{rest:?}");
+    let status = connect.0.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    drop(stdin);
+}
+
+// ----- serve -----
+
+#[tokio::test]
+async fn serve_shutdown_flushes_queued_messages_then_closes_every_client_with_1001() {
+    let mut serve = Serve::start(&[]);
+    let mut speaker = wsevents::connect(&serve.url("/chat")).await.unwrap();
+    let mut listener = wsevents::connect(&serve.url("/chat")).await.unwrap();
+    let mut echo = wsevents::connect(&serve.url("/ws")).await.unwrap();
+    // The listener reads nothing yet: what the room sends it queues up.
+    let body = "x".repeat(8 * 1024);
+    for i in 0..64 {
+        speaker
+            .feed(Message::text(format!("{i:02} {body}")))
+            .await
+            .unwrap();
+    }
+    speaker.flush().await.unwrap();
+    // The speaker gets its own messages back: once it has all 64, all are published.
+    for i in 0..64 {
+        let got = speaker.next().await.unwrap().unwrap();
+        assert!(got.as_text().unwrap().starts_with(&format!("{i:02} ")));
+    }
+    echo.send(Message::text("before the shutdown"))
+        .await
+        .unwrap();
+    assert_eq!(
+        echo.next().await.unwrap().unwrap().as_text(),
+        Some("before the shutdown")
+    );
+
+    serve.signal("INT");
+
+    for i in 0..64 {
+        let got = listener.next().await.unwrap().unwrap();
+        assert_eq!(got.as_text().unwrap(), format!("{i:02} {body}"));
+    }
+    for ws in [&mut speaker, &mut listener, &mut echo] {
+        while let Some(message) = ws.next().await {
+            message.unwrap();
+        }
+        let closure = ws.closure().unwrap();
+        assert_eq!(closure.code(), CloseCode::GOING_AWAY);
+        assert_eq!(closure.reason(), "server shutting down");
+        assert!(closure.was_clean());
+    }
+    assert_eq!(serve.wait(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test]
+async fn serve_echo_mode_echoes_on_every_path_and_broadcast_mode_fans_out() {
+    let echo = Serve::start(&["--echo"]);
+    let mut ws = wsevents::connect(&echo.url("/any/path")).await.unwrap();
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![1, 2, 3])
+    );
+
+    let broadcast = Serve::start(&["--broadcast"]);
+    let mut a = wsevents::connect(&broadcast.url("/a")).await.unwrap();
+    let mut b = wsevents::connect(&broadcast.url("/b")).await.unwrap();
+    // b is a member once its own message comes back.
+    b.send(Message::text("b here")).await.unwrap();
+    assert_eq!(b.next().await.unwrap().unwrap().as_text(), Some("b here"));
+    assert_eq!(a.next().await.unwrap().unwrap().as_text(), Some("b here"));
+    a.send(Message::text("hello all")).await.unwrap();
+    assert_eq!(
+        a.next().await.unwrap().unwrap().as_text(),
+        Some("hello all")
+    );
+    assert_eq!(
+        b.next().await.unwrap().unwrap().as_text(),
+        Some("hello all")
+    );
+}
+
+#[tokio::test]
+async fn serve_answers_plain_http_with_the_page_404_and_426() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let serve = Serve::start(&[]);
+    for (path, status, needle) in [
+        ("/", "200", "the WebSocket events, live"),
+        ("/nope", "404", "Not found"),
+        ("/ws", "426", "WebSocket endpoint"),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(&serve.addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", serve.addr);
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{path}: {response}"
+        );
+        assert!(response.contains(needle), "{path}: {response}");
+    }
+}
+
+// ----- bench -----
+
+#[test]
+fn bench_json_reports_throughput_latency_and_cpu() {
+    let serve = Serve::start(&["--echo"]);
+    let pid = serve.child.id().to_string();
+    let url = serve.url("/");
+    let out = run(
+        &[
+            "bench",
+            &url,
+            "--connections",
+            "3",
+            "--duration",
+            "0.5",
+            "--pipeline",
+            "4",
+            "--size",
+            "100",
+            "--binary",
+            "--json",
+            "--server-pid",
+            &pid,
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["connections"], 3);
+    assert_eq!(report["pipeline"], 4);
+    assert_eq!(report["size"], 100);
+    assert_eq!(report["kind"], "binary");
+    assert_eq!(report["errors"], 0);
+    assert!(report["messages"].as_u64().unwrap() > 0);
+    assert!(report["messages_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["mb_per_s"].as_f64().unwrap() > 0.0);
+    let latency = &report["latency_us"];
+    let p = |name: &str| latency[name].as_f64().unwrap();
+    assert!(p("p50") > 0.0);
+    assert!(p("p50") <= p("p90") && p("p90") <= p("p99"));
+    assert!(p("p99") <= p("p99_9") && p("p99_9") <= p("max"));
+    assert!(report["cpu_s"]["generator"].is_number());
+    assert!(report["cpu_s"]["server"].is_number());
+}
+
+#[test]
+fn bench_prints_a_readable_report() {
+    let serve = Serve::start(&["--echo"]);
+    let out = run(&["bench", &serve.url("/"), "-c", "2", "-d", "0.3"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    for needle in ["msg/s", "MB/s", "p50", "p99.9", "max", "CPU"] {
+        assert!(report.contains(needle), "{needle} missing from {report}");
+    }
+}
+
+#[test]
+fn bench_fails_with_one_line_when_nothing_listens() {
+    let out = run(&["bench", "ws://127.0.0.1:1/", "-d", "0.2"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line_error(&out.stderr, "could not connect");
+}
+
+// ----- the command line -----
+
+fn assert_one_line_error(stderr: &[u8], needle: &str) {
+    let stderr = text(stderr);
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
+    assert!(stderr.starts_with("wsevents: error: "), "{stderr:?}");
+    assert!(
+        stderr.contains(needle),
+        "{needle:?} missing from {stderr:?}"
+    );
+}
+
+#[test]
+fn bad_flags_give_one_line_and_exit_code_2() {
+    for (args, needle) in [
+        (&["connect", "--bogus", "ws://x"][..], "--bogus"),
+        (
+            &["bench", "ws://x", "--connections", "0"][..],
+            "--connections",
+        ),
+        (&["bench", "ws://x", "--size", "lots"][..], "--size"),
+        (&["serve", "--tls-cert", "cert.pem"][..], "--tls-key"),
+        (&["serve", "--echo", "--broadcast"][..], "--broadcast"),
+        (&["frobnicate"][..], "frobnicate"),
+        (&["connect"][..], "URL"),
+    ] {
+        let out = run(args, "");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_one_line_error(&out.stderr, needle);
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn runtime_errors_give_one_line_and_exit_code_1() {
+    let out = run(&["connect", "ftp://example.com/"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line_error(&out.stderr, "scheme");
+    let out = run(&["serve", "--listen", "256.0.0.1:80"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line_error(&out.stderr, "cannot listen");
+    let out = run(
+        &[
+            "serve",
+            "--tls-cert",
+            "/no/such.pem",
+            "--tls-key",
+            "/no/such.key",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line_error(&out.stderr, "/no/such.pem");
+}
+
+#[test]
+fn help_is_there_for_the_command_and_every_subcommand() {
+    let out = run(&["--help"], "");
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for sub in ["serve", "connect", "bench"] {
+        assert!(help.contains(sub), "{help}");
+        let out = run(&[sub, "--help"], "");
+        assert_eq!(out.status.code(), Some(0));
+        let help = text(&out.stdout);
+        assert!(help.contains("Examples:"), "{sub}: {help}");
+    }
+    let out = run(&["--version"], "");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("wsevents "));
+}
+
+// ----- TLS -----
+
+/// A CA and a server certificate for localhost / 127.0.0.1, as PEM files in a fresh
+/// directory: (dir, ca.pem, cert.pem, key.pem).
+fn tls_files() -> (std::path::PathBuf, String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "wsevents-cli-tls-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let ca_pem = write("ca.pem", ca.pem());
+    let cert_pem = write("cert.pem", cert.pem());
+    let key_pem = write("key.pem", key.serialize_pem());
+    (dir, ca_pem, cert_pem, key_pem)
+}
+
+#[test]
+fn serve_tls_with_connect_ca_and_insecure() {
+    let (dir, ca, cert, key) = tls_files();
+    let serve = Serve::start(&["--tls-cert", &cert, "--tls-key", &key]);
+    let url = format!("wss://{}/ws", serve.addr);
+    let out = run(&["connect", &url, "--ca", &ca], "over tls\n");
+    assert_eq!(
+        text(&out.stdout),
+        "open\nover tls\nclose 1000  true\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["connect", &url, "--insecure"], "insecure\n");
+    assert_eq!(text(&out.stdout), "open\ninsecure\nclose 1000  true\n");
+    // Without the CA the certificate is refused.
+    let out = run(&["connect", &url], "");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("error ") && stdout.ends_with("close 1006  false\n"),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(dir);
+}
