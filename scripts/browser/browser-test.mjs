@@ -4,9 +4,8 @@
 //
 //   node browser-test.mjs BASE_URL USER_DATA_DIR SCREENSHOT.png
 //
-// WSEVENTS_EXPECT_DEFLATE=1 also requires that Chromium negotiated permessage-deflate
-// (ws.extensions). The lead sets it in scripts/test once permessage-deflate (issue 5)
-// has landed; until then the negotiated extensions are only printed.
+// Chromium must also have negotiated permessage-deflate (ws.extensions), so every
+// example's messages went through the compressor and decompressor of both sides.
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 
@@ -16,7 +15,6 @@ if (!base || !userDataDir || !screenshot) {
   process.exit(2);
 }
 const wsBase = base.replace(/^http/, "ws");
-const expectDeflate = process.env.WSEVENTS_EXPECT_DEFLATE === "1";
 
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -132,11 +130,43 @@ try {
     for (const name of names) assert.equal(r[name].asExpected, true, `${name} is marked unexpected`);
   });
   console.log(`info  negotiated extensions: ${JSON.stringify(r.onopen.extensions)}`);
-  if (expectDeflate) {
-    check("Chromium negotiated permessage-deflate", () => {
-      assert.match(r.onopen.extensions, /permessage-deflate/);
+  check("Chromium negotiated permessage-deflate", () => {
+    assert.match(r.onopen.extensions, /^permessage-deflate/);
+  });
+
+  // Messages large enough for the server to compress too (the seed's are below its
+  // 64-byte threshold): 1,000 compressible texts and a 1 MiB binary echoed intact
+  // through both sides' compressor and decompressor, context kept across messages.
+  const big = await page.evaluate(async (url) => {
+    const ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    const texts = Array.from({ length: 1000 }, (_, i) => `message ${i}: ` + "wsevents ".repeat(40 + (i % 50)));
+    const bytes = new Uint8Array(1 << 20).map((_, i) => (i * 7) % 251);
+    const received = [];
+    await new Promise((resolve, reject) => {
+      ws.onopen = () => {
+        for (const t of texts) ws.send(t);
+        ws.send(bytes);
+      };
+      ws.onmessage = (e) => {
+        received.push(e.data);
+        if (received.length === texts.length + 1) ws.close(1000);
+      };
+      ws.onclose = resolve;
+      ws.onerror = () => reject(new Error("error event"));
     });
-  }
+    const back = new Uint8Array(received[texts.length]);
+    return {
+      extensions: ws.extensions,
+      textsIntact: received.slice(0, texts.length).every((t, i) => t === texts[i]),
+      binaryIntact: back.length === bytes.length && back.every((b, i) => b === bytes[i]),
+    };
+  }, wsBase + "/ws");
+  check("compressed both ways: 1,000 texts and a 1 MiB binary echoed intact", () => {
+    assert.match(big.extensions, /^permessage-deflate/);
+    assert.equal(big.textsIntact, true);
+    assert.equal(big.binaryIntact, true);
+  });
 
   // The chat box, with a second page: a message typed in one shows in both.
   const other = await context.newPage();
