@@ -360,12 +360,39 @@ impl WebSocket {
     ///
     /// [`Error::InvalidState`] unless the socket is open; nothing is sent then.
     pub fn send(&self, data: impl IntoMessage) -> Result<()> {
+        self.queue(data.into_message(), Connection::send)
+    }
+
+    /// Like [`send`](Self::send), but the message goes out as it is even when
+    /// permessage-deflate was negotiated: for data already compressed (images,
+    /// archives), where deflating again costs CPU for nothing.
+    ///
+    /// ```no_run
+    /// # fn demo(ws: &wsevents::WebSocket) -> Result<(), wsevents::Error> {
+    /// let png: Vec<u8> = std::fs::read("chart.png")?;
+    /// ws.send_uncompressed(png)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn send_uncompressed(&self, data: impl IntoMessage) -> Result<()> {
+        self.queue(data.into_message(), Connection::send_uncompressed)
+    }
+
+    /// Hand `message` to the core with `send` (compressing or not) and wake the
+    /// driving task to write it.
+    fn queue(
+        &self,
+        message: wsevents_proto::Message,
+        send: fn(
+            &mut Connection,
+            wsevents_proto::Message,
+        ) -> std::result::Result<(), wsevents_proto::Error>,
+    ) -> Result<()> {
         let mut core = self.core();
         if core.closed {
             return Err(Error::InvalidState);
         }
         let conn = core.conn.as_mut().ok_or(Error::InvalidState)?;
-        conn.send(data.into_message())?;
+        send(conn, message)?;
         drop(core);
         self.inner.waker.wake();
         Ok(())

@@ -115,6 +115,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         &self.conn
     }
 
+    /// Send `message` as it is even when permessage-deflate was negotiated (data
+    /// already compressed, or a message that must not pay for compression): waits
+    /// for room under the write limit like the sink, then writes it out.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// let mut ws = wsevents::connect("ws://127.0.0.1:8080/ws").await?;
+    /// let jpeg = std::fs::read("photo.jpg")?;
+    /// ws.send_uncompressed(wsevents::Message::binary(jpeg)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_uncompressed(&mut self, message: Message) -> Result<()> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
+        self.conn.send_uncompressed(message)?;
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
+    }
+
     /// Queue a ping.
     pub fn ping(&mut self, data: impl Into<Bytes>) -> Result<()> {
         Ok(self.conn.ping(data.into())?)
