@@ -74,6 +74,9 @@ pub(crate) struct Args {
     /// Only broadcast: every path is one chat room (no page, no echo)
     #[arg(long)]
     broadcast: bool,
+    /// Refuse permessage-deflate (accepted by default, as browsers offer it)
+    #[arg(long)]
+    no_deflate: bool,
 }
 
 /// What the server does with each WebSocket path.
@@ -139,7 +142,8 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let acceptor = match mode {
         Mode::Demo => Acceptor::new().route("/ws").route("/chat"),
         Mode::Echo | Mode::Broadcast => Acceptor::new(),
-    };
+    }
+    .deflate((!args.no_deflate).then(wsevents::DeflateConfig::default));
     let shared = Arc::new(Shared {
         mode,
         acceptor,

@@ -384,6 +384,42 @@ fn bench_prints_a_readable_report() {
 }
 
 #[test]
+fn bench_deflate_needs_the_server_to_accept_it() {
+    let serve = Serve::start(&["--echo"]);
+    let args = [
+        "bench",
+        &serve.url("/"),
+        "-c",
+        "2",
+        "-d",
+        "0.3",
+        "-s",
+        "2000",
+        "--deflate",
+        "--json",
+    ];
+    let out = run(&args, "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["deflate"], true);
+    assert!(report["messages"].as_u64().unwrap() > 0);
+
+    let refusing = Serve::start(&["--echo", "--no-deflate"]);
+    let args = [
+        "bench",
+        &refusing.url("/"),
+        "-c",
+        "2",
+        "-d",
+        "0.3",
+        "--deflate",
+    ];
+    let out = run(&args, "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line_error(&out.stderr, "did not accept permessage-deflate");
+}
+
+#[test]
 fn bench_fails_with_one_line_when_nothing_listens() {
     let out = run(&["bench", "ws://127.0.0.1:1/", "-d", "0.2"], "");
     assert_eq!(out.status.code(), Some(1));
