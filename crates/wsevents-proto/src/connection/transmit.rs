@@ -10,7 +10,9 @@
 //! UTF-8, binary as is) of messages not yet transmitted, without framing and before
 //! compression. The queue keeps it beside the wire bytes, as a list of marks (where a
 //! message's last wire byte lies, and how much application data it carried) that
-//! `advance` pops as the writes pass them.
+//! `advance` pops as the writes pass them. Consecutive small messages share a mark (up
+//! to 16 KiB of data), so the count is exact to within 16 KiB and a burst of tiny
+//! messages does not grow the list.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -23,6 +25,11 @@ use crate::mask;
 /// Payloads at least this long are queued as their own chunk instead of being copied
 /// into the coalescing buffer (when they need no masking).
 const OWN_CHUNK_THRESHOLD: usize = 1024;
+
+/// Messages are tracked for `bufferedAmount` in groups of about this many application
+/// bytes: the count drops when a group's last byte is written, so it is exact to within
+/// one group.
+const MARK_GRANULE: usize = 16 * 1024;
 
 /// Frames waiting to be written, as a [`Buf`].
 ///
@@ -59,9 +66,18 @@ impl TransmitQueue {
     /// payload's length before an extension transformed it).
     pub(crate) fn push_data_frame(&mut self, header: &FrameHeader, payload: Bytes, app_len: usize) {
         self.push_frame(header, payload);
-        if app_len > 0 {
-            self.marks.push_back((self.pushed, app_len));
-            self.app_pending += app_len;
+        if app_len == 0 {
+            return;
+        }
+        self.app_pending += app_len;
+        // Small messages in a row share a mark, up to MARK_GRANULE bytes: a burst of
+        // them costs an addition each, not a queue entry each.
+        match self.marks.back_mut() {
+            Some((end, app)) if *app < MARK_GRANULE => {
+                *end = self.pushed;
+                *app += app_len;
+            }
+            _ => self.marks.push_back((self.pushed, app_len)),
         }
     }
 
@@ -242,26 +258,29 @@ mod tests {
     #[test]
     fn application_bytes_count_payloads_until_their_last_byte_is_written() {
         let mut queue = TransmitQueue::default();
-        // A 2 B compressed frame carrying 100 B of text, then a 3 B frame.
+        // A 2 B compressed frame carrying 20,000 B of text (a mark of its own, being
+        // over the granule), then a ping, then two small frames that share a mark.
         queue.push_data_frame(
             &FrameHeader::new(OpCode::Text, 2),
             Bytes::from_static(b"zz"),
-            100,
+            20_000,
         );
         queue.push_frame(&FrameHeader::new(OpCode::Ping, 0), Bytes::new());
-        queue.push_data_frame(
-            &FrameHeader::new(OpCode::Binary, 3),
-            Bytes::from_static(b"abc"),
-            3,
-        );
-        assert_eq!(queue.application_bytes(), 103);
+        for _ in 0..2 {
+            queue.push_data_frame(
+                &FrameHeader::new(OpCode::Binary, 3),
+                Bytes::from_static(b"abc"),
+                3,
+            );
+        }
+        assert_eq!(queue.application_bytes(), 20_006);
         queue.advance(3);
-        assert_eq!(queue.application_bytes(), 103, "first frame not complete");
+        assert_eq!(queue.application_bytes(), 20_006, "first frame not complete");
         queue.advance(1);
-        assert_eq!(queue.application_bytes(), 3);
-        queue.advance(2 + 4);
-        assert_eq!(queue.application_bytes(), 3);
-        queue.advance(1);
+        assert_eq!(queue.application_bytes(), 6);
+        queue.advance(2 + 5);
+        assert_eq!(queue.application_bytes(), 6, "the group ends with the last frame");
+        queue.advance(5);
         assert_eq!(queue.application_bytes(), 0);
         assert!(queue.is_empty());
     }
