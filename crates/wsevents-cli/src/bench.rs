@@ -13,6 +13,10 @@
 //! server's, with `--server-pid`) over the same window tells which side was the
 //! bottleneck: the generator uses the stream API, the cheapest face of the library,
 //! so that on loopback it should stay below the server.
+//!
+//! A `tcp://host:port` URL drives a raw TCP echo server the same way (messages are
+//! `size` bytes with no framing, a message is back when `size` more bytes are): the
+//! ceiling a WebSocket server is measured against.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -25,6 +29,8 @@ use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use wsevents::{ClientBuilder, CloseCode, MaybeTlsStream, Message, WebSocketStream};
 
@@ -34,7 +40,8 @@ use crate::stats::{self, Latency, human_us};
 /// Options of `wsevents bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The echo server: ws://… or wss://… (e.g. `wsevents serve --echo`)
+    /// The echo server: ws://… or wss://… (e.g. `wsevents serve --echo`), or
+    /// tcp://host:port for a raw TCP echo server (the ceiling)
     url: String,
     /// Connections, each a task of its own
     #[arg(long, short = 'c', value_name = "N", default_value_t = 16,
@@ -102,6 +109,19 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         Message::text(text)
     };
 
+    let duration = Duration::from_secs_f64(args.duration);
+    if let Some(addr) = args.url.strip_prefix("tcp://") {
+        if args.size == 0 {
+            return Err("--size must be at least 1 for a raw TCP echo".into());
+        }
+        let streams = connect_all_tcp(addr, args.connections).await?;
+        let payload = Bytes::from(message.payload().to_vec());
+        let pipeline = args.pipeline as usize;
+        return measure(&args, streams, duration, |tcp, deadline, counter| {
+            load_tcp(tcp, payload.clone(), pipeline, deadline, counter)
+        })
+        .await;
+    }
     let sockets = connect_all(&builder, args.connections).await?;
     if args.deflate
         && let Some(ws) = sockets
@@ -114,9 +134,26 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         )
         .into());
     }
-    let connected = sockets.len();
+    let pipeline = args.pipeline as usize;
+    measure(&args, sockets, duration, |ws, deadline, counter| {
+        load(ws, message.clone(), pipeline, deadline, counter)
+    })
+    .await
+}
 
-    let duration = Duration::from_secs_f64(args.duration);
+/// Run `load` on every connection until the deadline, with the progress bar, and
+/// report.
+async fn measure<C, F, L>(
+    args: &Args,
+    sockets: Vec<C>,
+    duration: Duration,
+    load: L,
+) -> Result<ExitCode>
+where
+    L: Fn(C, Instant, Arc<AtomicU64>) -> F,
+    F: std::future::Future<Output = Outcome> + Send + 'static,
+{
+    let connected = sockets.len();
     let progress = progress_bar(args.json, duration);
     let counters: Vec<Arc<AtomicU64>> = (0..connected).map(|_| Arc::default()).collect();
     let cpu_before = (
@@ -128,15 +165,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let tasks: Vec<_> = sockets
         .into_iter()
         .zip(&counters)
-        .map(|(ws, counter)| {
-            tokio::spawn(load(
-                ws,
-                message.clone(),
-                args.pipeline as usize,
-                deadline,
-                counter.clone(),
-            ))
-        })
+        .map(|(ws, counter)| tokio::spawn(load(ws, deadline, counter.clone())))
         .collect();
 
     // The progress bar, until the deadline; then the CPU times of the window.
@@ -174,7 +203,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     }
 
     let report = Report {
-        args: &args,
+        args,
         connected,
         seconds: elapsed.as_secs_f64(),
         messages,
@@ -334,6 +363,114 @@ async fn load(
         // Echoes still in flight are dropped by the close.
         let _ = ws.close(CloseCode::NORMAL, "").await;
     }
+    outcome
+}
+
+/// Open `n` raw TCP connections; fail only if none opens.
+async fn connect_all_tcp(addr: &str, n: u32) -> Result<Vec<TcpStream>> {
+    let attempts: Vec<_> = (0..n)
+        .map(|_| {
+            let addr = addr.to_owned();
+            tokio::spawn(async move {
+                let tcp = TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(tcp)
+            })
+        })
+        .collect();
+    let mut streams = Vec::with_capacity(n as usize);
+    let mut first_error = None;
+    for attempt in attempts {
+        match attempt.await {
+            Ok(Ok(tcp)) => streams.push(tcp),
+            Ok(Err(error)) => {
+                first_error.get_or_insert_with(|| error.to_string());
+            }
+            Err(error) => {
+                first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+    match (streams.is_empty(), first_error) {
+        (true, Some(error)) => Err(format!("could not connect: {error}").into()),
+        (false, Some(error)) => {
+            eprintln!(
+                "wsevents: {} of {n} connections failed: {error}",
+                n as usize - streams.len()
+            );
+            Ok(streams)
+        }
+        _ => Ok(streams),
+    }
+}
+
+/// The raw TCP load loop: `pipeline` messages of `payload` in flight; a message is
+/// echoed when `payload.len()` more bytes have come back.
+async fn load_tcp(
+    mut tcp: TcpStream,
+    payload: Bytes,
+    pipeline: usize,
+    deadline: Instant,
+    counter: Arc<AtomicU64>,
+) -> Outcome {
+    let mut outcome = Outcome {
+        histogram: stats::latency_histogram(),
+        messages: 0,
+        error: None,
+    };
+    let size = payload.len();
+    let burst: Vec<u8> = payload
+        .iter()
+        .copied()
+        .cycle()
+        .take(size * pipeline)
+        .collect();
+    let mut buf = vec![0u8; (size * pipeline).clamp(4096, 1 << 20)];
+    let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(pipeline);
+    let mut pending = 0usize;
+    let stop = tokio::time::sleep_until(deadline);
+    tokio::pin!(stop);
+    'run: loop {
+        let missing = pipeline - sent_at.len();
+        if missing > 0 {
+            if let Err(error) = tcp.write_all(&burst[..missing * size]).await {
+                outcome.error = Some(error.to_string());
+                break;
+            }
+            let now = Instant::now();
+            sent_at.extend(std::iter::repeat_n(now, missing));
+        }
+        let read = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            read = tcp.read(&mut buf) => read,
+        };
+        match read {
+            Ok(0) => {
+                outcome.error = Some("the server closed the connection".into());
+                break;
+            }
+            Ok(n) => {
+                pending += n;
+                let now = Instant::now();
+                while pending >= size {
+                    pending -= size;
+                    let Some(sent) = sent_at.pop_front() else {
+                        outcome.error = Some("the server sent more than it was sent".into());
+                        break 'run;
+                    };
+                    stats::record(&mut outcome.histogram, now - sent);
+                    outcome.messages += 1;
+                }
+            }
+            Err(error) => {
+                outcome.error = Some(error.to_string());
+                break;
+            }
+        }
+        counter.store(outcome.messages, Ordering::Relaxed);
+    }
+    counter.store(outcome.messages, Ordering::Relaxed);
     outcome
 }
 

@@ -275,11 +275,19 @@ mod tests {
         }
         assert_eq!(queue.application_bytes(), 20_006);
         queue.advance(3);
-        assert_eq!(queue.application_bytes(), 20_006, "first frame not complete");
+        assert_eq!(
+            queue.application_bytes(),
+            20_006,
+            "first frame not complete"
+        );
         queue.advance(1);
         assert_eq!(queue.application_bytes(), 6);
         queue.advance(2 + 5);
-        assert_eq!(queue.application_bytes(), 6, "the group ends with the last frame");
+        assert_eq!(
+            queue.application_bytes(),
+            6,
+            "the group ends with the last frame"
+        );
         queue.advance(5);
         assert_eq!(queue.application_bytes(), 0);
         assert!(queue.is_empty());
