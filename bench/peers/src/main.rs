@@ -1,0 +1,115 @@
+//! One echo server per implementation, all built the same way for the comparison in
+//! `bench/compare`: a tokio multi-threaded runtime with as many workers as the cores
+//! the process may run on (`taskset` pins it), a `TcpListener` on the given address,
+//! `TCP_NODELAY` on every accepted socket, one spawned task per connection, and each
+//! library's plainest echo loop (receive a message, send it back; close ends it).
+//!
+//! ```text
+//! peer-echo wsevents|tungstenite|fastwebsockets|tcp 127.0.0.1:PORT
+//! ```
+
+use std::error::Error;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
+
+#[tokio::main]
+async fn main() -> Result {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: peer-echo wsevents|tungstenite|fastwebsockets|tcp ADDR";
+    let kind = args.next().ok_or(usage)?;
+    let addr = args.next().ok_or(usage)?;
+    let handler: fn(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = Result> + Send>> =
+        match kind.as_str() {
+            "wsevents" => |tcp| Box::pin(wsevents_echo(tcp)),
+            "tungstenite" => |tcp| Box::pin(tungstenite_echo(tcp)),
+            "fastwebsockets" => |tcp| Box::pin(fastwebsockets_echo(tcp)),
+            "tcp" => |tcp| Box::pin(tcp_echo(tcp)),
+            _ => return Err(usage.into()),
+        };
+    let listener = TcpListener::bind(&addr).await?;
+    println!("{kind} echo on {}", listener.local_addr()?);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        tokio::spawn(async move {
+            if let Err(error) = handler(tcp).await {
+                eprintln!("connection: {error}");
+            }
+        });
+    }
+}
+
+async fn wsevents_echo(tcp: TcpStream) -> Result {
+    let mut ws = wsevents::accept(tcp).await?;
+    while let Some(message) = ws.next().await {
+        ws.send(message?).await?;
+    }
+    Ok(())
+}
+
+async fn tungstenite_echo(tcp: TcpStream) -> Result {
+    let mut ws = tokio_tungstenite::accept_async(tcp).await?;
+    while let Some(message) = ws.next().await {
+        let message = message?;
+        if message.is_text() || message.is_binary() {
+            ws.send(message).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn fastwebsockets_echo(tcp: TcpStream) -> Result {
+    use http_body_util::Empty;
+    use hyper::body::{Bytes, Incoming};
+    use hyper::{Request, Response};
+
+    async fn upgrade(
+        mut request: Request<Incoming>,
+    ) -> std::result::Result<Response<Empty<Bytes>>, fastwebsockets::WebSocketError> {
+        let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request)?;
+        tokio::spawn(async move {
+            let run = async move {
+                let mut ws = fastwebsockets::FragmentCollector::new(upgraded.await?);
+                loop {
+                    let frame = ws.read_frame().await?;
+                    match frame.opcode {
+                        fastwebsockets::OpCode::Close => break,
+                        fastwebsockets::OpCode::Text | fastwebsockets::OpCode::Binary => {
+                            ws.write_frame(frame).await?;
+                        }
+                        _ => {}
+                    }
+                }
+                Ok::<_, fastwebsockets::WebSocketError>(())
+            };
+            if let Err(error) = run.await {
+                eprintln!("connection: {error}");
+            }
+        });
+        Ok(response)
+    }
+
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(tcp),
+            hyper::service::service_fn(upgrade),
+        )
+        .with_upgrades()
+        .await?;
+    Ok(())
+}
+
+async fn tcp_echo(mut tcp: TcpStream) -> Result {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tcp.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        tcp.write_all(&buf[..n]).await?;
+    }
+}
