@@ -97,11 +97,6 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     if !(args.duration > 0.0 && args.duration.is_finite()) {
         return Err("--duration must be a positive number of seconds".into());
     }
-    let mut builder =
-        ClientBuilder::new(&args.url)?.deflate(args.deflate.then(wsevents::DeflateConfig::default));
-    if let Some(config) = crate::tls::client_config(args.ca.as_deref(), args.insecure)? {
-        builder = builder.tls_config(config);
-    }
     let text = chat_like_text(args.size as usize);
     let message = if args.binary {
         Message::binary(Bytes::from(text.into_bytes()))
@@ -110,7 +105,11 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     };
 
     let duration = Duration::from_secs_f64(args.duration);
-    if let Some(addr) = args.url.strip_prefix("tcp://") {
+    if let Some(addr) = args
+        .url
+        .strip_prefix("tcp://")
+        .map(|a| a.trim_end_matches('/'))
+    {
         if args.size == 0 {
             return Err("--size must be at least 1 for a raw TCP echo".into());
         }
@@ -121,6 +120,11 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             load_tcp(tcp, payload.clone(), pipeline, deadline, counter)
         })
         .await;
+    }
+    let mut builder =
+        ClientBuilder::new(&args.url)?.deflate(args.deflate.then(wsevents::DeflateConfig::default));
+    if let Some(config) = crate::tls::client_config(args.ca.as_deref(), args.insecure)? {
+        builder = builder.tls_config(config);
     }
     let sockets = connect_all(&builder, args.connections).await?;
     if args.deflate
