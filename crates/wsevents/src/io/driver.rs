@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use wsevents_proto::{Connection, Event, Role};
@@ -156,11 +157,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         let mut wrote = false;
         while let Some(queue) = conn.poll_transmit() {
-            let n = ready!(tokio_util::io::poll_write_buf(
-                Pin::new(&mut self.io),
-                cx,
-                queue
-            ))?;
+            // One contiguous chunk (the usual case: small frames coalesce) goes out with
+            // a plain write; writev's iovec handling costs the kernel more for one
+            // buffer. Several chunks (a header and a large payload) go out vectored.
+            let n = if queue.chunk().len() == queue.remaining() {
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, queue.chunk()))?;
+                queue.advance(n);
+                n
+            } else {
+                ready!(tokio_util::io::poll_write_buf(
+                    Pin::new(&mut self.io),
+                    cx,
+                    queue
+                ))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
