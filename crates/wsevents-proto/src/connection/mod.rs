@@ -275,6 +275,26 @@ impl Connection {
         (&mut self.input).limit(room)
     }
 
+    /// Give back the memory of buffers that hold nothing: the receive buffer when no
+    /// partial frame is in it, the transmit buffer when everything was written. A
+    /// transport calls this when a read found nothing and it is about to wait, so an idle
+    /// connection holds no buffer at all and costs only its own state; the next read or
+    /// send allocates again.
+    ///
+    /// ```
+    /// use wsevents_proto::{Config, Connection, Role};
+    /// let mut conn = Connection::open(Role::Server, Config::default());
+    /// let _ = conn.input_buffer(64 * 1024);
+    /// conn.release_idle_buffers();
+    /// assert_eq!(conn.buffered_amount(), 0);
+    /// ```
+    pub fn release_idle_buffers(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > 0 {
+            self.input = BytesMut::new();
+        }
+        self.transmit.release_if_empty();
+    }
+
     /// Bytes were appended to [`input_buffer`](Self::input_buffer).
     pub fn handle_buffered_input(&mut self) {
         if self.state() == State::Closed {

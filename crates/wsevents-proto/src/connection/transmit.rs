@@ -120,6 +120,13 @@ impl TransmitQueue {
         self.app_pending = 0;
     }
 
+    /// Free the coalescing buffer if nothing is queued.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.len == 0 && self.tail.capacity() > 0 {
+            self.tail = BytesMut::new();
+        }
+    }
+
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len == 0

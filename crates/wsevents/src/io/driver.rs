@@ -189,11 +189,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return Poll::Pending;
         }
         let mut buf = conn.input_buffer(READ_SIZE);
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut buf
-        ))?;
+        let n = match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut buf) {
+            Poll::Ready(result) => result?,
+            Poll::Pending => {
+                // Going to sleep: an idle connection keeps no buffers.
+                conn.release_idle_buffers();
+                return Poll::Pending;
+            }
+        };
         if n == 0 {
             self.read_closed = true;
             conn.handle_eof();
