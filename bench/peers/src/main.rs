@@ -2,7 +2,10 @@
 //! `bench/compare`: a tokio multi-threaded runtime with as many workers as the cores
 //! the process may run on (`taskset` pins it), a `TcpListener` on the given address,
 //! `TCP_NODELAY` on every accepted socket, one spawned task per connection, and each
-//! library's plainest echo loop (receive a message, send it back; close ends it).
+//! library's own echo pattern: tokio-tungstenite's example (`read.forward(write)`:
+//! messages already received are queued and flushed together), fastwebsockets' example
+//! (`read_frame` / `write_frame`: its API writes each frame at once), and the same
+//! forwarding for wsevents without splitting the stream.
 //!
 //! ```text
 //! peer-echo wsevents|tungstenite|fastwebsockets|tcp 127.0.0.1:PORT
@@ -10,7 +13,7 @@
 
 use std::error::Error;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt, TryStreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -45,20 +48,24 @@ async fn main() -> Result {
 
 async fn wsevents_echo(tcp: TcpStream) -> Result {
     let mut ws = wsevents::accept(tcp).await?;
+    // `StreamExt::forward` without the split: queue every message already received,
+    // then flush them in one write.
     while let Some(message) = ws.next().await {
-        ws.send(message?).await?;
+        ws.feed(message?).await?;
+        while let Some(Some(message)) = ws.next().now_or_never() {
+            ws.feed(message?).await?;
+        }
+        ws.flush().await?;
     }
     Ok(())
 }
 
 async fn tungstenite_echo(tcp: TcpStream) -> Result {
-    let mut ws = tokio_tungstenite::accept_async(tcp).await?;
-    while let Some(message) = ws.next().await {
-        let message = message?;
-        if message.is_text() || message.is_binary() {
-            ws.send(message).await?;
-        }
-    }
+    let ws = tokio_tungstenite::accept_async(tcp).await?;
+    let (write, read) = ws.split();
+    read.try_filter(|message| std::future::ready(message.is_text() || message.is_binary()))
+        .forward(write)
+        .await?;
     Ok(())
 }
 

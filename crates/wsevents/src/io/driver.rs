@@ -8,7 +8,9 @@
 //!
 //! Reading is done only when the caller asks for the next event, so a caller that is
 //! slow to take events slows the peer down (TCP backpressure) instead of growing a
-//! queue. Writing is done whenever anything is queued, without waiting for the caller.
+//! queue. Writing is done on the caller's flush, and otherwise before every read: what
+//! was sent in reply to a batch of messages that arrived together leaves in one write,
+//! and nothing queued is ever left behind while the connection waits for input.
 //!
 //! The end of a connection follows RFC 6455 §7.1.1: once the core is closed, the
 //! queued bytes (a close frame, an HTTP error) are flushed; a server then shuts its
@@ -118,14 +120,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
                 Teardown::Running => {}
             }
+            let queued = conn.queued_bytes();
             if let Some(event) = conn.poll_event() {
                 if let Event::Closed(_) = event {
                     self.closed_event = Some(event);
                     self.teardown = Teardown::Closing;
                     continue;
                 }
-                // Let auto-pongs and close replies leave at once; a full socket is fine.
-                if let Poll::Ready(Err(e)) = self.poll_write(conn, cx) {
+                // An auto-pong or a close reply the core just queued leaves at once (a
+                // full socket is fine). The caller's own messages wait for its flush,
+                // or for the input to run dry below, so that replies to a batch of
+                // messages read at once go out in one write.
+                if conn.queued_bytes() > queued
+                    && let Poll::Ready(Err(e)) = self.poll_write(conn, cx)
+                {
                     self.transport_failed(conn, e);
                 }
                 return Poll::Ready(Some(event));
