@@ -316,12 +316,14 @@ async fn load(
     let stop = tokio::time::sleep_until(deadline);
     tokio::pin!(stop);
     'run: loop {
+        // One clock read per burst: its messages leave in the same write.
+        let burst_at = Instant::now();
         while sent_at.len() < pipeline {
             if let Err(error) = ws.feed(message.clone()).await {
                 outcome.error = Some(error.to_string());
                 break 'run;
             }
-            sent_at.push_back(Instant::now());
+            sent_at.push_back(burst_at);
         }
         if let Err(error) = ws.flush().await {
             outcome.error = Some(error.to_string());
@@ -333,10 +335,11 @@ async fn load(
             echo = ws.next() => echo,
         };
         let mut echo = first;
+        // One clock read per wake-up: the echoes taken without waiting arrived together.
+        let now = Instant::now();
         loop {
             match echo {
                 Some(Ok(_)) => {
-                    let now = Instant::now();
                     if let Some(sent) = sent_at.pop_front() {
                         stats::record(&mut outcome.histogram, now - sent);
                     }
