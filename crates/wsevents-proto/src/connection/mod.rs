@@ -268,9 +268,18 @@ impl Connection {
     /// The receive buffer, for a transport that reads straight into it (saving the copy
     /// `handle_input` makes). Only append to it; call
     /// [`handle_buffered_input`](Self::handle_buffered_input) after.
+    ///
+    /// While a frame larger than `reserve` is arriving, the room made is what the rest
+    /// of the frame needs (up to 4 MiB at a time), so its payload is read into place
+    /// instead of being copied each time the buffer grows.
     pub fn input_buffer(&mut self, reserve: usize) -> bytes::buf::Limit<&mut BytesMut> {
         use bytes::BufMut;
-        self.input.reserve(reserve);
+        const MAX_FRAME_RESERVE: usize = 4 << 20;
+        let frame_rest = self
+            .reading
+            .map_or(0, |r| r.len.saturating_sub(self.input.len()));
+        self.input
+            .reserve(reserve.max(frame_rest.min(MAX_FRAME_RESERVE)));
         let room = self.input.capacity() - self.input.len();
         (&mut self.input).limit(room)
     }
