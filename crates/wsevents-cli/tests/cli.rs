@@ -288,9 +288,12 @@ async fn serve_echo_mode_echoes_on_every_path_and_broadcast_mode_fans_out() {
     );
 
     let broadcast = Serve::start(&["--broadcast"]);
+    // A client is a member of the room once its own message comes back (the server
+    // joins it after the handshake, on its own task): a first, then b.
     let mut a = wsevents::connect(&broadcast.url("/a")).await.unwrap();
+    a.send(Message::text("a here")).await.unwrap();
+    assert_eq!(a.next().await.unwrap().unwrap().as_text(), Some("a here"));
     let mut b = wsevents::connect(&broadcast.url("/b")).await.unwrap();
-    // b is a member once its own message comes back.
     b.send(Message::text("b here")).await.unwrap();
     assert_eq!(b.next().await.unwrap().unwrap().as_text(), Some("b here"));
     assert_eq!(a.next().await.unwrap().unwrap().as_text(), Some("b here"));
