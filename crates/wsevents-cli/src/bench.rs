@@ -273,11 +273,20 @@ async fn connect_all(builder: &ClientBuilder, n: u32) -> Result<Vec<Socket>> {
     let attempts: Vec<_> = (0..n)
         .map(|_| tokio::spawn(builder.clone().connect()))
         .collect();
-    let mut sockets = Vec::with_capacity(n as usize);
+    gather(attempts).await
+}
+
+/// Await every connection attempt; fail only if none opened, and say how many failed
+/// otherwise.
+async fn gather<T, E: std::fmt::Display>(
+    attempts: Vec<tokio::task::JoinHandle<std::result::Result<T, E>>>,
+) -> Result<Vec<T>> {
+    let n = attempts.len();
+    let mut opened = Vec::with_capacity(n);
     let mut first_error = None;
     for attempt in attempts {
         match attempt.await {
-            Ok(Ok(ws)) => sockets.push(ws),
+            Ok(Ok(connection)) => opened.push(connection),
             Ok(Err(error)) => {
                 first_error.get_or_insert_with(|| error.to_string());
             }
@@ -286,16 +295,16 @@ async fn connect_all(builder: &ClientBuilder, n: u32) -> Result<Vec<Socket>> {
             }
         }
     }
-    match (sockets.is_empty(), first_error) {
+    match (opened.is_empty(), first_error) {
         (true, Some(error)) => Err(format!("could not connect: {error}").into()),
         (false, Some(error)) => {
             eprintln!(
                 "wsevents: {} of {n} connections failed: {error}",
-                n as usize - sockets.len()
+                n - opened.len()
             );
-            Ok(sockets)
+            Ok(opened)
         }
-        _ => Ok(sockets),
+        _ => Ok(opened),
     }
 }
 
@@ -385,30 +394,7 @@ async fn connect_all_tcp(addr: &str, n: u32) -> Result<Vec<TcpStream>> {
             })
         })
         .collect();
-    let mut streams = Vec::with_capacity(n as usize);
-    let mut first_error = None;
-    for attempt in attempts {
-        match attempt.await {
-            Ok(Ok(tcp)) => streams.push(tcp),
-            Ok(Err(error)) => {
-                first_error.get_or_insert_with(|| error.to_string());
-            }
-            Err(error) => {
-                first_error.get_or_insert_with(|| error.to_string());
-            }
-        }
-    }
-    match (streams.is_empty(), first_error) {
-        (true, Some(error)) => Err(format!("could not connect: {error}").into()),
-        (false, Some(error)) => {
-            eprintln!(
-                "wsevents: {} of {n} connections failed: {error}",
-                n as usize - streams.len()
-            );
-            Ok(streams)
-        }
-        _ => Ok(streams),
-    }
+    gather(attempts).await
 }
 
 /// The raw TCP load loop: `pipeline` messages of `payload` in flight; a message is

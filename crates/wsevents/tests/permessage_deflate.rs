@@ -439,25 +439,29 @@ async fn a_client_window_limit_needs_the_clients_consent() {
     );
 }
 
+/// The server side of a raw handshake: read the client's request and answer 101 with
+/// `extensions` as its `Sec-WebSocket-Extensions`.
+async fn answer_handshake(tcp: &mut TcpStream, extensions: &str) {
+    let head = read_head(tcp).await;
+    let key = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .unwrap();
+    let accept = wsevents_proto::handshake::accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: {extensions}\r\n\r\n"
+    );
+    tcp.write_all(response.as_bytes()).await.unwrap();
+}
+
 /// A raw server answering each client with `answer`; returns its URL.
 async fn answering_server(answer: &'static str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
-            let head = read_head(&mut tcp).await;
-            let key = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-                .unwrap()
-                .to_owned();
-            let accept = wsevents_proto::handshake::accept_key(key.as_bytes());
-            let response = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\
-                 Sec-WebSocket-Extensions: {answer}\r\n\r\n"
-            );
-            tcp.write_all(response.as_bytes()).await.unwrap();
+            answer_handshake(&mut tcp, answer).await;
         }
     });
     url
@@ -590,17 +594,7 @@ async fn client_enforces_the_limit_on_the_inflated_size() {
     let url = format!("ws://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.unwrap();
-        let head = read_head(&mut tcp).await;
-        let key = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap();
-        let accept = wsevents_proto::handshake::accept_key(key.as_bytes());
-        let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
-        );
-        tcp.write_all(response.as_bytes()).await.unwrap();
+        answer_handshake(&mut tcp, "permessage-deflate").await;
         let payload = deflate(&vec![0u8; 2 << 20], 9);
         assert!(payload.len() < 4096);
         tcp.write_all(&frame(true, true, 0x2, &payload, false))
@@ -794,17 +788,7 @@ async fn client_handles_control_frames_between_compressed_fragments() {
     let (first_sent, second_sent) = (first.clone(), second.clone());
     let server = tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.unwrap();
-        let head = read_head(&mut tcp).await;
-        let key = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap();
-        let accept = wsevents_proto::handshake::accept_key(key.as_bytes());
-        let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
-        );
-        tcp.write_all(response.as_bytes()).await.unwrap();
+        answer_handshake(&mut tcp, "permessage-deflate").await;
         // One compressor for both messages: context takeover.
         let mut compressor = Compress::new(Compression::default(), false);
         let mut messages = Vec::new();
