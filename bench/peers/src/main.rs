@@ -4,8 +4,8 @@
 //! `TCP_NODELAY` on every accepted socket, one spawned task per connection, and each
 //! library's own echo pattern: tokio-tungstenite's example (`read.forward(write)`:
 //! messages already received are queued and flushed together), fastwebsockets' example
-//! (`read_frame` / `write_frame`: its API writes each frame at once), and the same
-//! forwarding for wsevents without splitting the stream.
+//! (`read_frame` / `write_frame`: its API writes each frame at once), and for wsevents
+//! `next` / `feed` (what is fed leaves with the next read, together).
 //!
 //! ```text
 //! peer-echo wsevents|tungstenite|fastwebsockets|tcp 127.0.0.1:PORT
@@ -13,7 +13,7 @@
 
 use std::error::Error;
 
-use futures_util::{FutureExt, SinkExt, StreamExt, TryStreamExt};
+use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -48,14 +48,10 @@ async fn main() -> Result {
 
 async fn wsevents_echo(tcp: TcpStream) -> Result {
     let mut ws = wsevents::accept(tcp).await?;
-    // `StreamExt::forward` without the split: queue every message already received,
-    // then flush them in one write.
+    // What is fed is written by the next `next()` before it waits for input: replies
+    // to messages read together leave in one write (as `forward` does for tungstenite).
     while let Some(message) = ws.next().await {
         ws.feed(message?).await?;
-        while let Some(Some(message)) = ws.next().now_or_never() {
-            ws.feed(message?).await?;
-        }
-        ws.flush().await?;
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ mod io {
     pub(crate) mod client;
     pub(crate) mod driver;
     pub(crate) mod extensions;
+    pub(crate) mod scratch;
     pub(crate) mod server;
     pub(crate) mod stream;
     pub(crate) mod tls;

@@ -260,9 +260,32 @@ impl Connection {
     /// Bytes arrived from the transport. They are parsed by the next
     /// [`poll_event`](Self::poll_event) calls.
     pub fn handle_input(&mut self, data: &[u8]) {
-        if self.state() != State::Closed {
+        if self.state() == State::Closed {
+            return;
+        }
+        if self.input.capacity() == 0 {
+            // Nothing buffered (the usual case): one exact-size allocation, which a
+            // frame that is all of it then becomes the message without another.
+            self.input = BytesMut::from(data);
+        } else {
             self.input.extend_from_slice(data);
         }
+    }
+
+    /// Bytes received and not yet parsed (a partial frame or handshake). A transport
+    /// with a shared read buffer uses it while this is 0 and hands over what arrived
+    /// with [`handle_input`](Self::handle_input); in the middle of a frame it reads
+    /// into [`input_buffer`](Self::input_buffer) instead.
+    ///
+    /// ```
+    /// use wsevents_proto::{Config, Connection, Role};
+    /// let mut conn = Connection::open(Role::Server, Config::default());
+    /// conn.handle_input(&[0x82, 0x85]); // a masked binary frame's header, no more
+    /// assert!(conn.poll_event().is_none());
+    /// assert_eq!(conn.buffered_input(), 2);
+    /// ```
+    pub fn buffered_input(&self) -> usize {
+        self.input.len()
     }
 
     /// The receive buffer, for a transport that reads straight into it (saving the copy
@@ -644,7 +667,13 @@ impl Connection {
             return Ok(Step::Blocked);
         }
         self.reading = None;
-        let payload = self.input.split_to(reading.len);
+        // A frame that is all the buffer holds (one message per read, the usual case)
+        // takes the buffer whole: splitting it would allocate to share it.
+        let payload = if reading.len == self.input.len() {
+            std::mem::take(&mut self.input)
+        } else {
+            self.input.split_to(reading.len)
+        };
 
         match reading.header.opcode {
             OpCode::Ping => {

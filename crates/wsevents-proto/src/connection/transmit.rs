@@ -24,7 +24,13 @@ use crate::mask;
 
 /// Payloads at least this long are queued as their own chunk instead of being copied
 /// into the coalescing buffer (when they need no masking).
-const OWN_CHUNK_THRESHOLD: usize = 1024;
+/// Below it, copying costs less than the allocation and the extra iovec a chunk of its
+/// own needs.
+const OWN_CHUNK_THRESHOLD: usize = 4 * 1024;
+
+/// The least the coalescing buffer starts with once it has been given back: room for
+/// a burst of small frames without regrowing, and still a small allocation.
+const FIRST_TAIL_CAPACITY: usize = 1024;
 
 /// Messages are tracked for `bufferedAmount` in groups of about this many application
 /// bytes: the count drops when a group's last byte is written, so it is exact to within
@@ -88,6 +94,14 @@ impl TransmitQueue {
         let frame_len = head_len + payload.len();
         self.len += frame_len;
         self.pushed += frame_len as u64;
+        let own_chunk = header.mask.is_none() && payload.len() >= OWN_CHUNK_THRESHOLD;
+        // One allocation for the frame, not one per growth step.
+        let needed = if own_chunk { head_len } else { frame_len };
+        if self.tail.capacity() == 0 {
+            self.tail = BytesMut::with_capacity(needed.max(FIRST_TAIL_CAPACITY));
+        } else {
+            self.tail.reserve(needed);
+        }
         self.tail.put_slice(&head[..head_len]);
         match header.mask {
             Some(key) => {
@@ -95,7 +109,7 @@ impl TransmitQueue {
                 self.tail.put_slice(&payload);
                 mask::apply_mask(&mut self.tail[start..], key, 0);
             }
-            None if payload.len() >= OWN_CHUNK_THRESHOLD => {
+            None if own_chunk => {
                 self.chunks.push_back(self.tail.split().freeze());
                 self.chunks.push_back(payload);
             }
@@ -250,8 +264,8 @@ mod tests {
     fn vectored_chunks_cover_everything_in_order() {
         let mut queue = TransmitQueue::default();
         queue.push_frame(
-            &FrameHeader::new(OpCode::Binary, 2000),
-            Bytes::from(vec![1u8; 2000]),
+            &FrameHeader::new(OpCode::Binary, 8000),
+            Bytes::from(vec![1u8; 8000]),
         );
         queue.push_frame(&FrameHeader::new(OpCode::Text, 1), Bytes::from_static(b"x"));
         let mut slices = [IoSlice::new(&[]); 8];
@@ -259,7 +273,7 @@ mod tests {
         let total: usize = slices[..n].iter().map(|s| s.len()).sum();
         assert_eq!(total, queue.remaining());
         queue.advance(1000);
-        assert_eq!(queue.remaining(), 4 + 2000 + 3 - 1000);
+        assert_eq!(queue.remaining(), 4 + 8000 + 3 - 1000);
     }
 
     #[test]

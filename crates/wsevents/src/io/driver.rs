@@ -28,8 +28,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use wsevents_proto::{Connection, Event, Role};
 
-/// How much room to make in the receive buffer before each read.
-const READ_SIZE: usize = 64 * 1024;
+use crate::io::scratch;
+
+/// How much room to make in a connection's own receive buffer before a read.
+const READ_SIZE: usize = scratch::SCRATCH_SIZE;
 
 /// How long to wait for the peer's end of stream after closing, when the core has no
 /// close timeout configured.
@@ -196,8 +198,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // Nothing more will come; the core has been told and is closed.
             return Poll::Pending;
         }
-        let mut buf = conn.input_buffer(READ_SIZE);
-        let n = match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut buf) {
+        // Nothing buffered: read into the thread's buffer and keep only what came.
+        // In the middle of a frame: read into the connection's own buffer.
+        let shared = if conn.buffered_input() == 0 {
+            scratch::poll_read(&mut self.io, cx, |data| conn.handle_input(data))
+        } else {
+            None
+        };
+        let read = shared.unwrap_or_else(|| {
+            let mut buf = conn.input_buffer(READ_SIZE);
+            tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut buf)
+        });
+        let n = match read {
             Poll::Ready(result) => result?,
             Poll::Pending => {
                 // Going to sleep: an idle connection keeps no buffers.

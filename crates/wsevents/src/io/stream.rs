@@ -5,6 +5,11 @@
 //! (`None`) comes after the close handshake and the transport's teardown, and
 //! [`WebSocketStream::closure`] then says how the connection ended.
 //!
+//! Writing: messages given to the sink with `feed` are written on `flush`, and
+//! otherwise by the next `poll_next` before it waits for input. So an echo loop needs
+//! no flush (`while let Some(m) = ws.next().await { ws.feed(m?).await? }`), and the
+//! replies to messages that arrived together leave in one write.
+//!
 //! Backpressure: `poll_ready` of the sink waits while more than the write limit is
 //! queued and not yet written (default 128 KiB), so a sender can never queue more than
 //! that plus one message per connection.
