@@ -5,8 +5,9 @@
 //! takes every echo that has arrived, and again. The latency of a message is the time
 //! from queueing it to receiving its echo (echoes come back in order on a connection,
 //! so a queue of send times is enough; nothing is written into the payload, which is
-//! built once and shared). Each task records into its own HDR histogram; they are
-//! merged at the end, so the hot loop shares nothing but a relaxed counter for the
+//! built once and shared). Each task records into its own HDR histogram, a run of
+//! equal latencies at a time (a burst's messages share a send time, the echoes of one
+//! wake-up a receive time); they are merged at the end, so the hot loop shares nothing but a relaxed counter for the
 //! progress bar.
 //!
 //! Only echoes received within the duration count. The generator's CPU time (and the
@@ -27,7 +28,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use wsevents::{ClientBuilder, CloseCode, MaybeTlsStream, Message, WebSocketStream};
 
 use crate::Result;
-use crate::stats::{self, Latency, human_us};
+use crate::stats::{self, Latency, RunRecorder, human_us};
 
 /// Options of `wsevents bench`.
 #[derive(Debug, clap::Args)]
@@ -87,7 +87,7 @@ type Socket = WebSocketStream<MaybeTlsStream>;
 
 /// What one connection measured.
 struct Outcome {
-    histogram: Histogram<u64>,
+    latencies: RunRecorder,
     messages: u64,
     error: Option<String>,
 }
@@ -198,7 +198,7 @@ where
         match task.await {
             Ok(outcome) => {
                 // Same bounds on every histogram: adding cannot fail.
-                let _ = histogram.add(&outcome.histogram);
+                let _ = histogram.add(outcome.latencies.finish());
                 messages += outcome.messages;
                 errors.extend(outcome.error);
             }
@@ -317,7 +317,7 @@ async fn load(
     counter: Arc<AtomicU64>,
 ) -> Outcome {
     let mut outcome = Outcome {
-        histogram: stats::latency_histogram(),
+        latencies: RunRecorder::new(),
         messages: 0,
         error: None,
     };
@@ -350,7 +350,7 @@ async fn load(
             match echo {
                 Some(Ok(_)) => {
                     if let Some(sent) = sent_at.pop_front() {
-                        stats::record(&mut outcome.histogram, now - sent);
+                        outcome.latencies.record(now - sent);
                     }
                     outcome.messages += 1;
                 }
@@ -407,7 +407,7 @@ async fn load_tcp(
     counter: Arc<AtomicU64>,
 ) -> Outcome {
     let mut outcome = Outcome {
-        histogram: stats::latency_histogram(),
+        latencies: RunRecorder::new(),
         messages: 0,
         error: None,
     };
@@ -452,7 +452,7 @@ async fn load_tcp(
                         outcome.error = Some("the server sent more than it was sent".into());
                         break 'run;
                     };
-                    stats::record(&mut outcome.histogram, now - sent);
+                    outcome.latencies.record(now - sent);
                     outcome.messages += 1;
                 }
             }

@@ -23,10 +23,48 @@ pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid constant bounds")
 }
 
-/// Record `latency`, clamped to the histogram's range.
-pub(crate) fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+/// Latencies that come in runs of equal values, recorded a run at a time: messages sent
+/// in one burst share a send time and echoes taken in one wake-up share a receive time,
+/// so with many messages in flight most latencies equal the one before. Recording
+/// each would cost the generator as much as a small frame's parsing.
+pub(crate) struct RunRecorder {
+    histogram: Histogram<u64>,
+    run: Option<(Duration, u64)>,
+}
+
+impl RunRecorder {
+    pub(crate) fn new() -> Self {
+        RunRecorder {
+            histogram: latency_histogram(),
+            run: None,
+        }
+    }
+
+    /// Count one more message of `latency`.
+    pub(crate) fn record(&mut self, latency: Duration) {
+        match &mut self.run {
+            Some((value, count)) if *value == latency => *count += 1,
+            run => {
+                if let Some((value, count)) = run.replace((latency, 1)) {
+                    record_n(&mut self.histogram, value, count);
+                }
+            }
+        }
+    }
+
+    /// The histogram of everything recorded.
+    pub(crate) fn finish(mut self) -> Histogram<u64> {
+        if let Some((value, count)) = self.run.take() {
+            record_n(&mut self.histogram, value, count);
+        }
+        self.histogram
+    }
+}
+
+/// Record `count` messages of `latency`, clamped to the histogram's range.
+fn record_n(histogram: &mut Histogram<u64>, latency: Duration, count: u64) {
     let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-    histogram.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+    histogram.saturating_record_n(ns.clamp(1, MAX_LATENCY_NS), count);
 }
 
 /// The latency figures `bench` reports, in microseconds.
@@ -120,15 +158,24 @@ mod tests {
 
     #[test]
     fn percentiles_in_microseconds() {
-        let mut h = latency_histogram();
+        let mut recorder = RunRecorder::new();
         for us in 1..=1000u64 {
-            record(&mut h, Duration::from_micros(us));
+            recorder.record(Duration::from_micros(us));
         }
-        let l = Latency::of(&h);
+        let l = Latency::of(&recorder.finish());
         assert!((l.p50 - 500.0).abs() < 1.0, "{l:?}");
         assert!((l.p99 - 990.0).abs() < 1.0, "{l:?}");
         assert!((l.max - 1000.0).abs() < 1.0, "{l:?}");
         assert_eq!(Latency::of(&latency_histogram()).max, 0.0);
+
+        let mut runs = RunRecorder::new();
+        for us in [5, 5, 5, 7, 5, 5] {
+            runs.record(Duration::from_micros(us));
+        }
+        let h = runs.finish();
+        assert_eq!(h.len(), 6);
+        assert_eq!(h.count_at(5_000), 5);
+        assert_eq!(h.count_at(7_000), 1);
         assert_eq!(human_us(87.2), "87 µs");
         assert_eq!(human_us(1250.0), "1.25 ms");
     }

@@ -22,9 +22,10 @@
 /// ```
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate(key, offset);
-    let word_key = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    // The key twice over, as the word that XORs 8 payload bytes in memory order (both
+    // halves are the same, so the byte order of the platform does not matter).
+    let half = u64::from(u32::from_ne_bytes(key));
+    let word_key = half << 32 | half;
     // 64-byte blocks of eight words: LLVM turns this into SIMD.
     let mut blocks = buf.chunks_exact_mut(64);
     for block in &mut blocks {
@@ -32,14 +33,19 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
             xor_word(word, word_key);
         }
     }
-    // Fewer than 64 bytes left: a word at a time, then at most 7 single bytes. Every
-    // piece starts at a multiple of 8 (of 4), so the key stays in phase.
+    // Fewer than 64 bytes left: a word at a time, then half a word, then at most 3
+    // single bytes. Every piece starts at a multiple of 4, so the key stays in phase.
     let mut words = blocks.into_remainder().chunks_exact_mut(8);
     for word in &mut words {
         xor_word(word, word_key);
     }
-    for (i, b) in words.into_remainder().iter_mut().enumerate() {
-        *b ^= key[i & 3];
+    let rest = words.into_remainder();
+    let (half_word, bytes) = rest.split_at_mut(rest.len() & 4);
+    if let Ok(half_word) = <&mut [u8; 4]>::try_from(half_word) {
+        *half_word = (u32::from_ne_bytes(*half_word) ^ u32::from_ne_bytes(key)).to_ne_bytes();
+    }
+    for (b, k) in bytes.iter_mut().zip(key) {
+        *b ^= k;
     }
 }
 

@@ -93,6 +93,11 @@ impl Assembler {
         Ok(())
     }
 
+    /// Whether no message is in progress (the next data frame must start one).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.current.is_none()
+    }
+
     /// Whether the frame being read should have its bytes checked as UTF-8 as they
     /// arrive: uncoded text. (Coded text is checked after decoding.)
     pub(crate) fn checks_on_arrival(&self, opcode: OpCode) -> bool {

@@ -9,6 +9,8 @@
 //! - `state.rs`: the phases and every transition between them, diagram first.
 //! - `assemble.rs`: fragments into messages, UTF-8 and size checks.
 //! - `transmit.rs`: the outgoing queue, a [`bytes::Buf`].
+//! - `whole_frame.rs`: the common case of reading (a whole message in one frame) in
+//!   one step.
 //! - `config.rs`: limits and switches.
 //!
 //! Reading is lazy: a frame is parsed when [`Connection::poll_event`] asks for the next
@@ -19,6 +21,7 @@ mod assemble;
 mod config;
 mod state;
 mod transmit;
+mod whole_frame;
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -108,6 +111,9 @@ enum Step {
 pub struct Connection {
     role: Role,
     config: Config,
+    /// Tests turn the whole-frame shortcut off to compare it with the general path.
+    #[cfg(test)]
+    whole_frames: bool,
     phase: Phase,
     input: BytesMut,
     reading: Option<Reading>,
@@ -143,6 +149,8 @@ impl Connection {
             mask_keys: role.masks_outgoing().then(MaskKeys::new),
             sending: None,
             config,
+            #[cfg(test)]
+            whole_frames: true,
         }
     }
 
@@ -558,6 +566,13 @@ impl Connection {
     /// Read until an event comes out or input runs short; failures are turned into
     /// the events that report them.
     fn next_read_event(&mut self) -> Option<Event> {
+        #[cfg(test)]
+        let whole_frames = self.whole_frames;
+        #[cfg(not(test))]
+        let whole_frames = true;
+        if whole_frames && let Some(event) = self.read_whole_frame() {
+            return Some(event);
+        }
         loop {
             let step = match self.phase {
                 Phase::AwaitingResponse { .. } => self.read_response(),
