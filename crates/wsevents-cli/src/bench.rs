@@ -4,11 +4,11 @@
 //! in flight: it queues messages until K are outstanding, writes them in one go, then
 //! takes every echo that has arrived, and again. The latency of a message is the time
 //! from queueing it to receiving its echo (echoes come back in order on a connection,
-//! so a queue of send times is enough; nothing is written into the payload, which is
-//! built once and shared). Each task records into its own HDR histogram, a run of
-//! equal latencies at a time (a burst's messages share a send time, the echoes of one
-//! wake-up a receive time); they are merged at the end, so the hot loop shares nothing but a relaxed counter for the
-//! progress bar.
+//! so a queue of bursts, each a send time and a count, is enough; nothing is written
+//! into the payload, which is built once and shared). Each task records into its own
+//! HDR histogram, one latency per burst answered in a wake-up rather than one per
+//! message (see `stats::InFlight`); they are merged at the end, so the hot loop shares nothing but a
+//! relaxed counter for the progress bar.
 //!
 //! Only echoes received within the duration count. The generator's CPU time (and the
 //! server's, with `--server-pid`) over the same window tells which side was the
@@ -19,7 +19,6 @@
 //! `size` bytes with no framing, a message is back when `size` more bytes are): the
 //! ceiling a WebSocket server is measured against.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,7 +34,7 @@ use tokio::time::Instant;
 use wsevents::{ClientBuilder, CloseCode, MaybeTlsStream, Message, WebSocketStream};
 
 use crate::Result;
-use crate::stats::{self, Latency, RunRecorder, human_us};
+use crate::stats::{self, InFlight, Latency, human_us};
 
 /// Options of `wsevents bench`.
 #[derive(Debug, clap::Args)]
@@ -87,7 +86,7 @@ type Socket = WebSocketStream<MaybeTlsStream>;
 
 /// What one connection measured.
 struct Outcome {
-    latencies: RunRecorder,
+    in_flight: InFlight,
     messages: u64,
     error: Option<String>,
 }
@@ -198,7 +197,7 @@ where
         match task.await {
             Ok(outcome) => {
                 // Same bounds on every histogram: adding cannot fail.
-                let _ = histogram.add(outcome.latencies.finish());
+                let _ = histogram.add(outcome.in_flight.into_histogram());
                 messages += outcome.messages;
                 errors.extend(outcome.error);
             }
@@ -317,43 +316,40 @@ async fn load(
     counter: Arc<AtomicU64>,
 ) -> Outcome {
     let mut outcome = Outcome {
-        latencies: RunRecorder::new(),
+        in_flight: InFlight::new(),
         messages: 0,
         error: None,
     };
-    let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(pipeline);
+    let pipeline = pipeline as u64;
     let stop = tokio::time::sleep_until(deadline);
     tokio::pin!(stop);
     'run: loop {
         // One clock read per burst: its messages leave in the same write.
         let burst_at = Instant::now();
-        while sent_at.len() < pipeline {
+        let missing = pipeline - outcome.in_flight.len();
+        for _ in 0..missing {
             if let Err(error) = ws.feed(message.clone()).await {
                 outcome.error = Some(error.to_string());
                 break 'run;
             }
-            sent_at.push_back(burst_at);
         }
+        outcome.in_flight.sent(burst_at, missing);
         if let Err(error) = ws.flush().await {
             outcome.error = Some(error.to_string());
             break;
         }
-        let first = tokio::select! {
+        let mut echo = tokio::select! {
             biased;
             () = &mut stop => break,
             echo = ws.next() => echo,
         };
-        let mut echo = first;
-        // One clock read per wake-up: the echoes taken without waiting arrived together.
+        // Every echo already here, taken without waiting: they arrived together, so one
+        // clock read serves them all.
         let now = Instant::now();
+        let mut echoes = 0;
         loop {
             match echo {
-                Some(Ok(_)) => {
-                    if let Some(sent) = sent_at.pop_front() {
-                        outcome.latencies.record(now - sent);
-                    }
-                    outcome.messages += 1;
-                }
+                Some(Ok(_)) => echoes += 1,
                 Some(Err(error)) => {
                     outcome.error = Some(error.to_string());
                     break 'run;
@@ -363,8 +359,7 @@ async fn load(
                     break 'run;
                 }
             }
-            // Every echo already here, without waiting (none is due once all are in).
-            if sent_at.is_empty() {
+            if echoes >= outcome.in_flight.len() {
                 break;
             }
             match ws.next().now_or_never() {
@@ -372,6 +367,8 @@ async fn load(
                 None => break,
             }
         }
+        outcome.in_flight.answered(now, echoes);
+        outcome.messages += echoes;
         counter.store(outcome.messages, Ordering::Relaxed);
     }
     counter.store(outcome.messages, Ordering::Relaxed);
@@ -407,7 +404,7 @@ async fn load_tcp(
     counter: Arc<AtomicU64>,
 ) -> Outcome {
     let mut outcome = Outcome {
-        latencies: RunRecorder::new(),
+        in_flight: InFlight::new(),
         messages: 0,
         error: None,
     };
@@ -419,19 +416,18 @@ async fn load_tcp(
         .take(size * pipeline)
         .collect();
     let mut buf = vec![0u8; (size * pipeline).clamp(4096, 1 << 20)];
-    let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(pipeline);
     let mut pending = 0usize;
     let stop = tokio::time::sleep_until(deadline);
     tokio::pin!(stop);
     'run: loop {
-        let missing = pipeline - sent_at.len();
+        let missing = pipeline - outcome.in_flight.len() as usize;
         if missing > 0 {
+            let burst_at = Instant::now();
             if let Err(error) = tcp.write_all(&burst[..missing * size]).await {
                 outcome.error = Some(error.to_string());
                 break;
             }
-            let now = Instant::now();
-            sent_at.extend(std::iter::repeat_n(now, missing));
+            outcome.in_flight.sent(burst_at, missing as u64);
         }
         let read = tokio::select! {
             biased;
@@ -445,16 +441,13 @@ async fn load_tcp(
             }
             Ok(n) => {
                 pending += n;
-                let now = Instant::now();
-                while pending >= size {
-                    pending -= size;
-                    let Some(sent) = sent_at.pop_front() else {
-                        outcome.error = Some("the server sent more than it was sent".into());
-                        break 'run;
-                    };
-                    outcome.latencies.record(now - sent);
-                    outcome.messages += 1;
+                let echoes = (pending / size) as u64;
+                pending %= size;
+                if outcome.in_flight.answered(Instant::now(), echoes) < echoes {
+                    outcome.error = Some("the server sent more than it was sent".into());
+                    break 'run;
                 }
+                outcome.messages += echoes;
             }
             Err(error) => {
                 outcome.error = Some(error.to_string());

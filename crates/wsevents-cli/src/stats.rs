@@ -6,9 +6,11 @@
 //! architecture it runs on) rather than through `getrusage`, to stay free of `libc`
 //! and to measure another process the same way as this one. Elsewhere it is `None`.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use tokio::time::Instant;
 
 /// Linux's `USER_HZ`: the unit of the times in `/proc/PID/stat`.
 const CLOCK_TICKS_PER_SECOND: u64 = 100;
@@ -23,40 +25,65 @@ pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid constant bounds")
 }
 
-/// Latencies that come in runs of equal values, recorded a run at a time: messages sent
-/// in one burst share a send time and echoes taken in one wake-up share a receive time,
-/// so with many messages in flight most latencies equal the one before. Recording
-/// each would cost the generator as much as a small frame's parsing.
-pub(crate) struct RunRecorder {
+/// The messages in flight on one connection, and the latencies of those answered.
+///
+/// Messages are counted in bursts (the time a burst was written, and how many of its
+/// messages are unanswered): echoes come back in order, so the oldest burst is
+/// answered first, and the echoes taken in one wake-up share one receive time. A
+/// wake-up's echoes are recorded as one latency per burst they answer, not one per
+/// message: with 16 in flight, recording each would cost the generator about as much
+/// as parsing the frame.
+pub(crate) struct InFlight {
+    bursts: VecDeque<(Instant, u64)>,
+    len: u64,
     histogram: Histogram<u64>,
-    run: Option<(Duration, u64)>,
 }
 
-impl RunRecorder {
+impl InFlight {
     pub(crate) fn new() -> Self {
-        RunRecorder {
+        InFlight {
+            bursts: VecDeque::new(),
+            len: 0,
             histogram: latency_histogram(),
-            run: None,
         }
     }
 
-    /// Count one more message of `latency`.
-    pub(crate) fn record(&mut self, latency: Duration) {
-        match &mut self.run {
-            Some((value, count)) if *value == latency => *count += 1,
-            run => {
-                if let Some((value, count)) = run.replace((latency, 1)) {
-                    record_n(&mut self.histogram, value, count);
-                }
+    /// Messages sent and not answered yet.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// `count` messages were written at `at`.
+    pub(crate) fn sent(&mut self, at: Instant, count: u64) {
+        if count > 0 {
+            self.bursts.push_back((at, count));
+            self.len += count;
+        }
+    }
+
+    /// `count` echoes arrived at `now`: the oldest messages are answered. Returns how
+    /// many of them matched a message in flight (fewer when the peer sent more).
+    pub(crate) fn answered(&mut self, now: Instant, mut count: u64) -> u64 {
+        let mut matched = 0;
+        while count > 0 {
+            let Some((sent, unanswered)) = self.bursts.front_mut() else {
+                break;
+            };
+            let n = count.min(*unanswered);
+            record_n(&mut self.histogram, now.duration_since(*sent), n);
+            *unanswered -= n;
+            if *unanswered == 0 {
+                self.bursts.pop_front();
             }
+            count -= n;
+            matched += n;
         }
+        self.len -= matched;
+        matched
     }
 
-    /// The histogram of everything recorded.
-    pub(crate) fn finish(mut self) -> Histogram<u64> {
-        if let Some((value, count)) = self.run.take() {
-            record_n(&mut self.histogram, value, count);
-        }
+    /// The histogram of the latencies recorded.
+    pub(crate) fn into_histogram(self) -> Histogram<u64> {
         self.histogram
     }
 }
@@ -158,24 +185,32 @@ mod tests {
 
     #[test]
     fn percentiles_in_microseconds() {
-        let mut recorder = RunRecorder::new();
+        let start = Instant::now();
+        let mut recorder = InFlight::new();
         for us in 1..=1000u64 {
-            recorder.record(Duration::from_micros(us));
+            recorder.sent(start, 1);
+            recorder.answered(start + Duration::from_micros(us), 1);
         }
-        let l = Latency::of(&recorder.finish());
+        let l = Latency::of(&recorder.into_histogram());
         assert!((l.p50 - 500.0).abs() < 1.0, "{l:?}");
         assert!((l.p99 - 990.0).abs() < 1.0, "{l:?}");
         assert!((l.max - 1000.0).abs() < 1.0, "{l:?}");
         assert_eq!(Latency::of(&latency_histogram()).max, 0.0);
 
-        let mut runs = RunRecorder::new();
-        for us in [5, 5, 5, 7, 5, 5] {
-            runs.record(Duration::from_micros(us));
-        }
-        let h = runs.finish();
+        // Two bursts of 3, answered 2 then 3 then 2 (one more than was sent).
+        let mut in_flight = InFlight::new();
+        in_flight.sent(start, 3);
+        in_flight.sent(start + Duration::from_micros(2), 3);
+        assert_eq!(in_flight.len(), 6);
+        assert_eq!(in_flight.answered(start + Duration::from_micros(5), 2), 2);
+        assert_eq!(in_flight.answered(start + Duration::from_micros(9), 3), 3);
+        assert_eq!(in_flight.answered(start + Duration::from_micros(9), 2), 1);
+        assert_eq!(in_flight.len(), 0);
+        let h = in_flight.into_histogram();
         assert_eq!(h.len(), 6);
-        assert_eq!(h.count_at(5_000), 5);
-        assert_eq!(h.count_at(7_000), 1);
+        assert_eq!(h.count_at(5_000), 2);
+        assert_eq!(h.count_at(9_000), 1);
+        assert_eq!(h.count_at(7_000), 3);
         assert_eq!(human_us(87.2), "87 µs");
         assert_eq!(human_us(1250.0), "1.25 ms");
     }

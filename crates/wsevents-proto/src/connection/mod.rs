@@ -204,6 +204,7 @@ impl Connection {
     }
 
     /// The ready state.
+    #[inline]
     pub fn state(&self) -> State {
         self.phase.state()
     }
@@ -259,6 +260,7 @@ impl Connection {
 
     /// Wire bytes (frames, compressed, with headers) queued for the transport and
     /// not yet written: what a transport compares with its write-buffer limit.
+    #[inline]
     pub fn queued_bytes(&self) -> usize {
         self.transmit.len() + self.pending_pong.as_ref().map_or(0, |p| p.len() + 2)
     }
@@ -292,6 +294,7 @@ impl Connection {
     /// assert!(conn.poll_event().is_none());
     /// assert_eq!(conn.buffered_input(), 2);
     /// ```
+    #[inline]
     pub fn buffered_input(&self) -> usize {
         self.input.len()
     }
@@ -336,6 +339,7 @@ impl Connection {
     }
 
     /// Bytes were appended to [`input_buffer`](Self::input_buffer).
+    #[inline]
     pub fn handle_buffered_input(&mut self) {
         if self.state() == State::Closed {
             self.input.clear();
@@ -366,6 +370,7 @@ impl Connection {
     /// Send a whole message (compressed by a negotiated extension if it chooses to).
     ///
     /// Fails with [`Error::InvalidState`] unless the connection is open.
+    #[inline]
     pub fn send(&mut self, message: Message) -> Result<(), Error> {
         self.send_message(message, true)
     }
@@ -539,6 +544,7 @@ impl Connection {
 
     /// The next event, parsing buffered input as needed; `None` when more input (or a
     /// caller's answer) is needed.
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
         if let Some(event) = self.events.pop_front() {
             return Some(event);
@@ -548,6 +554,7 @@ impl Connection {
 
     /// The bytes to write to the transport, if any: write them (vectored, as a
     /// [`Buf`]) and `advance` the queue by what was written.
+    #[inline]
     pub fn poll_transmit(&mut self) -> Option<&mut TransmitQueue> {
         if let Some(payload) = self.pending_pong.take() {
             let header = self.outgoing_header(OpCode::Pong, 0, true, payload.len());
@@ -557,6 +564,7 @@ impl Connection {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next, if ever.
+    #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.phase.deadline()
     }

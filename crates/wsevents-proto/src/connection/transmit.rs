@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::{FrameHeader, MAX_HEADER_LEN};
 use crate::mask;
@@ -102,18 +102,18 @@ impl TransmitQueue {
         } else {
             self.tail.reserve(needed);
         }
-        self.tail.put_slice(&head[..head_len]);
+        self.tail.extend_from_slice(&head[..head_len]);
         match header.mask {
             Some(key) => {
                 let start = self.tail.len();
-                self.tail.put_slice(&payload);
+                self.tail.extend_from_slice(&payload);
                 mask::apply_mask(&mut self.tail[start..], key, 0);
             }
             None if own_chunk => {
                 self.chunks.push_back(self.tail.split().freeze());
                 self.chunks.push_back(payload);
             }
-            None => self.tail.put_slice(&payload),
+            None => self.tail.extend_from_slice(&payload),
         }
     }
 
@@ -121,7 +121,7 @@ impl TransmitQueue {
     pub(crate) fn push_raw(&mut self, bytes: &[u8]) {
         self.len += bytes.len();
         self.pushed += bytes.len() as u64;
-        self.tail.put_slice(bytes);
+        self.tail.extend_from_slice(bytes);
     }
 
     /// Drop everything queued.
