@@ -2,7 +2,11 @@
 //!
 //! Small frames are coalesced into one growing buffer, so that a burst of small
 //! messages leaves in one `write`; a large payload handed over as owned [`Bytes`] is
-//! queued as its own chunk behind its header, never copied. The queue implements
+//! queued as its own chunk behind its header, never copied. The buffer is given back
+//! whenever the connection goes idle (an idle connection holds no memory but its own
+//! state), so in a request/response exchange it would be allocated and freed once per
+//! message; instead, while nothing else is queued, up to `INLINE_CAPACITY` bytes of
+//! frames (a short reply, a pong, a close frame) are kept in the queue itself. The queue implements
 //! [`bytes::Buf`], so an I/O layer writes it with `write_buf` (vectored when the
 //! transport supports it) and the bytes still queued are `remaining()`.
 //!
@@ -32,6 +36,10 @@ const OWN_CHUNK_THRESHOLD: usize = 4 * 1024;
 /// a burst of small frames without regrowing, and still a small allocation.
 const FIRST_TAIL_CAPACITY: usize = 1024;
 
+/// How many bytes of frames the queue holds in itself, without allocating, while nothing
+/// else is queued.
+pub(crate) const INLINE_CAPACITY: usize = 128;
+
 /// Messages are tracked for `bufferedAmount` in groups of about this many application
 /// bytes: the count drops when a group's last byte is written, so it is exact to within
 /// one group.
@@ -49,8 +57,14 @@ const MARK_GRANULE: usize = 16 * 1024;
 /// out.advance(4);
 /// assert!(!out.has_remaining());
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TransmitQueue {
+    /// Small frames queued while nothing else was: the bytes `inline_start..inline_end`
+    /// are written before anything else, and while they are there `chunks` and `tail`
+    /// are empty.
+    inline: [u8; INLINE_CAPACITY],
+    inline_start: usize,
+    inline_end: usize,
     /// Frozen chunks, written before `tail`.
     chunks: VecDeque<Bytes>,
     /// The coalescing buffer, written last.
@@ -65,6 +79,23 @@ pub struct TransmitQueue {
     marks: VecDeque<(u64, usize)>,
     /// Sum of the application bytes in `marks`.
     app_pending: usize,
+}
+
+impl Default for TransmitQueue {
+    fn default() -> Self {
+        TransmitQueue {
+            inline: [0; INLINE_CAPACITY],
+            inline_start: 0,
+            inline_end: 0,
+            chunks: VecDeque::new(),
+            tail: BytesMut::new(),
+            len: 0,
+            pushed: 0,
+            written: 0,
+            marks: VecDeque::new(),
+            app_pending: 0,
+        }
+    }
 }
 
 impl TransmitQueue {
@@ -94,6 +125,25 @@ impl TransmitQueue {
         let frame_len = head_len + payload.len();
         self.len += frame_len;
         self.pushed += frame_len as u64;
+        if self.len == frame_len {
+            // Nothing else is queued: start the inline bytes afresh.
+            self.inline_start = 0;
+            self.inline_end = 0;
+        }
+        if self.len == self.inline_len() + frame_len {
+            if self.inline_end + frame_len <= INLINE_CAPACITY {
+                let start = self.inline_end;
+                let frame = &mut self.inline[start..start + frame_len];
+                frame[..head_len].copy_from_slice(&head[..head_len]);
+                frame[head_len..].copy_from_slice(&payload);
+                if let Some(key) = header.mask {
+                    mask::apply_mask(&mut frame[head_len..], key, 0);
+                }
+                self.inline_end += frame_len;
+                return;
+            }
+            self.spill_inline(frame_len);
+        }
         let own_chunk = header.mask.is_none() && payload.len() >= OWN_CHUNK_THRESHOLD;
         // One allocation for the frame, not one per growth step.
         let needed = if own_chunk { head_len } else { frame_len };
@@ -117,8 +167,32 @@ impl TransmitQueue {
         }
     }
 
+    /// Unwritten inline bytes.
+    fn inline_len(&self) -> usize {
+        self.inline_end - self.inline_start
+    }
+
+    /// Move the inline bytes into the coalescing buffer, with room for `more` after
+    /// them, so that what is queued next follows them.
+    fn spill_inline(&mut self, more: usize) {
+        let inline = &self.inline[self.inline_start..self.inline_end];
+        if !inline.is_empty() {
+            // The tail is empty while there are inline bytes; it may still have room.
+            let needed = inline.len() + more;
+            if self.tail.capacity() == 0 {
+                self.tail = BytesMut::with_capacity(needed.max(FIRST_TAIL_CAPACITY));
+            } else {
+                self.tail.reserve(needed);
+            }
+            self.tail.extend_from_slice(inline);
+        }
+        self.inline_start = 0;
+        self.inline_end = 0;
+    }
+
     /// Queue bytes as they are (an HTTP head).
     pub(crate) fn push_raw(&mut self, bytes: &[u8]) {
+        self.spill_inline(bytes.len());
         self.len += bytes.len();
         self.pushed += bytes.len() as u64;
         self.tail.extend_from_slice(bytes);
@@ -126,6 +200,8 @@ impl TransmitQueue {
 
     /// Drop everything queued.
     pub(crate) fn clear(&mut self) {
+        self.inline_start = 0;
+        self.inline_end = 0;
         self.chunks.clear();
         self.tail.clear();
         self.written = self.pushed;
@@ -164,6 +240,9 @@ impl Buf for TransmitQueue {
     }
 
     fn chunk(&self) -> &[u8] {
+        if self.inline_start < self.inline_end {
+            return &self.inline[self.inline_start..self.inline_end];
+        }
         match self.chunks.front() {
             Some(chunk) => chunk,
             None => &self.tail,
@@ -172,7 +251,11 @@ impl Buf for TransmitQueue {
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        let all = self.chunks.iter().map(|c| &c[..]).chain([&self.tail[..]]);
+        let inline = &self.inline[self.inline_start..self.inline_end];
+        let all = [inline]
+            .into_iter()
+            .chain(self.chunks.iter().map(|c| &c[..]))
+            .chain([&self.tail[..]]);
         for (slot, chunk) in dst.iter_mut().zip(all.filter(|c| !c.is_empty())) {
             *slot = IoSlice::new(chunk);
             n += 1;
@@ -194,6 +277,9 @@ impl Buf for TransmitQueue {
             self.app_pending -= app_len;
             self.marks.pop_front();
         }
+        let from_inline = cnt.min(self.inline_len());
+        self.inline_start += from_inline;
+        cnt -= from_inline;
         while cnt > 0 {
             match self.chunks.front_mut() {
                 Some(chunk) if chunk.len() <= cnt => {
@@ -312,6 +398,106 @@ mod tests {
         queue.advance(5);
         assert_eq!(queue.application_bytes(), 0);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_short_reply_needs_no_allocation_and_longer_ones_follow_it() {
+        let mut queue = TransmitQueue::default();
+        queue.push_frame(
+            &FrameHeader::new(OpCode::Text, 2),
+            Bytes::from_static(b"hi"),
+        );
+        assert_eq!(queue.tail.capacity(), 0, "held inline");
+        assert_eq!(queue.chunk(), b"\x81\x02hi");
+        queue.advance(1);
+        // Too much for the inline room: the rest of the first frame moves ahead of it.
+        let big = vec![b'x'; INLINE_CAPACITY];
+        queue.push_frame(
+            &FrameHeader::new(OpCode::Binary, big.len() as u64),
+            Bytes::from(big.clone()),
+        );
+        queue.push_frame(&FrameHeader::new(OpCode::Text, 1), Bytes::from_static(b"!"));
+        let mut expected = b"\x02hi\x82\x7e\x00\x80".to_vec();
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(b"\x81\x01!");
+        assert_eq!(drain(&mut queue), expected);
+        // Empty again: the inline room is used from its start.
+        for _ in 0..2 {
+            queue.push_frame(&FrameHeader::new(OpCode::Pong, 0), Bytes::new());
+        }
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(queue.chunks_vectored(&mut slices), 1);
+        assert_eq!(&*slices[0], b"\x8a\x00\x8a\x00");
+        queue.clear();
+        assert!(queue.is_empty() && queue.chunk().is_empty());
+    }
+
+    /// What is queued, as `chunks_vectored` shows it.
+    fn vectored(queue: &TransmitQueue) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let n = queue.chunks_vectored(&mut slices);
+        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    proptest::proptest! {
+        /// Any mix of frames (inline, coalesced, own chunks, masked), raw bytes,
+        /// partial writes and releases comes out as the bytes pushed, in order.
+        #[test]
+        fn writes_in_any_pieces_give_the_bytes_pushed_in_order(
+            ops in proptest::collection::vec(
+                (0u8..4, 0usize..5000, proptest::prelude::any::<proptest::sample::Index>()),
+                1..40),
+        ) {
+            let mut queue = TransmitQueue::default();
+            let mut expected = Vec::new();
+            let mut written = Vec::new();
+            for (i, (op, size, at)) in ops.into_iter().enumerate() {
+                // Mostly small frames, so that the inline room fills and spills.
+                let size = if i % 3 == 0 { size } else { size % 40 };
+                match op {
+                    0 | 1 => {
+                        let payload: Vec<u8> = (0..size).map(|b| b as u8).collect();
+                        let mut header = FrameHeader::new(OpCode::Binary, size as u64);
+                        if op == 1 {
+                            header.mask = Some([1, 2, 3, 4]);
+                        }
+                        let mut head = [0u8; MAX_HEADER_LEN];
+                        let n = header.encode(&mut head);
+                        expected.extend_from_slice(&head[..n]);
+                        let mut body = payload.clone();
+                        if let Some(key) = header.mask {
+                            mask::apply_mask(&mut body, key, 0);
+                        }
+                        expected.extend_from_slice(&body);
+                        queue.push_data_frame(&header, Bytes::from(payload), size);
+                    }
+                    2 => {
+                        let n = at.index(queue.remaining() + 1);
+                        let mut left = n;
+                        while left > 0 {
+                            let chunk = queue.chunk();
+                            let k = chunk.len().min(left);
+                            written.extend_from_slice(&chunk[..k]);
+                            queue.advance(k);
+                            left -= k;
+                        }
+                    }
+                    _ => {
+                        queue.release_if_empty();
+                        if queue.is_empty() {
+                            queue.push_raw(b"raw");
+                            expected.extend_from_slice(b"raw");
+                        }
+                    }
+                }
+                let pending = vectored(&queue);
+                proptest::prop_assert_eq!(pending.len(), queue.remaining());
+                proptest::prop_assert_eq!(&pending[..], &expected[written.len()..]);
+            }
+            written.extend(drain(&mut queue));
+            proptest::prop_assert_eq!(written, expected);
+            proptest::prop_assert_eq!(queue.application_bytes(), 0);
+        }
     }
 
     #[test]

@@ -30,8 +30,14 @@ use wsevents_proto::{Connection, Event, Role};
 
 use crate::io::scratch;
 
-/// How much room to make in a connection's own receive buffer before a read.
+/// How much room to make in a connection's own receive buffer before a read, at most.
 const READ_SIZE: usize = scratch::SCRATCH_SIZE;
+
+/// After a read of at least this much, the next one goes straight into the
+/// connection's own buffer, sized by it: a peer that sends large messages sends them
+/// again, and copying them out of the thread's buffer would cost more than the
+/// allocation it saves.
+const DIRECT_READ_MIN: usize = 4 * 1024;
 
 /// How long to wait for the peer's end of stream after closing, when the core has no
 /// close timeout configured.
@@ -62,6 +68,8 @@ pub(crate) struct Driver<S> {
     closed_event: Option<Event>,
     /// The first transport error, kept for the caller.
     io_error: Option<io::Error>,
+    /// How much the last read brought.
+    last_read: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -75,6 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             linger: None,
             closed_event: None,
             io_error: None,
+            last_read: 0,
         }
     }
 
@@ -89,6 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             linger: self.linger,
             closed_event: self.closed_event,
             io_error: self.io_error,
+            last_read: self.last_read,
         }
     }
 
@@ -198,15 +208,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // Nothing more will come; the core has been told and is closed.
             return Poll::Pending;
         }
-        // Nothing buffered: read into the thread's buffer and keep only what came.
-        // In the middle of a frame: read into the connection's own buffer.
-        let shared = if conn.buffered_input() == 0 {
+        // Nothing buffered and small messages: read into the thread's buffer and keep
+        // only what came. Large messages, or the middle of a frame: read into the
+        // connection's own buffer.
+        let partial = conn.buffered_input() > 0;
+        let shared = if !partial && self.last_read < DIRECT_READ_MIN {
             scratch::poll_read(&mut self.io, cx, |data| conn.handle_input(data))
         } else {
             None
         };
         let read = shared.unwrap_or_else(|| {
-            let mut buf = conn.input_buffer(READ_SIZE);
+            let room = if partial {
+                READ_SIZE
+            } else {
+                self.last_read.clamp(DIRECT_READ_MIN, READ_SIZE)
+            };
+            let mut buf = conn.input_buffer(room);
             tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut buf)
         });
         let n = match read {
@@ -221,6 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.read_closed = true;
             conn.handle_eof();
         } else {
+            self.last_read = n;
             conn.handle_buffered_input();
         }
         Poll::Ready(Ok(()))
