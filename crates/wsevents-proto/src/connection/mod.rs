@@ -549,6 +549,11 @@ impl Connection {
         if let Some(event) = self.events.pop_front() {
             return Some(event);
         }
+        if self.input.is_empty() {
+            // Nothing to parse, so nothing to hand out: commands and timeouts queue
+            // their events. (Every caller asks once more after the last event.)
+            return None;
+        }
         self.next_read_event().or_else(|| self.events.pop_front())
     }
 

@@ -248,7 +248,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// was told).
     fn poll_timer(&mut self, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<()> {
         let Some(deadline) = conn.poll_timeout() else {
-            self.timer = None;
+            if self.timer.is_some() {
+                self.timer = None;
+            }
             return Poll::Pending;
         };
         let deadline = Instant::from_std(deadline);
