@@ -20,13 +20,15 @@
 //! ceiling a WebSocket server is measured against.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{Sink, Stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -327,47 +329,28 @@ async fn load(
         // One clock read per burst: its messages leave in the same write.
         let burst_at = Instant::now();
         let missing = pipeline - outcome.in_flight.len();
-        for _ in 0..missing {
-            if let Err(error) = ws.feed(message.clone()).await {
-                outcome.error = Some(error.to_string());
-                break 'run;
-            }
-        }
-        outcome.in_flight.sent(burst_at, missing);
-        if let Err(error) = ws.flush().await {
+        let mut unsent = missing;
+        let sent = std::future::poll_fn(|cx| poll_burst(&mut ws, cx, &message, &mut unsent));
+        if let Err(error) = sent.await {
             outcome.error = Some(error.to_string());
             break;
         }
-        let mut echo = tokio::select! {
+        outcome.in_flight.sent(burst_at, missing);
+        let in_flight = outcome.in_flight.len();
+        let echoes = tokio::select! {
             biased;
             () = &mut stop => break,
-            echo = ws.next() => echo,
+            echoes = std::future::poll_fn(|cx| poll_echoes(&mut ws, cx, in_flight)) => echoes,
         };
-        // Every echo already here, taken without waiting: they arrived together, so one
-        // clock read serves them all.
-        let now = Instant::now();
-        let mut echoes = 0;
-        loop {
-            match echo {
-                Some(Ok(_)) => echoes += 1,
-                Some(Err(error)) => {
-                    outcome.error = Some(error.to_string());
-                    break 'run;
-                }
-                None => {
-                    outcome.error = Some("the server closed the connection".into());
-                    break 'run;
-                }
+        let echoes = match echoes {
+            Ok(echoes) => echoes,
+            Err(error) => {
+                outcome.error = Some(error);
+                break 'run;
             }
-            if echoes >= outcome.in_flight.len() {
-                break;
-            }
-            match ws.next().now_or_never() {
-                Some(next) => echo = next,
-                None => break,
-            }
-        }
-        outcome.in_flight.answered(now, echoes);
+        };
+        // The echoes taken in one wake-up arrived together: one clock read serves all.
+        outcome.in_flight.answered(Instant::now(), echoes);
         outcome.messages += echoes;
         counter.store(outcome.messages, Ordering::Relaxed);
     }
@@ -377,6 +360,46 @@ async fn load(
         let _ = ws.close(CloseCode::NORMAL, "").await;
     }
     outcome
+}
+
+/// Queue `unsent` copies of `message` and write them out, in one write when they fit.
+/// Polled by hand rather than with `feed(..).await` per message, whose future costs
+/// the generator more than the message does.
+fn poll_burst(
+    ws: &mut Socket,
+    cx: &mut Context<'_>,
+    message: &Message,
+    unsent: &mut u64,
+) -> Poll<std::result::Result<(), wsevents::Error>> {
+    let mut ws = Pin::new(ws);
+    while *unsent > 0 {
+        ready!(ws.as_mut().poll_ready(cx))?;
+        ws.as_mut().start_send(message.clone())?;
+        *unsent -= 1;
+    }
+    ws.poll_flush(cx)
+}
+
+/// Take every message that is here, up to `max`, waiting only for the first.
+fn poll_echoes(
+    ws: &mut Socket,
+    cx: &mut Context<'_>,
+    max: u64,
+) -> Poll<std::result::Result<u64, String>> {
+    let mut taken = 0;
+    while taken < max {
+        match Pin::new(&mut *ws).poll_next(cx) {
+            Poll::Ready(Some(Ok(_))) => taken += 1,
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.to_string())),
+            Poll::Ready(None) => {
+                return Poll::Ready(Err("the server closed the connection".into()));
+            }
+            // Woken again when more arrives; with some taken, hand them over now.
+            Poll::Pending if taken == 0 => return Poll::Pending,
+            Poll::Pending => break,
+        }
+    }
+    Poll::Ready(Ok(taken))
 }
 
 /// Open `n` raw TCP connections; fail only if none opens.
