@@ -20,22 +20,36 @@
 /// apply_mask(&mut data, [0x37, 0xfa, 0x21, 0x3d], 0);
 /// assert_eq!(data, [0x7f, 0x9f, 0x4d, 0x51, 0x58]);
 /// ```
+#[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate(key, offset);
-    // The key twice over, as the word that XORs 8 payload bytes in memory order (both
-    // halves are the same, so the byte order of the platform does not matter).
-    let half = u64::from(u32::from_ne_bytes(key));
-    let word_key = half << 32 | half;
-    // 64-byte blocks of eight words: LLVM turns this into SIMD.
+    // Most frames are short: their masking is inlined where it is needed.
+    if buf.len() < 64 {
+        mask_short(buf, key);
+    } else {
+        mask_long(buf, key);
+    }
+}
+
+/// 64-byte blocks of eight words (LLVM turns this into SIMD), then the short rest.
+#[inline(never)]
+fn mask_long(buf: &mut [u8], key: [u8; 4]) {
+    let word_key = repeat_key(key);
     let mut blocks = buf.chunks_exact_mut(64);
     for block in &mut blocks {
         for word in block.chunks_exact_mut(8) {
             xor_word(word, word_key);
         }
     }
-    // Fewer than 64 bytes left: a word at a time, then half a word, then at most 3
-    // single bytes. Every piece starts at a multiple of 4, so the key stays in phase.
-    let mut words = blocks.into_remainder().chunks_exact_mut(8);
+    mask_short(blocks.into_remainder(), key);
+}
+
+/// Fewer than 64 bytes: a word at a time, then half a word, then at most 3 single
+/// bytes. Every piece starts at a multiple of 4, so the key stays in phase.
+#[inline(always)]
+fn mask_short(buf: &mut [u8], key: [u8; 4]) {
+    let word_key = repeat_key(key);
+    let mut words = buf.chunks_exact_mut(8);
     for word in &mut words {
         xor_word(word, word_key);
     }
@@ -47,6 +61,14 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     for (b, k) in bytes.iter_mut().zip(key) {
         *b ^= k;
     }
+}
+
+/// The key twice over, as the word that XORs 8 payload bytes in memory order (both
+/// halves are the same, so the byte order of the platform does not matter).
+#[inline(always)]
+fn repeat_key(key: [u8; 4]) -> u64 {
+    let half = u64::from(u32::from_ne_bytes(key));
+    half << 32 | half
 }
 
 /// XOR one 8-byte piece with the key repeated twice.

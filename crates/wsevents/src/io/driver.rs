@@ -117,6 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// The next event of the connection, reading, writing and timing as needed.
     /// `Ready(None)` once the closed event has been handed out.
+    #[inline]
     pub(crate) fn poll_event(
         &mut self,
         conn: &mut Connection,
