@@ -7,8 +7,8 @@
 //! so a queue of bursts, each a send time and a count, is enough; nothing is written
 //! into the payload, which is built once and shared). Each task records into its own
 //! HDR histogram, one latency per burst answered in a wake-up rather than one per
-//! message (see `stats::InFlight`); they are merged at the end, so the hot loop shares nothing but a
-//! relaxed counter for the progress bar.
+//! message (see `stats::InFlight`); they are merged at the end, so the hot loop shares
+//! nothing but a relaxed counter for the progress bar.
 //!
 //! Only echoes received within the duration count. The generator's CPU time (and the
 //! server's, with `--server-pid`) over the same window tells which side was the

@@ -695,13 +695,7 @@ impl Connection {
             return Ok(Step::Blocked);
         }
         self.reading = None;
-        // A frame that is all the buffer holds (one message per read, the usual case)
-        // takes the buffer whole: splitting it would allocate to share it.
-        let payload = if reading.len == self.input.len() {
-            std::mem::take(&mut self.input)
-        } else {
-            self.input.split_to(reading.len)
-        };
+        let payload = self.take_input(reading.len);
 
         match reading.header.opcode {
             OpCode::Ping => {
@@ -732,6 +726,17 @@ impl Connection {
                     Assembled::Fragment(fragment) => Step::Event(Event::Fragment(fragment)),
                 })
             }
+        }
+    }
+
+    /// The first `len` bytes of the input, as a buffer of their own. When they are all
+    /// it holds (one message per read, the usual case) the buffer is taken whole:
+    /// splitting it would allocate to share it.
+    fn take_input(&mut self, len: usize) -> BytesMut {
+        if len == self.input.len() {
+            std::mem::take(&mut self.input)
+        } else {
+            self.input.split_to(len)
         }
     }
 

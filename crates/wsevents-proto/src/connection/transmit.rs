@@ -6,9 +6,10 @@
 //! whenever the connection goes idle (an idle connection holds no memory but its own
 //! state), so in a request/response exchange it would be allocated and freed once per
 //! message; instead, while nothing else is queued, up to `INLINE_CAPACITY` bytes of
-//! frames (a short reply, a pong, a close frame) are kept in the queue itself. The queue implements
-//! [`bytes::Buf`], so an I/O layer writes it with `write_buf` (vectored when the
-//! transport supports it) and the bytes still queued are `remaining()`.
+//! frames (a short reply, a pong, a close frame) are kept in the queue itself. The
+//! queue implements [`bytes::Buf`], so an I/O layer writes it with `write_buf`
+//! (vectored when the transport supports it) and the bytes still queued are
+//! `remaining()`.
 //!
 //! The browser's `bufferedAmount` is a different count: application bytes (text as
 //! UTF-8, binary as is) of messages not yet transmitted, without framing and before
@@ -146,12 +147,7 @@ impl TransmitQueue {
         }
         let own_chunk = header.mask.is_none() && payload.len() >= OWN_CHUNK_THRESHOLD;
         // One allocation for the frame, not one per growth step.
-        let needed = if own_chunk { head_len } else { frame_len };
-        if self.tail.capacity() == 0 {
-            self.tail = BytesMut::with_capacity(needed.max(FIRST_TAIL_CAPACITY));
-        } else {
-            self.tail.reserve(needed);
-        }
+        self.reserve_tail(if own_chunk { head_len } else { frame_len });
         self.tail.extend_from_slice(&head[..head_len]);
         match header.mask {
             Some(key) => {
@@ -175,19 +171,24 @@ impl TransmitQueue {
     /// Move the inline bytes into the coalescing buffer, with room for `more` after
     /// them, so that what is queued next follows them.
     fn spill_inline(&mut self, more: usize) {
-        let inline = &self.inline[self.inline_start..self.inline_end];
-        if !inline.is_empty() {
+        if self.inline_len() > 0 {
             // The tail is empty while there are inline bytes; it may still have room.
-            let needed = inline.len() + more;
-            if self.tail.capacity() == 0 {
-                self.tail = BytesMut::with_capacity(needed.max(FIRST_TAIL_CAPACITY));
-            } else {
-                self.tail.reserve(needed);
-            }
-            self.tail.extend_from_slice(inline);
+            self.reserve_tail(self.inline_len() + more);
+            self.tail
+                .extend_from_slice(&self.inline[self.inline_start..self.inline_end]);
         }
         self.inline_start = 0;
         self.inline_end = 0;
+    }
+
+    /// Make room for `needed` more bytes in the coalescing buffer: a fresh one (at least
+    /// `FIRST_TAIL_CAPACITY`) if it was given back, else grown in place.
+    fn reserve_tail(&mut self, needed: usize) {
+        if self.tail.capacity() == 0 {
+            self.tail = BytesMut::with_capacity(needed.max(FIRST_TAIL_CAPACITY));
+        } else {
+            self.tail.reserve(needed);
+        }
     }
 
     /// Queue bytes as they are (an HTTP head).

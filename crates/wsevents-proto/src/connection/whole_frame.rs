@@ -89,14 +89,7 @@ impl Connection {
             return None;
         }
         self.input.advance(header_len);
-        // A frame that is all the buffer holds takes the buffer whole: splitting it
-        // would allocate to share it.
-        let payload = if len == self.input.len() {
-            std::mem::take(&mut self.input)
-        } else {
-            self.input.split_to(len)
-        }
-        .freeze();
+        let payload = self.take_input(len).freeze();
         Some(Event::Message(if text {
             Message::Text(Utf8Bytes::from_validated(payload))
         } else {
