@@ -30,6 +30,15 @@ pub const MAX_HEADER_LEN: usize = 14;
 /// The largest payload of a control frame (§5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
+/// The longest payload whose length fits the header's 7-bit field (two-byte header).
+pub(crate) const MAX_SHORT_PAYLOAD: usize = 125;
+
+/// The FIN bit of the first header byte.
+pub(crate) const FIN: u8 = 0x80;
+
+/// The MASK bit of the second header byte.
+pub(crate) const MASK_BIT: u8 = 0x80;
+
 /// RSV1, the bit permessage-deflate uses to mark a compressed message.
 pub const RSV1: u8 = 0x40;
 /// RSV2.

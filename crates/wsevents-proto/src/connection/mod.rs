@@ -32,7 +32,7 @@ use crate::close::{CloseFrame, MAX_REASON_LEN};
 use crate::error::{Error, ProtocolError};
 use crate::event::{Closure, Event, Initiator, Message, MessageKind, Utf8Bytes};
 use crate::extension::Extension;
-use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_SHORT_PAYLOAD, OpCode};
 use crate::handshake::{self, ClientRequest, Request, Response};
 use crate::mask::{self, MaskKeys};
 use crate::role::Role;
@@ -392,6 +392,13 @@ impl Connection {
             Message::Text(text) => (MessageKind::Text, text.into_bytes()),
             Message::Binary(data) => (MessageKind::Binary, data),
         };
+        if payload.len() <= MAX_SHORT_PAYLOAD && (self.extension.is_none() || !encode) {
+            // The common case in one step: a short frame as it is.
+            let mask = self.mask_keys.as_mut().map(MaskKeys::next_key);
+            self.transmit
+                .push_short_data_frame(data_opcode(kind), &payload, mask);
+            return Ok(());
+        }
         let app_len = payload.len();
         let (payload, rsv) = match self.extension.as_mut() {
             Some(extension) if encode => extension.encode(kind, payload),
@@ -557,6 +564,39 @@ impl Connection {
         self.next_read_event().or_else(|| self.events.pop_front())
     }
 
+    /// The next event if it is a message ready to hand out, else `None`: a shortcut for
+    /// the most common event, cheaper than [`poll_event`](Self::poll_event) (no
+    /// [`Event`] to build and take apart). `None` says nothing more: the next event may
+    /// be anything else, or need more input; `poll_event` tells. The two may be mixed
+    /// freely, and between them hand out every event once, in order.
+    ///
+    /// ```
+    /// use wsevents_proto::{Config, Connection, Event, Role};
+    /// let mut conn = Connection::open(Role::Client, Config::default());
+    /// // From the server: a text message, then a ping.
+    /// conn.handle_input(b"\x81\x02hi\x89\x00");
+    /// assert_eq!(conn.poll_message().unwrap().as_text(), Some("hi"));
+    /// assert!(conn.poll_message().is_none(), "a ping is not a message");
+    /// assert!(matches!(conn.poll_event(), Some(Event::Ping(_))));
+    /// ```
+    #[inline]
+    pub fn poll_message(&mut self) -> Option<Message> {
+        match self.events.front() {
+            Some(Event::Message(_)) => match self.events.pop_front() {
+                Some(Event::Message(message)) => Some(message),
+                _ => None,
+            },
+            Some(_) => None,
+            None => {
+                #[cfg(test)]
+                if !self.whole_frames {
+                    return None;
+                }
+                self.read_whole_frame()
+            }
+        }
+    }
+
     /// The bytes to write to the transport, if any: write them (vectored, as a
     /// [`Buf`]) and `advance` the queue by what was written.
     #[inline]
@@ -583,8 +623,8 @@ impl Connection {
         let whole_frames = self.whole_frames;
         #[cfg(not(test))]
         let whole_frames = true;
-        if whole_frames && let Some(event) = self.read_whole_frame() {
-            return Some(event);
+        if whole_frames && let Some(message) = self.read_whole_frame() {
+            return Some(Event::Message(message));
         }
         loop {
             let step = match self.phase {

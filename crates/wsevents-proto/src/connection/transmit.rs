@@ -24,7 +24,7 @@ use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::frame::{FrameHeader, MAX_HEADER_LEN};
+use crate::frame::{FIN, FrameHeader, MASK_BIT, MAX_HEADER_LEN, MAX_SHORT_PAYLOAD, OpCode};
 use crate::mask;
 
 /// Payloads at least this long are queued as their own chunk instead of being copied
@@ -104,6 +104,76 @@ impl TransmitQueue {
     /// payload's length before an extension transformed it).
     pub(crate) fn push_data_frame(&mut self, header: &FrameHeader, payload: Bytes, app_len: usize) {
         self.push_frame(header, payload);
+        self.mark_data(app_len);
+    }
+
+    /// Queue a whole data message of at most [`MAX_SHORT_PAYLOAD`] bytes as one frame
+    /// (FIN, no RSV bits, the two-byte length form), masked with `mask` if given: what
+    /// [`push_data_frame`](Self::push_data_frame) does, without the general header.
+    pub(crate) fn push_short_data_frame(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        mask: Option<[u8; 4]>,
+    ) {
+        debug_assert!(payload.len() <= MAX_SHORT_PAYLOAD);
+        let mut head = [FIN | opcode.as_u8(), payload.len() as u8, 0, 0, 0, 0];
+        let head_len = match mask {
+            Some(key) => {
+                head[1] |= MASK_BIT;
+                head[2..].copy_from_slice(&key);
+                6
+            }
+            None => 2,
+        };
+        let frame_len = head_len + payload.len();
+        let masked = match self.reserve_inline(frame_len) {
+            Some(frame) => {
+                frame[..head_len].copy_from_slice(&head[..head_len]);
+                frame[head_len..].copy_from_slice(payload);
+                &mut frame[head_len..]
+            }
+            None => {
+                self.reserve_tail(frame_len);
+                self.tail.extend_from_slice(&head[..head_len]);
+                let start = self.tail.len();
+                self.tail.extend_from_slice(payload);
+                &mut self.tail[start..]
+            }
+        };
+        if let Some(key) = mask {
+            mask::apply_mask(masked, key, 0);
+        }
+        self.mark_data(payload.len());
+    }
+
+    /// Count a frame of `frame_len` bytes as queued, and give room for it in the inline
+    /// bytes if it fits there and nothing else is queued. `None`: it goes at the end of
+    /// the coalescing buffer (where the inline bytes have been moved).
+    #[inline]
+    fn reserve_inline(&mut self, frame_len: usize) -> Option<&mut [u8]> {
+        if self.len == 0 {
+            // Nothing else is queued: start the inline bytes afresh.
+            self.inline_start = 0;
+            self.inline_end = 0;
+        }
+        let inline_only = self.len == self.inline_len();
+        self.len += frame_len;
+        self.pushed += frame_len as u64;
+        if !inline_only {
+            return None;
+        }
+        let start = self.inline_end;
+        if start + frame_len > INLINE_CAPACITY {
+            self.spill_inline(frame_len);
+            return None;
+        }
+        self.inline_end += frame_len;
+        Some(&mut self.inline[start..start + frame_len])
+    }
+
+    /// Count `app_len` bytes of application data for a data frame just queued.
+    fn mark_data(&mut self, app_len: usize) {
         if app_len == 0 {
             return;
         }
@@ -183,6 +253,7 @@ impl TransmitQueue {
 
     /// Make room for `needed` more bytes in the coalescing buffer: a fresh one (at least
     /// `FIRST_TAIL_CAPACITY`) if it was given back, else grown in place.
+    #[inline]
     fn reserve_tail(&mut self, needed: usize) {
         if self.tail.capacity() == 0 {
             self.tail = BytesMut::with_capacity(needed.max(FIRST_TAIL_CAPACITY));
@@ -441,12 +512,13 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Any mix of frames (inline, coalesced, own chunks, masked), raw bytes,
-        /// partial writes and releases comes out as the bytes pushed, in order.
+        /// Any mix of frames (inline, coalesced, own chunks, masked, short ones by
+        /// either path), raw bytes, partial writes and releases comes out as the bytes
+        /// pushed, in order.
         #[test]
         fn writes_in_any_pieces_give_the_bytes_pushed_in_order(
             ops in proptest::collection::vec(
-                (0u8..4, 0usize..5000, proptest::prelude::any::<proptest::sample::Index>()),
+                (0u8..6, 0usize..5000, proptest::prelude::any::<proptest::sample::Index>()),
                 1..40),
         ) {
             let mut queue = TransmitQueue::default();
@@ -455,11 +527,14 @@ mod tests {
             for (i, (op, size, at)) in ops.into_iter().enumerate() {
                 // Mostly small frames, so that the inline room fills and spills.
                 let size = if i % 3 == 0 { size } else { size % 40 };
+                // 4 and 5: the short-frame path, for what fits it.
+                let short = op >= 4;
+                let size = if short { size % (MAX_SHORT_PAYLOAD + 1) } else { size };
                 match op {
-                    0 | 1 => {
+                    0 | 1 | 4 | 5 => {
                         let payload: Vec<u8> = (0..size).map(|b| b as u8).collect();
                         let mut header = FrameHeader::new(OpCode::Binary, size as u64);
-                        if op == 1 {
+                        if op % 2 == 1 {
                             header.mask = Some([1, 2, 3, 4]);
                         }
                         let mut head = [0u8; MAX_HEADER_LEN];
@@ -470,7 +545,11 @@ mod tests {
                             mask::apply_mask(&mut body, key, 0);
                         }
                         expected.extend_from_slice(&body);
-                        queue.push_data_frame(&header, Bytes::from(payload), size);
+                        if short {
+                            queue.push_short_data_frame(OpCode::Binary, &payload, header.mask);
+                        } else {
+                            queue.push_data_frame(&header, Bytes::from(payload), size);
+                        }
                     }
                     2 => {
                         let n = at.index(queue.remaining() + 1);

@@ -15,7 +15,7 @@
 
 use bytes::Buf;
 
-use crate::event::{Event, Message, Utf8Bytes};
+use crate::event::{Message, Utf8Bytes};
 use crate::mask;
 use crate::role::Role;
 use crate::utf8;
@@ -29,7 +29,7 @@ const FIN_ONLY: u8 = 0x80;
 impl Connection {
     /// Read one whole single-frame message from the front of the input, if that is
     /// what is there (see the module doc); `None` leaves the input as it was.
-    pub(super) fn read_whole_frame(&mut self) -> Option<Event> {
+    pub(super) fn read_whole_frame(&mut self) -> Option<Message> {
         if !matches!(self.phase, Phase::Open)
             || self.reading.is_some()
             || self.config.stream_fragments
@@ -90,11 +90,11 @@ impl Connection {
         }
         self.input.advance(header_len);
         let payload = self.take_input(len).freeze();
-        Some(Event::Message(if text {
+        Some(if text {
             Message::Text(Utf8Bytes::from_validated(payload))
         } else {
             Message::Binary(payload)
-        }))
+        })
     }
 }
 
@@ -132,6 +132,33 @@ mod tests {
         out
     }
 
+    /// The same, taking each event with `poll_message` where `picks` says (falling back
+    /// to `poll_event` when it has none) and with `poll_event` elsewhere.
+    fn events_mixed(role: Role, wire: &[u8], picks: &[bool]) -> Vec<String> {
+        let config = Config {
+            max_frame_size: 200,
+            max_message_size: 250,
+            ..Config::default()
+        };
+        let mut conn = Connection::open(role, config);
+        conn.handle_input(wire);
+        let mut out = Vec::new();
+        for i in 0.. {
+            if picks.get(i).copied().unwrap_or(false)
+                && let Some(message) = conn.poll_message()
+            {
+                out.push(format!("{:?}", Event::Message(message)));
+                continue;
+            }
+            match conn.poll_event() {
+                Some(event) => out.push(format!("{event:?}")),
+                None => break,
+            }
+        }
+        out.push(format!("{:?}", conn.state()));
+        out
+    }
+
     fn frame(b0: u8, masked: bool, len7: u8, ext: &[u8], key: [u8; 4], payload: &[u8]) -> Vec<u8> {
         let mut wire = vec![b0, u8::from(masked) << 7 | len7];
         wire.extend_from_slice(ext);
@@ -151,9 +178,7 @@ mod tests {
         let mut conn = open(Role::Server);
         let hello = frame(0x81, true, 5, &[], [1, 2, 3, 4], b"hello");
         conn.handle_input(&hello);
-        assert!(
-            matches!(conn.read_whole_frame(), Some(Event::Message(m)) if m.as_text() == Some("hello"))
-        );
+        assert!(matches!(conn.read_whole_frame(), Some(m) if m.as_text() == Some("hello")));
         // A fragment, a ping, a partial frame, an unmasked frame: left alone.
         for wire in [
             frame(0x01, true, 2, &[], [0; 4], b"hi"),
@@ -177,6 +202,7 @@ mod tests {
                 1..6),
             server in any::<bool>(),
             cut in any::<prop::sample::Index>(),
+            picks in proptest::collection::vec(any::<bool>(), 0..12),
         ) {
             let role = if server { Role::Server } else { Role::Client };
             let mut wire = Vec::new();
@@ -199,7 +225,9 @@ mod tests {
                 wire.extend(frame(b0, masked, len7, &ext, key, &payload));
             }
             let wire = &wire[..cut.index(wire.len() + 1)];
-            prop_assert_eq!(events(role, wire, true), events(role, wire, false));
+            let general = events(role, wire, false);
+            prop_assert_eq!(events(role, wire, true), general.clone());
+            prop_assert_eq!(events_mixed(role, wire, &picks), general);
         }
     }
 }

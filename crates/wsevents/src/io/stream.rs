@@ -174,6 +174,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        // The common case first: a message already read, straight from the core.
+        if let Some(message) = this.conn.poll_message() {
+            return Poll::Ready(Some(Ok(message)));
+        }
         loop {
             match ready!(this.driver.poll_event(&mut this.conn, cx)) {
                 None | Some(Event::Closed(_)) => return Poll::Ready(None),
