@@ -220,6 +220,11 @@ impl TransmitQueue {
         self.reserve_tail(if own_chunk { head_len } else { frame_len });
         self.tail.extend_from_slice(&head[..head_len]);
         match header.mask {
+            // A long payload in one pass (see `extend_masked`); a short one stays in
+            // the cache between the copy and the masking.
+            Some(key) if payload.len() >= OWN_CHUNK_THRESHOLD => {
+                mask::extend_masked(&mut self.tail, &payload, key);
+            }
             Some(key) => {
                 let start = self.tail.len();
                 self.tail.extend_from_slice(&payload);
