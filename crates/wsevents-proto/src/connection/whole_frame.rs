@@ -88,8 +88,10 @@ impl Connection {
             }
             return None;
         }
-        self.input.advance(header_len);
-        let payload = self.take_input(len).freeze();
+        // The frame as one piece, then past its header: advancing a `Bytes` is a
+        // pointer bump, a `BytesMut` would check its representation first.
+        let mut payload = self.take_input(frame_len).freeze();
+        payload.advance(header_len);
         Some(if text {
             Message::Text(Utf8Bytes::from_validated(payload))
         } else {
