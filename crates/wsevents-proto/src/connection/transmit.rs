@@ -126,25 +126,34 @@ impl TransmitQueue {
             }
             None => 2,
         };
-        let frame_len = head_len + payload.len();
-        let masked = match self.reserve_inline(frame_len) {
+        self.push_copied(&head[..head_len], payload, mask);
+        self.mark_data(payload.len());
+    }
+
+    /// Queue a frame made of the encoded `head` and a copy of `payload`, masked with
+    /// `mask` if given: in the inline bytes when they take it, else at the end of the
+    /// coalescing buffer. Inlined: on the short-frame path a call costs as much as the
+    /// copy.
+    #[inline(always)]
+    fn push_copied(&mut self, head: &[u8], payload: &[u8], mask: Option<[u8; 4]>) {
+        let frame_len = head.len() + payload.len();
+        let body = match self.reserve_inline(frame_len) {
             Some(frame) => {
-                frame[..head_len].copy_from_slice(&head[..head_len]);
-                frame[head_len..].copy_from_slice(payload);
-                &mut frame[head_len..]
+                frame[..head.len()].copy_from_slice(head);
+                frame[head.len()..].copy_from_slice(payload);
+                &mut frame[head.len()..]
             }
             None => {
                 self.reserve_tail(frame_len);
-                self.tail.extend_from_slice(&head[..head_len]);
+                self.tail.extend_from_slice(head);
                 let start = self.tail.len();
                 self.tail.extend_from_slice(payload);
                 &mut self.tail[start..]
             }
         };
         if let Some(key) = mask {
-            mask::apply_mask(masked, key, 0);
+            mask::apply_mask(body, key, 0);
         }
-        self.mark_data(payload.len());
     }
 
     /// Count a frame of `frame_len` bytes as queued, and give room for it in the inline
@@ -193,48 +202,27 @@ impl TransmitQueue {
     pub(crate) fn push_frame(&mut self, header: &FrameHeader, payload: Bytes) {
         let mut head = [0u8; MAX_HEADER_LEN];
         let head_len = header.encode(&mut head);
-        let frame_len = head_len + payload.len();
-        self.len += frame_len;
-        self.pushed += frame_len as u64;
-        if self.len == frame_len {
-            // Nothing else is queued: start the inline bytes afresh.
-            self.inline_start = 0;
-            self.inline_end = 0;
+        if payload.len() < OWN_CHUNK_THRESHOLD {
+            self.push_copied(&head[..head_len], &payload, header.mask);
+            return;
         }
-        if self.len == self.inline_len() + frame_len {
-            if self.inline_end + frame_len <= INLINE_CAPACITY {
-                let start = self.inline_end;
-                let frame = &mut self.inline[start..start + frame_len];
-                frame[..head_len].copy_from_slice(&head[..head_len]);
-                frame[head_len..].copy_from_slice(&payload);
-                if let Some(key) = header.mask {
-                    mask::apply_mask(&mut frame[head_len..], key, 0);
-                }
-                self.inline_end += frame_len;
-                return;
-            }
-            self.spill_inline(frame_len);
-        }
-        let own_chunk = header.mask.is_none() && payload.len() >= OWN_CHUNK_THRESHOLD;
-        // One allocation for the frame, not one per growth step.
-        self.reserve_tail(if own_chunk { head_len } else { frame_len });
-        self.tail.extend_from_slice(&head[..head_len]);
+        // Counted, and the inline bytes moved out: a long frame never fits among them.
+        let spilled = self.reserve_inline(head_len + payload.len()).is_none();
+        debug_assert!(spilled);
         match header.mask {
-            // A long payload in one pass (see `extend_masked`); a short one stays in
-            // the cache between the copy and the masking.
-            Some(key) if payload.len() >= OWN_CHUNK_THRESHOLD => {
+            // Masked in one pass on its way in (see `extend_masked`).
+            Some(key) => {
+                self.reserve_tail(head_len + payload.len());
+                self.tail.extend_from_slice(&head[..head_len]);
                 mask::extend_masked(&mut self.tail, &payload, key);
             }
-            Some(key) => {
-                let start = self.tail.len();
-                self.tail.extend_from_slice(&payload);
-                mask::apply_mask(&mut self.tail[start..], key, 0);
-            }
-            None if own_chunk => {
+            // Its own chunk behind its header, never copied.
+            None => {
+                self.reserve_tail(head_len);
+                self.tail.extend_from_slice(&head[..head_len]);
                 self.chunks.push_back(self.tail.split().freeze());
                 self.chunks.push_back(payload);
             }
-            None => self.tail.extend_from_slice(&payload),
         }
     }
 
