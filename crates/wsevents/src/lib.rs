@@ -11,7 +11,9 @@
 //! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` clients.
 //! - [`accept`] / [`Acceptor`] / [`Server`]: servers, standalone or inside another
 //!   HTTP server's upgrade.
-//! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s.
+//! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s
+//!   ([`StreamEvent`]s with pings and pongs, on opt-in), that [`split`](WebSocketStream::split)s
+//!   into a [`ReadHalf`] and a [`WriteHalf`] for two tasks.
 //!
 //! What it does not do: HTTP beyond the upgrade (no routing of plain HTTP requests),
 //! proxies, or HTTP/2 WebSockets (RFC 8441).
@@ -39,7 +41,9 @@ pub use api::events::{CloseEvent, ErrorEvent, Event, EventType, ListenerId, Mess
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
 pub use io::server::{Accepted, Acceptor, Server, ServerBuilder, accept};
-pub use io::stream::{DEFAULT_WRITE_LIMIT, ReadHalf, WebSocketStream, WriteHalf};
+pub use io::stream::{
+    DEFAULT_WRITE_LIMIT, ReadHalf, ReuniteError, StreamEvent, WebSocketStream, WriteHalf,
+};
 pub use io::tls::MaybeTlsStream;
 pub use wsevents_proto::deflate::DeflateConfig;
 pub use wsevents_proto::{CloseCode, CloseFrame, Closure, Config, Message, Role, State, Utf8Bytes};

@@ -1,9 +1,12 @@
 //! The stream API: a connection as a [`Stream`] of incoming messages and a [`Sink`] of
 //! outgoing ones, for code that prefers to pull.
 //!
-//! Pings are answered automatically and pongs are not surfaced; the end of the stream
-//! (`None`) comes after the close handshake and the transport's teardown, and
-//! [`WebSocketStream::closure`] then says how the connection ended.
+//! Pings are answered automatically and, on the `Stream`, neither pings nor pongs are
+//! surfaced; [`WebSocketStream::next_event`] is the opt-in that hands them out too, as
+//! [`StreamEvent`]s (a pong with its round-trip time when it answers this end's
+//! [`ping`](WebSocketStream::ping)). The end of the stream (`None`) comes after the
+//! close handshake and the transport's teardown, and [`WebSocketStream::closure`] then
+//! says how the connection ended.
 //!
 //! Writing: messages given to the sink with `feed` are written on `flush`, and
 //! otherwise by the next `poll_next` before it waits for input. So an echo loop needs
@@ -13,9 +16,13 @@
 //! Backpressure: `poll_ready` of the sink waits while more than the write limit is
 //! queued and not yet written (default 128 KiB), so a sender can never queue more than
 //! that plus one message per connection.
+//!
+//! [`WebSocketStream::split`] gives a [`ReadHalf`] and a [`WriteHalf`] for two tasks;
+//! [`split`](self::split) says how they wake and how the write half closes.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -25,6 +32,10 @@ use wsevents_proto::{CloseCode, CloseFrame, Closure, Connection, Event, Message,
 
 use crate::api::error::{Error, Result};
 use crate::io::driver::Driver;
+
+mod split;
+
+pub use split::{ReadHalf, ReuniteError, WriteHalf};
 
 /// The default write limit: how many queued, unwritten bytes make `poll_ready` wait.
 pub const DEFAULT_WRITE_LIMIT: usize = 128 * 1024;
@@ -137,9 +148,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
     }
 
-    /// Queue a ping.
+    /// Queue a ping (written on the next flush or read). Its time is recorded, so the
+    /// pong that answers it comes out of [`next_event`](Self::next_event) with its
+    /// round-trip time.
     pub fn ping(&mut self, data: impl Into<Bytes>) -> Result<()> {
         Ok(self.conn.ping(data.into())?)
+    }
+
+    /// The next message, ping or pong: the [`Stream`] with the control frames it
+    /// hides. `None` after the close handshake, like the stream. Pings are still
+    /// answered automatically.
+    ///
+    /// ```no_run
+    /// use wsevents::StreamEvent;
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// let mut ws = wsevents::connect("ws://127.0.0.1:8080/ws").await?;
+    /// ws.ping("are you there?")?;
+    /// while let Some(event) = ws.next_event().await {
+    ///     match event? {
+    ///         StreamEvent::Message(message) => println!("{message:?}"),
+    ///         StreamEvent::Pong { rtt: Some(rtt), .. } => println!("round trip: {rtt:?}"),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn next_event(&mut self) -> Option<Result<StreamEvent>> {
+        std::future::poll_fn(|cx| self.poll_next_event(cx)).await
+    }
+
+    /// Poll for the next message, ping or pong (see [`next_event`](Self::next_event)).
+    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<StreamEvent>>> {
+        self.poll_next_inner(cx, true)
     }
 
     /// Close with `code` and `reason`, wait for the close handshake and the transport's
@@ -158,16 +198,97 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         Poll::Ready(())
     }
 
-    /// Split into a sink half and a stream half that can move to different tasks.
+    /// Split into a sink half and a stream half that can move to different tasks; they
+    /// wake independently and [`ReadHalf::reunite`] puts them back together. Closing
+    /// the write half keeps the messages the read half has still to get (see
+    /// [`split`](self::split)).
+    ///
+    /// ```no_run
+    /// use futures_util::{SinkExt, StreamExt};
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// let ws = wsevents::connect("ws://127.0.0.1:8080/ws").await?;
+    /// let (mut write, mut read) = ws.split();
+    /// let reader = tokio::spawn(async move {
+    ///     while let Some(message) = read.next().await {
+    ///         println!("{:?}", message?);
+    ///     }
+    ///     Ok::<_, wsevents::Error>(read)
+    /// });
+    /// write.send(wsevents::Message::text("Hello WebSocket.")).await?;
+    /// write.close(wsevents::CloseCode::NORMAL, "done").await?;
+    /// let read = reader.await.expect("the reader does not panic")?;
+    /// println!("closed: {:?}", read.closure());
+    /// # Ok(()) }
+    /// ```
     pub fn split(self) -> (WriteHalf<S>, ReadHalf<S>) {
-        futures_util::StreamExt::split(self)
+        split::split(self)
+    }
+
+    /// The next message, or with `control` also the next ping or pong.
+    fn poll_next_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        control: bool,
+    ) -> Poll<Option<Result<StreamEvent>>> {
+        // The common case first: a message already read, straight from the core.
+        if let Some(message) = self.conn.poll_message() {
+            return Poll::Ready(Some(Ok(StreamEvent::Message(message))));
+        }
+        loop {
+            let event = match ready!(self.driver.poll_event(&mut self.conn, cx)) {
+                None | Some(Event::Closed(_)) => return Poll::Ready(None),
+                Some(Event::Message(message)) => StreamEvent::Message(message),
+                Some(Event::Error(error)) => {
+                    let error = match (self.driver.take_io_error(), error) {
+                        (Some(io), wsevents_proto::Error::UnexpectedEof) => Error::Io(io),
+                        (_, error) => Error::from(error),
+                    };
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Some(Event::Ping(payload)) if control => StreamEvent::Ping(payload),
+                Some(Event::Pong(pong)) if control => pong_event(pong),
+                Some(_) => continue,
+            };
+            return Poll::Ready(Some(Ok(event)));
+        }
+    }
+
+    /// Write what is queued, unless the core is closed: then the driver's teardown,
+    /// run by whoever reads, writes what is left (and may already have shut the
+    /// transport's write side).
+    fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.conn.state() == State::Closed {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Ready(Ok(ready!(self.driver.poll_write(&mut self.conn, cx))?))
     }
 }
 
-/// The sending half of a split [`WebSocketStream`].
-pub type WriteHalf<S> = futures_util::stream::SplitSink<WebSocketStream<S>, Message>;
-/// The receiving half of a split [`WebSocketStream`].
-pub type ReadHalf<S> = futures_util::stream::SplitStream<WebSocketStream<S>>;
+/// What [`WebSocketStream::next_event`] and [`ReadHalf::next_event`] hand out: a message,
+/// or a control frame the [`Stream`] hides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// A whole message, as the `Stream` gives it.
+    Message(Message),
+    /// A ping arrived (the pong is already queued).
+    Ping(Bytes),
+    /// A pong arrived.
+    Pong {
+        /// Its payload.
+        payload: Bytes,
+        /// The time since this end sent the ping it answers, when it answers the latest
+        /// ping this end sent (by [`WebSocketStream::ping`], [`WriteHalf::ping`] or
+        /// keepalive); `None` for an unsolicited pong or one that answers an older
+        /// ping.
+        rtt: Option<Duration>,
+    },
+}
+
+/// A pong from the core as a [`StreamEvent`].
+fn pong_event(payload: Bytes) -> StreamEvent {
+    StreamEvent::Pong { payload, rtt: None }
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
     type Item = Result<Message>;
@@ -178,20 +299,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
         if let Some(message) = this.conn.poll_message() {
             return Poll::Ready(Some(Ok(message)));
         }
-        loop {
-            match ready!(this.driver.poll_event(&mut this.conn, cx)) {
-                None | Some(Event::Closed(_)) => return Poll::Ready(None),
-                Some(Event::Message(message)) => return Poll::Ready(Some(Ok(message))),
-                Some(Event::Error(error)) => {
-                    let error = match (this.driver.take_io_error(), error) {
-                        (Some(io), wsevents_proto::Error::UnexpectedEof) => Error::Io(io),
-                        (_, error) => Error::from(error),
-                    };
-                    return Poll::Ready(Some(Err(error)));
-                }
-                Some(_) => {}
-            }
-        }
+        Poll::Ready(match ready!(this.poll_next_inner(cx, false)) {
+            Some(Ok(StreamEvent::Message(message))) => Some(Ok(message)),
+            Some(Err(error)) => Some(Err(error)),
+            // Without `control` only messages come out.
+            Some(Ok(_)) | None => None,
+        })
     }
 }
 
