@@ -1,0 +1,300 @@
+//! `WebSocketStream::split` over real sockets on 127.0.0.1: the halves wake
+//! independently (no lost wakeup when both wait on the transport), the write half's
+//! close keeps the read half's messages, its ping reaches the peer, and two tasks echo
+//! many messages both ways.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::timeout;
+use wsevents::{ClientBuilder, CloseCode, Message, StreamEvent, WebSocketStream};
+
+/// Long enough for anything here on a loaded machine; a hang fails instead of blocking.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A connected client and the server end of its connection, over loopback.
+async fn pair() -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    handshake(listener, tcp).await
+}
+
+/// The same, with small kernel buffers both ways, so a few hundred KiB fill them.
+async fn small_buffer_pair() -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
+    let socket = TcpSocket::new_v4().unwrap();
+    // Set before listen: accepted sockets inherit it, and the window is sized by it.
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(8).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    handshake(listener, tcp).await
+}
+
+async fn handshake(
+    listener: TcpListener,
+    tcp: TcpStream,
+) -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        wsevents::accept(tcp).await.unwrap()
+    });
+    let client = ClientBuilder::new(&url)
+        .unwrap()
+        .handshake(tcp)
+        .await
+        .unwrap();
+    (client, server.await.unwrap())
+}
+
+/// Wait until `counter` stops moving for a while: the task behind it is stuck.
+async fn until_still(counter: &AtomicUsize) -> usize {
+    let mut last = counter.load(Ordering::SeqCst);
+    loop {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let now = counter.load(Ordering::SeqCst);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// The lost-wakeup regression: the write half waits on a full socket, then the read
+/// half waits too (and its poll writes, taking the socket's one write waker); when the
+/// peer drains, both must finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_half_on_a_full_socket_wakes_while_the_read_half_waits() {
+    const COUNT: usize = 64;
+    const SIZE: usize = 64 * 1024;
+    let (client, mut peer) = small_buffer_pair().await;
+    let (mut write, mut read) = client.split();
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            for i in 0..COUNT {
+                write.send(Message::binary(vec![i as u8; SIZE])).await?;
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<_, wsevents::Error>(write)
+        }
+    });
+    // The peer reads nothing yet: the writer fills the buffers and waits.
+    let stuck_at = until_still(&sent).await;
+    assert!(stuck_at < COUNT, "the socket never filled up");
+
+    let reader = tokio::spawn(async move {
+        let message = read.next().await;
+        (message.map(|m| m.map(|m| m.as_text().map(str::to_owned))), read)
+    });
+    // Let the reader's poll reach the transport (and register) before the peer drains.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!reader.is_finished());
+
+    let drain = async {
+        for i in 0..COUNT {
+            let message = peer.next().await.expect("a message").expect("no error");
+            assert_eq!(message, Message::binary(vec![i as u8; SIZE]));
+        }
+        peer.send(Message::text("all read")).await.unwrap();
+    };
+    timeout(LIMIT, drain)
+        .await
+        .expect("the peer got every message (the write half was woken)");
+    let write = timeout(LIMIT, writer)
+        .await
+        .expect("the write half finished")
+        .unwrap()
+        .unwrap();
+    let (message, read) = timeout(LIMIT, reader)
+        .await
+        .expect("the read half finished")
+        .unwrap();
+    assert_eq!(message.unwrap().unwrap().as_deref(), Some("all read"));
+    assert!(read.reunite(write).is_ok());
+}
+
+/// Closing the write half sends the close frame but keeps what the peer sent before
+/// its own: the read half yields it all, then ends after the close handshake.
+#[tokio::test]
+async fn write_half_close_keeps_the_read_halfs_pending_messages() {
+    let (client, mut peer) = pair().await;
+    let (mut write, mut read) = client.split();
+    for i in 0..5 {
+        peer.feed(Message::text(format!("message {i}"))).await.unwrap();
+    }
+    peer.flush().await.unwrap();
+    // The messages are on their way (or in the client's buffers) when it closes.
+    let peer_task = tokio::spawn(async move {
+        while let Some(message) = peer.next().await {
+            message.unwrap();
+        }
+        peer.closure().cloned()
+    });
+    timeout(LIMIT, write.close(CloseCode::GOING_AWAY, "bye"))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut received = Vec::new();
+    let collect = async {
+        while let Some(message) = read.next().await {
+            received.push(message.unwrap().as_text().unwrap().to_owned());
+        }
+    };
+    timeout(LIMIT, collect).await.expect("the read half ended");
+    let expected: Vec<String> = (0..5).map(|i| format!("message {i}")).collect();
+    assert_eq!(received, expected);
+
+    let closure = read.closure().expect("closed");
+    assert!(closure.was_clean());
+    assert_eq!(closure.code(), CloseCode::GOING_AWAY, "the peer echoes the code");
+    let peer_closure = peer_task.await.unwrap().expect("the peer closed");
+    assert_eq!(
+        (peer_closure.code(), peer_closure.reason()),
+        (CloseCode::GOING_AWAY, "bye")
+    );
+}
+
+/// The sink's `close` follows the same rule, with 1000.
+#[tokio::test]
+async fn sink_close_of_the_write_half_keeps_the_read_halfs_messages() {
+    let (client, mut peer) = pair().await;
+    let (mut write, mut read) = client.split();
+    peer.send(Message::binary(vec![7; 100_000])).await.unwrap();
+    let peer_task = tokio::spawn(async move {
+        while let Some(message) = peer.next().await {
+            message.unwrap();
+        }
+        peer.closure().cloned()
+    });
+    timeout(LIMIT, SinkExt::close(&mut write))
+        .await
+        .unwrap()
+        .unwrap();
+    let message = timeout(LIMIT, read.next()).await.unwrap();
+    assert_eq!(message.unwrap().unwrap(), Message::binary(vec![7; 100_000]));
+    assert!(timeout(LIMIT, read.next()).await.unwrap().is_none());
+    assert!(read.closure().unwrap().was_clean());
+    let peer_closure = peer_task.await.unwrap().unwrap();
+    assert_eq!(peer_closure.code(), CloseCode::NORMAL);
+}
+
+/// With the read half dropped, nobody is left to read: the write half's close drives
+/// the close handshake to its end itself.
+#[tokio::test]
+async fn write_half_close_without_a_read_half_finishes_the_handshake() {
+    let (client, mut peer) = pair().await;
+    let (mut write, read) = client.split();
+    drop(read);
+    peer.send(Message::text("unread")).await.unwrap();
+    let peer_task = tokio::spawn(async move {
+        while peer.next().await.is_some() {}
+        peer.closure().cloned()
+    });
+    timeout(LIMIT, write.close(CloseCode::NORMAL, ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(write.state(), wsevents::State::Closed);
+    assert!(peer_task.await.unwrap().unwrap().was_clean());
+}
+
+/// The write half's ping is written out by itself (the read half is not polled), and
+/// its pong comes out of the read half's `next_event`.
+#[tokio::test]
+async fn write_half_ping_reaches_the_peer() {
+    let (client, mut peer) = pair().await;
+    let (mut write, mut read) = client.split();
+    timeout(LIMIT, write.ping("are you there?"))
+        .await
+        .unwrap()
+        .unwrap();
+    let event = timeout(LIMIT, peer.next_event()).await.unwrap();
+    assert_eq!(
+        event.unwrap().unwrap(),
+        StreamEvent::Ping(bytes::Bytes::from_static(b"are you there?"))
+    );
+    // The peer answered on that read; the pong comes back to the read half.
+    let event = timeout(LIMIT, read.next_event()).await.unwrap();
+    match event.unwrap().unwrap() {
+        StreamEvent::Pong { payload, .. } => assert_eq!(payload, "are you there?"),
+        other => panic!("expected the pong, got {other:?}"),
+    }
+}
+
+/// Two tasks, one per half, against an echo peer: many messages of mixed sizes go out
+/// and come back in order, then the write half closes and the read half ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halves_on_two_tasks_echo_many_messages() {
+    const COUNT: usize = 5_000;
+    let (client, mut peer) = pair().await;
+    let echo = tokio::spawn(async move {
+        while let Some(Ok(message)) = peer.next().await {
+            if peer.feed(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    fn message(i: usize) -> Message {
+        // Mostly small, every 100th large enough to fill the socket's buffers.
+        let size = if i % 100 == 0 { 300_000 } else { i % 1000 };
+        if i % 2 == 0 {
+            Message::binary(vec![i as u8; size])
+        } else {
+            Message::text("x".repeat(size))
+        }
+    }
+    let (mut write, mut read) = client.split();
+    let writer = tokio::spawn(async move {
+        for i in 0..COUNT {
+            write.feed(message(i)).await?;
+        }
+        write.flush().await?;
+        Ok::<_, wsevents::Error>(write)
+    });
+    let reader = tokio::spawn(async move {
+        for i in 0..COUNT {
+            let got = read.next().await.expect("a message").expect("no error");
+            assert_eq!(got, message(i), "message {i}");
+        }
+        read
+    });
+    let mut write = timeout(LIMIT, writer).await.unwrap().unwrap().unwrap();
+    let mut read = timeout(LIMIT, reader).await.unwrap().unwrap();
+    timeout(LIMIT, write.close(CloseCode::NORMAL, "done"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(timeout(LIMIT, read.next()).await.unwrap().is_none());
+    assert!(read.closure().unwrap().was_clean());
+    echo.await.unwrap();
+}
+
+/// `reunite` gives the stream back only for the halves of one stream.
+#[tokio::test]
+async fn reunite_takes_only_the_halves_of_one_stream() {
+    let (a, _peer_a) = pair().await;
+    let (b, _peer_b) = pair().await;
+    let (write_a, read_a) = a.split();
+    let (write_b, read_b) = b.split();
+    assert!(!read_a.is_pair_of(&write_b));
+    let wsevents::ReuniteError(read_a, write_b) = read_a.reunite(write_b).unwrap_err();
+    let mut a = read_a.reunite(write_a).unwrap();
+    let mut b = write_b.reunite(read_b).unwrap();
+    a.send(Message::text("still open")).await.unwrap();
+    assert_eq!(a.state(), wsevents::State::Open);
+    b.send(Message::text("also")).await.unwrap();
+}
