@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::timeout;
-use wsevents::{ClientBuilder, CloseCode, Message, StreamEvent, WebSocketStream};
+use wsevents::{ClientBuilder, CloseCode, Config, Message, StreamEvent, WebSocketStream};
 
 /// Long enough for anything here on a loaded machine; a hang fails instead of blocking.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -21,7 +21,7 @@ async fn pair() -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
-    handshake(listener, tcp).await
+    handshake(listener, tcp, Config::default()).await
 }
 
 /// The same, with small kernel buffers both ways, so a few hundred KiB fill them.
@@ -37,12 +37,14 @@ async fn small_buffer_pair() -> (WebSocketStream<TcpStream>, WebSocketStream<Tcp
     socket.set_send_buffer_size(4096).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(addr).await.unwrap();
-    handshake(listener, tcp).await
+    handshake(listener, tcp, Config::default()).await
 }
 
+/// The client end runs with `config`.
 async fn handshake(
     listener: TcpListener,
     tcp: TcpStream,
+    config: Config,
 ) -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
@@ -51,6 +53,7 @@ async fn handshake(
     });
     let client = ClientBuilder::new(&url)
         .unwrap()
+        .config(config)
         .handshake(tcp)
         .await
         .unwrap();
@@ -124,6 +127,104 @@ async fn write_half_on_a_full_socket_wakes_while_the_read_half_waits() {
         .unwrap();
     assert_eq!(message.unwrap().unwrap().as_deref(), Some("all read"));
     assert!(read.reunite(write).is_ok());
+}
+
+/// The same full socket, but the read half's task polls once and then stops polling
+/// (a `select!` or a timeout dropped its read): it last took the socket's write waker,
+/// yet the write half must still wake when the peer drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_half_wakes_when_the_read_half_polled_once_and_went_idle() {
+    const COUNT: usize = 64;
+    const SIZE: usize = 64 * 1024;
+    let (client, mut peer) = small_buffer_pair().await;
+    let (mut write, mut read) = client.split();
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            for i in 0..COUNT {
+                write.send(Message::binary(vec![i as u8; SIZE])).await?;
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<_, wsevents::Error>(write)
+        }
+    });
+    let stuck_at = until_still(&sent).await;
+    assert!(stuck_at < COUNT, "the socket never filled up");
+
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        let early = timeout(Duration::from_millis(150), read.next()).await;
+        assert!(early.is_err(), "nothing to read yet");
+        // Idle, holding the half, until told to read again.
+        wait.await.unwrap();
+        let message = read.next().await;
+        (message.map(|m| m.map(|m| m.as_text().map(str::to_owned))), read)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let drain = async {
+        for i in 0..COUNT {
+            let message = peer.next().await.expect("a message").expect("no error");
+            assert_eq!(message, Message::binary(vec![i as u8; SIZE]));
+        }
+        peer.send(Message::text("all read")).await.unwrap();
+    };
+    timeout(LIMIT, drain)
+        .await
+        .expect("the peer got every message (the write half was woken)");
+    let write = timeout(LIMIT, writer)
+        .await
+        .expect("the write half finished")
+        .unwrap()
+        .unwrap();
+    go.send(()).unwrap();
+    let (message, read) = timeout(LIMIT, reader)
+        .await
+        .expect("the read half finished")
+        .unwrap();
+    assert_eq!(message.unwrap().unwrap().as_deref(), Some("all read"));
+    assert!(write.reunite(read).is_ok());
+}
+
+/// The write half's close arms the close timeout, which only the reading side's poll
+/// sets: a read half already waiting must be woken to arm it, or a peer that never
+/// answers the close leaves it waiting for ever.
+#[tokio::test]
+async fn write_half_close_times_out_a_silent_peer_for_a_waiting_read_half() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let mut config = Config::default();
+    config.close_timeout = Some(Duration::from_millis(200));
+    let (client, _silent_peer) = handshake(listener, tcp, config).await;
+    let (mut write, mut read) = client.split();
+    let reader = tokio::spawn(async move {
+        let mut messages = 0;
+        while let Some(item) = read.next().await {
+            // The close timeout is reported as an error before the end.
+            if item.is_ok() {
+                messages += 1;
+            }
+        }
+        (messages, read)
+    });
+    // The reader is waiting for input (no deadline armed) when the write half closes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    timeout(LIMIT, write.close(CloseCode::NORMAL, ""))
+        .await
+        .unwrap()
+        .unwrap();
+    let (messages, read) = timeout(LIMIT, reader)
+        .await
+        .expect("the close timeout ended the read half")
+        .unwrap();
+    assert_eq!(messages, 0);
+    let closure = read.closure().expect("closed");
+    assert!(!closure.was_clean());
+    assert_eq!(closure.code(), CloseCode::ABNORMAL);
 }
 
 /// Closing the write half sends the close frame but keeps what the peer sent before
