@@ -25,7 +25,9 @@ async fn pair() -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
 }
 
 /// The same, with small kernel buffers both ways, so a few hundred KiB fill them.
-async fn small_buffer_pair() -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
+async fn small_buffer_pair(
+    config: Config,
+) -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
     let socket = TcpSocket::new_v4().unwrap();
     // Set before listen: accepted sockets inherit it, and the window is sized by it.
     socket.set_recv_buffer_size(4096).unwrap();
@@ -37,7 +39,7 @@ async fn small_buffer_pair() -> (WebSocketStream<TcpStream>, WebSocketStream<Tcp
     socket.set_send_buffer_size(4096).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(addr).await.unwrap();
-    handshake(listener, tcp, Config::default()).await
+    handshake(listener, tcp, config).await
 }
 
 /// The client end runs with `config`.
@@ -80,7 +82,7 @@ async fn until_still(counter: &AtomicUsize) -> usize {
 async fn write_half_on_a_full_socket_wakes_while_the_read_half_waits() {
     const COUNT: usize = 64;
     const SIZE: usize = 64 * 1024;
-    let (client, mut peer) = small_buffer_pair().await;
+    let (client, mut peer) = small_buffer_pair(Config::default()).await;
     let (mut write, mut read) = client.split();
 
     let sent = Arc::new(AtomicUsize::new(0));
@@ -100,7 +102,10 @@ async fn write_half_on_a_full_socket_wakes_while_the_read_half_waits() {
 
     let reader = tokio::spawn(async move {
         let message = read.next().await;
-        (message.map(|m| m.map(|m| m.as_text().map(str::to_owned))), read)
+        (
+            message.map(|m| m.map(|m| m.as_text().map(str::to_owned))),
+            read,
+        )
     });
     // Let the reader's poll reach the transport (and register) before the peer drains.
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -136,7 +141,7 @@ async fn write_half_on_a_full_socket_wakes_while_the_read_half_waits() {
 async fn write_half_wakes_when_the_read_half_polled_once_and_went_idle() {
     const COUNT: usize = 64;
     const SIZE: usize = 64 * 1024;
-    let (client, mut peer) = small_buffer_pair().await;
+    let (client, mut peer) = small_buffer_pair(Config::default()).await;
     let (mut write, mut read) = client.split();
 
     let sent = Arc::new(AtomicUsize::new(0));
@@ -160,7 +165,10 @@ async fn write_half_wakes_when_the_read_half_polled_once_and_went_idle() {
         // Idle, holding the half, until told to read again.
         wait.await.unwrap();
         let message = read.next().await;
-        (message.map(|m| m.map(|m| m.as_text().map(str::to_owned))), read)
+        (
+            message.map(|m| m.map(|m| m.as_text().map(str::to_owned))),
+            read,
+        )
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -227,6 +235,33 @@ async fn write_half_close_times_out_a_silent_peer_for_a_waiting_read_half() {
     assert_eq!(closure.code(), CloseCode::ABNORMAL);
 }
 
+/// The write half closes behind a message that cannot leave (a peer that reads
+/// nothing, full buffers): its flush waits on the socket, and only the state change
+/// can tell the waiting read half to arm the close timeout that ends it all.
+#[tokio::test]
+async fn write_half_close_on_a_full_socket_times_out_a_peer_that_reads_nothing() {
+    let mut config = Config::default();
+    config.close_timeout = Some(Duration::from_millis(200));
+    let (client, _deaf_peer) = small_buffer_pair(config).await;
+    let (mut write, mut read) = client.split();
+    let reader = tokio::spawn(async move {
+        while read.next().await.is_some() {}
+        read
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    write.set_write_limit(usize::MAX);
+    write.feed(Message::binary(vec![0; 4 << 20])).await.unwrap();
+    // Fill the socket: from here on the close's own flush writes nothing.
+    let flushed = timeout(Duration::from_millis(300), write.flush()).await;
+    assert!(flushed.is_err(), "the socket is full");
+    timeout(LIMIT, write.close(CloseCode::NORMAL, ""))
+        .await
+        .expect("the close ended with the connection")
+        .unwrap();
+    let read = timeout(LIMIT, reader).await.unwrap().unwrap();
+    assert_eq!(read.closure().unwrap().code(), CloseCode::ABNORMAL);
+}
+
 /// Closing the write half sends the close frame but keeps what the peer sent before
 /// its own: the read half yields it all, then ends after the close handshake.
 #[tokio::test]
@@ -234,7 +269,9 @@ async fn write_half_close_keeps_the_read_halfs_pending_messages() {
     let (client, mut peer) = pair().await;
     let (mut write, mut read) = client.split();
     for i in 0..5 {
-        peer.feed(Message::text(format!("message {i}"))).await.unwrap();
+        peer.feed(Message::text(format!("message {i}")))
+            .await
+            .unwrap();
     }
     peer.flush().await.unwrap();
     // The messages are on their way (or in the client's buffers) when it closes.
@@ -261,7 +298,11 @@ async fn write_half_close_keeps_the_read_halfs_pending_messages() {
 
     let closure = read.closure().expect("closed");
     assert!(closure.was_clean());
-    assert_eq!(closure.code(), CloseCode::GOING_AWAY, "the peer echoes the code");
+    assert_eq!(
+        closure.code(),
+        CloseCode::GOING_AWAY,
+        "the peer echoes the code"
+    );
     let peer_closure = peer_task.await.unwrap().expect("the peer closed");
     assert_eq!(
         (peer_closure.code(), peer_closure.reason()),
