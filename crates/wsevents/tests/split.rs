@@ -205,8 +205,10 @@ async fn write_half_close_times_out_a_silent_peer_for_a_waiting_read_half() {
     let tcp = TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
-    let mut config = Config::default();
-    config.close_timeout = Some(Duration::from_millis(200));
+    let config = Config {
+        close_timeout: Some(Duration::from_millis(200)),
+        ..Config::default()
+    };
     let (client, _silent_peer) = handshake(listener, tcp, config).await;
     let (mut write, mut read) = client.split();
     let reader = tokio::spawn(async move {
@@ -240,8 +242,10 @@ async fn write_half_close_times_out_a_silent_peer_for_a_waiting_read_half() {
 /// can tell the waiting read half to arm the close timeout that ends it all.
 #[tokio::test]
 async fn write_half_close_on_a_full_socket_times_out_a_peer_that_reads_nothing() {
-    let mut config = Config::default();
-    config.close_timeout = Some(Duration::from_millis(200));
+    let config = Config {
+        close_timeout: Some(Duration::from_millis(200)),
+        ..Config::default()
+    };
     let (client, _deaf_peer) = small_buffer_pair(config).await;
     let (mut write, mut read) = client.split();
     let reader = tokio::spawn(async move {

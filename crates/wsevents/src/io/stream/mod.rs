@@ -18,7 +18,7 @@
 //! that plus one message per connection.
 //!
 //! [`WebSocketStream::split`] gives a [`ReadHalf`] and a [`WriteHalf`] for two tasks;
-//! [`split`](self::split) says how they wake and how the write half closes.
+//! `split.rs` says how they wake and how the write half closes.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -198,10 +198,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         Poll::Ready(())
     }
 
-    /// Split into a sink half and a stream half that can move to different tasks; they
-    /// wake independently and [`ReadHalf::reunite`] puts them back together. Closing
-    /// the write half keeps the messages the read half has still to get (see
-    /// [`split`](self::split)).
+    /// Split into a sink half and a stream half that can move to different tasks;
+    /// [`ReadHalf::reunite`] puts them back together.
+    ///
+    /// **Waking:** the halves share the stream behind a lock held for one poll, and
+    /// either may read and write the transport (the read half flushes what is queued
+    /// and writes pongs and the close reply). The transport and the timer are polled
+    /// only with a waker that wakes both halves, so a socket that becomes writable
+    /// wakes a waiting write half whichever half polled last (the other half wakes
+    /// spuriously, which is cheap); a poll that writes queued bytes or changes the
+    /// connection's state also wakes the other half.
+    ///
+    /// **Closing:** [`WriteHalf::close`] (or the sink's `close`) sends the close frame
+    /// after everything already queued and flushes it, without reading. The read half
+    /// keeps yielding the messages the peer sent before its close frame, then ends
+    /// (`None`) after the close handshake, as the whole stream does. (The whole
+    /// stream's [`close`](Self::close) drops what still arrives; so does the write
+    /// half's once the read half has been dropped.)
+    ///
+    /// Backpressure on the write half is the stream's: its sink waits while the write
+    /// limit is queued and unwritten.
     ///
     /// ```no_run
     /// use futures_util::{SinkExt, StreamExt};
