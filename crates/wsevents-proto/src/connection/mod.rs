@@ -30,7 +30,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::close::{CloseFrame, MAX_REASON_LEN};
 use crate::error::{Error, ProtocolError};
-use crate::event::{Closure, Event, Initiator, Message, MessageKind, Utf8Bytes};
+use crate::event::{Closure, Event, Initiator, Message, MessageKind, Pong, Utf8Bytes};
 use crate::extension::Extension;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_SHORT_PAYLOAD, OpCode};
 use crate::handshake::{self, ClientRequest, Request, Response};
@@ -125,6 +125,8 @@ pub struct Connection {
     response: Option<Box<Response>>,
     transmit: TransmitQueue,
     pending_pong: Option<Bytes>,
+    /// The latest recorded ping (`ping_at`, keepalive): its payload and when it went out.
+    ping_sent: Option<(Bytes, Instant)>,
     events: VecDeque<Event>,
     mask_keys: Option<MaskKeys>,
     sending: Option<MessageKind>,
@@ -145,6 +147,7 @@ impl Connection {
             response: None,
             transmit: TransmitQueue::default(),
             pending_pong: None,
+            ping_sent: None,
             events: VecDeque::new(),
             mask_keys: role.masks_outgoing().then(MaskKeys::new),
             sending: None,
@@ -192,7 +195,26 @@ impl Connection {
 
     /// A connection whose handshake was done elsewhere (for example by an HTTP server
     /// that hands over the upgraded stream): it starts open, with no extension.
+    ///
+    /// It knows no time yet, so its keepalive and idle deadlines are armed by the first
+    /// [`handle_timeout`](Self::handle_timeout) call (at that `now`); until then
+    /// [`poll_timeout`](Self::poll_timeout) is `None`. A driver that wants them from
+    /// the start uses [`open_at`](Self::open_at).
     pub fn open(role: Role, config: Config) -> Self {
+        Connection::new(role, config, Phase::Open)
+    }
+
+    /// Like [`open`](Self::open), opened at `now`: the keepalive and idle deadlines are
+    /// armed from `now`.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use wsevents_proto::{Config, Connection, Role, State};
+    /// let conn = Connection::open_at(Role::Server, Config::default(), Instant::now());
+    /// assert_eq!(conn.state(), State::Open);
+    /// ```
+    pub fn open_at(role: Role, config: Config, now: Instant) -> Self {
+        let _ = now;
         Connection::new(role, config, Phase::Open)
     }
 
@@ -442,9 +464,21 @@ impl Connection {
         Ok(())
     }
 
-    /// Send a ping with up to 125 bytes of payload.
+    /// Send a ping with up to 125 bytes of payload, unrecorded: its pong reports no
+    /// send time (see [`ping_at`](Self::ping_at)).
     pub fn ping(&mut self, data: Bytes) -> Result<(), Error> {
         self.send_control(OpCode::Ping, data)
+    }
+
+    /// Send a ping with up to 125 bytes of payload and record that it went out at
+    /// `now`: the pong with the same payload reports `now` as its
+    /// [`Pong::ping_sent_at`](crate::Pong::ping_sent_at), from which the caller computes
+    /// the round-trip time. Only the latest recorded ping is remembered (a keepalive ping
+    /// is recorded the same way and replaces it), so use distinct payloads.
+    pub fn ping_at(&mut self, data: Bytes, now: Instant) -> Result<(), Error> {
+        self.send_control(OpCode::Ping, data.clone())?;
+        self.ping_sent = Some((data, now));
+        Ok(())
     }
 
     /// Send an unsolicited pong (a heartbeat) with up to 125 bytes of payload.
@@ -746,7 +780,17 @@ impl Connection {
                 }
                 Ok(Step::Event(Event::Ping(payload)))
             }
-            OpCode::Pong => Ok(Step::Event(Event::Pong(payload.freeze()))),
+            OpCode::Pong => {
+                let payload = payload.freeze();
+                let ping_sent_at = match &self.ping_sent {
+                    Some((ping, _)) if *ping == payload => self.ping_sent.take().map(|(_, t)| t),
+                    _ => None,
+                };
+                Ok(Step::Event(Event::Pong(Pong {
+                    payload,
+                    ping_sent_at,
+                })))
+            }
             OpCode::Close => {
                 let frame = CloseFrame::parse(&payload)?;
                 self.on_close_received(frame);
