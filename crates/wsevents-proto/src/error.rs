@@ -220,4 +220,19 @@ mod tests {
             assert_eq!(error.close_code().as_u16(), code, "{error:?}");
         }
     }
+
+    #[test]
+    fn timeouts_say_what_ran_out() {
+        let table = [
+            (Timeout::Handshake, "the opening handshake timed out"),
+            (Timeout::Close, "the close handshake timed out"),
+            (
+                Timeout::Pong,
+                "the peer sent nothing, not even a pong, after a keepalive ping",
+            ),
+        ];
+        for (timeout, text) in table {
+            assert_eq!(Error::Timeout(timeout).to_string(), text);
+        }
+    }
 }
