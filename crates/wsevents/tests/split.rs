@@ -376,9 +376,40 @@ async fn write_half_ping_reaches_the_peer() {
     // The peer answered on that read; the pong comes back to the read half.
     let event = timeout(LIMIT, read.next_event()).await.unwrap();
     match event.unwrap().unwrap() {
-        StreamEvent::Pong { payload, .. } => assert_eq!(payload, "are you there?"),
+        StreamEvent::Pong { payload, rtt } => {
+            assert_eq!(payload, "are you there?");
+            assert!(rtt.is_some(), "the write half's ping is recorded");
+        }
         other => panic!("expected the pong, got {other:?}"),
     }
+}
+
+/// Keepalive pings go out from the read half's timer, and their pongs come out of its
+/// `next_event` with the round-trip time.
+#[tokio::test]
+async fn read_half_runs_keepalive_and_times_its_pongs() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let config = Config {
+        ping_interval: Some(Duration::from_millis(50)),
+        ..Config::default()
+    };
+    let (client, mut peer) = handshake(listener, tcp, config).await;
+    let echo = tokio::spawn(async move { while peer.next().await.is_some() {} });
+    let (mut write, mut read) = client.split();
+    let event = timeout(LIMIT, read.next_event()).await.unwrap();
+    match event.unwrap().unwrap() {
+        StreamEvent::Pong { rtt, .. } => assert!(rtt.is_some(), "a keepalive ping is timed"),
+        other => panic!("expected a keepalive pong, got {other:?}"),
+    }
+    timeout(LIMIT, write.close(CloseCode::NORMAL, ""))
+        .await
+        .unwrap()
+        .unwrap();
+    while timeout(LIMIT, read.next()).await.unwrap().is_some() {}
+    echo.await.unwrap();
 }
 
 /// Two tasks, one per half, against an echo peer: many messages of mixed sizes go out

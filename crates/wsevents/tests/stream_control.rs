@@ -91,7 +91,6 @@ async fn the_stream_hides_pings_and_pongs() {
 }
 
 #[tokio::test]
-#[ignore = "needs the core's Pong with ping_sent_at"]
 async fn pong_to_this_ends_ping_has_its_round_trip_time() {
     let (mut client, mut server) = pair().await;
     let echo = tokio::spawn(async move { while server.next().await.is_some() {} });
@@ -122,4 +121,29 @@ async fn unsolicited_pong_has_no_round_trip_time() {
         }
         other => panic!("expected the pong, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn pong_to_an_older_ping_has_no_round_trip_time() {
+    let (mut client, mut server) = pair().await;
+    let echo = tokio::spawn(async move { while server.next().await.is_some() {} });
+    client.ping("first").unwrap();
+    client.ping("second").unwrap();
+    // Only the latest ping is remembered: the first pong cannot be timed.
+    assert_eq!(
+        next_event(&mut client).await,
+        StreamEvent::Pong {
+            payload: Bytes::from_static(b"first"),
+            rtt: None
+        }
+    );
+    match next_event(&mut client).await {
+        StreamEvent::Pong { payload, rtt } => {
+            assert_eq!(payload, "second");
+            assert!(rtt.is_some());
+        }
+        other => panic!("expected the second pong, got {other:?}"),
+    }
+    client.close(wsevents::CloseCode::NORMAL, "").await.unwrap();
+    echo.await.unwrap();
 }

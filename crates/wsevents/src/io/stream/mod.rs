@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
-use wsevents_proto::{CloseCode, CloseFrame, Closure, Connection, Event, Message, State};
+use wsevents_proto::{CloseCode, CloseFrame, Closure, Connection, Event, Message, Pong, State};
 
 use crate::api::error::{Error, Result};
 use crate::io::driver::Driver;
@@ -152,7 +152,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// pong that answers it comes out of [`next_event`](Self::next_event) with its
     /// round-trip time.
     pub fn ping(&mut self, data: impl Into<Bytes>) -> Result<()> {
-        Ok(self.conn.ping(data.into())?)
+        let now = tokio::time::Instant::now().into_std();
+        Ok(self.conn.ping_at(data.into(), now)?)
     }
 
     /// The next message, ping or pong: the [`Stream`] with the control frames it
@@ -301,9 +302,16 @@ pub enum StreamEvent {
     },
 }
 
-/// A pong from the core as a [`StreamEvent`].
-fn pong_event(payload: Bytes) -> StreamEvent {
-    StreamEvent::Pong { payload, rtt: None }
+/// A pong from the core as a [`StreamEvent`], timed on tokio's clock (the one the
+/// ping was recorded on).
+fn pong_event(pong: Pong) -> StreamEvent {
+    let now = tokio::time::Instant::now().into_std();
+    StreamEvent::Pong {
+        rtt: pong
+            .ping_sent_at
+            .map(|sent| now.saturating_duration_since(sent)),
+        payload: pong.payload,
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
