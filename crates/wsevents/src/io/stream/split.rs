@@ -12,10 +12,12 @@
 //! wakes the half that waits for it; the other half wakes spuriously, finds nothing
 //! to do and sleeps again, which is cheap (a lost wakeup is a hang). A poll that
 //! changes what the other half waits for without the transport's help wakes it
-//! directly: queued bytes written (a write half waits for room under the write limit
-//! or for its flush), or the connection's state changed (the write half's close arms
-//! the close timeout, which only the reading side's poll sets; the read half's end of
-//! the connection ends the write half's wait).
+//! directly: the connection's state changed (the write half's close arms the close
+//! timeout, which only the reading side's poll sets; the read half's end of the
+//! connection ends the write half's wait on a full socket), or queued bytes were
+//! written (a write half waits for room under the write limit or for its flush; with
+//! tokio's transports the socket's own wakeup already reaches it, so this is a second
+//! line for transports that make room without one).
 //!
 //! **The close rule.** Closing the write half ([`WriteHalf::close`], or the sink's
 //! `poll_close`) sends the close frame after everything already queued and flushes it;
