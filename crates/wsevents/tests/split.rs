@@ -62,6 +62,19 @@ async fn handshake(
     (client, server.await.unwrap())
 }
 
+/// `len` bytes that do not compress (xorshift64 from `seed`).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Wait until `counter` stops moving for a while: the task behind it is stuck.
 async fn until_still(counter: &AtomicUsize) -> usize {
     let mut last = counter.load(Ordering::SeqCst);
@@ -90,7 +103,7 @@ async fn write_half_on_a_full_socket_wakes_while_the_read_half_waits() {
         let sent = sent.clone();
         async move {
             for i in 0..COUNT {
-                write.send(Message::binary(vec![i as u8; SIZE])).await?;
+                write.send(Message::binary(noise(SIZE, i as u64))).await?;
                 sent.fetch_add(1, Ordering::SeqCst);
             }
             Ok::<_, wsevents::Error>(write)
@@ -114,7 +127,7 @@ async fn write_half_on_a_full_socket_wakes_while_the_read_half_waits() {
     let drain = async {
         for i in 0..COUNT {
             let message = peer.next().await.expect("a message").expect("no error");
-            assert_eq!(message, Message::binary(vec![i as u8; SIZE]));
+            assert_eq!(message, Message::binary(noise(SIZE, i as u64)));
         }
         peer.send(Message::text("all read")).await.unwrap();
     };
@@ -149,7 +162,7 @@ async fn write_half_wakes_when_the_read_half_polled_once_and_went_idle() {
         let sent = sent.clone();
         async move {
             for i in 0..COUNT {
-                write.send(Message::binary(vec![i as u8; SIZE])).await?;
+                write.send(Message::binary(noise(SIZE, i as u64))).await?;
                 sent.fetch_add(1, Ordering::SeqCst);
             }
             Ok::<_, wsevents::Error>(write)
@@ -175,7 +188,7 @@ async fn write_half_wakes_when_the_read_half_polled_once_and_went_idle() {
     let drain = async {
         for i in 0..COUNT {
             let message = peer.next().await.expect("a message").expect("no error");
-            assert_eq!(message, Message::binary(vec![i as u8; SIZE]));
+            assert_eq!(message, Message::binary(noise(SIZE, i as u64)));
         }
         peer.send(Message::text("all read")).await.unwrap();
     };
@@ -254,7 +267,10 @@ async fn write_half_close_on_a_full_socket_times_out_a_peer_that_reads_nothing()
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     write.set_write_limit(usize::MAX);
-    write.feed(Message::binary(vec![0; 4 << 20])).await.unwrap();
+    write
+        .feed(Message::binary(noise(4 << 20, 7)))
+        .await
+        .unwrap();
     // Fill the socket: from here on the close's own flush writes nothing.
     let flushed = timeout(Duration::from_millis(300), write.flush()).await;
     assert!(flushed.is_err(), "the socket is full");
@@ -264,6 +280,41 @@ async fn write_half_close_on_a_full_socket_times_out_a_peer_that_reads_nothing()
         .unwrap();
     let read = timeout(LIMIT, reader).await.unwrap().unwrap();
     assert_eq!(read.closure().unwrap().code(), CloseCode::ABNORMAL);
+}
+
+/// The write half's sink has the stream's backpressure: with the peer not reading,
+/// `feed` waits once the write limit is queued, so what is queued stays under the
+/// limit plus one message. (Incompressible data: the limit counts wire bytes,
+/// `buffered_amount` application bytes before compression.)
+#[tokio::test]
+async fn write_half_sink_waits_at_the_write_limit() {
+    const LIMIT_BYTES: usize = 64 * 1024;
+    const SIZE: usize = 16 * 1024;
+    let (client, _deaf_peer) = small_buffer_pair(Config::default()).await;
+    let (mut write, _read) = client.split();
+    write.set_write_limit(LIMIT_BYTES);
+    let mut fed = 0;
+    // 16 MiB is far more than the kernel's buffers hold.
+    while fed < 1024 {
+        match timeout(
+            Duration::from_millis(300),
+            write.feed(Message::binary(noise(SIZE, fed as u64))),
+        )
+        .await
+        {
+            Ok(result) => result.unwrap(),
+            Err(_) => break,
+        }
+        fed += 1;
+    }
+    assert!(fed < 1024, "feed never waited");
+    // Under the limit before the last message, which may take it one message over;
+    // `buffered_amount` may lag the writes by one 16 KiB granule.
+    let queued = write.buffered_amount();
+    assert!(
+        queued <= LIMIT_BYTES + 2 * SIZE,
+        "{queued} bytes queued over a {LIMIT_BYTES} limit"
+    );
 }
 
 /// Closing the write half sends the close frame but keeps what the peer sent before
@@ -426,8 +477,12 @@ async fn halves_on_two_tasks_echo_many_messages() {
         }
     });
     fn message(i: usize) -> Message {
-        // Mostly small, every 100th large enough to fill the socket's buffers.
-        let size = if i % 100 == 0 { 300_000 } else { i % 1000 };
+        // Mostly small, every 100th large (and incompressible) enough to fill the
+        // socket's buffers.
+        if i % 100 == 0 {
+            return Message::binary(noise(300_000, i as u64));
+        }
+        let size = i % 1000;
         if i % 2 == 0 {
             Message::binary(vec![i as u8; size])
         } else {
