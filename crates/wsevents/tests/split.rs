@@ -13,8 +13,10 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::timeout;
 use wsevents::{ClientBuilder, CloseCode, Config, Message, StreamEvent, WebSocketStream};
 
-/// Long enough for anything here on a loaded machine; a hang fails instead of blocking.
-const LIMIT: Duration = Duration::from_secs(20);
+/// Long enough for anything here on a loaded machine, and shorter than the default
+/// keepalive deadlines (20 s), which could otherwise end a hang; a hang fails instead
+/// of blocking.
+const LIMIT: Duration = Duration::from_secs(10);
 
 /// A connected client and the server end of its connection, over loopback.
 async fn pair() -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
@@ -218,8 +220,11 @@ async fn write_half_close_times_out_a_silent_peer_for_a_waiting_read_half() {
     let tcp = TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
+    // No deadline but the close timeout (keepalive would arm the timer anyway).
     let config = Config {
         close_timeout: Some(Duration::from_millis(200)),
+        ping_interval: None,
+        pong_timeout: None,
         ..Config::default()
     };
     let (client, _silent_peer) = handshake(listener, tcp, config).await;
@@ -255,8 +260,11 @@ async fn write_half_close_times_out_a_silent_peer_for_a_waiting_read_half() {
 /// can tell the waiting read half to arm the close timeout that ends it all.
 #[tokio::test]
 async fn write_half_close_on_a_full_socket_times_out_a_peer_that_reads_nothing() {
+    // No deadline but the close timeout (keepalive would arm the timer anyway).
     let config = Config {
         close_timeout: Some(Duration::from_millis(200)),
+        ping_interval: None,
+        pong_timeout: None,
         ..Config::default()
     };
     let (client, _deaf_peer) = small_buffer_pair(config).await;
