@@ -71,13 +71,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 
     /// Wrap a transport on which the handshake was done elsewhere (for example by an
-    /// HTTP server's upgrade), as `role`.
+    /// HTTP server's upgrade), as `role`. The connection is open from now on: its
+    /// keepalive and idle deadlines (`Config::ping_interval`, `pong_timeout`,
+    /// `idle_timeout`) count from this moment.
     pub fn from_upgraded(
         io: S,
         role: wsevents_proto::Role,
         config: wsevents_proto::Config,
     ) -> Self {
-        WebSocketStream::new(Driver::new(io), Connection::open(role, config))
+        let now = tokio::time::Instant::now().into_std();
+        WebSocketStream::new(Driver::new(io), Connection::open_at(role, config, now))
     }
 
     /// The driver and the core, for the event API to take over.
