@@ -7,7 +7,8 @@
 //! driving task. A handler that takes its time therefore slows the reading of the
 //! socket, not the growth of a queue: per connection, memory stays bounded by the
 //! receive buffer (at most one frame, `Config::max_frame_size`) plus what the program
-//! itself queues to send (`buffered_amount`).
+//! itself queues to send (`buffered_amount`, bounded by [`Backpressure`]); the bound is
+//! spelled out on [`WebSocket`].
 //!
 //! The core is shared behind a `std` mutex, held only for the length of one
 //! non-blocking poll or one `send`; handlers are never called with a lock held, so a
@@ -24,6 +25,7 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wsevents_proto::{CloseCode, CloseFrame, Connection, State};
 
+use crate::api::backpressure::{Backpressure, WhenFull};
 use crate::api::data::{BinaryType, IntoMessage, data_of};
 use crate::api::error::{Error, Result};
 use crate::api::events::{
@@ -74,6 +76,8 @@ struct Core {
     aborted: bool,
     /// The close event was dispatched: the state is CLOSED for good.
     closed: bool,
+    /// The bound on `buffered_amount` and its rule.
+    backpressure: Backpressure,
 }
 
 struct Inner {
@@ -110,7 +114,26 @@ struct Inner {
 /// Differences from the browser, on purpose: the connection starts when a clone first
 /// drives it (`run` / `next_event`), not in the background; errors are values
 /// (`Err(Error::InvalidState)` where JavaScript throws); [`ErrorEvent`] carries the
-/// cause; a panicking handler is reported as an `error` event and dispatch goes on.
+/// cause; a panicking handler is reported as an `error` event and dispatch goes on;
+/// the send queue has a bound ([`Backpressure`]).
+///
+/// # Memory per connection
+///
+/// Every buffer a connection holds has a bound, so a server can size itself by its
+/// connection count:
+///
+/// - **receiving**: at most one frame, [`Config::max_frame_size`](crate::Config)
+///   (16 MiB by default), or for a fragmented message the message so far,
+///   `Config::max_message_size` (64 MiB). Reading stops while a handler runs, so
+///   nothing else piles up: a fast peer is held back by TCP.
+/// - **sending**: [`buffered_amount`](Self::buffered_amount) is at most the
+///   [`Backpressure`] limit (16 MiB by default), or one message when a single message
+///   larger than the limit was sent on an empty queue: at most the limit plus one
+///   message. Add the frame headers and at most one queued pong (125 bytes).
+/// - **permessage-deflate**, when negotiated: a compressor (about 256 KiB at the
+///   default 15 window bits) and a decompressor (about 40 KiB), each made on first
+///   use.
+/// - an idle connection gives its empty receive and send buffers back.
 ///
 /// ```no_run
 /// use wsevents::{BinaryType, Data, WebSocket};
@@ -162,15 +185,26 @@ impl WebSocket {
 
     /// A socket that connects with `builder`'s options (TLS roots, headers, limits,
     /// timeouts), in [`ReadyState::Connecting`].
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), wsevents::Error> {
+    /// use wsevents::{Backpressure, ClientBuilder, CloseCode, WebSocket};
+    /// let builder = ClientBuilder::new("ws://127.0.0.1:8080/feed")?
+    ///     .backpressure(Backpressure::close(1 << 20, CloseCode::TRY_AGAIN_LATER))?;
+    /// let ws = WebSocket::connecting(builder);
+    /// # let _ = ws; Ok(()) }
+    /// ```
     pub fn connecting(builder: ClientBuilder) -> WebSocket {
         let url = builder.url().to_string();
         let origin = builder.url().origin().ascii_serialization();
+        let backpressure = builder.backpressure_rule();
         WebSocket::build(
             url,
             origin,
             None,
             Drive::NotStarted(Box::new(builder)),
             VecDeque::new(),
+            backpressure,
         )
     }
 
@@ -217,6 +251,7 @@ impl WebSocket {
             Some(conn),
             Drive::Running(driver),
             VecDeque::from([Event::Open]),
+            Backpressure::default(),
         )
     }
 
@@ -226,6 +261,7 @@ impl WebSocket {
         conn: Option<Connection>,
         drive: Drive,
         queued: VecDeque<Event>,
+        backpressure: Backpressure,
     ) -> WebSocket {
         WebSocket {
             inner: Arc::new(Inner {
@@ -236,6 +272,7 @@ impl WebSocket {
                     queued,
                     aborted: false,
                     closed: false,
+                    backpressure,
                 }),
                 drive: tokio::sync::Mutex::new(drive),
                 registry: Mutex::new(Registry::default()),
@@ -268,7 +305,9 @@ impl WebSocket {
         }
     }
 
-    /// `ws.bufferedAmount`: bytes queued by `send` and not yet written to the socket.
+    /// `ws.bufferedAmount`: bytes queued by `send` and not yet written to the socket
+    /// (application data: text as UTF-8, binary as is, before compression and
+    /// framing). Bounded by the socket's [`Backpressure`].
     pub fn buffered_amount(&self) -> u64 {
         self.core()
             .conn
@@ -311,6 +350,34 @@ impl WebSocket {
             BinaryType::ArrayBuffer => 1,
         };
         self.inner.binary_type.store(value, Ordering::Relaxed);
+    }
+
+    /// The bound on [`buffered_amount`](Self::buffered_amount) and what
+    /// [`send`](Self::send) does at it (a wsevents extension; browsers have no bound).
+    /// A client's comes from [`ClientBuilder::backpressure`]; otherwise
+    /// [`Backpressure::default()`]: 16 MiB, then [`Error::BufferFull`].
+    pub fn backpressure(&self) -> Backpressure {
+        self.core().backpressure
+    }
+
+    /// Set the bound on [`buffered_amount`](Self::buffered_amount) and its rule, from
+    /// the next `send` on (what is already queued stays). [`Error::InvalidAccess`] for
+    /// a [`WhenFull::Close`] code that may not be sent in a close frame; the rule is
+    /// unchanged then.
+    ///
+    /// ```no_run
+    /// # async fn demo(server: wsevents::Server) -> Result<(), wsevents::Error> {
+    /// use wsevents::{Backpressure, CloseCode};
+    /// while let Some(ws) = server.accept().await {
+    ///     // A slow reader is dropped with 1008 once 1 MiB waits for it.
+    ///     ws.set_backpressure(Backpressure::close(1 << 20, CloseCode::POLICY_VIOLATION))?;
+    ///     tokio::spawn(async move { ws.run().await });
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn set_backpressure(&self, backpressure: Backpressure) -> Result<()> {
+        self.core().backpressure = backpressure.checked()?;
+        Ok(())
     }
 
     // ----- handlers -----
@@ -359,6 +426,9 @@ impl WebSocket {
     /// (`&[u8]`, `Vec<u8>`, `Bytes`, [`Blob`](crate::Blob)).
     ///
     /// [`Error::InvalidState`] unless the socket is open; nothing is sent then.
+    /// [`Error::BufferFull`] when the message does not fit in the send queue
+    /// ([`backpressure`](Self::backpressure)); nothing is queued then, and with
+    /// [`WhenFull::Close`] the socket starts closing.
     pub fn send(&self, data: impl IntoMessage) -> Result<()> {
         self.queue(data.into_message(), Connection::send)
     }
@@ -391,7 +461,23 @@ impl WebSocket {
         if core.closed {
             return Err(Error::InvalidState);
         }
+        let backpressure = core.backpressure;
         let conn = core.conn.as_mut().ok_or(Error::InvalidState)?;
+        let buffered = conn.buffered_amount();
+        let len = message.payload().len();
+        if conn.state() == State::Open && !backpressure.admits(buffered, len) {
+            if let WhenFull::Close(code) = backpressure.when_full {
+                let frame = CloseFrame::new(code, Backpressure::CLOSE_REASON);
+                conn.close(frame, tokio::time::Instant::now().into_std())?;
+                drop(core);
+                self.inner.waker.wake();
+            }
+            return Err(Error::BufferFull {
+                buffered,
+                message: len,
+                limit: backpressure.limit,
+            });
+        }
         send(conn, message)?;
         drop(core);
         self.inner.waker.wake();
