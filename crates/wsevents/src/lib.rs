@@ -37,7 +37,9 @@ mod io {
 pub use api::backpressure::{Backpressure, WhenFull};
 pub use api::data::{BinaryType, Blob, Data, IntoMessage};
 pub use api::error::{Error, Result};
-pub use api::events::{CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent};
+pub use api::events::{
+    CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent, PongEvent,
+};
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
 pub use io::server::{Accepted, Acceptor, Server, ServerBuilder, accept};

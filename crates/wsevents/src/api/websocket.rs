@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wsevents_proto::{CloseCode, CloseFrame, Connection, State};
@@ -29,7 +30,8 @@ use crate::api::backpressure::{Backpressure, WhenFull};
 use crate::api::data::{BinaryType, IntoMessage, data_of};
 use crate::api::error::{Error, Result};
 use crate::api::events::{
-    Callback, CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, Registry,
+    Callback, CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent,
+    PongEvent, Registry,
 };
 use crate::io::client::ClientBuilder;
 use crate::io::driver::Driver;
@@ -78,6 +80,9 @@ struct Core {
     closed: bool,
     /// The bound on `buffered_amount` and its rule.
     backpressure: Backpressure,
+    /// The payload of this end's latest ping and when it was queued, until a pong
+    /// answers it.
+    last_ping: Option<(Bytes, std::time::Instant)>,
 }
 
 struct Inner {
@@ -273,6 +278,7 @@ impl WebSocket {
                     aborted: false,
                     closed: false,
                     backpressure,
+                    last_ping: None,
                 }),
                 drive: tokio::sync::Mutex::new(drive),
                 registry: Mutex::new(Registry::default()),
@@ -404,6 +410,38 @@ impl WebSocket {
     pub fn on_close(&self, f: impl Fn(&CloseEvent) + Send + Sync + 'static) {
         self.registry()
             .set_handler(EventType::Close, Callback::Close(Arc::new(f)));
+    }
+
+    /// `ping` events (a wsevents extension): `f` sees the payload of every ping the
+    /// peer sends, after the pong that answers it was queued. Replaces the previous
+    /// `on_ping`, keeps listeners.
+    ///
+    /// ```no_run
+    /// # fn demo(ws: wsevents::WebSocket) {
+    /// ws.on_ping(|e| println!("ping {:?}", e.data));
+    /// # }
+    /// ```
+    pub fn on_ping(&self, f: impl Fn(&PingEvent) + Send + Sync + 'static) {
+        self.registry()
+            .set_handler(EventType::Ping, Callback::Ping(Arc::new(f)));
+    }
+
+    /// `pong` events (a wsevents extension): `f` sees the payload of every pong, and
+    /// the round-trip time when it answers this end's latest ping. Replaces the
+    /// previous `on_pong`, keeps listeners.
+    ///
+    /// ```no_run
+    /// # fn demo(ws: wsevents::WebSocket) -> Result<(), wsevents::Error> {
+    /// ws.on_pong(|e| match e.rtt {
+    ///     Some(rtt) => println!("pong {:?} after {rtt:?}", e.data),
+    ///     None => println!("unsolicited pong {:?}", e.data),
+    /// });
+    /// ws.ping("t1")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_pong(&self, f: impl Fn(&PongEvent) + Send + Sync + 'static) {
+        self.registry()
+            .set_handler(EventType::Pong, Callback::Pong(Arc::new(f)));
     }
 
     /// `ws.addEventListener(type, f)`: listeners of a type run in the order added.
@@ -542,12 +580,14 @@ impl WebSocket {
     }
 
     /// Send a ping with up to 125 bytes of payload (a longer one is
-    /// [`Error::Capacity`]); the peer answers with a pong, which, as in the browser,
-    /// is not an event. Browsers cannot ping from script; Node's `ws` has `ws.ping()`.
-    /// [`Error::InvalidState`] unless the socket is open.
+    /// [`Error::Capacity`]); the peer answers with a pong, a `pong` event
+    /// ([`on_pong`](Self::on_pong)) whose `rtt` is the round trip, if no other ping
+    /// was sent in between. Browsers cannot ping from script; Node's `ws` has
+    /// `ws.ping()`. [`Error::InvalidState`] unless the socket is open.
     ///
     /// ```no_run
     /// # fn demo(ws: wsevents::WebSocket) -> Result<(), wsevents::Error> {
+    /// ws.on_pong(|e| println!("round trip: {:?}", e.rtt));
     /// ws.ping("are you there?")?;
     /// # Ok(()) }
     /// ```
@@ -560,7 +600,9 @@ impl WebSocket {
         if conn.state() != State::Open {
             return Err(Error::InvalidState);
         }
-        conn.ping(data.into())?;
+        let data = data.into();
+        conn.ping(data.clone())?;
+        core.last_ping = Some((data, tokio::time::Instant::now().into_std()));
         drop(core);
         self.inner.waker.wake();
         Ok(())
@@ -706,6 +748,22 @@ impl WebSocket {
                 reason: closure.reason().to_owned(),
                 was_clean: closure.was_clean(),
             }),
+            Core::Ping(data) => Event::Ping(PingEvent { data }),
+            Core::Pong(data) => {
+                let mut core = self.core();
+                let rtt = match core.last_ping.take() {
+                    Some((sent, at)) if sent == data => Some(
+                        tokio::time::Instant::now()
+                            .into_std()
+                            .saturating_duration_since(at),
+                    ),
+                    other => {
+                        core.last_ping = other;
+                        None
+                    }
+                };
+                Event::Pong(PongEvent { data, rtt })
+            }
             _ => return None,
         })
     }
