@@ -5,6 +5,10 @@
 //!
 //! Input is line by line: a line is a text message; `/binary HEX`, `/ping [DATA]` and
 //! `/close [CODE [REASON]]` are commands (`//…` sends a line that starts with `/`).
+//! `/ping` prints the pong that answers it as `pong DATA RTT` (`RTT` like `0.183ms`);
+//! with `--show-ping-pong` every ping (`ping DATA`) and pong received is printed, a pong
+//! that answers nothing of ours with `-` for its RTT. A payload that is not UTF-8 is
+//! printed as `0x` and hex.
 //! When the input ends (Ctrl-D, or the end of a pipe) the socket is closed with 1000,
 //! and the command exits when the close event comes, with 0 if it was clean and 1
 //! otherwise. That makes it scriptable: `printf 'a\nb\n' | wsevents connect URL`
@@ -13,13 +17,15 @@
 //! Local mistakes (bad hex, sending while closed) go to stderr, so stdout holds only
 //! the connection's events.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 use wsevents::{BinaryType, ClientBuilder, Data, WebSocket};
@@ -55,7 +61,17 @@ pub(crate) struct Args {
     /// Give up if the connection is not open after this long
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     connect_timeout: f64,
+    /// Print every ping (`ping DATA`) and pong (`pong DATA RTT`) received, not only the
+    /// pongs that answer /ping
+    #[arg(long)]
+    show_ping_pong: bool,
 }
+
+/// The payloads of `/ping`s not answered yet and when they were sent, oldest first: a
+/// pong with one of them answers it (and any older one, which the peer may have
+/// skipped). The library knows the round trip of the latest ping only; this keeps one
+/// for each `/ping` typed, however fast they come.
+type Pending = Arc<Mutex<VecDeque<(Bytes, Instant)>>>;
 
 /// `Name: value` (or `Name:value`) as a header.
 fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
@@ -133,10 +149,27 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             }
         }
     });
+    let pending = Pending::default();
+    if args.show_ping_pong {
+        ws.on_ping(|e| say(&format!("ping {}", payload(&e.data))));
+    }
+    let answered = pending.clone();
+    let show_all = args.show_ping_pong;
+    ws.on_pong(move |e| {
+        let mut pending = answered.lock().unwrap_or_else(|e| e.into_inner());
+        let ours = pending.iter().position(|(data, _)| *data == e.data);
+        let sent_at = ours.and_then(|i| pending.drain(..=i).last().map(|(_, at)| at));
+        drop(pending);
+        match sent_at {
+            Some(at) => say(&pong_line(&e.data, e.rtt.or(Some(at.elapsed())))),
+            None if show_all => say(&pong_line(&e.data, e.rtt)),
+            None => {}
+        }
+    });
     ws.on_error(|e| say(&format!("error {}", e.message())));
     ws.on_close(|e| say(&format!("close {} {} {}", e.code, e.reason, e.was_clean)));
 
-    let input = tokio::spawn(send_input(ws.clone(), wait_open, args.keep_open));
+    let input = tokio::spawn(send_input(ws.clone(), wait_open, args.keep_open, pending));
     let closer = ws.clone();
     let closed = tokio::select! {
         closed = ws.run() => closed,
@@ -155,7 +188,12 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
 
 /// Once open, send each input line (or run its command); at the end of the input,
 /// close with 1000 unless `keep_open`.
-async fn send_input(ws: WebSocket, mut opened: watch::Receiver<bool>, keep_open: bool) {
+async fn send_input(
+    ws: WebSocket,
+    mut opened: watch::Receiver<bool>,
+    keep_open: bool,
+    pending: Pending,
+) {
     if opened.wait_for(|&open| open).await.is_err() {
         return;
     }
@@ -164,7 +202,7 @@ async fn send_input(ws: WebSocket, mut opened: watch::Receiver<bool>, keep_open:
         match lines.next_line().await {
             Ok(Some(line)) => {
                 let line = line.strip_suffix('\r').unwrap_or(&line);
-                if let Err(error) = command(&ws, line) {
+                if let Err(error) = command(&ws, line, &pending) {
                     eprintln!("wsevents: {error}");
                 }
             }
@@ -181,14 +219,23 @@ async fn send_input(ws: WebSocket, mut opened: watch::Receiver<bool>, keep_open:
 }
 
 /// One line of input: a command or a text message.
-fn command(ws: &WebSocket, line: &str) -> Result<()> {
+fn command(ws: &WebSocket, line: &str, pending: &Pending) -> Result<()> {
     let (word, rest) = match line.split_once(' ') {
         Some((word, rest)) => (word, rest),
         None => (line, ""),
     };
     match word {
         "/binary" => ws.send(hex::decode(rest).map_err(|e| format!("/binary: {e}"))?)?,
-        "/ping" => ws.ping(rest.as_bytes().to_vec())?,
+        "/ping" => {
+            let data = Bytes::copy_from_slice(rest.as_bytes());
+            // Recorded first: the pong may be read before `ping` returns.
+            let mut waiting = pending.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.push_back((data.clone(), Instant::now()));
+            if let Err(error) = ws.ping(data) {
+                waiting.pop_back();
+                return Err(error.into());
+            }
+        }
         "/close" if rest.trim().is_empty() => ws.close()?,
         "/close" => {
             let (code, reason) = rest
@@ -211,6 +258,22 @@ fn command(ws: &WebSocket, line: &str) -> Result<()> {
         _ => ws.send(line)?,
     }
     Ok(())
+}
+
+/// `pong DATA RTT`: the round trip in milliseconds, `-` when unknown.
+fn pong_line(data: &[u8], rtt: Option<Duration>) -> String {
+    match rtt {
+        Some(rtt) => format!("pong {} {:.3}ms", payload(data), rtt.as_secs_f64() * 1e3),
+        None => format!("pong {} -", payload(data)),
+    }
+}
+
+/// A ping or pong payload: as text when it is UTF-8, else `0x` and hex.
+fn payload(data: &[u8]) -> String {
+    match std::str::from_utf8(data) {
+        Ok(text) => text.to_owned(),
+        Err(_) => format!("0x{}", hex::encode(data)),
+    }
 }
 
 /// Print one line on stdout; a closed stdout is not worth a panic.
@@ -238,5 +301,14 @@ mod tests {
         assert_eq!(parse_header("K:V").unwrap(), ("K".into(), "V".into()));
         assert!(parse_header("no colon").is_err());
         assert!(parse_header(": empty name").is_err());
+    }
+
+    #[test]
+    fn pongs_print_text_or_hex_and_the_rtt_in_milliseconds() {
+        assert_eq!(
+            pong_line(b"hi", Some(Duration::from_micros(1500))),
+            "pong hi 1.500ms"
+        );
+        assert_eq!(pong_line(b"\xff\x01", None), "pong 0xff01 -");
     }
 }
