@@ -73,6 +73,9 @@ pub(crate) struct Args {
 /// for each `/ping` typed, however fast they come.
 type Pending = Arc<Mutex<VecDeque<(Bytes, Instant)>>>;
 
+/// How many unanswered `/ping`s are remembered.
+const MAX_PENDING_PINGS: usize = 64;
+
 /// `Name: value` (or `Name:value`) as a header.
 fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
     match text.split_once(':') {
@@ -230,6 +233,10 @@ fn command(ws: &WebSocket, line: &str, pending: &Pending) -> Result<()> {
             let data = Bytes::copy_from_slice(rest.as_bytes());
             // Recorded first: the pong may be read before `ping` returns.
             let mut waiting = pending.lock().unwrap_or_else(|e| e.into_inner());
+            if waiting.len() == MAX_PENDING_PINGS {
+                // A peer that never answers: forget the oldest.
+                waiting.pop_front();
+            }
             waiting.push_back((data.clone(), Instant::now()));
             if let Err(error) = ws.ping(data) {
                 waiting.pop_back();
