@@ -210,7 +210,7 @@ fn connect_binary_as_hex_ping_escape_and_close_with_code() {
             "open",
             "binary 0102ff",
             "/not a command",
-            "close 4000  true"
+            "close 4000 bye true"
         ],
         "stderr: {}",
         text(&out.stderr)
