@@ -121,6 +121,9 @@ impl From<wsevents_proto::Error> for Error {
             )),
             Core::Timeout(Timeout::Handshake) => Error::Timeout("the opening handshake".into()),
             Core::Timeout(Timeout::Close) => Error::Timeout("the close handshake".into()),
+            Core::Timeout(Timeout::Pong) => {
+                Error::Timeout("no answer to a keepalive ping (Config::pong_timeout)".into())
+            }
             Core::Aborted => Error::Closed,
             other => Error::Io(io::Error::other(other.to_string())),
         }

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
-use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wsevents_proto::{CloseCode, CloseFrame, Connection, State};
@@ -80,9 +79,6 @@ struct Core {
     closed: bool,
     /// The bound on `buffered_amount` and its rule.
     backpressure: Backpressure,
-    /// The payload of this end's latest ping and when it was queued, until a pong
-    /// answers it.
-    last_ping: Option<(Bytes, std::time::Instant)>,
 }
 
 struct Inner {
@@ -278,7 +274,6 @@ impl WebSocket {
                     aborted: false,
                     closed: false,
                     backpressure,
-                    last_ping: None,
                 }),
                 drive: tokio::sync::Mutex::new(drive),
                 registry: Mutex::new(Registry::default()),
@@ -600,9 +595,7 @@ impl WebSocket {
         if conn.state() != State::Open {
             return Err(Error::InvalidState);
         }
-        let data = data.into();
-        conn.ping(data.clone())?;
-        core.last_ping = Some((data, tokio::time::Instant::now().into_std()));
+        conn.ping_at(data.into(), tokio::time::Instant::now().into_std())?;
         drop(core);
         self.inner.waker.wake();
         Ok(())
@@ -749,20 +742,15 @@ impl WebSocket {
                 was_clean: closure.was_clean(),
             }),
             Core::Ping(data) => Event::Ping(PingEvent { data }),
-            Core::Pong(data) => {
-                let mut core = self.core();
-                let rtt = match core.last_ping.take() {
-                    Some((sent, at)) if sent == data => Some(
-                        tokio::time::Instant::now()
-                            .into_std()
-                            .saturating_duration_since(at),
-                    ),
-                    other => {
-                        core.last_ping = other;
-                        None
-                    }
-                };
-                Event::Pong(PongEvent { data, rtt })
+            Core::Pong(pong) => {
+                // The core records when our latest ping (ours or a keepalive) went out.
+                let now = tokio::time::Instant::now().into_std();
+                Event::Pong(PongEvent {
+                    rtt: pong
+                        .ping_sent_at
+                        .map(|at| now.saturating_duration_since(at)),
+                    data: pong.payload,
+                })
             }
             _ => return None,
         })
