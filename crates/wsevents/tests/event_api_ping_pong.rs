@@ -144,3 +144,34 @@ async fn a_pong_not_answering_our_latest_ping_has_no_rtt() {
     assert_eq!(client.await.unwrap(), 3);
     assert_eq!(entries(&log), ["hb:None", "other:None", "p1:Some(\"rtt\")"]);
 }
+
+/// A keepalive ping (`Config::ping_interval`) is answered by the peer's auto-pong,
+/// which comes as a `pong` event with an rtt: the core timed the ping.
+#[tokio::test]
+async fn a_pong_answering_a_keepalive_ping_has_an_rtt() {
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    tokio::spawn(async move {
+        while let Some(ws) = server.accept().await {
+            tokio::spawn(async move { ws.run().await });
+        }
+    });
+    let config = wsevents::Config {
+        ping_interval: Some(Duration::from_millis(50)),
+        ..wsevents::Config::default()
+    };
+    let builder = wsevents::ClientBuilder::new(&url).unwrap().config(config);
+    let ws = WebSocket::connecting(builder);
+    let log: Log = Arc::default();
+    let (l, closer) = (log.clone(), ws.clone());
+    ws.on_pong(move |e| {
+        assert_eq!(e.data.len(), 8, "the core's keepalive payload: a counter");
+        push(&l, format!("pong:{:?}", e.rtt.map(|_| "rtt")));
+        closer.close().unwrap();
+    });
+    let closed = tokio::time::timeout(Duration::from_secs(10), ws.run())
+        .await
+        .unwrap();
+    assert!(closed.was_clean);
+    assert_eq!(entries(&log), ["pong:Some(\"rtt\")"]);
+}
