@@ -7,8 +7,8 @@
 //! `/close [CODE [REASON]]` are commands (`//…` sends a line that starts with `/`).
 //! `/ping` prints the pong that answers it as `pong DATA RTT` (`RTT` like `0.183ms`);
 //! with `--show-ping-pong` every ping (`ping DATA`) and pong received is printed, a pong
-//! that answers nothing of ours with `-` for its RTT. A payload that is not UTF-8 is
-//! printed as `0x` and hex.
+//! that answers nothing of ours with `-` for its RTT. A payload that is not printable
+//! UTF-8 (a keepalive ping's 8-byte counter) is printed as `0x` and hex.
 //! When the input ends (Ctrl-D, or the end of a pipe) the socket is closed with 1000,
 //! and the command exits when the close event comes, with 0 if it was clean and 1
 //! otherwise. That makes it scriptable: `printf 'a\nb\n' | wsevents connect URL`
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
-use wsevents::{BinaryType, ClientBuilder, Data, WebSocket};
+use wsevents::{BinaryType, ClientBuilder, Config, Data, WebSocket};
 
 use crate::{Result, hex};
 
@@ -61,8 +61,12 @@ pub(crate) struct Args {
     /// Give up if the connection is not open after this long
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     connect_timeout: f64,
+    /// Send a keepalive ping after SECONDS with nothing received (default 20); the
+    /// connection fails if the server then sends nothing for 20 s. 0 turns keepalive off
+    #[arg(long, value_name = "SECONDS")]
+    ping_interval: Option<f64>,
     /// Print every ping (`ping DATA`) and pong (`pong DATA RTT`) received, not only the
-    /// pongs that answer /ping
+    /// pongs that answer /ping (keepalive pongs carry an 8-byte counter, shown as hex)
     #[arg(long)]
     show_ping_pong: bool,
 }
@@ -86,13 +90,26 @@ fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
     }
 }
 
+/// `--ping-interval SECS` as the keepalive interval: 0 is none.
+fn ping_interval(secs: f64) -> Result<Option<Duration>> {
+    if !(secs >= 0.0 && secs.is_finite()) {
+        return Err("--ping-interval must be 0 (off) or a positive number of seconds".into());
+    }
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+}
+
 /// Connect, print events, send input, exit after the close.
 pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     if !(args.connect_timeout > 0.0 && args.connect_timeout.is_finite()) {
         return Err("--connect-timeout must be a positive number of seconds".into());
     }
+    let mut config = Config::default();
+    if let Some(secs) = args.ping_interval {
+        config.ping_interval = ping_interval(secs)?;
+    }
     let mut builder = ClientBuilder::new(&args.url)?
         .protocols(&args.protocols)?
+        .config(config)
         .connect_timeout(Duration::from_secs_f64(args.connect_timeout));
     for (name, value) in &args.headers {
         builder = builder.header(name.clone(), value.clone());
@@ -275,11 +292,12 @@ fn pong_line(data: &[u8], rtt: Option<Duration>) -> String {
     }
 }
 
-/// A ping or pong payload: as text when it is UTF-8, else `0x` and hex.
+/// A ping or pong payload: as text when it is printable UTF-8, else `0x` and hex (a
+/// keepalive's counter, random bytes).
 fn payload(data: &[u8]) -> String {
     match std::str::from_utf8(data) {
-        Ok(text) => text.to_owned(),
-        Err(_) => format!("0x{}", hex::encode(data)),
+        Ok(text) if !text.chars().any(char::is_control) => text.to_owned(),
+        _ => format!("0x{}", hex::encode(data)),
     }
 }
 
@@ -311,11 +329,29 @@ mod tests {
     }
 
     #[test]
+    fn ping_interval_zero_is_off_and_negative_is_refused() {
+        assert_eq!(ping_interval(0.0).unwrap(), None);
+        assert_eq!(
+            ping_interval(0.25).unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert!(ping_interval(-1.0).is_err());
+        assert!(ping_interval(f64::NAN).is_err());
+        assert!(ping_interval(f64::INFINITY).is_err());
+    }
+
+    #[test]
     fn pongs_print_text_or_hex_and_the_rtt_in_milliseconds() {
         assert_eq!(
             pong_line(b"hi", Some(Duration::from_micros(1500))),
             "pong hi 1.500ms"
         );
         assert_eq!(pong_line(b"\xff\x01", None), "pong 0xff01 -");
+        assert_eq!(
+            pong_line(b"\0\x01", None),
+            "pong 0x0001 -",
+            "control characters"
+        );
+        assert_eq!(payload("κόσμε".as_bytes()), "κόσμε");
     }
 }

@@ -138,6 +138,12 @@ fn run(args: &[&str], input: &str) -> Output {
 /// Run `wsevents ARGS`, write `first` as a line, wait for it on stdout (an echo), then
 /// write `rest` and end the input; the output, all of it.
 fn run_in_turns(args: &[String], first: &str, rest: &str) -> Output {
+    run_until(args, &format!("{first}\n"), |line| line == first, rest)
+}
+
+/// Run `wsevents ARGS`, write `first`, wait for a line of stdout that passes `until`,
+/// then write `rest` and end the input; the output, all of it.
+fn run_until(args: &[String], first: &str, until: impl Fn(&str) -> bool, rest: &str) -> Output {
     let child = Command::new(BIN)
         .args(args)
         .stdin(Stdio::piped())
@@ -148,15 +154,23 @@ fn run_in_turns(args: &[String], first: &str, rest: &str) -> Output {
     let mut guard = Guard(child);
     let mut stdin = guard.0.stdin.take().unwrap();
     let mut stdout = BufReader::new(guard.0.stdout.take().unwrap());
-    writeln!(stdin, "{first}").unwrap();
+    // A watchdog: a line that never comes fails the test in 20 s, not at nextest's limit.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let pid = guard.0.id().to_string();
+    std::thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = Command::new("kill").arg(&pid).status();
+        }
+    });
+    stdin.write_all(first.as_bytes()).unwrap();
     let mut seen = String::new();
     loop {
         let before = seen.len();
         assert!(
             stdout.read_line(&mut seen).unwrap() > 0,
-            "no echo: {seen:?}"
+            "ended early: {seen:?}"
         );
-        if seen[before..].trim_end() == first {
+        if until(seen[before..].trim_end()) {
             break;
         }
     }
@@ -171,8 +185,10 @@ fn run_in_turns(args: &[String], first: &str, rest: &str) -> Output {
         .unwrap()
         .read_to_end(&mut stderr)
         .unwrap();
+    let status = guard.0.wait().unwrap();
+    let _ = done.send(());
     Output {
-        status: guard.0.wait().unwrap(),
+        status,
         stdout: seen.into_bytes(),
         stderr,
     }
@@ -269,6 +285,32 @@ fn connect_ping_prints_the_pong_and_its_rtt() {
     let empty = pongs.iter().find(|l| !l.starts_with("pong first "));
     assert_rtt_line(empty.unwrap_or_else(|| panic!("{stdout}")), "pong  ");
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// `--ping-interval` sets the keepalive: the client pings the silent `serve --echo`
+/// after 0.1 s, and `--show-ping-pong` prints the pong answering it (the core's 8-byte
+/// counter as hex, with its rtt). A negative interval is refused.
+#[test]
+fn connect_ping_interval_sends_keepalive_pings_whose_pongs_show() {
+    let serve = Serve::start(&["--echo"]);
+    let args = [
+        "connect".to_owned(),
+        serve.url("/"),
+        "--ping-interval".into(),
+        "0.1".into(),
+        "--show-ping-pong".into(),
+    ];
+    let keepalive = "pong 0x0000000000000001 ";
+    let out = run_until(&args, "", |line| line.starts_with(keepalive), "");
+    let stdout = text(&out.stdout);
+    let (pongs, rest) = pong_lines(&stdout);
+    assert_eq!(rest, ["open", "close 1000  true"], "{stdout}");
+    assert_rtt_line(&pongs[0], keepalive);
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = run(&["connect", &serve.url("/"), "--ping-interval=-1"], "");
+    assert_one_line_error(&out.stderr, "--ping-interval");
+    assert_eq!(out.status.code(), Some(1));
 }
 
 /// A server (wsevents' own, on a real socket) that writes a ping and an unsolicited
