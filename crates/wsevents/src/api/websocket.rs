@@ -118,6 +118,12 @@ struct Inner {
 /// cause; a panicking handler is reported as an `error` event and dispatch goes on;
 /// the send queue has a bound ([`Backpressure`]).
 ///
+/// Extensions, which browsers do not have: `ping` and `pong` events beside the four
+/// ([`on_ping`](Self::on_ping), [`on_pong`](Self::on_pong) with the round-trip time,
+/// [`EventType::Ping`] / [`EventType::Pong`] for listeners), [`ping`](Self::ping),
+/// [`close_with_code`](Self::close_with_code) for the codes browsers keep to
+/// themselves, and [`set_backpressure`](Self::set_backpressure).
+///
 /// # Memory per connection
 ///
 /// Every buffer a connection holds has a bound, so a server can size itself by its
