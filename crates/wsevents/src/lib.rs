@@ -19,6 +19,7 @@
 //! proxies, or HTTP/2 WebSockets (RFC 8441).
 
 mod api {
+    pub(crate) mod backpressure;
     pub(crate) mod data;
     pub(crate) mod error;
     pub(crate) mod events;
@@ -35,9 +36,12 @@ mod io {
     pub(crate) mod url;
 }
 
+pub use api::backpressure::{Backpressure, WhenFull};
 pub use api::data::{BinaryType, Blob, Data, IntoMessage};
 pub use api::error::{Error, Result};
-pub use api::events::{CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent};
+pub use api::events::{
+    CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent, PongEvent,
+};
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
 pub use io::server::{Accepted, Acceptor, Server, ServerBuilder, accept};
