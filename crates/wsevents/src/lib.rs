@@ -38,7 +38,14 @@ pub use api::error::{Error, Result};
 pub use api::events::{CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent};
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
-pub use io::server::{Accepted, Acceptor, Server, ServerBuilder, accept};
+pub use io::server::{
+    AcceptBackoff, Accepted, Acceptor, DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER, HandshakePermit, Lifecycle, SHUTDOWN_REASON,
+    Server, ServerBuilder, ServerLimits, ShutdownReport, accept,
+};
+/// The token that starts a shutdown ([`ServerBuilder::shutdown_token`],
+/// [`Lifecycle::new`]): tokio-util's.
+pub use tokio_util::sync::CancellationToken;
 pub use io::stream::{DEFAULT_WRITE_LIMIT, ReadHalf, WebSocketStream, WriteHalf};
 pub use io::tls::MaybeTlsStream;
 pub use wsevents_proto::deflate::DeflateConfig;
