@@ -254,7 +254,7 @@ async fn shutdown_closes_event_and_stream_connections_with_1001_after_everything
 }
 
 #[tokio::test]
-async fn a_peer_that_never_reads_is_forced_after_the_grace_period() {
+async fn peers_that_never_read_are_forced_after_the_grace_period() {
     let server = Server::builder(Acceptor::new())
         .bind("127.0.0.1:0")
         .await
@@ -278,17 +278,30 @@ async fn a_peer_that_never_reads_is_forced_after_the_grace_period() {
         ws.send(numbered(i)).unwrap();
     }
     let deaf_side = tokio::spawn(async move { ws.run().await });
+    // And one on the stream API, whose server task waits in `send` for room.
+    let _deaf_too = small_buffer_client(server.local_addr()).await;
+    let (mut stream, _) = server.accept_stream().await.unwrap();
+    let blocked_sender = tokio::spawn(async move {
+        for i in 0..QUEUED {
+            if let Err(error) = stream.send(Message::text(numbered(i))).await {
+                return Some(error);
+            }
+        }
+        None
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let grace = Duration::from_millis(500);
     let start = Instant::now();
     let report = server.shutdown(grace).await;
     let took = start.elapsed();
-    assert_eq!((report.clean, report.forced), (2, 1), "{report}");
+    assert_eq!((report.clean, report.forced), (2, 2), "{report}");
     assert!(took >= grace && took < grace + Duration::from_secs(1), "{took:?}");
     let forced = deaf_side.await.unwrap();
     assert_eq!(forced.code, 1006);
     assert!(!forced.was_clean);
+    // The sender's wait ended with the connection.
+    assert!(blocked_sender.await.unwrap().is_some());
     for reader in readers {
         let closure = reader.await.unwrap().unwrap();
         assert_eq!(closure.code(), CloseCode::GOING_AWAY);
@@ -310,7 +323,8 @@ async fn cancelling_the_shutdown_token_shuts_the_server_down_from_another_task()
     let side = tokio::spawn(async move { ws.run().await });
 
     stop.cancel();
-    assert!(client.next().await.is_none());
+    let end = tokio::time::timeout(Duration::from_secs(5), client.next()).await;
+    assert!(matches!(end, Ok(None)), "closed at once");
     assert_eq!(client.closure().unwrap().code(), CloseCode::GOING_AWAY);
     assert_eq!(side.await.unwrap().code, 1001);
     assert!(server.accept().await.is_none());
