@@ -17,6 +17,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_wsevents");
 struct Serve {
     child: Child,
     addr: String,
+    /// Standard output after the banner's first line, as it comes.
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Serve {
@@ -37,10 +39,27 @@ impl Serve {
             .unwrap_or_else(|| panic!("unexpected banner: {first:?}"))
             .to_owned();
         // Keep draining stdout so the child never blocks on it.
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let collected = output.clone();
         std::thread::spawn(move || {
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+            let mut line = String::new();
+            while stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
+                collected.lock().unwrap().push_str(&line);
+                line.clear();
+            }
         });
-        Serve { child, addr }
+        Serve {
+            child,
+            addr,
+            stdout: output,
+        }
+    }
+
+    /// What the child printed after the banner's first line, once it exited.
+    fn output(&self) -> String {
+        // The reader thread may be a moment behind the exit.
+        std::thread::sleep(Duration::from_millis(100));
+        self.stdout.lock().unwrap().clone()
     }
 
     fn url(&self, path: &str) -> String {
@@ -275,6 +294,99 @@ async fn serve_shutdown_flushes_queued_messages_then_closes_every_client_with_10
         assert!(closure.was_clean());
     }
     assert_eq!(serve.wait(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test]
+async fn serve_sigterm_prints_the_report_and_exits_0() {
+    let mut serve = Serve::start(&["--echo", "--grace", "1"]);
+    // One client that reads and answers the close...
+    let mut polite = wsevents::connect(&serve.url("/")).await.unwrap();
+    polite.send(Message::text("hi")).await.unwrap();
+    assert_eq!(polite.next().await.unwrap().unwrap().as_text(), Some("hi"));
+    // ... one that sends far more than the sockets hold and never reads: the server's
+    // echo task waits for room until it is forced.
+    let mut deaf = wsevents::connect(&serve.url("/")).await.unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    for _ in 0..256 {
+        let sent = tokio::time::timeout(
+            Duration::from_millis(200),
+            deaf.send(Message::binary(chunk.clone())),
+        )
+        .await;
+        if sent.is_err() {
+            break; // our own send blocks now: both directions are full
+        }
+    }
+    let start = Instant::now();
+    serve.signal("TERM");
+    while let Some(message) = polite.next().await {
+        message.unwrap();
+    }
+    assert_eq!(polite.closure().unwrap().code(), CloseCode::GOING_AWAY);
+    assert_eq!(serve.wait(Duration::from_secs(10)), Some(0));
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(1), "the grace period was waited: {took:?}");
+    let output = serve.output();
+    assert!(
+        output.contains("shutdown: 1 closed cleanly, 1 forced\n"),
+        "{output:?}"
+    );
+    drop(deaf);
+}
+
+#[tokio::test]
+async fn serve_answers_503_past_max_connections_and_closes_a_slowloris_at_the_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let serve = Serve::start(&[
+        "--echo",
+        "--max-connections",
+        "1",
+        "--retry-after",
+        "9",
+        "--handshake-timeout",
+        "0.8",
+    ]);
+    let mut open = wsevents::connect(&serve.url("/")).await.unwrap();
+    let upgrade = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        serve.addr
+    );
+    let mut refused = tokio::net::TcpStream::connect(&serve.addr).await.unwrap();
+    refused.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    refused.read_to_end(&mut response).await.unwrap();
+    let response = text(&response);
+    assert!(response.starts_with("HTTP/1.1 503 "), "{response:?}");
+    assert!(response.contains("\r\nRetry-After: 9\r\n"), "{response:?}");
+
+    // A request head a byte every 100 ms: closed at 0.8 s, in the middle of it.
+    let start = Instant::now();
+    let slow = tokio::net::TcpStream::connect(&serve.addr).await.unwrap();
+    let (mut slow_read, mut slow_write) = slow.into_split();
+    let bytes = upgrade.into_bytes();
+    let trickle = tokio::spawn(async move {
+        for byte in bytes {
+            if slow_write.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    open.send(Message::text("still echoing")).await.unwrap();
+    assert_eq!(
+        open.next().await.unwrap().unwrap().as_text(),
+        Some("still echoing")
+    );
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), slow_read.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    trickle.abort();
 }
 
 #[tokio::test]
