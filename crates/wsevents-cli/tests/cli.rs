@@ -180,7 +180,7 @@ fn connect_binary_as_hex_ping_escape_and_close_with_code() {
     let out = run(&["connect", &serve.url("/ws")], input);
     assert_eq!(
         text(&out.stdout),
-        "open\nbinary 0102ff\n/not a command\nclose 4000  true\n",
+        "open\nbinary 0102ff\n/not a command\nclose 4000 bye true\n",
         "stderr: {}",
         text(&out.stderr)
     );
