@@ -28,6 +28,9 @@
 //!   upgrade request gets `503 Service Unavailable` with `Retry-After`
 //!   (`--retry-after`, 5 s);
 //! - accept failures (out of file descriptors) are waited out ([`AcceptBackoff`]);
+//! - the connection's own deadlines pass through to its `Config`: a keepalive ping
+//!   after `--ping-interval` (20 s) of silence, dropped after `--pong-timeout` (20 s)
+//!   more, and an optional `--idle-timeout` (off);
 //! - Ctrl-C or SIGTERM stops accepting; every connection closes with 1001 *after* what
 //!   is already queued for it (the close frame takes its place at the end of the same
 //!   queue) and waits for the close handshake; after `--grace` (10 s) the connections
@@ -101,6 +104,23 @@ pub(crate) struct Args {
     /// forced
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
     grace: Duration,
+    /// Seconds with nothing received after which a connection is pinged (keepalive);
+    /// 0 = no keepalive pings
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = seconds)]
+    ping_interval: Duration,
+    /// Seconds a pinged client has to send anything before it is dropped (1011); 0 =
+    /// never dropped for it
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = seconds)]
+    pong_timeout: Duration,
+    /// Seconds without a message either way after which a connection is closed (1001
+    /// "idle timeout"); 0 = off
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = seconds)]
+    idle_timeout: Duration,
+}
+
+/// A duration of the connection's `Config`: 0 turns it off.
+fn unless_zero(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
 }
 
 /// A number of seconds (fractions allowed), 0 or more.
@@ -185,6 +205,9 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let addr = listener.local_addr()?;
     let config = wsevents::Config {
         handshake_timeout: Some(args.handshake_timeout),
+        ping_interval: unless_zero(args.ping_interval),
+        pong_timeout: unless_zero(args.pong_timeout),
+        idle_timeout: unless_zero(args.idle_timeout),
         ..wsevents::Config::default()
     };
     let acceptor = match mode {

@@ -390,6 +390,45 @@ async fn serve_answers_503_past_max_connections_and_closes_a_slowloris_at_the_ti
 }
 
 #[tokio::test]
+async fn serve_passes_keepalive_and_idle_timeouts_to_its_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A silent client is pinged after --ping-interval.
+    let pinging = Serve::start(&["--echo", "--ping-interval", "0.3"]);
+    let mut tcp = tokio::net::TcpStream::connect(&pinging.addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            pinging.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let start = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), tcp.read_exact(&mut byte))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(byte[0], 0x89, "a ping (FIN, opcode 9)");
+    assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+
+    // A client with nothing to say is closed after --idle-timeout.
+    let idle = Serve::start(&["--echo", "--ping-interval", "0", "--idle-timeout", "0.3"]);
+    let mut ws = wsevents::connect(&idle.url("/")).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(3), ws.next()).await.unwrap();
+    assert!(end.is_none());
+    assert_eq!(ws.closure().unwrap().code(), CloseCode::GOING_AWAY);
+    assert_eq!(ws.closure().unwrap().reason(), "idle timeout");
+}
+
+#[tokio::test]
 async fn serve_echo_mode_echoes_on_every_path_and_broadcast_mode_fans_out() {
     let echo = Serve::start(&["--echo"]);
     let mut ws = wsevents::connect(&echo.url("/any/path")).await.unwrap();
