@@ -317,13 +317,11 @@ async fn connection(tcp: TcpStream, shared: Arc<Shared>, permit: HandshakePermit
     let (stream, url, route) = match opened {
         Ok(Some(opened)) => opened,
         Ok(None) => return,
-        Err(_) => return tracing::debug!(timeout = ?shared.handshake_timeout, "handshake timed out"),
+        Err(_) => {
+            return tracing::debug!(timeout = ?shared.handshake_timeout, "handshake timed out");
+        }
     };
-    tracing::info!(
-        url,
-        extensions = stream.extensions(),
-        "open"
-    );
+    tracing::info!(url, extensions = stream.extensions(), "open");
     match route {
         Some(Route::Echo) => echo(stream).await,
         Some(Route::Chat) => chat(stream, url, &shared.room).await,

@@ -325,7 +325,10 @@ async fn serve_sigterm_prints_the_report_and_exits_0() {
     assert_eq!(polite.closure().unwrap().code(), CloseCode::GOING_AWAY);
     assert_eq!(serve.wait(Duration::from_secs(10)), Some(0));
     let took = start.elapsed();
-    assert!(took >= Duration::from_secs(1), "the grace period was waited: {took:?}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "the grace period was waited: {took:?}"
+    );
     let output = serve.output();
     assert!(
         output.contains("shutdown: 1 closed cleanly, 1 forced\n"),
@@ -355,7 +358,10 @@ async fn serve_answers_503_past_max_connections_and_closes_a_slowloris_at_the_ti
     let mut refused = tokio::net::TcpStream::connect(&serve.addr).await.unwrap();
     refused.write_all(upgrade.as_bytes()).await.unwrap();
     let mut response = Vec::new();
-    refused.read_to_end(&mut response).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut response))
+        .await
+        .expect("the 503 ends the connection")
+        .unwrap();
     let response = text(&response);
     assert!(response.starts_with("HTTP/1.1 503 "), "{response:?}");
     assert!(response.contains("\r\nRetry-After: 9\r\n"), "{response:?}");
@@ -417,12 +423,18 @@ async fn serve_passes_keepalive_and_idle_timeouts_to_its_connections() {
         .unwrap()
         .unwrap();
     assert_eq!(byte[0], 0x89, "a ping (FIN, opcode 9)");
-    assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
 
     // A client with nothing to say is closed after --idle-timeout.
     let idle = Serve::start(&["--echo", "--ping-interval", "0", "--idle-timeout", "0.3"]);
     let mut ws = wsevents::connect(&idle.url("/")).await.unwrap();
-    let end = tokio::time::timeout(Duration::from_secs(3), ws.next()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(3), ws.next())
+        .await
+        .unwrap();
     assert!(end.is_none());
     assert_eq!(ws.closure().unwrap().code(), CloseCode::GOING_AWAY);
     assert_eq!(ws.closure().unwrap().reason(), "idle timeout");

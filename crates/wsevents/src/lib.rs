@@ -43,11 +43,11 @@ pub use io::server::{
     DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER, HandshakePermit, Lifecycle, SHUTDOWN_REASON,
     Server, ServerBuilder, ServerLimits, ShutdownReport, accept,
 };
+pub use io::stream::{DEFAULT_WRITE_LIMIT, ReadHalf, WebSocketStream, WriteHalf};
+pub use io::tls::MaybeTlsStream;
 /// The token that starts a shutdown ([`ServerBuilder::shutdown_token`],
 /// [`Lifecycle::new`]): tokio-util's.
 pub use tokio_util::sync::CancellationToken;
-pub use io::stream::{DEFAULT_WRITE_LIMIT, ReadHalf, WebSocketStream, WriteHalf};
-pub use io::tls::MaybeTlsStream;
 pub use wsevents_proto::deflate::DeflateConfig;
 pub use wsevents_proto::{CloseCode, CloseFrame, Closure, Config, Message, Role, State, Utf8Bytes};
 

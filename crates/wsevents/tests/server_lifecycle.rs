@@ -11,8 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wsevents::{
-    Acceptor, CancellationToken, CloseCode, Config, Message, SHUTDOWN_REASON, Server,
-    ServerBuilder,
+    Acceptor, CancellationToken, CloseCode, Config, Message, SHUTDOWN_REASON, Server, ServerBuilder,
 };
 
 const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -57,7 +56,10 @@ async fn read_to_close(tcp: &mut TcpStream) -> String {
 async fn eventually(mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
     while !condition() {
-        assert!(start.elapsed() < Duration::from_secs(10), "condition never held");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "condition never held"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -208,7 +210,6 @@ async fn shutdown_closes_event_and_stream_connections_with_1001_after_everything
         .bind("127.0.0.1:0")
         .await
         .unwrap();
-    let url = format!("ws://{}/", server.local_addr());
 
     // Event API: the server queues every message with `send`, then drives.
     let event_client = small_buffer_client(server.local_addr()).await;
@@ -296,7 +297,10 @@ async fn peers_that_never_read_are_forced_after_the_grace_period() {
     let report = server.shutdown(grace).await;
     let took = start.elapsed();
     assert_eq!((report.clean, report.forced), (2, 2), "{report}");
-    assert!(took >= grace && took < grace + Duration::from_secs(1), "{took:?}");
+    assert!(
+        took >= grace && took < grace + Duration::from_secs(1),
+        "{took:?}"
+    );
     let forced = deaf_side.await.unwrap();
     assert_eq!(forced.code, 1006);
     assert!(!forced.was_clean);

@@ -255,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// The teardown is done: give the server its slot back, saying how it ended.
     fn finish_tracked(&mut self, conn: &Connection) {
         if let Some(tracked) = self.tracked.take() {
-            tracked.finish(conn.closure().is_some_and(|c| c.was_clean()));
+            (*tracked).finish(conn.closure().is_some_and(|c| c.was_clean()));
         }
     }
 

@@ -137,11 +137,7 @@ pub struct ShutdownReport {
 
 impl std::fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} closed cleanly, {} forced",
-            self.clean, self.forced
-        )
+        write!(f, "{} closed cleanly, {} forced", self.clean, self.forced)
     }
 }
 
@@ -471,7 +467,10 @@ impl Tracked {
         }
         if self.seen < GOING_AWAY && self.going_away.as_mut().poll(cx).is_ready() {
             // The token was cancelled by its holder: let busy connections see it too.
-            self.slot.shared.stage.fetch_max(GOING_AWAY, Ordering::Release);
+            self.slot
+                .shared
+                .stage
+                .fetch_max(GOING_AWAY, Ordering::Release);
             return Some(self.saw(GOING_AWAY));
         }
         None
@@ -487,7 +486,7 @@ impl Tracked {
     }
 
     /// The teardown is over: record how, and give the slot back.
-    pub(crate) fn finish(mut self: Box<Self>, clean: bool) {
+    pub(crate) fn finish(mut self, clean: bool) {
         self.slot.clean = clean;
     }
 }

@@ -64,11 +64,11 @@ pub(crate) mod backoff;
 pub(crate) mod lifecycle;
 
 pub use self::backoff::AcceptBackoff;
+use self::lifecycle::Tracked;
 pub use self::lifecycle::{
     DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER,
     HandshakePermit, Lifecycle, SHUTDOWN_REASON, ServerLimits, ShutdownReport,
 };
-use self::lifecycle::Tracked;
 
 use crate::api::error::{Error, Result};
 use crate::io::driver::Driver;
@@ -639,7 +639,11 @@ async fn close_going_away((mut ws, _): Accepted) {
 }
 
 /// TLS then the WebSocket handshake, both within the handshake timeout.
-async fn upgrade(tcp: TcpStream, options: &ServerBuilder, lifecycle: &Lifecycle) -> Result<Accepted> {
+async fn upgrade(
+    tcp: TcpStream,
+    options: &ServerBuilder,
+    lifecycle: &Lifecycle,
+) -> Result<Accepted> {
     let handshake = async {
         tcp.set_nodelay(true)?;
         let io = match &options.tls {
