@@ -23,7 +23,20 @@ struct Serve {
 
 impl Serve {
     fn start(args: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
+        Serve::spawn(Command::new(BIN), args)
+    }
+
+    /// `wsevents serve ARGS` with at most `files` file descriptors (`prlimit` execs
+    /// it, so the pid is the server's); `None` where there is no `prlimit`.
+    fn start_with_file_limit(files: u32, args: &[&str]) -> Option<Serve> {
+        Command::new("prlimit").arg("--version").output().ok()?;
+        let mut command = Command::new("prlimit");
+        command.arg(format!("--nofile={files}:{files}")).arg(BIN);
+        Some(Serve::spawn(command, args))
+    }
+
+    fn spawn(mut command: Command, args: &[&str]) -> Serve {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
@@ -438,6 +451,50 @@ async fn serve_passes_keepalive_and_idle_timeouts_to_its_connections() {
     assert!(end.is_none());
     assert_eq!(ws.closure().unwrap().code(), CloseCode::GOING_AWAY);
     assert_eq!(ws.closure().unwrap().reason(), "idle timeout");
+}
+
+#[tokio::test]
+async fn serve_waits_out_running_out_of_file_descriptors_then_serves_again() {
+    let Some(serve) = Serve::start_with_file_limit(48, &["--echo"]) else {
+        eprintln!("skipped: no prlimit");
+        return;
+    };
+    let connect = |url: String| async move {
+        tokio::time::timeout(Duration::from_millis(500), wsevents::connect(&url)).await
+    };
+    // Open connections until the server has no descriptor left for the next one:
+    // accept fails (EMFILE) and that client waits in the listen backlog.
+    let mut open = Vec::new();
+    loop {
+        match connect(serve.url("/")).await {
+            Ok(Ok(ws)) => open.push(ws),
+            Ok(Err(error)) => panic!("refused instead of waiting: {error}"),
+            Err(_) => break,
+        }
+        assert!(open.len() < 48, "the file limit was never reached");
+    }
+    assert!(open.len() >= 8, "only {} connections", open.len());
+    // Every open connection still works.
+    for ws in &mut open {
+        ws.send(Message::text("alive")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap().as_text(), Some("alive"));
+    }
+    // Free some descriptors: within the back-off's longest wait (1 s), new clients
+    // are served again.
+    for mut ws in open.drain(..4) {
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+    }
+    let mut again = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Ok(ws)) = connect(serve.url("/")).await {
+                return ws;
+            }
+        }
+    })
+    .await
+    .expect("served again once descriptors were free");
+    again.send(Message::text("back")).await.unwrap();
+    assert_eq!(again.next().await.unwrap().unwrap().as_text(), Some("back"));
 }
 
 #[tokio::test]
