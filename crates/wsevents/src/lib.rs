@@ -12,6 +12,10 @@
 //! - [`accept`] / [`Acceptor`] / [`Server`]: servers, standalone or inside another
 //!   HTTP server's upgrade.
 //! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s.
+//! - [`Lifecycle`] / [`ServerLimits`] / [`AcceptBackoff`]: a server's bounds (open
+//!   connections, handshakes), accept back-off and graceful shutdown
+//!   ([`Server::shutdown`] → [`ShutdownReport`]), for [`Server`] and for accept loops
+//!   of one's own.
 //!
 //! What it does not do: HTTP beyond the upgrade (no routing of plain HTTP requests),
 //! proxies, or HTTP/2 WebSockets (RFC 8441).

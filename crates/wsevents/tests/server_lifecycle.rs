@@ -11,7 +11,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wsevents::{
-    Acceptor, CancellationToken, CloseCode, Config, Message, SHUTDOWN_REASON, Server, ServerBuilder,
+    Acceptor, CancellationToken, CloseCode, Config, Lifecycle, Message, SHUTDOWN_REASON, Server,
+    ServerBuilder, ServerLimits,
 };
 
 const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -337,4 +338,32 @@ async fn cancelling_the_shutdown_token_shuts_the_server_down_from_another_task()
     assert_eq!((report.clean, report.forced), (1, 0), "{report}");
     // No new connection once it is over.
     assert!(wsevents::connect(&url).await.is_err());
+}
+
+#[tokio::test]
+async fn an_accept_loop_of_ones_own_closes_its_connections_when_the_token_is_cancelled() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let lifecycle = Lifecycle::new(ServerLimits::default(), stop.clone());
+    let tracked = lifecycle.clone();
+    let server_side = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (mut ws, _) = tracked.accept(&Acceptor::new(), tcp).await.unwrap();
+        while ws.next().await.is_some() {}
+        ws.closure().cloned()
+    });
+    let mut client = wsevents::connect(&format!("ws://{addr}/")).await.unwrap();
+    eventually(|| lifecycle.open_connections() == 1).await;
+    // The server side is idle (waiting for input) when the token is cancelled, and
+    // nobody calls `shutdown`: the token alone closes it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.cancel();
+    let end = tokio::time::timeout(Duration::from_secs(5), client.next()).await;
+    assert!(matches!(end, Ok(None)), "closed at once");
+    assert_eq!(client.closure().unwrap().code(), CloseCode::GOING_AWAY);
+    assert!(server_side.await.unwrap().unwrap().was_clean());
+    eventually(|| lifecycle.open_connections() == 0).await;
+    let report = lifecycle.shutdown(Duration::from_secs(1)).await;
+    assert_eq!((report.clean, report.forced), (1, 0), "{report}");
 }
