@@ -22,8 +22,9 @@
 //! shutdown: told to go away, it closes with 1001 through the core (the close frame
 //! after everything queued); told to stop, it aborts and gives up its transport. A
 //! busy driver checks for that with one atomic load per `poll_event`; it registers its
-//! wakeup with the server only on its way to `Pending`. An untracked driver (clients,
-//! connections accepted on a caller's transport) checks a `None`.
+//! wakeup with the server only on its way to `Pending`, and then without a lock (a
+//! waker registration and an atomic load: the relay in `lifecycle.rs`). An untracked
+//! driver (clients, connections accepted on a caller's transport) checks a `None`.
 
 use std::io;
 use std::pin::Pin;
