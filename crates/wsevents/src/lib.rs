@@ -11,7 +11,9 @@
 //! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` clients.
 //! - [`accept`] / [`Acceptor`] / [`Server`]: servers, standalone or inside another
 //!   HTTP server's upgrade.
-//! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s.
+//! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s
+//!   ([`StreamEvent`]s with pings and pongs, on opt-in), that [`split`](WebSocketStream::split)s
+//!   into a [`ReadHalf`] and a [`WriteHalf`] for two tasks.
 //! - [`Lifecycle`] / [`ServerLimits`] / [`AcceptBackoff`]: a server's bounds (open
 //!   connections, handshakes), accept back-off and graceful shutdown
 //!   ([`Server::shutdown`] → [`ShutdownReport`]), for [`Server`] and for accept loops
@@ -21,6 +23,7 @@
 //! proxies, or HTTP/2 WebSockets (RFC 8441).
 
 mod api {
+    pub(crate) mod backpressure;
     pub(crate) mod data;
     pub(crate) mod error;
     pub(crate) mod events;
@@ -37,9 +40,12 @@ mod io {
     pub(crate) mod url;
 }
 
+pub use api::backpressure::{Backpressure, WhenFull};
 pub use api::data::{BinaryType, Blob, Data, IntoMessage};
 pub use api::error::{Error, Result};
-pub use api::events::{CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent};
+pub use api::events::{
+    CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent, PongEvent,
+};
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
 pub use io::server::{
@@ -47,7 +53,9 @@ pub use io::server::{
     DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER, HandshakePermit, Lifecycle, SHUTDOWN_REASON,
     Server, ServerBuilder, ServerLimits, ShutdownReport, accept,
 };
-pub use io::stream::{DEFAULT_WRITE_LIMIT, ReadHalf, WebSocketStream, WriteHalf};
+pub use io::stream::{
+    DEFAULT_WRITE_LIMIT, ReadHalf, ReuniteError, StreamEvent, WebSocketStream, WriteHalf,
+};
 pub use io::tls::MaybeTlsStream;
 /// The token that starts a shutdown ([`ServerBuilder::shutdown_token`],
 /// [`Lifecycle::new`]): tokio-util's.
