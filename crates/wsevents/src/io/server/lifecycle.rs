@@ -123,7 +123,14 @@ impl Default for ServerLimits {
     }
 }
 
-/// How a shutdown went for the connections open when it began.
+/// How a shutdown went for the connections open when it began; its `Display` is the
+/// line `wsevents serve` prints.
+///
+/// ```
+/// let report = wsevents::ShutdownReport::default();
+/// assert_eq!((report.clean, report.forced), (0, 0));
+/// assert_eq!(report.to_string(), "0 closed cleanly, 0 forced");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ShutdownReport {
@@ -378,7 +385,9 @@ impl Shared {
     }
 }
 
-/// Room for one opening handshake, given back when dropped.
+/// Room for one opening handshake, given back when dropped (see
+/// [`Lifecycle::handshake_permit`]; the [`Lifecycle`] example shows it in an accept
+/// loop).
 #[derive(Debug)]
 pub struct HandshakePermit {
     _permit: Option<OwnedSemaphorePermit>,

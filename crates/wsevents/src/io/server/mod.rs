@@ -497,6 +497,15 @@ impl ServerBuilder {
     }
 
     /// All the bounds at once.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use wsevents::{Acceptor, Server, ServerLimits};
+    /// let limits = ServerLimits { max_connections: 500, ..ServerLimits::default() };
+    /// let server = Server::builder(Acceptor::new()).limits(limits.clone()).bind("127.0.0.1:0").await?;
+    /// assert_eq!(server.lifecycle().limits(), &limits);
+    /// # Ok(()) }
+    /// ```
     pub fn limits(mut self, limits: ServerLimits) -> Self {
         self.limits = limits;
         self
@@ -522,7 +531,20 @@ impl ServerBuilder {
     }
 
     /// The grace period of a shutdown started by the token (default
-    /// [`DEFAULT_GRACE`], 10 s).
+    /// [`DEFAULT_GRACE`], 10 s); [`Server::shutdown`] takes its own.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use std::time::Duration;
+    /// let stop = wsevents::CancellationToken::new();
+    /// let server = wsevents::Server::builder(wsevents::Acceptor::new())
+    ///     .shutdown_token(stop.clone())
+    ///     .grace(Duration::from_secs(30))
+    ///     .bind("127.0.0.1:0")
+    ///     .await?;
+    /// # let _ = server;
+    /// # Ok(()) }
+    /// ```
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
