@@ -232,7 +232,10 @@ async fn ten_thousand_closed_subscribers_leave_nothing_behind() {
             }
         }
     }
-    assert_eq!(abnormal, (0..CYCLES).filter(|j| j % AT_ONCE % 3 == 2).count());
+    assert_eq!(
+        abnormal,
+        (0..CYCLES).filter(|j| j % AT_ONCE % 3 == 2).count()
+    );
     let stats = hub.stats();
     assert_eq!(hub.subscriber_count("all"), 0);
     assert_eq!((stats.topics, stats.subscribers), (0, 0), "{stats:?}");
@@ -263,7 +266,10 @@ async fn only_open_server_sockets_subscribe() {
     let (server, url) = server().await;
     let hub = Hub::new();
     let client = WebSocket::new(&url).unwrap();
-    assert!(matches!(hub.subscribe(&client, "t"), Err(Error::InvalidState)));
+    assert!(matches!(
+        hub.subscribe(&client, "t"),
+        Err(Error::InvalidState)
+    ));
     let running = tokio::spawn({
         let client = client.clone();
         async move { client.run().await }
@@ -384,7 +390,10 @@ async fn a_subscriber_that_never_reads_is_closed_and_the_others_get_everything()
             Err(_) => panic!("the stalled client never saw the close"),
         }
     }
-    assert_eq!(next, closed_at, "everything queued before the close, nothing after");
+    assert_eq!(
+        next, closed_at,
+        "everything queued before the close, nothing after"
+    );
     let closure = stalled.closure().expect("a close frame");
     assert_eq!(closure.code(), SLOW_CLOSE_CODE);
     assert_eq!(closure.reason(), SLOW_CLOSE_REASON);
