@@ -14,8 +14,9 @@
 //! full-jitter exponential backoff (100 ms doubling to 5 s), the subscriber
 //! resubscribes to every topic the hub has then, and both say so in the log
 //! (`tracing`: a warning on loss, info on recovery) and in
-//! [`Hub::backend_status`](super::Hub::backend_status). What is published while the
-//! publisher is cut off is not carried to other nodes (counted in
+//! [`Hub::backend_status`](super::Hub::backend_status). What is published before the
+//! first connection is made waits for it (up to [`RedisConfig::max_pending`]); what is
+//! published while the publisher is cut off is not carried to other nodes (counted in
 //! [`BackendStatus::Reconnecting::dropped`]); Redis pub/sub has no history to replay.
 //!
 //! The envelope: `b"wse1"`, the node id (8 bytes, big-endian), the kind (`0x01` text,
@@ -230,8 +231,9 @@ impl Backend for RedisBackend {
 
     fn publish(&self, topic: &str, message: &Message) {
         // Cut off: not queued for later (other nodes lost their subscriptions too, and
-        // would get it late or not at all); counted.
-        if !matches!(lock(&self.shared.links).publisher, Link::Up) {
+        // would get it late or not at all); counted. While the first connection is
+        // being made, it waits in the queue.
+        if matches!(lock(&self.shared.links).publisher, Link::Down { .. }) {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
