@@ -826,6 +826,9 @@ impl Drop for Redis {
 #[tokio::test]
 async fn two_serves_on_one_redis_are_one_chat() {
     let redis = Redis::start();
+    // Redis answers before the servers start: a server that finds it down drops what
+    // is published until it has reconnected (the hub's rule), which would race here.
+    assert_eq!(redis.numsub("wsevents:chat").await, 0);
     let one = Serve::start(&["--redis", &redis.url()]);
     let two = Serve::start(&["--redis", &redis.url()]);
     let mut alice = joined(&one.url("/chat"), "alice here").await;
