@@ -402,7 +402,7 @@ async fn flood_server(addr: &str, api: &str, bytes: u64) -> Result<(), BoxError>
                     let mut sent = 0u64;
                     while sent < bytes {
                         // Waits while 128 KiB (the write limit) are queued unwritten.
-                        if ws.send(Message::binary(chunk.clone())).await.is_err() {
+                        if ws.send(Message::binary(chunk.to_vec())).await.is_err() {
                             break;
                         }
                         sent += chunk.len() as u64;
@@ -421,8 +421,10 @@ async fn flood_server(addr: &str, api: &str, bytes: u64) -> Result<(), BoxError>
                     let mut last_error = String::new();
                     while sent < bytes {
                         // No waiting of our own: as fast as `send` takes it, so the
-                        // memory held is the library's bound, not ours.
-                        match ws.send(chunk.clone()) {
+                        // memory held is the library's bound, not ours. A fresh buffer
+                        // each time, as an application's messages are (clones of one
+                        // `Bytes` would share one allocation and hide what is queued).
+                        match ws.send(chunk.to_vec()) {
                             Ok(()) => sent += chunk.len() as u64,
                             Err(wsevents::Error::InvalidState) => break,
                             Err(e) => {
