@@ -49,6 +49,7 @@ start_serve() {
     local name=$1
     shift
     local out="$tmp/$name.out"
+    : >"$out"
     "$bin" serve --listen 127.0.0.1:0 "$@" >"$out" 2>"$tmp/$name.err" &
     local pid=$!
     pids+=("$pid")
@@ -68,6 +69,7 @@ start_serve() {
 start_flood() {
     local name=$1
     local out="$tmp/$name.out"
+    : >"$out"
     "$hostile" flood-server 127.0.0.1:0 "$2" "$3" >"$out" 2>&1 &
     local pid=$!
     pids+=("$pid")
