@@ -147,8 +147,9 @@ pub enum Error {
     /// The transport ended before the close handshake did.
     #[error("the connection ended without a close handshake")]
     UnexpectedEof,
-    /// The opening or the close handshake took longer than its configured timeout.
-    #[error("the {0} handshake timed out")]
+    /// A handshake took longer than its configured timeout, or the peer stopped
+    /// answering keepalive pings.
+    #[error("{0}")]
     Timeout(Timeout),
     /// The caller closed the connection before the opening handshake completed.
     #[error("the connection was closed before it opened")]
@@ -161,20 +162,30 @@ pub enum Error {
     Handshake(#[from] HandshakeError),
 }
 
-/// Which handshake ran out of time.
+/// Which deadline ran out.
+///
+/// ```
+/// use wsevents_proto::{Error, Timeout};
+/// assert_eq!(Error::Timeout(Timeout::Handshake).to_string(), "the opening handshake timed out");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Timeout {
     /// The opening handshake.
     Handshake,
     /// The close handshake: the peer's close frame never came.
     Close,
+    /// Keepalive: after a keepalive ping, nothing at all came from the peer within
+    /// [`Config::pong_timeout`](crate::Config::pong_timeout).
+    Pong,
 }
 
 impl std::fmt::Display for Timeout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Timeout::Handshake => "opening",
-            Timeout::Close => "close",
+            Timeout::Handshake => "the opening handshake timed out",
+            Timeout::Close => "the close handshake timed out",
+            Timeout::Pong => "the peer sent nothing, not even a pong, after a keepalive ping",
         })
     }
 }
@@ -207,6 +218,21 @@ mod tests {
         ];
         for (error, code) in table {
             assert_eq!(error.close_code().as_u16(), code, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_say_what_ran_out() {
+        let table = [
+            (Timeout::Handshake, "the opening handshake timed out"),
+            (Timeout::Close, "the close handshake timed out"),
+            (
+                Timeout::Pong,
+                "the peer sent nothing, not even a pong, after a keepalive ping",
+            ),
+        ];
+        for (timeout, text) in table {
+            assert_eq!(Error::Timeout(timeout).to_string(), text);
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -33,14 +34,49 @@ pub enum Event {
     Fragment(Fragment),
     /// A ping arrived. When auto-pong is on (the default) the pong is already queued.
     Ping(Bytes),
-    /// A pong arrived.
-    Pong(Bytes),
+    /// A pong arrived; it says when the ping it answers was sent, if this end recorded
+    /// that ping.
+    Pong(Pong),
     /// The connection failed: the peer broke the protocol, the handshake failed or
     /// timed out. [`Event::Closed`] follows.
     Error(Error),
     /// The connection is closed: no frame will be read or sent any more. Always the last
     /// event, and always exactly once.
     Closed(Closure),
+}
+
+/// A pong received, with the time of the ping it answers when that is known.
+///
+/// `ping_sent_at` is `Some(t)` when the payload equals that of the latest ping this end
+/// recorded (sent with [`Connection::ping_at`](crate::Connection::ping_at), or a
+/// keepalive ping); the record is then cleared, so a second pong with the same payload
+/// gets `None`. The round-trip time is the caller's own `now - t`: the core reads no
+/// clock. Unsolicited pongs, pongs to unrecorded pings ([`Connection::ping`]) and
+/// pongs to an older ping get `None`.
+///
+/// [`Connection::ping`]: crate::Connection::ping
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use bytes::Bytes;
+/// use wsevents_proto::{Config, Connection, Event, Role};
+/// let sent = Instant::now();
+/// let mut client = Connection::open(Role::Client, Config::default());
+/// client.ping_at(Bytes::from_static(b"42"), sent).unwrap();
+/// client.handle_input(b"\x8a\x0242"); // the server's pong
+/// let Some(Event::Pong(pong)) = client.poll_event() else { panic!() };
+/// assert_eq!(pong.payload, &b"42"[..]);
+/// let rtt = (sent + Duration::from_millis(3)) - pong.ping_sent_at.unwrap();
+/// assert_eq!(rtt, Duration::from_millis(3));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Pong {
+    /// The pong's payload.
+    pub payload: Bytes,
+    /// When the ping with this payload was sent, if it was this end's latest recorded
+    /// ping.
+    pub ping_sent_at: Option<Instant>,
 }
 
 /// A whole WebSocket message.

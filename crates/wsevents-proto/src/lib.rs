@@ -48,6 +48,6 @@ pub mod utf8;
 pub use close::{CloseCode, CloseFrame};
 pub use connection::{Config, Connection, State, TransmitQueue};
 pub use error::{Error, ProtocolError, Timeout};
-pub use event::{Closure, Event, Fragment, Initiator, Message, MessageKind, Utf8Bytes};
+pub use event::{Closure, Event, Fragment, Initiator, Message, MessageKind, Pong, Utf8Bytes};
 pub use handshake::HandshakeError;
 pub use role::Role;

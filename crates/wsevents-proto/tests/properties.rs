@@ -152,6 +152,43 @@ proptest! {
         prop_assert_eq!(summarize(got), reference);
     }
 
+    /// The keepalive does not see how input is split either: with a check after every
+    /// piece, one interval apart, no keepalive ping goes out (each interval heard
+    /// something), input never moves the deadline, and the events are the same.
+    #[test]
+    fn any_split_with_keepalive_checks_between_pieces_sends_no_ping(
+        actions in proptest::collection::vec(action(), 1..6),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+        role in prop_oneof![Just(Role::Client), Just(Role::Server)],
+    ) {
+        let bytes = wire(role, &actions);
+        let mut whole = Connection::open(role.peer(), Config::default());
+        whole.handle_input(&bytes);
+        let reference = summarize(events(&mut whole));
+
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        points.push(0);
+        points.push(bytes.len());
+        points.sort_unstable();
+        points.dedup();
+        let interval = Config::default().ping_interval.unwrap();
+        let t0 = std::time::Instant::now();
+        let mut split = Connection::open_at(role.peer(), Config::default(), t0);
+        let mut got = Vec::new();
+        let mut sent = Vec::new();
+        for (k, pair) in (1u32..).zip(points.windows(2)) {
+            let deadline = split.poll_timeout();
+            split.handle_input(&bytes[pair[0]..pair[1]]);
+            got.extend(events(&mut split));
+            prop_assert_eq!(split.poll_timeout(), deadline, "input moved the deadline");
+            prop_assert_eq!(deadline, Some(t0 + interval * k));
+            split.handle_timeout(t0 + interval * k);
+            sent.extend(parse_frames(&transmitted(&mut split)));
+        }
+        prop_assert_eq!(summarize(got), reference);
+        prop_assert!(sent.iter().all(|(byte0, _)| *byte0 == 0x8a), "only pongs: {:?}", sent);
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(
         input in proptest::collection::vec(any::<u8>(), 0..512),

@@ -30,7 +30,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::close::{CloseFrame, MAX_REASON_LEN};
 use crate::error::{Error, ProtocolError};
-use crate::event::{Closure, Event, Initiator, Message, MessageKind, Utf8Bytes};
+use crate::event::{Closure, Event, Initiator, Message, MessageKind, Pong, Utf8Bytes};
 use crate::extension::Extension;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_SHORT_PAYLOAD, OpCode};
 use crate::handshake::{self, ClientRequest, Request, Response};
@@ -39,8 +39,8 @@ use crate::role::Role;
 
 use assemble::{Assembled, Assembler};
 pub use config::Config;
-use state::Phase;
 pub use state::State;
+use state::{Liveness, Phase};
 pub use transmit::TransmitQueue;
 
 /// The frame being received: its header is parsed and consumed from the input; the
@@ -79,7 +79,8 @@ enum Step {
 ///   [`handle_eof`](Self::handle_eof), [`handle_timeout`](Self::handle_timeout);
 /// - **commands**: [`send`](Self::send), [`send_text`](Self::send_text),
 ///   [`send_binary`](Self::send_binary), [`send_fragment`](Self::send_fragment),
-///   [`ping`](Self::ping), [`pong`](Self::pong), [`close`](Self::close),
+///   [`ping`](Self::ping), [`ping_at`](Self::ping_at), [`pong`](Self::pong),
+///   [`close`](Self::close),
 ///   [`abort`](Self::abort), and for a server [`accept`](Self::accept) /
 ///   [`reject`](Self::reject);
 /// - **`poll_*`**, what to do next: [`poll_event`](Self::poll_event),
@@ -87,7 +88,13 @@ enum Step {
 ///
 /// After any `handle_*` or command, drain `poll_event` until it returns `None` (this is
 /// what parses the input), then write everything `poll_transmit` gives, then arm a timer
-/// for `poll_timeout`. [`Event::Closed`] is the last event; once the connection is
+/// for `poll_timeout` and call `handle_timeout` when it fires (then poll again: a
+/// keepalive ping or a close may be queued). Input never reads the clock: the keepalive
+/// and idle deadlines are checked lazily when they fire (see [`Config::ping_interval`]),
+/// and are armed by [`open_at`](Self::open_at) or else by the first `handle_timeout`
+/// after the connection opened, which `poll_timeout` asks for at once (with `open`,
+/// which knows no time, call `handle_timeout` once yourself). [`Event::Closed`] is the
+/// last event; once the connection is
 /// [`State::Closed`] and the transmit queue is empty, a server closes the transport
 /// (RFC 6455 §7.1.1) and a client waits, up to the close timeout, for the server to do
 /// so.
@@ -125,6 +132,17 @@ pub struct Connection {
     response: Option<Box<Response>>,
     transmit: TransmitQueue,
     pending_pong: Option<Bytes>,
+    /// The latest recorded ping (`ping_at`, keepalive): its payload and when it went out.
+    ping_sent: Option<(Bytes, Instant)>,
+    /// Keepalive pings sent so far: the next one's payload.
+    keepalive_pings: u64,
+    /// Input arrived since the keepalive deadline was armed (`state.rs`).
+    heard: bool,
+    /// A data message went either way since the idle deadline was armed.
+    active: bool,
+    /// The latest instant the caller gave (constructor, `handle_timeout`): the core
+    /// reads no clock, this is all it knows of the time.
+    clock: Option<Instant>,
     events: VecDeque<Event>,
     mask_keys: Option<MaskKeys>,
     sending: Option<MessageKind>,
@@ -145,6 +163,11 @@ impl Connection {
             response: None,
             transmit: TransmitQueue::default(),
             pending_pong: None,
+            ping_sent: None,
+            keepalive_pings: 0,
+            heard: false,
+            active: false,
+            clock: None,
             events: VecDeque::new(),
             mask_keys: role.masks_outgoing().then(MaskKeys::new),
             sending: None,
@@ -180,6 +203,7 @@ impl Connection {
             deadline,
         };
         let mut conn = Connection::new(Role::Client, config, phase);
+        conn.clock = Some(now);
         conn.transmit.push_raw(&head);
         conn
     }
@@ -187,13 +211,38 @@ impl Connection {
     /// A server waiting for a client's upgrade request.
     pub fn server(config: Config, now: Instant) -> Self {
         let deadline = config.handshake_timeout.map(|t| now + t);
-        Connection::new(Role::Server, config, Phase::AwaitingRequest { deadline })
+        let mut conn = Connection::new(Role::Server, config, Phase::AwaitingRequest { deadline });
+        conn.clock = Some(now);
+        conn
     }
 
     /// A connection whose handshake was done elsewhere (for example by an HTTP server
     /// that hands over the upgraded stream): it starts open, with no extension.
+    ///
+    /// It knows no time yet, so its keepalive and idle deadlines are armed by the first
+    /// [`handle_timeout`](Self::handle_timeout) call (at that `now`); until then
+    /// [`poll_timeout`](Self::poll_timeout) is `None`. A driver that wants them from
+    /// the start uses [`open_at`](Self::open_at).
     pub fn open(role: Role, config: Config) -> Self {
-        Connection::new(role, config, Phase::Open)
+        let liveness = Liveness::unarmed(&config, None);
+        Connection::new(role, config, Phase::Open(liveness))
+    }
+
+    /// Like [`open`](Self::open), opened at `now`: the keepalive and idle deadlines are
+    /// armed from `now`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use wsevents_proto::{Config, Connection, Role};
+    /// let now = Instant::now();
+    /// let conn = Connection::open_at(Role::Server, Config::default(), now);
+    /// assert_eq!(conn.poll_timeout(), Some(now + Duration::from_secs(20)), "the first keepalive check");
+    /// ```
+    pub fn open_at(role: Role, config: Config, now: Instant) -> Self {
+        let liveness = Liveness::armed(&config, now);
+        let mut conn = Connection::new(role, config, Phase::Open(liveness));
+        conn.clock = Some(now);
+        conn
     }
 
     // ----- getters -----
@@ -273,6 +322,8 @@ impl Connection {
         if self.state() == State::Closed {
             return;
         }
+        // The whole of the keepalive's work here: the deadline looks at it when reached.
+        self.heard = true;
         if self.input.capacity() == 0 {
             // Nothing buffered (the usual case): one exact-size allocation, which a
             // frame that is all of it then becomes the message without another.
@@ -344,6 +395,7 @@ impl Connection {
         if self.state() == State::Closed {
             self.input.clear();
         }
+        self.heard = true;
     }
 
     /// The transport's read side ended (EOF). Unless the connection is closed already,
@@ -360,7 +412,14 @@ impl Connection {
         self.fail(Error::UnexpectedEof, Initiator::Remote);
     }
 
-    /// Time passed: fail the connection if a handshake deadline is over.
+    /// Time passed: act on the deadlines that `now` reached. While connecting or
+    /// closing, a handshake deadline that is over fails the connection. While open, the
+    /// first call arms the keepalive and idle deadlines (unless
+    /// [`open_at`](Self::open_at) did); later calls send a keepalive ping after an
+    /// interval with nothing received, fail the connection when nothing came within the
+    /// pong timeout after it ([`Timeout::Pong`](crate::Timeout::Pong), with a 1011 close
+    /// frame), and start the close handshake with 1001 after the idle timeout (see
+    /// [`Config`]). Calling it early, or more often, is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.on_timeout(now);
     }
@@ -388,6 +447,7 @@ impl Connection {
         if self.sending.is_some() {
             return Err(Error::MessageInProgress);
         }
+        self.active = true;
         let (kind, payload) = match message {
             Message::Text(text) => (MessageKind::Text, text.into_bytes()),
             Message::Binary(data) => (MessageKind::Binary, data),
@@ -437,14 +497,27 @@ impl Connection {
             Some(_) => return Err(Error::MessageInProgress),
         };
         self.sending = (!fin).then_some(kind);
+        self.active = true;
         let app_len = data.len();
         self.queue_data_frame(opcode, 0, fin, data, app_len);
         Ok(())
     }
 
-    /// Send a ping with up to 125 bytes of payload.
+    /// Send a ping with up to 125 bytes of payload, unrecorded: its pong reports no
+    /// send time (see [`ping_at`](Self::ping_at)).
     pub fn ping(&mut self, data: Bytes) -> Result<(), Error> {
         self.send_control(OpCode::Ping, data)
+    }
+
+    /// Send a ping with up to 125 bytes of payload and record that it went out at
+    /// `now`: the pong with the same payload reports `now` as its
+    /// [`Pong::ping_sent_at`](crate::Pong::ping_sent_at), from which the caller computes
+    /// the round-trip time. Only the latest recorded ping is remembered (a keepalive ping
+    /// is recorded the same way and replaces it), so use distinct payloads.
+    pub fn ping_at(&mut self, data: Bytes, now: Instant) -> Result<(), Error> {
+        self.send_control(OpCode::Ping, data.clone())?;
+        self.ping_sent = Some((data, now));
+        Ok(())
     }
 
     /// Send an unsolicited pong (a heartbeat) with up to 125 bytes of payload.
@@ -608,7 +681,13 @@ impl Connection {
         (!self.transmit.is_empty()).then_some(&mut self.transmit)
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) must be called next, if ever.
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next, if ever: the
+    /// earliest deadline of the phase (the opening handshake, the close handshake) and,
+    /// while open, of the keepalive and idle checks. It changes only when a command or
+    /// `handle_timeout` moves it (input only ends the keepalive and idle deadlines, with
+    /// the transition to CLOSING or CLOSED it causes), so a driver re-arms its timer
+    /// only when the value changes. An instant already past (a connection that has just
+    /// opened, asking for its deadlines to be armed) means: call at once.
     #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.phase.deadline()
@@ -630,7 +709,9 @@ impl Connection {
             let step = match self.phase {
                 Phase::AwaitingResponse { .. } => self.read_response(),
                 Phase::AwaitingRequest { .. } => self.read_request(),
-                Phase::Open | Phase::Closing { .. } => self.read_frame().map_err(Error::Protocol),
+                Phase::Open(_) | Phase::Closing { .. } => {
+                    self.read_frame().map_err(Error::Protocol)
+                }
                 Phase::AwaitingAnswer { .. } | Phase::Closed(_) => Ok(Step::Blocked),
             };
             match step {
@@ -746,13 +827,24 @@ impl Connection {
                 }
                 Ok(Step::Event(Event::Ping(payload)))
             }
-            OpCode::Pong => Ok(Step::Event(Event::Pong(payload.freeze()))),
+            OpCode::Pong => {
+                let payload = payload.freeze();
+                let ping_sent_at = match &self.ping_sent {
+                    Some((ping, _)) if *ping == payload => self.ping_sent.take().map(|(_, t)| t),
+                    _ => None,
+                };
+                Ok(Step::Event(Event::Pong(Pong {
+                    payload,
+                    ping_sent_at,
+                })))
+            }
             OpCode::Close => {
                 let frame = CloseFrame::parse(&payload)?;
                 self.on_close_received(frame);
                 Ok(Step::Again)
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                self.active = true;
                 let assembled = self.assembler.finish_frame(
                     reading.header.fin,
                     payload,

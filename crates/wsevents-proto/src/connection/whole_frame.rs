@@ -30,7 +30,7 @@ impl Connection {
     /// Read one whole single-frame message from the front of the input, if that is
     /// what is there (see the module doc); `None` leaves the input as it was.
     pub(super) fn read_whole_frame(&mut self) -> Option<Message> {
-        if !matches!(self.phase, Phase::Open)
+        if !matches!(self.phase, Phase::Open(_))
             || self.reading.is_some()
             || self.config.stream_fragments
             || !self.assembler.is_idle()
@@ -92,6 +92,7 @@ impl Connection {
         // pointer bump, a `BytesMut` would check its representation first.
         let mut payload = self.take_input(frame_len).freeze();
         payload.advance(header_len);
+        self.active = true;
         Some(if text {
             Message::Text(Utf8Bytes::from_validated(payload))
         } else {
