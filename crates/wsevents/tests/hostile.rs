@@ -445,6 +445,50 @@ async fn peers_gone_mid_frame_are_ended_and_the_server_keeps_echoing() {
     );
 }
 
+// ----- peers that never read -----
+
+/// A server feeding (not flushing) messages to a peer that never reads: once the
+/// kernel's buffers are full, `feed` waits with at most the write limit (128 KiB) plus
+/// one message queued, however much more the server has to send.
+#[tokio::test]
+async fn the_sink_waits_at_its_write_limit_for_a_peer_that_never_reads() {
+    let server = Server::builder(Acceptor::new())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr().to_string();
+    let _silent = tokio::spawn(async move {
+        let tcp = raw_client(&addr).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(tcp);
+    });
+    let (mut ws, _) = server.accept_stream().await.unwrap();
+    const MESSAGE: usize = 64 << 10;
+    let mut fed = 0usize;
+    let blocked = loop {
+        let message = Message::binary(vec![b'x'; MESSAGE]);
+        match tokio::time::timeout(Duration::from_secs(1), ws.feed(message)).await {
+            Ok(result) => result.unwrap(),
+            Err(_) => break true,
+        }
+        fed += MESSAGE;
+        if fed >= 256 << 20 {
+            break false;
+        }
+    };
+    assert!(blocked, "fed 256 MiB to a peer that reads nothing");
+    let queued = ws.buffered_amount();
+    println!(
+        "sink to a peer that never reads: {} KiB taken, {} KiB queued when it waits",
+        fed >> 10,
+        queued >> 10
+    );
+    assert!(
+        queued <= wsevents::DEFAULT_WRITE_LIMIT + MESSAGE + 64,
+        "{queued} bytes queued"
+    );
+}
+
 // ----- keepalive and idleness -----
 
 fn keepalive(ping: u64, pong: u64) -> Config {
