@@ -293,7 +293,9 @@ async fn silent(addr: &str, count: usize, limit_s: u64) -> Result<(), BoxError> 
 }
 
 async fn probe(url: &str, seconds: u64) -> Result<(), BoxError> {
+    let connecting = Instant::now();
     let mut ws = wsevents::connect(url).await?;
+    let connect = connecting.elapsed();
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut rtts = Vec::new();
     let mut failures = 0;
@@ -310,7 +312,8 @@ async fn probe(url: &str, seconds: u64) -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "probe echoes {} failures {failures} rtt_ms(min p50 p99 max) {}",
+        "probe connect_ms {:.1} echoes {} failures {failures} rtt_ms(min p50 p99 max) {}",
+        connect.as_secs_f64() * 1e3,
         rtts.len(),
         spread(&mut rtts)
     );
