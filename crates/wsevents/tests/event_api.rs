@@ -111,7 +111,7 @@ async fn open_fires_once_and_events_come_in_order() {
     assert_eq!(server.iter().filter(|e| *e == "s:open").count(), 1);
     assert_eq!(
         server.last().map(String::as_str),
-        Some("s:close:4000::true"),
+        Some("s:close:4000:custom:true"),
         "{server:?}"
     );
 }

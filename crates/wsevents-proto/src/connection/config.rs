@@ -63,8 +63,10 @@ pub struct Config {
     /// `ping_interval`.
     ///
     /// A peer that never sends is failed exactly `ping_interval + pong_timeout` after the
-    /// connection opened; a peer that goes silent, at most `ping_interval + pong_timeout +
-    /// max(ping_interval, pong_timeout)` after its last byte (60 s with the defaults).
+    /// connection opened (after its deadlines were armed: see
+    /// [`Connection::open_at`](crate::Connection::open_at)); a peer that goes silent, at
+    /// most `ping_interval + pong_timeout + max(ping_interval, pong_timeout)` after its
+    /// last byte (2 × `ping_interval` + `pong_timeout`, 60 s, with the defaults).
     pub pong_timeout: Option<Duration>,
     /// After this long with no data message in either direction (sent with `send` or
     /// `send_fragment`, received as a message or a fragment; pings, pongs and partial

@@ -88,16 +88,18 @@ enum Step {
 ///
 /// After any `handle_*` or command, drain `poll_event` until it returns `None` (this is
 /// what parses the input), then write everything `poll_transmit` gives, then arm a timer
-/// for `poll_timeout` and call `handle_timeout` when it fires (then poll again: a
-/// keepalive ping or a close may be queued). Input never reads the clock: the keepalive
-/// and idle deadlines are checked lazily when they fire (see [`Config::ping_interval`]),
-/// and are armed by [`open_at`](Self::open_at) or else by the first `handle_timeout`
-/// after the connection opened, which `poll_timeout` asks for at once (with `open`,
-/// which knows no time, call `handle_timeout` once yourself). [`Event::Closed`] is the
-/// last event; once the connection is
-/// [`State::Closed`] and the transmit queue is empty, a server closes the transport
-/// (RFC 6455 §7.1.1) and a client waits, up to the close timeout, for the server to do
-/// so.
+/// for `poll_timeout`; when it fires, call `handle_timeout` and poll again (a keepalive
+/// ping or a close may be queued). [`Event::Closed`] is the last event; once the
+/// connection is [`State::Closed`] and the transmit queue is empty, a server closes the
+/// transport (RFC 6455 §7.1.1) and a client waits, up to the close timeout, for the
+/// server to do so.
+///
+/// Input never reads the clock: the keepalive and idle deadlines are checked lazily
+/// when they fire (see [`Config::ping_interval`]). They are armed by
+/// [`open_at`](Self::open_at), or else by the first `handle_timeout` after the
+/// connection opened, which `poll_timeout` asks for at once by returning an instant
+/// already past (with [`open`](Self::open), which knows no time, call `handle_timeout`
+/// once yourself).
 ///
 /// ```
 /// use bytes::Buf;

@@ -3,13 +3,13 @@
 //! ```text
 //!                 client: request sent          server: request read,
 //!                 101 validated                 caller accept()s
-//!  ┌────────────┐ ─────────────────────────────────────────────► ┌──────┐ keepalive / idle
-//!  │ CONNECTING │                                                │ OPEN │ deadline: re-arm,
-//!  └────────────┘                                                └──────┘ or send a ping ─┐
-//!     │  handshake error / timeout / close()                  ▲  │    │  └───────────────┘
-//!     │  / reject()                          close(), or idle │  │    │peer's close frame:
-//!     │                                      deadline: sends  │  │    │reply (its code and
-//!     │                                      a close frame    │  ▼    │reason) sent at once
+//!  ┌────────────┐ ─────────────────────────────────────────────► ┌──────┐ ◄─┐ keepalive or idle
+//!  │ CONNECTING │                                                │ OPEN │   │ deadline: re-arm,
+//!  └────────────┘                                                └──────┘ ──┘ or send a ping
+//!     │  handshake error / timeout / close()                       │    │
+//!     │  / reject()                          close() or the idle   │    │peer's close frame:
+//!     │                                      deadline: sends a     │    │reply (its code and
+//!     │                                      close frame           ▼    │reason) sent at once
 //!     │                                                    ┌─────────┐  │
 //!     │                                                    │ CLOSING │  │
 //!     │                                                    └─────────┘  │
@@ -21,8 +21,8 @@
 //!  └──────────────────────────────────────────────────────────────────────┘
 //!        ▲
 //!        └── from OPEN or CLOSING: a protocol error (close frame with its code
-//!            sent first, when none was sent yet), the transport's EOF, or from OPEN
-//!            the pong deadline (best-effort 1011 close frame, no close handshake)
+//!            sent first, when none was sent yet) or the transport's EOF; from OPEN
+//!            the pong deadline (a best-effort 1011 close frame, no close handshake)
 //! ```
 //!
 //! Data for a phase lives in its variant (the handshake request while connecting, the
