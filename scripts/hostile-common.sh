@@ -65,12 +65,12 @@ start_serve() {
     printf -v "${name}_addr" '%s' "$addr"
 }
 
-# start_flood NAME API BYTES: the example flood server; sets ${NAME}_pid, ${NAME}_addr.
+# start_flood NAME API BYTES [LIMIT]: the example flood server; sets ${NAME}_pid, ${NAME}_addr.
 start_flood() {
     local name=$1
     local out="$tmp/$name.out"
     : >"$out"
-    "$hostile" flood-server 127.0.0.1:0 "$2" "$3" >"$out" 2>&1 &
+    "$hostile" flood-server 127.0.0.1:0 "$2" "$3" ${4:+"$4"} >"$out" 2>&1 &
     local pid=$!
     pids+=("$pid")
     local addr=""

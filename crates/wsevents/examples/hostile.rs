@@ -9,7 +9,8 @@
 //! hostile probe URL SECONDS                          a normal client: echo latency p50/p99 every 20 ms
 //! hostile cap ADDR COUNT HOLD_S                      COUNT upgrades at once: how many 101, 503, other
 //! hostile noread ADDR HOLD_S [push]                  open, never read (push: send 64 KiB messages too, until blocked)
-//! hostile flood-server ADDR stream|event BYTES       a server sending BYTES to each client in 64 KiB messages
+//! hostile flood-server ADDR stream|event BYTES [LIMIT]  a server sending BYTES to each client in 64 KiB
+//!                                                    messages (event: with a Backpressure limit of LIMIT)
 //! hostile limit head|frame|message|utf8|bomb ADDR    one request or frame over a limit: the answer
 //! hostile half-message ADDR                          stop in the middle of a message and wait (to be SIGKILLed)
 //! hostile many URL COUNT HOLD_S SOURCES              COUNT connections held open, each echoes at the end
@@ -45,7 +46,10 @@ async fn main() -> Result<(), BoxError> {
         "probe" => probe(arg(1)?, num(2)?).await,
         "cap" => cap(arg(1)?, num(2)? as usize, num(3)?).await,
         "noread" => noread(arg(1)?, num(2)?, args.get(3).is_some_and(|a| a == "push")).await,
-        "flood-server" => flood_server(arg(1)?, arg(2)?, num(3)?).await,
+        "flood-server" => {
+            let limit = args.get(4).map(|l| l.parse()).transpose()?;
+            flood_server(arg(1)?, arg(2)?, num(3)?, limit).await
+        }
         "limit" => limit(arg(1)?, arg(2)?).await,
         "half-message" => half_message(arg(1)?).await,
         "many" => many(arg(1)?, num(2)? as usize, num(3)?, num(4)? as u8).await,
@@ -393,7 +397,12 @@ async fn noread(addr: &str, hold_s: u64, push: bool) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn flood_server(addr: &str, api: &str, bytes: u64) -> Result<(), BoxError> {
+async fn flood_server(
+    addr: &str,
+    api: &str,
+    bytes: u64,
+    limit: Option<usize>,
+) -> Result<(), BoxError> {
     let server = Server::builder(Acceptor::new()).bind(addr).await?;
     println!("flood-server listening on {}", server.local_addr());
     let chunk = bytes::Bytes::from(vec![b'z'; 64 << 10]);
@@ -416,6 +425,9 @@ async fn flood_server(addr: &str, api: &str, bytes: u64) -> Result<(), BoxError>
         }
         "event" => {
             while let Some(ws) = server.accept().await {
+                if let Some(limit) = limit {
+                    ws.set_backpressure(wsevents::Backpressure::error(limit))?;
+                }
                 let chunk = chunk.clone();
                 let driver = ws.clone();
                 tokio::spawn(async move { driver.run().await });
