@@ -254,9 +254,10 @@ async fn serve_answers_a_head_over_the_limit_with_431() {
 
 // ----- keepalive -----
 
-/// Peers that open and then neither read nor write are closed by keepalive within
-/// `ping_interval + pong_timeout` (+ slack); the server's descriptors return to where
-/// they were, and each peer finds a close frame with 1011 behind the pings.
+/// Peers that open and then neither read nor write are failed by keepalive: each finds
+/// a ping, then a close frame with 1011, then the end, and the server's descriptors
+/// return to where they were by `ping_interval + pong_timeout + close_timeout` (1 + 1 +
+/// serve's 5 s) plus slack.
 #[tokio::test]
 async fn serve_closes_silent_peers_by_keepalive() {
     let serve = Serve::start(&["--echo", "--ping-interval", "1", "--pong-timeout", "1"]);
@@ -267,13 +268,38 @@ async fn serve_closes_silent_peers_by_keepalive() {
     }
     assert_eq!(serve.fds(), fds + 20);
     let took = serve
-        .wait_fds(fds, Duration::from_secs(2 + 3), "silent peers")
+        .wait_fds(fds, Duration::from_secs(1 + 1 + 5 + 3), "silent peers")
         .await;
-    println!("20 silent peers closed {took:?} after opening (ping 1 s + pong 1 s)");
+    println!("20 silent peers released {took:?} after opening (ping 1 s + pong 1 s)");
     for tcp in &mut silent {
         assert_eq!(close_code(tcp, Duration::from_secs(1)).await, 1011);
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(1), tcp.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}, {rest:?}");
     }
     echo_once(&serve.url(), "awake").await;
+}
+
+/// LIBRARY ISSUE (fails on main as of ba0e83a + wt-server): a peer failed by keepalive is
+/// "presumed gone" (Config::pong_timeout's doc: no close handshake is waited for), yet
+/// the driver's teardown still lingers for its EOF up to `close_timeout`, so a silent
+/// peer that never reads holds its descriptor `close_timeout` (5 s) past
+/// `ping_interval + pong_timeout`: 2,000 of them hold 2,000 descriptors that long.
+#[tokio::test]
+async fn serve_releases_silent_peers_at_ping_plus_pong() {
+    let serve = Serve::start(&["--echo", "--ping-interval", "1", "--pong-timeout", "1"]);
+    let fds = serve.fds();
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        silent.push(raw_client(&serve.addr, "").await);
+    }
+    serve
+        .wait_fds(
+            fds,
+            Duration::from_millis(1000 + 1000 + 1500),
+            "silent peers",
+        )
+        .await;
 }
 
 /// A peer that answers the pings (our own client, reading) stays open past many
