@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! hostile slowloris ADDR COUNT INTERVAL_MS LIMIT_S   the request 1 byte per interval; when each was closed
-//! hostile silent ADDR COUNT LIMIT_S                  handshake, then neither read nor write; when each was closed
+//! hostile silent ADDR COUNT LIMIT_S [deaf]           handshake, then write nothing; when each was closed
+//!                                                    (deaf: read nothing either, just hold the sockets)
 //! hostile probe URL SECONDS                          a normal client: echo latency p50/p99 every 20 ms
 //! hostile cap ADDR COUNT HOLD_S                      COUNT upgrades at once: how many 101, 503, other
 //! hostile noread ADDR HOLD_S [push]                  open, never read (push: send 64 KiB messages too, until blocked)
@@ -42,7 +43,10 @@ async fn main() -> Result<(), BoxError> {
     let num = |i: usize| -> Result<u64, BoxError> { Ok(arg(i)?.parse()?) };
     match arg(0)? {
         "slowloris" => slowloris(arg(1)?, num(2)? as usize, num(3)?, num(4)?).await,
-        "silent" => silent(arg(1)?, num(2)? as usize, num(3)?).await,
+        "silent" => {
+            let deaf = args.get(4).is_some_and(|a| a == "deaf");
+            silent(arg(1)?, num(2)? as usize, num(3)?, deaf).await
+        }
         "probe" => probe(arg(1)?, num(2)?).await,
         "cap" => cap(arg(1)?, num(2)? as usize, num(3)?).await,
         "noread" => noread(arg(1)?, num(2)?, args.get(3).is_some_and(|a| a == "push")).await,
@@ -249,7 +253,7 @@ async fn slowloris(
     Ok(())
 }
 
-async fn silent(addr: &str, count: usize, limit_s: u64) -> Result<(), BoxError> {
+async fn silent(addr: &str, count: usize, limit_s: u64, deaf: bool) -> Result<(), BoxError> {
     let addr = socket_addr(addr)?;
     let mut opened = Vec::with_capacity(count);
     for batch in (0..count).collect::<Vec<_>>().chunks(256) {
@@ -262,6 +266,12 @@ async fn silent(addr: &str, count: usize, limit_s: u64) -> Result<(), BoxError> 
         }
     }
     println!("open {}", opened.len());
+    if deaf {
+        // The kernel still takes what the server sends; the server is told nothing.
+        tokio::time::sleep(Duration::from_secs(limit_s)).await;
+        println!("silent {count} deaf held {limit_s} s");
+        return Ok(());
+    }
     let all_open = Instant::now();
     // Reading here answers nothing (no pong): to the server this peer is silent.
     let tasks: Vec<_> = opened
