@@ -232,7 +232,7 @@ async fn serve_closes_slowloris_at_the_handshake_timeout() {
         .await;
 }
 
-/// SERVE BUG (fails on main as of 34d4ddc): `serve` reads the request head itself (for
+/// SERVE BUG (fails on main as of 630d8b1): `serve` reads the request head itself (for
 /// the page); one over its 16 KiB limit must be answered 431 like the library's acceptor
 /// does (`crates/wsevents/tests/hostile.rs`), not dropped without a word, which is what
 /// `serve.rs` does with every error of `http::read_head` (a malformed head gets no 400
@@ -283,7 +283,7 @@ async fn serve_closes_silent_peers_by_keepalive() {
     echo_once(&serve.url(), "awake").await;
 }
 
-/// LIBRARY ISSUE (fails on main as of 34d4ddc): a peer failed by keepalive is
+/// LIBRARY ISSUE (fails on main as of 630d8b1): a peer failed by keepalive is
 /// "presumed gone" (Config::pong_timeout's doc: no close handshake is waited for), yet
 /// the driver's teardown still lingers for its EOF up to `close_timeout`, so a silent
 /// peer that never reads holds its descriptor `close_timeout` (5 s) past

@@ -521,7 +521,7 @@ async fn silent_peers_are_failed_by_keepalive_at_ping_plus_pong() {
     silent_peers_get_a_ping_then_1011(draining_echo_server(keepalive(500, 500)).await).await;
 }
 
-/// LIBRARY BUG (fails on main as of 34d4ddc): the same with the common
+/// LIBRARY BUG (fails on main as of 630d8b1): the same with the common
 /// `while let Some(Ok(message))` loop. Protocol errors (1009, 1007 above) write their
 /// close frame before the error reaches the caller; the keepalive failure does not: the
 /// 1011 that `handle_timeout` queued is still unwritten when `Error::Timeout` is handed
