@@ -232,11 +232,10 @@ async fn serve_closes_slowloris_at_the_handshake_timeout() {
         .await;
 }
 
-/// SERVE BUG (fails on main as of 630d8b1): `serve` reads the request head itself (for
-/// the page); one over its 16 KiB limit must be answered 431 like the library's acceptor
-/// does (`crates/wsevents/tests/hostile.rs`), not dropped without a word, which is what
-/// `serve.rs` does with every error of `http::read_head` (a malformed head gets no 400
-/// either).
+/// `serve` reads the request head itself (for the page); one over its 16 KiB limit is
+/// answered 431 like the library's acceptor does (`crates/wsevents/tests/hostile.rs`).
+/// (Regression: until 6a35cb4 every error of `http::read_head` dropped the connection
+/// without a word.)
 #[tokio::test]
 async fn serve_answers_a_head_over_the_limit_with_431() {
     let serve = Serve::start(&["--echo"]);
@@ -259,8 +258,8 @@ async fn serve_answers_a_head_over_the_limit_with_431() {
 
 /// Peers that open and then neither read nor write are failed by keepalive: each finds
 /// a ping, then a close frame with 1011, then the end, and the server's descriptors
-/// return to where they were by `ping_interval + pong_timeout + close_timeout` (1 + 1 +
-/// serve's 5 s) plus slack.
+/// return to where they were (the next test holds them to `ping_interval +
+/// pong_timeout`; this one allows serve's 5 s `close_timeout` more).
 #[tokio::test]
 async fn serve_closes_silent_peers_by_keepalive() {
     let serve = Serve::start(&["--echo", "--ping-interval", "1", "--pong-timeout", "1"]);
@@ -283,11 +282,9 @@ async fn serve_closes_silent_peers_by_keepalive() {
     echo_once(&serve.url(), "awake").await;
 }
 
-/// LIBRARY ISSUE (fails on main as of 630d8b1): a peer failed by keepalive is
-/// "presumed gone" (Config::pong_timeout's doc: no close handshake is waited for), yet
-/// the driver's teardown still lingers for its EOF up to `close_timeout`, so a silent
-/// peer that never reads holds its descriptor `close_timeout` (5 s) past
-/// `ping_interval + pong_timeout`: 2,000 of them hold 2,000 descriptors that long.
+/// A peer failed by keepalive is presumed gone: its descriptor is released at
+/// `ping_interval + pong_timeout` (plus slack), even if it reads nothing. (Regression:
+/// until ebabb18 the teardown lingered for its EOF up to `close_timeout`, 5 s more.)
 #[tokio::test]
 async fn serve_releases_silent_peers_at_ping_plus_pong() {
     let serve = Serve::start(&["--echo", "--ping-interval", "1", "--pong-timeout", "1"]);

@@ -521,13 +521,11 @@ async fn silent_peers_are_failed_by_keepalive_at_ping_plus_pong() {
     silent_peers_get_a_ping_then_1011(draining_echo_server(keepalive(500, 500)).await).await;
 }
 
-/// LIBRARY BUG (fails on main as of 630d8b1): the same with the common
-/// `while let Some(Ok(message))` loop. Protocol errors (1009, 1007 above) write their
-/// close frame before the error reaches the caller; the keepalive failure does not: the
-/// 1011 that `handle_timeout` queued is still unwritten when `Error::Timeout` is handed
-/// out (the driver's "write what this event queued" check compares against a snapshot
-/// taken after the timer fired), so a loop that stops there drops it and the peer sees a
-/// bare EOF.
+/// The same with the common `while let Some(Ok(message))` loop, which stops at the
+/// error: like a protocol error's close frame, the keepalive's 1011 is written before
+/// `Error::Timeout` reaches the caller. (Regression: until ebabb18 the 1011 that
+/// `handle_timeout` queued was still unwritten when the error was handed out, and a
+/// loop that stopped there left the peer a bare EOF.)
 #[tokio::test]
 async fn keepalive_failure_writes_its_1011_before_reporting_the_error() {
     silent_peers_get_a_ping_then_1011(echo_server(keepalive(500, 500)).await).await;
