@@ -8,7 +8,8 @@
 //! hostile silent ADDR COUNT LIMIT_S [deaf]           handshake, then write nothing; when each was closed
 //!                                                    (deaf: read nothing either, just hold the sockets)
 //! hostile probe URL SECONDS                          a normal client: echo latency p50/p99 every 20 ms
-//! hostile cap ADDR COUNT HOLD_S                      COUNT upgrades at once: how many 101, 503, other
+//! hostile cap ADDR COUNT HOLD_S [ANSWER_S]           COUNT upgrades at once: how many 101, 503, other
+//!                                                    (no answer in ANSWER_S, default 10, is one of them)
 //! hostile noread ADDR HOLD_S [push]                  open, never read (push: send 64 KiB messages too, until blocked)
 //! hostile flood-server ADDR stream|event BYTES [LIMIT]  a server sending BYTES to each client in 64 KiB
 //!                                                    messages (event: with a Backpressure limit of LIMIT)
@@ -48,7 +49,10 @@ async fn main() -> Result<(), BoxError> {
             silent(arg(1)?, num(2)? as usize, num(3)?, deaf).await
         }
         "probe" => probe(arg(1)?, num(2)?).await,
-        "cap" => cap(arg(1)?, num(2)? as usize, num(3)?).await,
+        "cap" => {
+            let answer_s = args.get(4).map(|a| a.parse()).transpose()?.unwrap_or(10);
+            cap(arg(1)?, num(2)? as usize, num(3)?, answer_s).await
+        }
         "noread" => noread(arg(1)?, num(2)?, args.get(3).is_some_and(|a| a == "push")).await,
         "flood-server" => {
             let limit = args.get(4).map(|l| l.parse()).transpose()?;
@@ -335,7 +339,7 @@ async fn probe(url: &str, seconds: u64) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn cap(addr: &str, count: usize, hold_s: u64) -> Result<(), BoxError> {
+async fn cap(addr: &str, count: usize, hold_s: u64, answer_s: u64) -> Result<(), BoxError> {
     let addr = socket_addr(addr)?;
     let attempts = (0..count).map(|i| async move {
         let Ok(mut tcp) = connect_from(addr, i, 8).await else {
@@ -348,7 +352,8 @@ async fn cap(addr: &str, count: usize, hold_s: u64) -> Result<(), BoxError> {
         {
             return ("write-failed".to_string(), None);
         }
-        match tokio::time::timeout(Duration::from_secs(10), read_head(&mut tcp)).await {
+        let sent = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(answer_s), read_head(&mut tcp)).await {
             Ok(Some(head)) => {
                 let status = head.get(9..12).unwrap_or("???").to_string();
                 let retry = head.to_ascii_lowercase().contains("\r\nretry-after:");
@@ -357,17 +362,22 @@ async fn cap(addr: &str, count: usize, hold_s: u64) -> Result<(), BoxError> {
                 } else {
                     status
                 };
+                let label = if sent.elapsed() > Duration::from_secs(1) {
+                    format!("{label}-after-1s")
+                } else {
+                    label
+                };
                 (label, Some(tcp))
             }
             Ok(None) => ("closed-without-answer".to_string(), None),
-            Err(_) => ("no-answer-in-10s".to_string(), None),
+            Err(_) => (format!("no-answer-in-{answer_s}s"), None),
         }
     });
     let start = Instant::now();
     let mut answers = std::collections::BTreeMap::new();
     let mut held = Vec::new();
     for (label, tcp) in futures_util::future::join_all(attempts).await {
-        if label == "101" {
+        if label.starts_with("101") {
             held.extend(tcp);
         }
         *answers.entry(label).or_insert(0) += 1;
