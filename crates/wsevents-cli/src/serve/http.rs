@@ -229,6 +229,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if !this.prefix.has_remaining() {
+                // Replayed: give the head's buffer back rather than hold it (4 KiB or
+                // more) for the life of the connection.
+                this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.io).poll_read(cx, buf)
