@@ -209,7 +209,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     // Listen for the signal before anything else, so an early Ctrl-C is not the
     // default (abrupt) one.
     let signal = ShutdownSignal::listen()?;
-    let listener = TcpListener::bind(&args.listen)
+    let listener = wsevents::bind_listener(&args.listen, wsevents::DEFAULT_BACKLOG)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;

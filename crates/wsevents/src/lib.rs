@@ -51,6 +51,7 @@ pub use api::events::{
 };
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
+pub use io::server::listen::{DEFAULT_BACKLOG, bind_listener};
 pub use io::server::{
     AcceptBackoff, Accepted, Acceptor, DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER, HandshakePermit, Lifecycle, SHUTDOWN_REASON,

@@ -62,6 +62,7 @@ use wsevents_proto::{CloseCode, Config, Connection, Event};
 use super::extensions::DeflateChoice;
 pub(crate) mod backoff;
 pub(crate) mod lifecycle;
+pub(crate) mod listen;
 
 pub use self::backoff::AcceptBackoff;
 use self::lifecycle::Tracked;
@@ -580,9 +581,10 @@ impl ServerBuilder {
         self
     }
 
-    /// Listen on `addr` and start accepting.
+    /// Listen on `addr` (with a listen backlog of [`DEFAULT_BACKLOG`](crate::DEFAULT_BACKLOG), see
+    /// [`bind_listener`](crate::bind_listener)) and start accepting.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Server> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen::bind_listener(addr, listen::DEFAULT_BACKLOG).await?;
         Ok(self.serve(listener))
     }
 
