@@ -13,8 +13,13 @@
 //!   HTTP server's upgrade.
 //! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s.
 //!
+//! - [`Proxy`]: clients reach servers through HTTP CONNECT (`http://`, `https://`) and
+//!   SOCKS5 (`socks5://`, `socks5h://`) proxies, set on the builder or taken from
+//!   `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` as curl reads them.
+//!
 //! What it does not do: HTTP beyond the upgrade (no routing of plain HTTP requests),
-//! proxies, or HTTP/2 WebSockets (RFC 8441).
+//! proxy authentication other than basic (HTTP) and user/password (SOCKS5), SOCKS4, PAC
+//! files, or HTTP/2 WebSockets (RFC 8441).
 
 mod api {
     pub(crate) mod data;
@@ -26,6 +31,7 @@ mod io {
     pub(crate) mod client;
     pub(crate) mod driver;
     pub(crate) mod extensions;
+    pub(crate) mod proxy;
     pub(crate) mod scratch;
     pub(crate) mod server;
     pub(crate) mod stream;
@@ -38,6 +44,7 @@ pub use api::error::{Error, Result};
 pub use api::events::{CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent};
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
+pub use io::proxy::{MAX_REPLY_HEAD, Proxy, ProxyError, socks_reply_name};
 pub use io::server::{Accepted, Acceptor, Server, ServerBuilder, accept};
 pub use io::stream::{DEFAULT_WRITE_LIMIT, ReadHalf, WebSocketStream, WriteHalf};
 pub use io::tls::MaybeTlsStream;
@@ -47,6 +54,7 @@ pub use wsevents_proto::{CloseCode, CloseFrame, Closure, Config, Message, Role, 
 /// TLS configurations for clients and servers.
 pub mod tls {
     pub use crate::io::tls::{
-        client_config_with_ca, native_client_config, server_config_from_pem, webpki_client_config,
+        client_config_with_ca, native_client_config, server_config_from_pem,
+        server_config_with_client_ca, webpki_client_config,
     };
 }
