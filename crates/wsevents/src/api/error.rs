@@ -109,7 +109,10 @@ impl From<wsevents_proto::Error> for Error {
 /// an alert or a bad certificate as an I/O error of kind `InvalidData`).
 impl From<io::Error> for Error {
     fn from(error: io::Error) -> Self {
-        match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        match error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
             Some(tls) => Error::Tls(tls.to_string()),
             None => Error::Io(error),
         }

@@ -221,9 +221,9 @@ impl ClientBuilder {
     /// handshake.
     pub(crate) async fn open_transport(&self) -> Result<MaybeTlsStream> {
         let proxy = match &self.proxy {
-            ProxyChoice::FromEnv => Proxy::from_vars(self.target.url.as_str(), |name| {
-                std::env::var(name).ok()
-            })?,
+            ProxyChoice::FromEnv => {
+                Proxy::from_vars(self.target.url.as_str(), |name| std::env::var(name).ok())?
+            }
             ProxyChoice::Direct => None,
             ProxyChoice::Explicit(proxy) => Some(proxy.clone()),
         };
@@ -249,7 +249,10 @@ impl ClientBuilder {
                 MaybeTlsStream::Tls(Box::new(tls.into()))
             }
             Tunnel::Tls(proxy_tls) => {
-                let tls = connector.connect(name, *proxy_tls).await.map_err(tls_error)?;
+                let tls = connector
+                    .connect(name, *proxy_tls)
+                    .await
+                    .map_err(tls_error)?;
                 MaybeTlsStream::TlsInTls(Box::new(tls))
             }
         })

@@ -136,11 +136,8 @@ pub fn server_config_with_client_ca(
 
 /// A client certificate (PEM chain, PEM key), checked to parse and to match.
 pub(crate) fn client_certificate(cert_chain: &[u8], key: &[u8]) -> Result<Arc<CertifiedKey>> {
-    let certified = CertifiedKey::from_der(
-        certificates(cert_chain)?,
-        private_key(key)?,
-        &provider(),
-    )?;
+    let certified =
+        CertifiedKey::from_der(certificates(cert_chain)?, private_key(key)?, &provider())?;
     Ok(Arc::new(certified))
 }
 

@@ -9,7 +9,10 @@ use crate::api::error::{Error, Result};
 use crate::io::url::{Target, TargetHost};
 
 /// The proxy for `target` from the variables `var` gives, `None` for direct.
-pub(super) fn proxy_for(target: &Target, var: impl Fn(&str) -> Option<String>) -> Result<Option<Proxy>> {
+pub(super) fn proxy_for(
+    target: &Target,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Proxy>> {
     let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
     let cgi = set("REQUEST_METHOD").is_some();
     let names: &[&str] = match (target.secure, cgi) {
@@ -134,12 +137,21 @@ mod tests {
             ("", "example.com", false),
         ];
         for (list, name, expected) in cases {
-            assert_eq!(no_proxy_matches(list, &host(name)), expected, "{list:?} {name:?}");
+            assert_eq!(
+                no_proxy_matches(list, &host(name)),
+                expected,
+                "{list:?} {name:?}"
+            );
         }
     }
 
     fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        |name| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+        |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     fn proxy(url: &str, pairs: &'static [(&'static str, &'static str)]) -> Option<String> {

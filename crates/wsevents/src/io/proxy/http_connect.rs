@@ -69,7 +69,9 @@ pub(super) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
                 ),
             )),
             200..=299 => Ok(()),
-            407 => Err(ProxyError::AuthRequired {
+            // 401 too: a CONNECT reply is the proxy's own, and tinyproxy answers wrong
+            // credentials with 401 (none with 407).
+            401 | 407 => Err(ProxyError::AuthRequired {
                 proxy: proxy.name(),
                 credentials_sent: proxy.credentials.is_some(),
             }),

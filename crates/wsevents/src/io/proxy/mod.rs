@@ -112,7 +112,11 @@ impl Proxy {
             Some(Host::Domain(d)) if !d.is_empty() => TargetHost::Domain(d.to_owned()),
             Some(Host::Ipv4(ip)) => TargetHost::Addr(ip.into()),
             Some(Host::Ipv6(ip)) => TargetHost::Addr(ip.into()),
-            _ => return Err(Error::Syntax(format!("the proxy URL {input:?} has no host"))),
+            _ => {
+                return Err(Error::Syntax(format!(
+                    "the proxy URL {input:?} has no host"
+                )));
+            }
         };
         let port = url.port_or_known_default().unwrap_or(1080);
         let credentials = if url.username().is_empty() && url.password().is_none() {
@@ -291,7 +295,10 @@ impl Proxy {
 
 /// The rustls error inside a TLS I/O error, as text.
 fn tls_message(error: &io::Error) -> String {
-    match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
         Some(tls) => tls.to_string(),
         None => error.to_string(),
     }
@@ -378,8 +385,9 @@ pub enum ProxyError {
         /// Why.
         message: String,
     },
-    /// The proxy wants (other) credentials: HTTP 407, or a SOCKS5 proxy that accepts
-    /// none of the methods offered or rejects the user and password.
+    /// The proxy wants (other) credentials: HTTP 407 (or 401, which tinyproxy sends
+    /// for wrong ones), or a SOCKS5 proxy that accepts none of the methods offered or
+    /// rejects the user and password.
     #[error("the proxy {proxy} {}", if *.credentials_sent {
         "rejected the credentials"
     } else {
@@ -391,7 +399,7 @@ pub enum ProxyError {
         /// Whether credentials were sent.
         credentials_sent: bool,
     },
-    /// The HTTP proxy answered CONNECT with this status (not 2xx, not 407).
+    /// The HTTP proxy answered CONNECT with this status (not 2xx, 401 or 407).
     #[error("the proxy {proxy} refused the tunnel with HTTP {status} {reason}")]
     Refused {
         /// The proxy, without password.
@@ -463,10 +471,7 @@ mod tests {
         assert_eq!(Proxy::parse("proxy.example").unwrap().port, 80);
         assert_eq!(Proxy::parse("https://proxy.example").unwrap().port, 443);
         let s = Proxy::parse("socks5h://[::1]").unwrap();
-        assert_eq!(
-            (s.kind, s.port),
-            (Kind::Socks5 { remote_dns: true }, 1080)
-        );
+        assert_eq!((s.kind, s.port), (Kind::Socks5 { remote_dns: true }, 1080));
         assert_eq!(s.to_string(), "socks5h://[::1]:1080");
         assert_eq!(
             Proxy::parse("socks5://h:9").unwrap().kind,

@@ -164,10 +164,7 @@ mod tests {
             b"\x03\x09localhost".to_vec()
         );
         let v4 = Target::parse("ws://127.0.0.1:9/").unwrap();
-        assert_eq!(
-            address(&v4, true).await.unwrap(),
-            vec![0x01, 127, 0, 0, 1]
-        );
+        assert_eq!(address(&v4, true).await.unwrap(), vec![0x01, 127, 0, 0, 1]);
         let v6 = Target::parse("ws://[::1]:9/").unwrap();
         let mut expected = vec![0x04];
         expected.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());

@@ -1,0 +1,85 @@
+//! Mutual TLS over 127.0.0.1: a server built with
+//! `tls::server_config_with_client_ca` accepts a client whose certificate its CA
+//! signed, and refuses one without a certificate or with another CA's, which the
+//! client sees as `Error::Tls`.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/proxies.rs"]
+mod proxies;
+
+use proxies::{Pki, echo, echo_server};
+use wsevents::{ClientBuilder, Error};
+
+#[tokio::test]
+async fn a_server_requiring_client_certificates_checks_them() {
+    let server_pki = Pki::new();
+    let client_pki = Pki::new();
+    let tls = wsevents::tls::server_config_with_client_ca(
+        server_pki.cert_pem.as_bytes(),
+        server_pki.key_pem.as_bytes(),
+        client_pki.ca_pem.as_bytes(),
+    )
+    .unwrap();
+    let port = echo_server(Some(tls)).await;
+    let url = format!("wss://localhost:{port}/");
+    let (cert, key) = client_pki.sign(vec!["client.example".into()]);
+
+    let mut ws = ClientBuilder::new(&url)
+        .unwrap()
+        .tls_config(server_pki.client_config())
+        .client_certificate(cert.as_bytes(), key.as_bytes())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    echo(&mut ws, "with a client certificate").await;
+
+    let without = ClientBuilder::new(&url)
+        .unwrap()
+        .tls_config(server_pki.client_config())
+        .connect()
+        .await;
+    match without {
+        Err(Error::Tls(why)) => assert!(why.contains("CertificateRequired"), "{why}"),
+        other => panic!("expected a TLS error without a certificate, got {other:?}"),
+    }
+
+    // A certificate from a CA the server does not trust.
+    let (other_cert, other_key) = Pki::new().sign(vec!["client.example".into()]);
+    let untrusted = ClientBuilder::new(&url)
+        .unwrap()
+        .tls_config(server_pki.client_config())
+        .client_certificate(other_cert.as_bytes(), other_key.as_bytes())
+        .unwrap()
+        .connect()
+        .await;
+    assert!(matches!(untrusted, Err(Error::Tls(_))), "{untrusted:?}");
+}
+
+#[test]
+fn a_client_certificate_must_parse_and_match_its_key() {
+    let pki = Pki::new();
+    let (_, other_key) = pki.sign(vec!["other".into()]);
+    let builder = || ClientBuilder::new("wss://localhost/").unwrap();
+    assert!(
+        builder()
+            .client_certificate(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes())
+            .is_ok()
+    );
+    for (cert, key) in [
+        (b"junk".as_slice(), pki.key_pem.as_bytes()),
+        (pki.cert_pem.as_bytes(), b"junk".as_slice()),
+        (pki.cert_pem.as_bytes(), other_key.as_bytes()),
+    ] {
+        let result = builder().client_certificate(cert, key);
+        assert!(matches!(result, Err(Error::Tls(_))), "{result:?}");
+    }
+    assert!(matches!(
+        wsevents::tls::server_config_with_client_ca(
+            pki.cert_pem.as_bytes(),
+            pki.key_pem.as_bytes(),
+            b"no CA here"
+        ),
+        Err(Error::Tls(_))
+    ));
+}
