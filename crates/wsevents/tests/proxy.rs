@@ -361,3 +361,90 @@ async fn the_environment_picks_a_real_proxy_and_no_proxy_skips_it() {
     );
     let _ = pki;
 }
+
+/// A scripted peer on the proxy's port (a hostile proxy, not a stand-in for a real
+/// one): reads what the client sends, answers `reply` once, then holds the connection
+/// open (or, with `then_close`, closes it).
+async fn hostile_proxy(reply: Vec<u8>, then_close: bool) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(&reply).await;
+                if !then_close {
+                    let _ = tcp.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn hostile_proxy_replies_are_bad_replies_not_panics() {
+    let mut endless_head = b"HTTP/1.1 200 OK\r\n".to_vec();
+    while endless_head.len() <= wsevents::MAX_REPLY_HEAD {
+        // Long lines: the head's size runs out before the header count does.
+        endless_head.extend_from_slice(format!("X-Filler: {}\r\n", "a".repeat(1000)).as_bytes());
+    }
+    let cases: Vec<(&str, Vec<u8>, bool, &str)> = vec![
+        ("http", endless_head, false, "over 16384 bytes"),
+        (
+            "http",
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(),
+            false,
+            "not an HTTP reply",
+        ),
+        (
+            "http",
+            b"HTTP/1.1 200 OK\r\n".to_vec(),
+            true,
+            "closed the connection",
+        ),
+        (
+            "http",
+            b"HTTP/1.1 200 OK\r\n\r\nearly bytes".to_vec(),
+            false,
+            "bytes arrived after the reply",
+        ),
+        ("socks5", b"\x04\x5a".to_vec(), false, "not a SOCKS5 reply"),
+        ("socks5", b"\x05\x02".to_vec(), false, "not offered"),
+        (
+            "socks5",
+            b"\x05\x00\x05\x00\x00\x07".to_vec(),
+            false,
+            "address type",
+        ),
+    ];
+    for (scheme, reply, then_close, expected) in cases {
+        let port = hostile_proxy(reply, then_close).await;
+        let result = ClientBuilder::new("ws://127.0.0.1:9/")
+            .unwrap()
+            .proxy(Proxy::parse(&format!("{scheme}://127.0.0.1:{port}")).unwrap())
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await;
+        match result {
+            Err(Error::Proxy(e @ ProxyError::BadReply { .. })) => {
+                assert!(e.to_string().contains(expected), "{expected:?} in {e}");
+            }
+            other => panic!("{expected}: expected BadReply, got {other:?}"),
+        }
+    }
+    // A SOCKS5 reply cut short is an I/O error of the proxy hop.
+    let port = hostile_proxy(b"\x05\x00\x05\x00".to_vec(), true).await;
+    let result = ClientBuilder::new("ws://127.0.0.1:9/")
+        .unwrap()
+        .proxy(Proxy::parse(&format!("socks5://127.0.0.1:{port}")).unwrap())
+        .connect()
+        .await;
+    assert!(
+        matches!(result, Err(Error::Proxy(ProxyError::Io { .. }))),
+        "{result:?}"
+    );
+}
