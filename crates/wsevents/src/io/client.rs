@@ -19,7 +19,7 @@ use super::extensions::DeflateChoice;
 
 use crate::api::error::{Error, Result};
 use crate::io::driver::Driver;
-use crate::io::proxy::{Proxy, Tunnel};
+use crate::io::proxy::{Proxy, Tunnel, proxy_for};
 use crate::io::stream::WebSocketStream;
 use crate::io::tls::{self, MaybeTlsStream};
 use crate::io::url::{Target, check_protocols};
@@ -221,9 +221,7 @@ impl ClientBuilder {
     /// handshake.
     pub(crate) async fn open_transport(&self) -> Result<MaybeTlsStream> {
         let proxy = match &self.proxy {
-            ProxyChoice::FromEnv => {
-                Proxy::from_vars(self.target.url.as_str(), |name| std::env::var(name).ok())?
-            }
+            ProxyChoice::FromEnv => proxy_for(&self.target, |name| std::env::var(name).ok())?,
             ProxyChoice::Direct => None,
             ProxyChoice::Explicit(proxy) => Some(proxy.clone()),
         };

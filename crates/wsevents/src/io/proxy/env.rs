@@ -9,7 +9,7 @@ use crate::api::error::{Error, Result};
 use crate::io::url::{Target, TargetHost};
 
 /// The proxy for `target` from the variables `var` gives, `None` for direct.
-pub(super) fn proxy_for(
+pub(crate) fn proxy_for(
     target: &Target,
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Proxy>> {

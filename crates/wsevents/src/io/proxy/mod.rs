@@ -19,6 +19,8 @@ mod env;
 mod http_connect;
 mod socks5;
 
+pub(crate) use env::proxy_for;
+
 use std::fmt;
 use std::io;
 use std::sync::Arc;
