@@ -1,7 +1,14 @@
 //! Fuzz the frame parser and the connection's reading path: arbitrary bytes, in
 //! arbitrary pieces, into an open client and an open server. Nothing may panic, and
 //! every failure must come out as an `Error` event followed by exactly one `Closed`.
+//!
+//! Time passes too: the connection opens at a fake `now` with short keepalive, pong,
+//! idle and close timeouts, and before each piece the clock moves on by 0–1.5 s (from
+//! the piece's first byte), firing whatever deadline is due, so pings, keepalive
+//! failures, idle closes and close timeouts interleave with arbitrary input.
 #![no_main]
+
+use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use wsevents_proto::frame::FrameHeader;
@@ -18,11 +25,20 @@ fuzz_target!(|data: &[u8]| {
             stream_fragments,
             max_frame_size: 1 << 16,
             max_message_size: 1 << 17,
+            ping_interval: Some(Duration::from_secs(1)),
+            pong_timeout: Some(Duration::from_secs(1)),
+            idle_timeout: Some(Duration::from_secs(3)),
+            close_timeout: Some(Duration::from_secs(1)),
             ..Config::default()
         };
-        let mut conn = Connection::open(role, config);
+        let mut now = Instant::now();
+        let mut conn = Connection::open_at(role, config, now);
         let mut closed = 0;
         for piece in rest.chunks(usize::from(split & 0x7f) + 1) {
+            now += Duration::from_millis(u64::from(piece[0] & 0x0f) * 100);
+            if conn.poll_timeout().is_some_and(|deadline| deadline <= now) {
+                conn.handle_timeout(now);
+            }
             conn.handle_input(piece);
             while let Some(event) = conn.poll_event() {
                 closed += usize::from(matches!(event, Event::Closed(_)));

@@ -5,6 +5,10 @@
 //!
 //! Input is line by line: a line is a text message; `/binary HEX`, `/ping [DATA]` and
 //! `/close [CODE [REASON]]` are commands (`//…` sends a line that starts with `/`).
+//! `/ping` prints the pong that answers it as `pong DATA RTT` (`RTT` like `0.183ms`);
+//! with `--show-ping-pong` every ping (`ping DATA`) and pong received is printed, a pong
+//! that answers nothing of ours with `-` for its RTT. A payload that is not printable
+//! UTF-8 (a keepalive ping's 8-byte counter) is printed as `0x` and hex.
 //! When the input ends (Ctrl-D, or the end of a pipe) the socket is closed with 1000,
 //! and the command exits when the close event comes, with 0 if it was clean and 1
 //! otherwise. That makes it scriptable: `printf 'a\nb\n' | wsevents connect URL`
@@ -13,16 +17,18 @@
 //! Local mistakes (bad hex, sending while closed) go to stderr, so stdout holds only
 //! the connection's events.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
-use wsevents::{BinaryType, ClientBuilder, Data, WebSocket};
+use wsevents::{BinaryType, ClientBuilder, Config, Data, WebSocket};
 
 use crate::{Result, hex};
 
@@ -55,7 +61,24 @@ pub(crate) struct Args {
     /// Give up if the connection is not open after this long
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     connect_timeout: f64,
+    /// Send a keepalive ping after SECONDS with nothing received (default 20); the
+    /// connection fails if the server then sends nothing for 20 s. 0 turns keepalive off
+    #[arg(long, value_name = "SECONDS")]
+    ping_interval: Option<f64>,
+    /// Print every ping (`ping DATA`) and pong (`pong DATA RTT`) received, not only the
+    /// pongs that answer /ping (keepalive pongs carry an 8-byte counter, shown as hex)
+    #[arg(long)]
+    show_ping_pong: bool,
 }
+
+/// The payloads of `/ping`s not answered yet and when they were sent, oldest first: a
+/// pong with one of them answers it (and any older one, which the peer may have
+/// skipped). The library knows the round trip of the latest ping only; this keeps one
+/// for each `/ping` typed, however fast they come.
+type Pending = Arc<Mutex<VecDeque<(Bytes, Instant)>>>;
+
+/// How many unanswered `/ping`s are remembered.
+const MAX_PENDING_PINGS: usize = 64;
 
 /// `Name: value` (or `Name:value`) as a header.
 fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
@@ -67,13 +90,26 @@ fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
     }
 }
 
+/// `--ping-interval SECS` as the keepalive interval: 0 is none.
+fn ping_interval(secs: f64) -> Result<Option<Duration>> {
+    if !(secs >= 0.0 && secs.is_finite()) {
+        return Err("--ping-interval must be 0 (off) or a positive number of seconds".into());
+    }
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+}
+
 /// Connect, print events, send input, exit after the close.
 pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     if !(args.connect_timeout > 0.0 && args.connect_timeout.is_finite()) {
         return Err("--connect-timeout must be a positive number of seconds".into());
     }
+    let mut config = Config::default();
+    if let Some(secs) = args.ping_interval {
+        config.ping_interval = ping_interval(secs)?;
+    }
     let mut builder = ClientBuilder::new(&args.url)?
         .protocols(&args.protocols)?
+        .config(config)
         .connect_timeout(Duration::from_secs_f64(args.connect_timeout));
     for (name, value) in &args.headers {
         builder = builder.header(name.clone(), value.clone());
@@ -133,10 +169,27 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             }
         }
     });
+    let pending = Pending::default();
+    if args.show_ping_pong {
+        ws.on_ping(|e| say(&format!("ping {}", payload(&e.data))));
+    }
+    let answered = pending.clone();
+    let show_all = args.show_ping_pong;
+    ws.on_pong(move |e| {
+        let mut pending = answered.lock().unwrap_or_else(|e| e.into_inner());
+        let ours = pending.iter().position(|(data, _)| *data == e.data);
+        let sent_at = ours.and_then(|i| pending.drain(..=i).last().map(|(_, at)| at));
+        drop(pending);
+        match sent_at {
+            Some(at) => say(&pong_line(&e.data, e.rtt.or(Some(at.elapsed())))),
+            None if show_all => say(&pong_line(&e.data, e.rtt)),
+            None => {}
+        }
+    });
     ws.on_error(|e| say(&format!("error {}", e.message())));
     ws.on_close(|e| say(&format!("close {} {} {}", e.code, e.reason, e.was_clean)));
 
-    let input = tokio::spawn(send_input(ws.clone(), wait_open, args.keep_open));
+    let input = tokio::spawn(send_input(ws.clone(), wait_open, args.keep_open, pending));
     let closer = ws.clone();
     let closed = tokio::select! {
         closed = ws.run() => closed,
@@ -155,7 +208,12 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
 
 /// Once open, send each input line (or run its command); at the end of the input,
 /// close with 1000 unless `keep_open`.
-async fn send_input(ws: WebSocket, mut opened: watch::Receiver<bool>, keep_open: bool) {
+async fn send_input(
+    ws: WebSocket,
+    mut opened: watch::Receiver<bool>,
+    keep_open: bool,
+    pending: Pending,
+) {
     if opened.wait_for(|&open| open).await.is_err() {
         return;
     }
@@ -164,7 +222,7 @@ async fn send_input(ws: WebSocket, mut opened: watch::Receiver<bool>, keep_open:
         match lines.next_line().await {
             Ok(Some(line)) => {
                 let line = line.strip_suffix('\r').unwrap_or(&line);
-                if let Err(error) = command(&ws, line) {
+                if let Err(error) = command(&ws, line, &pending) {
                     eprintln!("wsevents: {error}");
                 }
             }
@@ -181,14 +239,27 @@ async fn send_input(ws: WebSocket, mut opened: watch::Receiver<bool>, keep_open:
 }
 
 /// One line of input: a command or a text message.
-fn command(ws: &WebSocket, line: &str) -> Result<()> {
+fn command(ws: &WebSocket, line: &str, pending: &Pending) -> Result<()> {
     let (word, rest) = match line.split_once(' ') {
         Some((word, rest)) => (word, rest),
         None => (line, ""),
     };
     match word {
         "/binary" => ws.send(hex::decode(rest).map_err(|e| format!("/binary: {e}"))?)?,
-        "/ping" => ws.ping(rest.as_bytes().to_vec())?,
+        "/ping" => {
+            let data = Bytes::copy_from_slice(rest.as_bytes());
+            // Recorded first: the pong may be read before `ping` returns.
+            let mut waiting = pending.lock().unwrap_or_else(|e| e.into_inner());
+            if waiting.len() == MAX_PENDING_PINGS {
+                // A peer that never answers: forget the oldest.
+                waiting.pop_front();
+            }
+            waiting.push_back((data.clone(), Instant::now()));
+            if let Err(error) = ws.ping(data) {
+                waiting.pop_back();
+                return Err(error.into());
+            }
+        }
         "/close" if rest.trim().is_empty() => ws.close()?,
         "/close" => {
             let (code, reason) = rest
@@ -211,6 +282,23 @@ fn command(ws: &WebSocket, line: &str) -> Result<()> {
         _ => ws.send(line)?,
     }
     Ok(())
+}
+
+/// `pong DATA RTT`: the round trip in milliseconds, `-` when unknown.
+fn pong_line(data: &[u8], rtt: Option<Duration>) -> String {
+    match rtt {
+        Some(rtt) => format!("pong {} {:.3}ms", payload(data), rtt.as_secs_f64() * 1e3),
+        None => format!("pong {} -", payload(data)),
+    }
+}
+
+/// A ping or pong payload: as text when it is printable UTF-8, else `0x` and hex (a
+/// keepalive's counter, random bytes).
+fn payload(data: &[u8]) -> String {
+    match std::str::from_utf8(data) {
+        Ok(text) if !text.chars().any(char::is_control) => text.to_owned(),
+        _ => format!("0x{}", hex::encode(data)),
+    }
 }
 
 /// Print one line on stdout; a closed stdout is not worth a panic.
@@ -238,5 +326,32 @@ mod tests {
         assert_eq!(parse_header("K:V").unwrap(), ("K".into(), "V".into()));
         assert!(parse_header("no colon").is_err());
         assert!(parse_header(": empty name").is_err());
+    }
+
+    #[test]
+    fn ping_interval_zero_is_off_and_negative_is_refused() {
+        assert_eq!(ping_interval(0.0).unwrap(), None);
+        assert_eq!(
+            ping_interval(0.25).unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert!(ping_interval(-1.0).is_err());
+        assert!(ping_interval(f64::NAN).is_err());
+        assert!(ping_interval(f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn pongs_print_text_or_hex_and_the_rtt_in_milliseconds() {
+        assert_eq!(
+            pong_line(b"hi", Some(Duration::from_micros(1500))),
+            "pong hi 1.500ms"
+        );
+        assert_eq!(pong_line(b"\xff\x01", None), "pong 0xff01 -");
+        assert_eq!(
+            pong_line(b"\0\x01", None),
+            "pong 0x0001 -",
+            "control characters"
+        );
+        assert_eq!(payload("κόσμε".as_bytes()), "κόσμε");
     }
 }

@@ -67,13 +67,15 @@ enum Command {
     ///
     /// Prints `open`, each message (text as is, binary as `binary HEX`), `error
     /// MESSAGE` and `close CODE REASON WASCLEAN`. Each line typed is sent as a text
-    /// message; commands: /binary HEX, /ping [DATA], /close [CODE [REASON]]. When
+    /// message; commands: /binary HEX, /ping [DATA] (prints the answer as `pong DATA
+    /// RTT`, e.g. `pong hi 0.183ms`), /close [CODE [REASON]]. When
     /// standard input ends (Ctrl-D, or the end of a pipe), the connection is closed with
     /// 1000 and the command exits once the close handshake is over. The exit code is 0
     /// for a clean close, 1 otherwise.
     #[command(after_help = "Examples:\n  \
         wsevents connect ws://127.0.0.1:8080/ws\n  \
         printf 'hello\\n/binary 0102\\n' | wsevents connect ws://127.0.0.1:8080/ws\n  \
+        printf '/ping hi\\n' | wsevents connect ws://127.0.0.1:8080/ws --show-ping-pong\n  \
         wsevents connect wss://example.com/chat --protocol chat --header 'Authorization: Bearer x'")]
     Connect(connect::Args),
     /// Load-test an echo server: throughput and latency percentiles

@@ -135,6 +135,65 @@ fn run(args: &[&str], input: &str) -> Output {
     }
 }
 
+/// Run `wsevents ARGS`, write `first` as a line, wait for it on stdout (an echo), then
+/// write `rest` and end the input; the output, all of it.
+fn run_in_turns(args: &[String], first: &str, rest: &str) -> Output {
+    run_until(args, &format!("{first}\n"), |line| line == first, rest)
+}
+
+/// Run `wsevents ARGS`, write `first`, wait for a line of stdout that passes `until`,
+/// then write `rest` and end the input; the output, all of it.
+fn run_until(args: &[String], first: &str, until: impl Fn(&str) -> bool, rest: &str) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let mut stdin = guard.0.stdin.take().unwrap();
+    let mut stdout = BufReader::new(guard.0.stdout.take().unwrap());
+    // A watchdog: a line that never comes fails the test in 20 s, not at nextest's limit.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let pid = guard.0.id().to_string();
+    std::thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = Command::new("kill").arg(&pid).status();
+        }
+    });
+    stdin.write_all(first.as_bytes()).unwrap();
+    let mut seen = String::new();
+    loop {
+        let before = seen.len();
+        assert!(
+            stdout.read_line(&mut seen).unwrap() > 0,
+            "ended early: {seen:?}"
+        );
+        if until(seen[before..].trim_end()) {
+            break;
+        }
+    }
+    stdin.write_all(rest.as_bytes()).unwrap();
+    drop(stdin);
+    stdout.read_to_string(&mut seen).unwrap();
+    let mut stderr = Vec::new();
+    guard
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    let status = guard.0.wait().unwrap();
+    let _ = done.send(());
+    Output {
+        status,
+        stdout: seen.into_bytes(),
+        stderr,
+    }
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -159,13 +218,153 @@ fn connect_binary_as_hex_ping_escape_and_close_with_code() {
     let serve = Serve::start(&[]);
     let input = "/binary 0102ff\n/ping hi\n//not a command\n/close 4000 bye\n";
     let out = run(&["connect", &serve.url("/ws")], input);
+    let stdout = text(&out.stdout);
+    let (pongs, rest) = pong_lines(&stdout);
     assert_eq!(
-        text(&out.stdout),
-        "open\nbinary 0102ff\n/not a command\nclose 4000 bye true\n",
+        rest,
+        [
+            "open",
+            "binary 0102ff",
+            "/not a command",
+            "close 4000 bye true"
+        ],
         "stderr: {}",
         text(&out.stderr)
     );
+    assert_eq!(pongs.len(), 1, "{stdout}");
+    assert_rtt_line(&pongs[0], "pong hi ");
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// The lines of `stdout` that start with `pong ` or `ping `, and the others.
+fn pong_lines(stdout: &str) -> (Vec<String>, Vec<String>) {
+    let (pings, rest): (Vec<&str>, Vec<&str>) = stdout
+        .lines()
+        .partition(|l| l.starts_with("pong ") || l.starts_with("ping "));
+    (
+        pings.into_iter().map(str::to_owned).collect(),
+        rest.into_iter().map(str::to_owned).collect(),
+    )
+}
+
+/// `line` is `prefix` then a round-trip time such as `0.183ms`.
+fn assert_rtt_line(line: &str, prefix: &str) {
+    let rtt = line
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix("ms"))
+        .unwrap_or_else(|| panic!("{line:?} is not {prefix:?} then an rtt"));
+    let (whole, millis) = rtt.split_once('.').unwrap_or_else(|| panic!("{line:?}"));
+    assert!(
+        !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()),
+        "{line:?}"
+    );
+    assert!(
+        millis.len() == 3 && millis.bytes().all(|b| b.is_ascii_digit()),
+        "{line:?}"
+    );
+    let rtt: f64 = rtt.parse().unwrap();
+    assert!(rtt < 5000.0, "{line:?}");
+}
+
+/// `/ping DATA` against `serve --echo` prints the pong that answers it with its
+/// round-trip time, on its own line among the others.
+#[test]
+fn connect_ping_prints_the_pong_and_its_rtt() {
+    let serve = Serve::start(&["--echo"]);
+    let out = run(
+        &["connect", &serve.url("/any")],
+        "/ping first\nbetween\n/ping\n",
+    );
+    let stdout = text(&out.stdout);
+    let (pongs, rest) = pong_lines(&stdout);
+    assert_eq!(rest, ["open", "between", "close 1000  true"], "{stdout}");
+    assert_eq!(pongs.len(), 2, "{stdout}");
+    // The first is the answer to `/ping first`; an empty ping's pong has no data.
+    let first = pongs.iter().find(|l| l.starts_with("pong first "));
+    assert_rtt_line(first.unwrap_or_else(|| panic!("{stdout}")), "pong first ");
+    let empty = pongs.iter().find(|l| !l.starts_with("pong first "));
+    assert_rtt_line(empty.unwrap_or_else(|| panic!("{stdout}")), "pong  ");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// `--ping-interval` sets the keepalive: the client pings the silent `serve --echo`
+/// after 0.1 s, and `--show-ping-pong` prints the pong answering it (the core's 8-byte
+/// counter as hex, with its rtt). A negative interval is refused.
+#[test]
+fn connect_ping_interval_sends_keepalive_pings_whose_pongs_show() {
+    let serve = Serve::start(&["--echo"]);
+    let args = [
+        "connect".to_owned(),
+        serve.url("/"),
+        "--ping-interval".into(),
+        "0.1".into(),
+        "--show-ping-pong".into(),
+    ];
+    let keepalive = "pong 0x0000000000000001 ";
+    let out = run_until(&args, "", |line| line.starts_with(keepalive), "");
+    let stdout = text(&out.stdout);
+    let (pongs, rest) = pong_lines(&stdout);
+    assert_eq!(rest, ["open", "close 1000  true"], "{stdout}");
+    assert_rtt_line(&pongs[0], keepalive);
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = run(&["connect", &serve.url("/"), "--ping-interval=-1"], "");
+    assert_one_line_error(&out.stderr, "--ping-interval");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// A server (wsevents' own, on a real socket) that writes a ping and an unsolicited
+/// pong as raw frames right after the handshake, then echoes. `--show-ping-pong` prints
+/// both (the pong with `-`: it answers nothing of ours) besides the answer to /ping;
+/// without the flag only the answer to /ping is printed.
+#[tokio::test]
+async fn connect_show_ping_pong_prints_every_ping_and_pong_received() {
+    use tokio::io::AsyncWriteExt;
+    let server = wsevents::Server::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    tokio::spawn(async move {
+        while let Some((mut ws, _)) = server.accept_stream().await {
+            tokio::spawn(async move {
+                // Server to client, unmasked: ping "srv", pong "hb".
+                ws.get_mut()
+                    .write_all(b"\x89\x03srv\x8a\x02hb")
+                    .await
+                    .unwrap();
+                while let Some(Ok(message)) = ws.next().await {
+                    if ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    for show in [true, false] {
+        let mut args = vec!["connect".to_owned(), url.clone()];
+        if show {
+            args.push("--show-ping-pong".into());
+        }
+        // The raw frames arrive before the echo of "wait"; then ping, then close.
+        let out = tokio::task::spawn_blocking(move || run_in_turns(&args, "wait", "/ping hi\n"))
+            .await
+            .unwrap();
+        let stdout = text(&out.stdout);
+        let (pongs, rest) = pong_lines(&stdout);
+        assert_eq!(rest, ["open", "wait", "close 1000  true"], "{stdout}");
+        let answer: Vec<&String> = pongs.iter().filter(|l| l.starts_with("pong hi ")).collect();
+        assert_eq!(answer.len(), 1, "{stdout}");
+        assert_rtt_line(answer[0], "pong hi ");
+        let others: Vec<&str> = pongs
+            .iter()
+            .filter(|l| !l.starts_with("pong hi "))
+            .map(String::as_str)
+            .collect();
+        if show {
+            assert_eq!(others, ["ping srv", "pong hb -"], "{stdout}");
+        } else {
+            assert!(others.is_empty(), "{stdout}");
+        }
+        assert_eq!(out.status.code(), Some(0));
+    }
 }
 
 #[test]

@@ -11,7 +11,9 @@
 //! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` clients.
 //! - [`accept`] / [`Acceptor`] / [`Server`]: servers, standalone or inside another
 //!   HTTP server's upgrade.
-//! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s.
+//! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s
+//!   ([`StreamEvent`]s with pings and pongs, on opt-in), that [`split`](WebSocketStream::split)s
+//!   into a [`ReadHalf`] and a [`WriteHalf`] for two tasks.
 //!
 //! - [`Proxy`]: clients reach servers through HTTP CONNECT (`http://`, `https://`) and
 //!   SOCKS5 (`socks5://`, `socks5h://`) proxies, set on the builder or taken from
@@ -22,6 +24,7 @@
 //! files, or HTTP/2 WebSockets (RFC 8441).
 
 mod api {
+    pub(crate) mod backpressure;
     pub(crate) mod data;
     pub(crate) mod error;
     pub(crate) mod events;
@@ -39,14 +42,19 @@ mod io {
     pub(crate) mod url;
 }
 
+pub use api::backpressure::{Backpressure, WhenFull};
 pub use api::data::{BinaryType, Blob, Data, IntoMessage};
 pub use api::error::{Error, Result};
-pub use api::events::{CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent};
+pub use api::events::{
+    CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent, PongEvent,
+};
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
 pub use io::proxy::{MAX_REPLY_HEAD, Proxy, ProxyError, socks_reply_name};
 pub use io::server::{Accepted, Acceptor, Server, ServerBuilder, accept};
-pub use io::stream::{DEFAULT_WRITE_LIMIT, ReadHalf, WebSocketStream, WriteHalf};
+pub use io::stream::{
+    DEFAULT_WRITE_LIMIT, ReadHalf, ReuniteError, StreamEvent, WebSocketStream, WriteHalf,
+};
 pub use io::tls::MaybeTlsStream;
 pub use wsevents_proto::deflate::DeflateConfig;
 pub use wsevents_proto::{CloseCode, CloseFrame, Closure, Config, Message, Role, State, Utf8Bytes};

@@ -55,6 +55,35 @@ pub enum Error {
     /// A limit was hit (a control payload over 125 bytes, the write buffer).
     #[error("capacity exceeded: {0}")]
     Capacity(String),
+    /// [`send`](crate::WebSocket::send) refused a message because the send queue is
+    /// full: `buffered` bytes were queued, the message of `message` bytes would have
+    /// passed the socket's [`Backpressure`](crate::Backpressure) `limit`. Nothing of
+    /// the message was queued. With [`WhenFull::Close`](crate::WhenFull::Close) the
+    /// socket is also closing.
+    ///
+    /// ```
+    /// use wsevents::Error;
+    /// # fn send(ws: &wsevents::WebSocket, data: Vec<u8>) -> Result<(), Error> {
+    /// match ws.send(data) {
+    ///     Err(Error::BufferFull { buffered, limit, .. }) => {
+    ///         eprintln!("peer too slow: {buffered} of {limit} bytes queued; dropped");
+    ///         Ok(())
+    ///     }
+    ///     other => other,
+    /// }
+    /// # }
+    /// ```
+    #[error(
+        "send buffer full: {buffered} bytes queued, a message of {message} bytes would pass the limit of {limit}"
+    )]
+    BufferFull {
+        /// `buffered_amount` when the message was refused.
+        buffered: usize,
+        /// The size of the refused message.
+        message: usize,
+        /// The socket's limit.
+        limit: usize,
+    },
     /// The opening or closing handshake, or the TCP connect, took too long.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -99,6 +128,9 @@ impl From<wsevents_proto::Error> for Error {
             )),
             Core::Timeout(Timeout::Handshake) => Error::Timeout("the opening handshake".into()),
             Core::Timeout(Timeout::Close) => Error::Timeout("the close handshake".into()),
+            Core::Timeout(Timeout::Pong) => {
+                Error::Timeout("no answer to a keepalive ping (Config::pong_timeout)".into())
+            }
             Core::Aborted => Error::Closed,
             other => Error::Io(io::Error::other(other.to_string())),
         }

@@ -1,6 +1,7 @@
-//! The four events of the browser API (`open`, `message`, `error`, `close`), and the
-//! registry of handlers (`onmessage = f`) and listeners (`addEventListener`) that
-//! receive them.
+//! The four events of the browser API (`open`, `message`, `error`, `close`), two
+//! wsevents extensions beside them (`ping` and `pong`, which browsers keep to
+//! themselves), and the registry of handlers (`onmessage = f`) and listeners
+//! (`addEventListener`) that receive them.
 //!
 //! Order is the DOM's: every callback of a type runs in the order it was registered;
 //! an `on_x` handler takes the place of the first `on_x` it replaces, so setting it
@@ -8,12 +9,16 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use crate::api::data::Data;
 use crate::api::error::Error;
 
-/// The type of an event.
+/// The type of an event: the browser's four, then wsevents' own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum EventType {
     /// The connection opened.
     Open,
@@ -23,6 +28,12 @@ pub enum EventType {
     Error,
     /// The connection closed.
     Close,
+    /// A ping arrived (a wsevents extension: browsers answer pings without telling the
+    /// page). The pong is already queued.
+    Ping,
+    /// A pong arrived (a wsevents extension), with the round-trip time when it answers
+    /// this end's latest ping.
+    Pong,
 }
 
 /// A `message` event: `e.data` and `e.origin`.
@@ -82,6 +93,34 @@ pub struct CloseEvent {
     pub was_clean: bool,
 }
 
+/// A `ping` event (a wsevents extension): the peer sent a ping, and the pong that
+/// answers it is already queued (unless `Config::auto_pong` is off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingEvent {
+    /// The ping's payload (at most 125 bytes).
+    pub data: Bytes,
+}
+
+/// A `pong` event (a wsevents extension): the peer sent a pong.
+///
+/// ```
+/// use std::time::Duration;
+/// use wsevents::PongEvent;
+/// let pong = PongEvent { data: "t1".into(), rtt: Some(Duration::from_millis(3)) };
+/// assert_eq!(pong.rtt.map(|t| t.as_millis()), Some(3));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PongEvent {
+    /// The pong's payload (at most 125 bytes).
+    pub data: Bytes,
+    /// The round-trip time, from queueing the ping to reading this pong, when the pong
+    /// answers this end's latest ping (one sent with
+    /// [`ping`](crate::WebSocket::ping), or a keepalive ping); `None` for a pong that
+    /// answers nothing of ours (an unsolicited heartbeat, or an answer to an older
+    /// ping).
+    pub rtt: Option<Duration>,
+}
+
 /// Any event, as listeners added with
 /// [`add_event_listener`](crate::WebSocket::add_event_listener) receive it.
 ///
@@ -102,6 +141,10 @@ pub enum Event {
     Error(ErrorEvent),
     /// `close`.
     Close(CloseEvent),
+    /// `ping` (a wsevents extension).
+    Ping(PingEvent),
+    /// `pong` (a wsevents extension).
+    Pong(PongEvent),
 }
 
 impl Event {
@@ -112,6 +155,8 @@ impl Event {
             Event::Message(_) => EventType::Message,
             Event::Error(_) => EventType::Error,
             Event::Close(_) => EventType::Close,
+            Event::Ping(_) => EventType::Ping,
+            Event::Pong(_) => EventType::Pong,
         }
     }
 
@@ -138,6 +183,29 @@ impl Event {
             _ => None,
         }
     }
+
+    /// The ping details, for a `ping` event.
+    pub fn as_ping(&self) -> Option<&PingEvent> {
+        match self {
+            Event::Ping(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The pong details, for a `pong` event.
+    ///
+    /// ```
+    /// use wsevents::{Event, EventType, PongEvent};
+    /// let event = Event::Pong(PongEvent { data: "x".into(), rtt: None });
+    /// assert_eq!(event.event_type(), EventType::Pong);
+    /// assert_eq!(event.as_pong().map(|p| p.rtt), Some(None));
+    /// ```
+    pub fn as_pong(&self) -> Option<&PongEvent> {
+        match self {
+            Event::Pong(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// Identifies a listener for [`remove_event_listener`](crate::WebSocket::remove_event_listener).
@@ -148,6 +216,8 @@ type AnyFn = Arc<dyn Fn(&Event) + Send + Sync>;
 type MessageFn = Arc<dyn Fn(&MessageEvent) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(&ErrorEvent) + Send + Sync>;
 type CloseFn = Arc<dyn Fn(&CloseEvent) + Send + Sync>;
+type PingFn = Arc<dyn Fn(&PingEvent) + Send + Sync>;
+type PongFn = Arc<dyn Fn(&PongEvent) + Send + Sync>;
 
 /// One registered callback, typed by the view it takes.
 #[derive(Clone)]
@@ -156,6 +226,8 @@ pub(crate) enum Callback {
     Message(MessageFn),
     Error(ErrorFn),
     Close(CloseFn),
+    Ping(PingFn),
+    Pong(PongFn),
 }
 
 impl Callback {
@@ -166,6 +238,8 @@ impl Callback {
             (Callback::Message(f), Event::Message(e)) => f(e),
             (Callback::Error(f), Event::Error(e)) => f(e),
             (Callback::Close(f), Event::Close(e)) => f(e),
+            (Callback::Ping(f), Event::Ping(e)) => f(e),
+            (Callback::Pong(f), Event::Pong(e)) => f(e),
             _ => {}
         }
     }

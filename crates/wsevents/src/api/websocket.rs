@@ -7,7 +7,8 @@
 //! driving task. A handler that takes its time therefore slows the reading of the
 //! socket, not the growth of a queue: per connection, memory stays bounded by the
 //! receive buffer (at most one frame, `Config::max_frame_size`) plus what the program
-//! itself queues to send (`buffered_amount`).
+//! itself queues to send (`buffered_amount`, bounded by [`Backpressure`]); the bound is
+//! spelled out on [`WebSocket`].
 //!
 //! The core is shared behind a `std` mutex, held only for the length of one
 //! non-blocking poll or one `send`; handlers are never called with a lock held, so a
@@ -24,10 +25,12 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wsevents_proto::{CloseCode, CloseFrame, Connection, State};
 
+use crate::api::backpressure::{Backpressure, WhenFull};
 use crate::api::data::{BinaryType, IntoMessage, data_of};
 use crate::api::error::{Error, Result};
 use crate::api::events::{
-    Callback, CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, Registry,
+    Callback, CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent,
+    PongEvent, Registry,
 };
 use crate::io::client::ClientBuilder;
 use crate::io::driver::Driver;
@@ -74,6 +77,8 @@ struct Core {
     aborted: bool,
     /// The close event was dispatched: the state is CLOSED for good.
     closed: bool,
+    /// The bound on `buffered_amount` and its rule.
+    backpressure: Backpressure,
 }
 
 struct Inner {
@@ -110,7 +115,32 @@ struct Inner {
 /// Differences from the browser, on purpose: the connection starts when a clone first
 /// drives it (`run` / `next_event`), not in the background; errors are values
 /// (`Err(Error::InvalidState)` where JavaScript throws); [`ErrorEvent`] carries the
-/// cause; a panicking handler is reported as an `error` event and dispatch goes on.
+/// cause; a panicking handler is reported as an `error` event and dispatch goes on;
+/// the send queue has a bound ([`Backpressure`]).
+///
+/// Extensions, which browsers do not have: `ping` and `pong` events beside the four
+/// ([`on_ping`](Self::on_ping), [`on_pong`](Self::on_pong) with the round-trip time,
+/// [`EventType::Ping`] / [`EventType::Pong`] for listeners), [`ping`](Self::ping),
+/// [`close_with_code`](Self::close_with_code) for the codes browsers keep to
+/// themselves, and [`set_backpressure`](Self::set_backpressure).
+///
+/// # Memory per connection
+///
+/// Every buffer a connection holds has a bound, so a server can size itself by its
+/// connection count:
+///
+/// - **receiving**: at most one frame, [`Config::max_frame_size`](crate::Config)
+///   (16 MiB by default), or for a fragmented message the message so far,
+///   `Config::max_message_size` (64 MiB). Reading stops while a handler runs, so
+///   nothing else piles up: a fast peer is held back by TCP.
+/// - **sending**: [`buffered_amount`](Self::buffered_amount) is at most the
+///   [`Backpressure`] limit (16 MiB by default), or one message when a single message
+///   larger than the limit was sent on an empty queue: at most the limit plus one
+///   message. Add the frame headers and at most one queued pong (125 bytes).
+/// - **permessage-deflate**, when negotiated: a compressor (about 256 KiB at the
+///   default 15 window bits) and a decompressor (about 40 KiB), each made on first
+///   use.
+/// - an idle connection gives its empty receive and send buffers back.
 ///
 /// ```no_run
 /// use wsevents::{BinaryType, Data, WebSocket};
@@ -162,15 +192,26 @@ impl WebSocket {
 
     /// A socket that connects with `builder`'s options (TLS roots, headers, limits,
     /// timeouts), in [`ReadyState::Connecting`].
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), wsevents::Error> {
+    /// use wsevents::{Backpressure, ClientBuilder, CloseCode, WebSocket};
+    /// let builder = ClientBuilder::new("ws://127.0.0.1:8080/feed")?
+    ///     .backpressure(Backpressure::close(1 << 20, CloseCode::TRY_AGAIN_LATER))?;
+    /// let ws = WebSocket::connecting(builder);
+    /// # let _ = ws; Ok(()) }
+    /// ```
     pub fn connecting(builder: ClientBuilder) -> WebSocket {
         let url = builder.url().to_string();
         let origin = builder.url().origin().ascii_serialization();
+        let backpressure = builder.backpressure_rule();
         WebSocket::build(
             url,
             origin,
             None,
             Drive::NotStarted(Box::new(builder)),
             VecDeque::new(),
+            backpressure,
         )
     }
 
@@ -217,6 +258,7 @@ impl WebSocket {
             Some(conn),
             Drive::Running(driver),
             VecDeque::from([Event::Open]),
+            Backpressure::default(),
         )
     }
 
@@ -226,6 +268,7 @@ impl WebSocket {
         conn: Option<Connection>,
         drive: Drive,
         queued: VecDeque<Event>,
+        backpressure: Backpressure,
     ) -> WebSocket {
         WebSocket {
             inner: Arc::new(Inner {
@@ -236,6 +279,7 @@ impl WebSocket {
                     queued,
                     aborted: false,
                     closed: false,
+                    backpressure,
                 }),
                 drive: tokio::sync::Mutex::new(drive),
                 registry: Mutex::new(Registry::default()),
@@ -268,7 +312,9 @@ impl WebSocket {
         }
     }
 
-    /// `ws.bufferedAmount`: bytes queued by `send` and not yet written to the socket.
+    /// `ws.bufferedAmount`: bytes queued by `send` and not yet written to the socket
+    /// (application data: text as UTF-8, binary as is, before compression and
+    /// framing). Bounded by the socket's [`Backpressure`].
     pub fn buffered_amount(&self) -> u64 {
         self.core()
             .conn
@@ -313,6 +359,34 @@ impl WebSocket {
         self.inner.binary_type.store(value, Ordering::Relaxed);
     }
 
+    /// The bound on [`buffered_amount`](Self::buffered_amount) and what
+    /// [`send`](Self::send) does at it (a wsevents extension; browsers have no bound).
+    /// A client's comes from [`ClientBuilder::backpressure`]; otherwise
+    /// [`Backpressure::default()`]: 16 MiB, then [`Error::BufferFull`].
+    pub fn backpressure(&self) -> Backpressure {
+        self.core().backpressure
+    }
+
+    /// Set the bound on [`buffered_amount`](Self::buffered_amount) and its rule, from
+    /// the next `send` on (what is already queued stays). [`Error::InvalidAccess`] for
+    /// a [`WhenFull::Close`] code that may not be sent in a close frame; the rule is
+    /// unchanged then.
+    ///
+    /// ```no_run
+    /// # async fn demo(server: wsevents::Server) -> Result<(), wsevents::Error> {
+    /// use wsevents::{Backpressure, CloseCode};
+    /// while let Some(ws) = server.accept().await {
+    ///     // A slow reader is dropped with 1008 once 1 MiB waits for it.
+    ///     ws.set_backpressure(Backpressure::close(1 << 20, CloseCode::POLICY_VIOLATION))?;
+    ///     tokio::spawn(async move { ws.run().await });
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn set_backpressure(&self, backpressure: Backpressure) -> Result<()> {
+        self.core().backpressure = backpressure.checked()?;
+        Ok(())
+    }
+
     // ----- handlers -----
 
     /// `ws.onopen = f` (replaces the previous `on_open`, keeps listeners).
@@ -339,6 +413,38 @@ impl WebSocket {
             .set_handler(EventType::Close, Callback::Close(Arc::new(f)));
     }
 
+    /// `ping` events (a wsevents extension): `f` sees the payload of every ping the
+    /// peer sends, after the pong that answers it was queued. Replaces the previous
+    /// `on_ping`, keeps listeners.
+    ///
+    /// ```no_run
+    /// # fn demo(ws: wsevents::WebSocket) {
+    /// ws.on_ping(|e| println!("ping {:?}", e.data));
+    /// # }
+    /// ```
+    pub fn on_ping(&self, f: impl Fn(&PingEvent) + Send + Sync + 'static) {
+        self.registry()
+            .set_handler(EventType::Ping, Callback::Ping(Arc::new(f)));
+    }
+
+    /// `pong` events (a wsevents extension): `f` sees the payload of every pong, and
+    /// the round-trip time when it answers this end's latest ping. Replaces the
+    /// previous `on_pong`, keeps listeners.
+    ///
+    /// ```no_run
+    /// # fn demo(ws: wsevents::WebSocket) -> Result<(), wsevents::Error> {
+    /// ws.on_pong(|e| match e.rtt {
+    ///     Some(rtt) => println!("pong {:?} after {rtt:?}", e.data),
+    ///     None => println!("unsolicited pong {:?}", e.data),
+    /// });
+    /// ws.ping("t1")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_pong(&self, f: impl Fn(&PongEvent) + Send + Sync + 'static) {
+        self.registry()
+            .set_handler(EventType::Pong, Callback::Pong(Arc::new(f)));
+    }
+
     /// `ws.addEventListener(type, f)`: listeners of a type run in the order added.
     pub fn add_event_listener(
         &self,
@@ -359,6 +465,9 @@ impl WebSocket {
     /// (`&[u8]`, `Vec<u8>`, `Bytes`, [`Blob`](crate::Blob)).
     ///
     /// [`Error::InvalidState`] unless the socket is open; nothing is sent then.
+    /// [`Error::BufferFull`] when the message does not fit in the send queue
+    /// ([`backpressure`](Self::backpressure)); nothing is queued then, and with
+    /// [`WhenFull::Close`] the socket starts closing.
     pub fn send(&self, data: impl IntoMessage) -> Result<()> {
         self.queue(data.into_message(), Connection::send)
     }
@@ -391,7 +500,23 @@ impl WebSocket {
         if core.closed {
             return Err(Error::InvalidState);
         }
+        let backpressure = core.backpressure;
         let conn = core.conn.as_mut().ok_or(Error::InvalidState)?;
+        let buffered = conn.buffered_amount();
+        let len = message.payload().len();
+        if conn.state() == State::Open && !backpressure.admits(buffered, len) {
+            if let WhenFull::Close(code) = backpressure.when_full {
+                let frame = CloseFrame::new(code, Backpressure::CLOSE_REASON);
+                conn.close(frame, tokio::time::Instant::now().into_std())?;
+                drop(core);
+                self.inner.waker.wake();
+            }
+            return Err(Error::BufferFull {
+                buffered,
+                message: len,
+                limit: backpressure.limit,
+            });
+        }
         send(conn, message)?;
         drop(core);
         self.inner.waker.wake();
@@ -456,12 +581,14 @@ impl WebSocket {
     }
 
     /// Send a ping with up to 125 bytes of payload (a longer one is
-    /// [`Error::Capacity`]); the peer answers with a pong, which, as in the browser,
-    /// is not an event. Browsers cannot ping from script; Node's `ws` has `ws.ping()`.
-    /// [`Error::InvalidState`] unless the socket is open.
+    /// [`Error::Capacity`]); the peer answers with a pong, a `pong` event
+    /// ([`on_pong`](Self::on_pong)) whose `rtt` is the round trip, if no other ping
+    /// was sent in between. Browsers cannot ping from script; Node's `ws` has
+    /// `ws.ping()`. [`Error::InvalidState`] unless the socket is open.
     ///
     /// ```no_run
     /// # fn demo(ws: wsevents::WebSocket) -> Result<(), wsevents::Error> {
+    /// ws.on_pong(|e| println!("round trip: {:?}", e.rtt));
     /// ws.ping("are you there?")?;
     /// # Ok(()) }
     /// ```
@@ -474,7 +601,7 @@ impl WebSocket {
         if conn.state() != State::Open {
             return Err(Error::InvalidState);
         }
-        conn.ping(data.into())?;
+        conn.ping_at(data.into(), tokio::time::Instant::now().into_std())?;
         drop(core);
         self.inner.waker.wake();
         Ok(())
@@ -620,6 +747,17 @@ impl WebSocket {
                 reason: closure.reason().to_owned(),
                 was_clean: closure.was_clean(),
             }),
+            Core::Ping(data) => Event::Ping(PingEvent { data }),
+            Core::Pong(pong) => {
+                // The core records when our latest ping (ours or a keepalive) went out.
+                let now = tokio::time::Instant::now().into_std();
+                Event::Pong(PongEvent {
+                    rtt: pong
+                        .ping_sent_at
+                        .map(|at| now.saturating_duration_since(at)),
+                    data: pong.payload,
+                })
+            }
             _ => return None,
         })
     }

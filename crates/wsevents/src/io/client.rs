@@ -17,6 +17,7 @@ use wsevents_proto::{Config, Connection, Event};
 
 use super::extensions::DeflateChoice;
 
+use crate::api::backpressure::Backpressure;
 use crate::api::error::{Error, Result};
 use crate::io::driver::Driver;
 use crate::io::proxy::{Proxy, Tunnel, proxy_for};
@@ -61,6 +62,7 @@ pub struct ClientBuilder {
     client_certificate: Option<Arc<rustls::sign::CertifiedKey>>,
     proxy: ProxyChoice,
     connect_timeout: Duration,
+    backpressure: Backpressure,
 }
 
 /// Where the proxy comes from.
@@ -88,6 +90,7 @@ impl ClientBuilder {
             client_certificate: None,
             proxy: ProxyChoice::FromEnv,
             connect_timeout: Duration::from_secs(10),
+            backpressure: Backpressure::default(),
         })
     }
 
@@ -204,6 +207,29 @@ impl ClientBuilder {
         self
     }
 
+    /// The bound on the send queue of a [`WebSocket`](crate::WebSocket) made with
+    /// [`WebSocket::connecting`](crate::WebSocket::connecting), and what `send` does at
+    /// it (default [`Backpressure::default()`]: 16 MiB, then
+    /// [`Error::BufferFull`]). [`Error::InvalidAccess`] for a
+    /// [`WhenFull::Close`](crate::WhenFull::Close) code that may not be sent in a close
+    /// frame. The stream API ([`connect`](Self::connect)) does not use it: its `Sink`
+    /// waits instead, at [`WebSocketStream::set_write_limit`].
+    ///
+    /// ```
+    /// # fn main() -> wsevents::Result<()> {
+    /// use wsevents::{Backpressure, ClientBuilder, CloseCode, Error};
+    /// let builder = ClientBuilder::new("ws://127.0.0.1:9000/")?
+    ///     .backpressure(Backpressure::close(1 << 20, CloseCode::TRY_AGAIN_LATER))?;
+    /// let refused = ClientBuilder::new("ws://127.0.0.1:9000/")?
+    ///     .backpressure(Backpressure::close(1 << 20, CloseCode::ABNORMAL));
+    /// assert!(matches!(refused, Err(Error::InvalidAccess(_))));
+    /// # let _ = builder; Ok(()) }
+    /// ```
+    pub fn backpressure(mut self, backpressure: Backpressure) -> Result<Self> {
+        self.backpressure = backpressure.checked()?;
+        Ok(self)
+    }
+
     /// Connect and complete the opening handshake.
     pub async fn connect(self) -> Result<WebSocketStream<MaybeTlsStream>> {
         let timeout = self.connect_timeout;
@@ -288,6 +314,11 @@ impl ClientBuilder {
     /// The connect timeout.
     pub(crate) fn timeout(&self) -> Duration {
         self.connect_timeout
+    }
+
+    /// The send-queue bound of the event API.
+    pub(crate) fn backpressure_rule(&self) -> Backpressure {
+        self.backpressure
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream> {
