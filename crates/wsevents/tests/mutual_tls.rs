@@ -83,3 +83,42 @@ fn a_client_certificate_must_parse_and_match_its_key() {
         Err(Error::Tls(_))
     ));
 }
+
+#[tokio::test]
+async fn the_event_api_presents_the_client_certificate() {
+    use wsevents::{Event, WebSocket};
+    let server_pki = Pki::new();
+    let client_pki = Pki::new();
+    let tls = wsevents::tls::server_config_with_client_ca(
+        server_pki.cert_pem.as_bytes(),
+        server_pki.key_pem.as_bytes(),
+        client_pki.ca_pem.as_bytes(),
+    )
+    .unwrap();
+    let port = echo_server(Some(tls)).await;
+    let builder = || {
+        ClientBuilder::new(&format!("wss://localhost:{port}/"))
+            .unwrap()
+            .tls_config(server_pki.client_config())
+    };
+    let (cert, key) = client_pki.sign(vec!["client.example".into()]);
+    let ws = WebSocket::connecting(
+        builder()
+            .client_certificate(cert.as_bytes(), key.as_bytes())
+            .unwrap(),
+    );
+    assert!(matches!(ws.next_event().await, Some(Event::Open)));
+
+    // Without one: an error event, then close 1006. (The stream API reports
+    // Error::Tls; the event API's error is still the core's UnexpectedEof, its driver's
+    // I/O error, which carries the TLS alert, not consulted yet.)
+    let refused = WebSocket::connecting(builder());
+    assert!(
+        matches!(refused.next_event().await, Some(Event::Error(_))),
+        "an error event"
+    );
+    match refused.next_event().await {
+        Some(Event::Close(close)) => assert_eq!((close.code, close.was_clean), (1006, false)),
+        other => panic!("expected the close event, got {other:?}"),
+    }
+}

@@ -448,3 +448,57 @@ async fn hostile_proxy_replies_are_bad_replies_not_panics() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn the_event_api_goes_through_the_proxy_too() {
+    use wsevents::{Data, Event, WebSocket};
+    let pki = Pki::new();
+    let wss_port = echo_server(Some(pki.server_config())).await;
+    let proxy = microsocks(Some(("user", "pw")));
+    let builder = |password: &str| {
+        ClientBuilder::new(&format!("wss://localhost:{wss_port}/"))
+            .unwrap()
+            .tls_config(pki.client_config())
+            .proxy(
+                Proxy::parse(&format!(
+                    "socks5h://user:{password}@127.0.0.1:{}",
+                    proxy.port
+                ))
+                .unwrap(),
+            )
+    };
+
+    let ws = WebSocket::connecting(builder("pw"));
+    let next = || async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), ws.next_event())
+            .await
+            .expect("an event within 10 s")
+    };
+    assert!(matches!(next().await, Some(Event::Open)));
+    ws.send("through SOCKS5, by event").unwrap();
+    match next().await {
+        Some(Event::Message(m)) => {
+            assert_eq!(m.data, Data::Text("through SOCKS5, by event".into()));
+        }
+        other => panic!("expected the echo, got {other:?}"),
+    }
+
+    let refused = WebSocket::connecting(builder("wrong"));
+    match refused.next_event().await {
+        Some(Event::Error(e)) => assert!(
+            matches!(
+                e.error(),
+                Some(Error::Proxy(ProxyError::AuthRequired {
+                    credentials_sent: true,
+                    ..
+                }))
+            ),
+            "{e:?}"
+        ),
+        other => panic!("expected an error event, got {other:?}"),
+    }
+    match refused.next_event().await {
+        Some(Event::Close(close)) => assert_eq!((close.code, close.was_clean), (1006, false)),
+        other => panic!("expected the close event, got {other:?}"),
+    }
+}
