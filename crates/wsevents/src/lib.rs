@@ -50,7 +50,7 @@ pub use api::events::{
 };
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
-pub use io::proxy::{MAX_REPLY_HEAD, Proxy, ProxyError, socks_reply_name};
+pub use io::proxy::{MAX_PROXY_REPLY_HEAD, Proxy, ProxyError, socks_reply_name};
 pub use io::server::{Accepted, Acceptor, Server, ServerBuilder, accept};
 pub use io::stream::{
     DEFAULT_WRITE_LIMIT, ReadHalf, ReuniteError, StreamEvent, WebSocketStream, WriteHalf,

@@ -388,7 +388,7 @@ async fn hostile_proxy(reply: Vec<u8>, then_close: bool) -> u16 {
 #[tokio::test]
 async fn hostile_proxy_replies_are_bad_replies_not_panics() {
     let mut endless_head = b"HTTP/1.1 200 OK\r\n".to_vec();
-    while endless_head.len() <= wsevents::MAX_REPLY_HEAD {
+    while endless_head.len() <= wsevents::MAX_PROXY_REPLY_HEAD {
         // Long lines: the head's size runs out before the header count does.
         endless_head.extend_from_slice(format!("X-Filler: {}\r\n", "a".repeat(1000)).as_bytes());
     }

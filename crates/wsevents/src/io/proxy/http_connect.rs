@@ -1,12 +1,12 @@
 //! HTTP CONNECT (RFC 9110 §9.3.6): ask the proxy for a tunnel to `host:port`, with
 //! basic auth when the proxy URL has credentials, and read its reply head (at most
-//! [`MAX_REPLY_HEAD`] bytes). The target's name goes to the proxy as is: the proxy
+//! [`MAX_PROXY_REPLY_HEAD`] bytes). The target's name goes to the proxy as is: the proxy
 //! resolves it.
 
 use base64::Engine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{MAX_REPLY_HEAD, Proxy, ProxyError};
+use super::{MAX_PROXY_REPLY_HEAD, Proxy, ProxyError};
 use crate::io::url::{Target, TargetHost};
 
 /// Headers a reply head may have (tinyproxy sends 4 or 5).
@@ -31,11 +31,11 @@ pub(super) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
-        let room = (MAX_REPLY_HEAD - head.len()).min(chunk.len());
+        let room = (MAX_PROXY_REPLY_HEAD - head.len()).min(chunk.len());
         if room == 0 {
             return Err(bad(
                 proxy,
-                format!("the reply head is over {MAX_REPLY_HEAD} bytes"),
+                format!("the reply head is over {MAX_PROXY_REPLY_HEAD} bytes"),
             ));
         }
         let n = io.read(&mut chunk[..room]).await.map_err(failed)?;

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Each hop has its own [`ProxyError`] variant; every read from the proxy is bounded
-//! (the CONNECT reply head by [`MAX_REPLY_HEAD`], SOCKS5 replies by the protocol) and
+//! (the CONNECT reply head by [`MAX_PROXY_REPLY_HEAD`], SOCKS5 replies by the protocol) and
 //! the whole exchange runs inside the client's connect timeout. Where the proxy comes
 //! from (explicit, the environment, none) is decided in `io/client.rs`; the
 //! environment's rules are in `env.rs`.
@@ -33,7 +33,7 @@ use crate::api::error::{Error, Result};
 use crate::io::url::{Target, TargetHost};
 
 /// The largest CONNECT reply head (status line and headers) read from a proxy.
-pub const MAX_REPLY_HEAD: usize = 16 * 1024;
+pub const MAX_PROXY_REPLY_HEAD: usize = 16 * 1024;
 
 /// A proxy to reach WebSocket servers through.
 ///
