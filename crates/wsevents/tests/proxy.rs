@@ -170,9 +170,11 @@ async fn https_proxy_then_tunnel_then_tls_to_the_target() {
         "{refused:?}"
     );
 
-    // A proxy whose certificate the client does not trust: the TLS hop fails.
+    // A proxy whose certificate the client does not trust (the proxy's own TLS
+    // configuration, the Mozilla roots, wins over the builder's): the TLS hop fails.
     let untrusted = ClientBuilder::new(&format!("ws://127.0.0.1:{ws_port}/"))
         .unwrap()
+        .tls_config(pki.client_config())
         .proxy(
             Proxy::parse(&via)
                 .unwrap()
