@@ -32,7 +32,12 @@ use url::{Host, Url};
 use crate::api::error::{Error, Result};
 use crate::io::url::{Target, TargetHost};
 
-/// The largest CONNECT reply head (status line and headers) read from a proxy.
+/// The largest CONNECT reply head (status line and headers) read from a proxy; a
+/// longer one is [`ProxyError::BadReply`].
+///
+/// ```
+/// assert_eq!(wsevents::MAX_PROXY_REPLY_HEAD, 16 * 1024);
+/// ```
 pub const MAX_PROXY_REPLY_HEAD: usize = 16 * 1024;
 
 /// A proxy to reach WebSocket servers through.
