@@ -318,7 +318,13 @@ async fn the_connect_timeout_covers_a_proxy_that_never_answers() {
             .connect_timeout(std::time::Duration::from_millis(300))
             .connect()
             .await;
-        assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
+        match result {
+            Err(Error::Timeout(why)) => assert!(
+                why.contains(&format!("through the proxy {scheme}://127.0.0.1:{port}")),
+                "{why}"
+            ),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -233,9 +233,13 @@ impl ClientBuilder {
     /// Connect and complete the opening handshake.
     pub async fn connect(self) -> Result<WebSocketStream<MaybeTlsStream>> {
         let timeout = self.connect_timeout;
+        let via = match self.chosen_proxy() {
+            Ok(Some(proxy)) => format!(" through the proxy {proxy}"),
+            _ => String::new(),
+        };
         tokio::time::timeout(timeout, self.connect_now())
             .await
-            .map_err(|_| Error::Timeout(format!("connecting took over {timeout:?}")))?
+            .map_err(|_| Error::Timeout(format!("connecting{via} took over {timeout:?}")))?
     }
 
     async fn connect_now(self) -> Result<WebSocketStream<MaybeTlsStream>> {
@@ -246,12 +250,7 @@ impl ClientBuilder {
     /// TCP (through the proxy, if any) and TLS for `wss://`, without the WebSocket
     /// handshake.
     pub(crate) async fn open_transport(&self) -> Result<MaybeTlsStream> {
-        let proxy = match &self.proxy {
-            ProxyChoice::FromEnv => proxy_for(&self.target, |name| std::env::var(name).ok())?,
-            ProxyChoice::Direct => None,
-            ProxyChoice::Explicit(proxy) => Some(proxy.clone()),
-        };
-        let tunnel = match proxy {
+        let tunnel = match self.chosen_proxy()? {
             None => Tunnel::Tcp(self.connect_tcp().await?),
             Some(proxy) => proxy.tunnel(&self.target, || self.roots_config()).await?,
         };
@@ -280,6 +279,15 @@ impl ClientBuilder {
                 MaybeTlsStream::TlsInTls(Box::new(tls))
             }
         })
+    }
+
+    /// The proxy to connect through, if any.
+    fn chosen_proxy(&self) -> Result<Option<Proxy>> {
+        match &self.proxy {
+            ProxyChoice::FromEnv => proxy_for(&self.target, |name| std::env::var(name).ok()),
+            ProxyChoice::Direct => Ok(None),
+            ProxyChoice::Explicit(proxy) => Ok(Some(proxy.clone())),
+        }
     }
 
     /// The TLS configuration without the client certificate.
