@@ -7,7 +7,8 @@
 #[path = "support/proxies.rs"]
 mod proxies;
 
-use proxies::{Pki, echo, echo_server};
+use proxies::{Pki, echo, echo_server, tinyproxy, tls_front_recording};
+use rustls_pki_types::pem::PemObject;
 use wsevents::{ClientBuilder, Error};
 
 #[tokio::test]
@@ -121,4 +122,61 @@ async fn the_event_api_presents_the_client_certificate() {
         Some(Event::Close(close)) => assert_eq!((close.code, close.was_clean), (1006, false)),
         other => panic!("expected the close event, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn the_client_certificate_goes_to_the_server_not_to_an_https_proxy() {
+    let server_pki = Pki::new();
+    let client_pki = Pki::new();
+    let tls = wsevents::tls::server_config_with_client_ca(
+        server_pki.cert_pem.as_bytes(),
+        server_pki.key_pem.as_bytes(),
+        client_pki.ca_pem.as_bytes(),
+    )
+    .unwrap();
+    let port = echo_server(Some(tls)).await;
+    let proxy = tinyproxy(&[port], None);
+    // The proxy's TLS front asks for a client certificate but does not require one.
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_slice_iter(client_pki.ca_pem.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.into(),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .unwrap();
+    let front_tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_client_cert_verifier(verifier)
+    .with_single_cert(
+        rustls_pki_types::CertificateDer::pem_slice_iter(server_pki.cert_pem.as_bytes())
+            .map(|c| c.unwrap())
+            .collect(),
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(server_pki.key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let (front, presented) = tls_front_recording(proxy.addr(), front_tls.into()).await;
+
+    let (cert, key) = client_pki.sign(vec!["client.example".into()]);
+    let mut ws = ClientBuilder::new(&format!("wss://localhost:{port}/"))
+        .unwrap()
+        .tls_config(server_pki.client_config())
+        .client_certificate(cert.as_bytes(), key.as_bytes())
+        .unwrap()
+        .proxy(wsevents::Proxy::parse(&format!("https://localhost:{front}")).unwrap())
+        .connect()
+        .await
+        .unwrap();
+    echo(&mut ws, "mutual TLS inside TLS to the proxy").await;
+    assert_eq!(
+        *presented.lock().unwrap(),
+        [false],
+        "no certificate to the proxy"
+    );
 }

@@ -225,16 +225,29 @@ pub async fn echo_server(tls: Option<Arc<rustls::ServerConfig>>) -> u16 {
 /// A TLS front for the proxy at `backend` (what stunnel does): TLS from clients, the
 /// bytes inside passed to the proxy unchanged. Returns its port.
 pub async fn tls_front(backend: SocketAddr, tls: Arc<rustls::ServerConfig>) -> u16 {
+    tls_front_recording(backend, tls).await.0
+}
+
+/// [`tls_front`], recording for each client whether it presented a certificate.
+pub async fn tls_front_recording(
+    backend: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+) -> (u16, Arc<std::sync::Mutex<Vec<bool>>>) {
+    let presented = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = presented.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let record = record.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                let certificate = tls.get_ref().1.peer_certificates().is_some();
+                record.lock().unwrap().push(certificate);
                 let Ok(mut proxy) = TcpStream::connect(backend).await else {
                     return;
                 };
@@ -242,7 +255,7 @@ pub async fn tls_front(backend: SocketAddr, tls: Arc<rustls::ServerConfig>) -> u
             });
         }
     });
-    port
+    (port, presented)
 }
 
 /// Send a text over `ws` and expect it back.
