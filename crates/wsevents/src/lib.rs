@@ -20,9 +20,13 @@
 //!   connections, handshakes), accept back-off and graceful shutdown
 //!   ([`Server::shutdown`] → [`ShutdownReport`]), for [`Server`] and for accept loops
 //!   of one's own.
+//! - [`Proxy`]: clients reach servers through HTTP CONNECT (`http://`, `https://`) and
+//!   SOCKS5 (`socks5://`, `socks5h://`) proxies, set on the builder or taken from
+//!   `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` as curl reads them.
 //!
 //! What it does not do: HTTP beyond the upgrade (no routing of plain HTTP requests),
-//! proxies, or HTTP/2 WebSockets (RFC 8441).
+//! proxy authentication other than basic (HTTP) and user/password (SOCKS5), SOCKS4, PAC
+//! files, or HTTP/2 WebSockets (RFC 8441).
 
 mod api {
     pub(crate) mod backpressure;
@@ -36,6 +40,7 @@ mod io {
     pub(crate) mod client;
     pub(crate) mod driver;
     pub(crate) mod extensions;
+    pub(crate) mod proxy;
     pub(crate) mod scratch;
     pub(crate) mod server;
     pub(crate) mod stream;
@@ -51,6 +56,7 @@ pub use api::events::{
 };
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
+pub use io::proxy::{MAX_PROXY_REPLY_HEAD, Proxy, ProxyError, socks_reply_name};
 pub use io::server::listen::{DEFAULT_BACKLOG, bind_listener};
 pub use io::server::{
     AcceptBackoff, Accepted, Acceptor, DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS,
@@ -72,6 +78,7 @@ pub use wsevents_proto::{
 /// TLS configurations for clients and servers.
 pub mod tls {
     pub use crate::io::tls::{
-        client_config_with_ca, native_client_config, server_config_from_pem, webpki_client_config,
+        client_config_with_ca, native_client_config, server_config_from_pem,
+        server_config_with_client_ca, webpki_client_config,
     };
 }

@@ -4,12 +4,14 @@
 //! The caller's mistakes carry the names the WHATWG standard gives them (the seed's
 //! "invalid state exception" is [`Error::InvalidState`]); the peer's are
 //! [`Error::Protocol`] (with the close code the connection failed with) and
-//! [`Error::Handshake`]; the environment's are [`Error::Io`], [`Error::Tls`] and
-//! [`Error::Timeout`].
+//! [`Error::Handshake`]; the environment's are [`Error::Io`], [`Error::Tls`],
+//! [`Error::Proxy`] (with the hop that failed) and [`Error::Timeout`].
 
 use std::io;
 
 use wsevents_proto::{HandshakeError, ProtocolError, Timeout};
+
+use crate::io::proxy::ProxyError;
 
 /// Everything wsevents can fail with.
 ///
@@ -39,12 +41,17 @@ pub enum Error {
     /// The opening handshake failed (the server refused, or answered wrongly).
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
-    /// TLS failed (certificate, handshake, configuration).
+    /// TLS failed (certificate, handshake, configuration), with the server or, once
+    /// connected, in the TLS records (a server that requires a client certificate
+    /// refuses one's absence after the handshake: the alert arrives as the first read).
     #[error("TLS error: {0}")]
     Tls(String),
+    /// The proxy failed; [`ProxyError`] says at which hop.
+    #[error("proxy error: {0}")]
+    Proxy(#[from] ProxyError),
     /// The transport failed, or ended without a close handshake.
     #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// A limit was hit (a control payload over 125 bytes, the write buffer).
     #[error("capacity exceeded: {0}")]
     Capacity(String),
@@ -129,6 +136,20 @@ impl From<wsevents_proto::Error> for Error {
                 "a prepared message can only be sent on a server's connection".into(),
             ),
             other => Error::Io(io::Error::other(other.to_string())),
+        }
+    }
+}
+
+/// An I/O error, or [`Error::Tls`] when it carries a TLS error (tokio-rustls reports
+/// an alert or a bad certificate as an I/O error of kind `InvalidData`).
+impl From<io::Error> for Error {
+    fn from(error: io::Error) -> Self {
+        match error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            Some(tls) => Error::Tls(tls.to_string()),
+            None => Error::Io(error),
         }
     }
 }

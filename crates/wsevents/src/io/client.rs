@@ -1,9 +1,10 @@
-//! Connecting: URL → TCP (with `TCP_NODELAY`) → TLS for `wss://` → the opening
-//! handshake → an open [`WebSocketStream`].
+//! Connecting: URL → TCP (with `TCP_NODELAY`), directly or through a proxy's tunnel
+//! (`io/proxy/`) → TLS for `wss://` → the opening handshake → an open
+//! [`WebSocketStream`].
 //!
 //! Each step has a typed failure ([`Error::Syntax`] for the URL, [`Error::Io`] for TCP,
-//! [`Error::Tls`], [`Error::Handshake`]) and the whole of it is bounded by the connect
-//! timeout.
+//! [`Error::Proxy`] for the proxy's hop, [`Error::Tls`], [`Error::Handshake`]) and the
+//! whole of it is bounded by the connect timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use super::extensions::DeflateChoice;
 use crate::api::backpressure::Backpressure;
 use crate::api::error::{Error, Result};
 use crate::io::driver::Driver;
+use crate::io::proxy::{Proxy, Tunnel, proxy_for};
 use crate::io::stream::WebSocketStream;
 use crate::io::tls::{self, MaybeTlsStream};
 use crate::io::url::{Target, check_protocols};
@@ -57,8 +59,21 @@ pub struct ClientBuilder {
     config: Config,
     deflate: DeflateChoice,
     tls: Option<Arc<rustls::ClientConfig>>,
+    client_certificate: Option<Arc<rustls::sign::CertifiedKey>>,
+    proxy: ProxyChoice,
     connect_timeout: Duration,
     backpressure: Backpressure,
+}
+
+/// Where the proxy comes from.
+#[derive(Debug, Clone)]
+enum ProxyChoice {
+    /// The environment's, read at connect time ([`Proxy::from_env`]).
+    FromEnv,
+    /// None: connect directly.
+    Direct,
+    /// This one, for every URL.
+    Explicit(Proxy),
 }
 
 impl ClientBuilder {
@@ -72,6 +87,8 @@ impl ClientBuilder {
             config: Config::default(),
             deflate: DeflateChoice::default(),
             tls: None,
+            client_certificate: None,
+            proxy: ProxyChoice::FromEnv,
             connect_timeout: Duration::from_secs(10),
             backpressure: Backpressure::default(),
         })
@@ -132,8 +149,59 @@ impl ClientBuilder {
         self
     }
 
-    /// How long TCP connect, TLS and the opening handshake may take together
-    /// (default 10 s).
+    /// Present this certificate (a PEM chain, leaf first, and its PEM private key) to
+    /// `wss://` servers that ask for one (mutual TLS), with the roots of
+    /// [`tls_config`](Self::tls_config) or the default ones. Fails at once with
+    /// [`Error::Tls`] for bad PEM or a key that does not match the certificate. It is
+    /// not presented to an `https://` proxy.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// let cert = std::fs::read("client.pem")?;
+    /// let key = std::fs::read("client.key")?;
+    /// let ws = wsevents::ClientBuilder::new("wss://example.com/")?
+    ///     .client_certificate(&cert, &key)?
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = ws; Ok(()) }
+    /// ```
+    pub fn client_certificate(mut self, cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        self.client_certificate = Some(tls::client_certificate(cert_chain_pem, key_pem)?);
+        Ok(self)
+    }
+
+    /// Connect through `proxy`, whatever the URL and the environment say.
+    ///
+    /// By default the proxy comes from the environment, as curl and python-websockets
+    /// take it: `HTTPS_PROXY` for `wss://`, `HTTP_PROXY` for `ws://`, `ALL_PROXY`,
+    /// except for the hosts `NO_PROXY` lists (the rules: [`Proxy::from_vars`]).
+    ///
+    /// ```
+    /// # fn main() -> wsevents::Result<()> {
+    /// use wsevents::{ClientBuilder, Proxy};
+    /// let builder = ClientBuilder::new("wss://example.com/")?
+    ///     .proxy(Proxy::parse("socks5h://user:pw@127.0.0.1:1080")?);
+    /// # let _ = builder; Ok(()) }
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = ProxyChoice::Explicit(proxy);
+        self
+    }
+
+    /// Connect directly: no proxy, whatever the environment says.
+    ///
+    /// ```
+    /// # fn main() -> wsevents::Result<()> {
+    /// let builder = wsevents::ClientBuilder::new("ws://127.0.0.1:9000/")?.no_proxy();
+    /// # let _ = builder; Ok(()) }
+    /// ```
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxyChoice::Direct;
+        self
+    }
+
+    /// How long TCP connect (to the server or the proxy), the proxy's exchange, TLS
+    /// and the opening handshake may take together (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -165,9 +233,13 @@ impl ClientBuilder {
     /// Connect and complete the opening handshake.
     pub async fn connect(self) -> Result<WebSocketStream<MaybeTlsStream>> {
         let timeout = self.connect_timeout;
+        let via = match self.chosen_proxy() {
+            Ok(Some(proxy)) => format!(" through the proxy {proxy}"),
+            _ => String::new(),
+        };
         tokio::time::timeout(timeout, self.connect_now())
             .await
-            .map_err(|_| Error::Timeout(format!("connecting took over {timeout:?}")))?
+            .map_err(|_| Error::Timeout(format!("connecting{via} took over {timeout:?}")))?
     }
 
     async fn connect_now(self) -> Result<WebSocketStream<MaybeTlsStream>> {
@@ -175,22 +247,55 @@ impl ClientBuilder {
         self.handshake(io).await
     }
 
-    /// TCP (and TLS for `wss://`), without the WebSocket handshake.
+    /// TCP (through the proxy, if any) and TLS for `wss://`, without the WebSocket
+    /// handshake.
     pub(crate) async fn open_transport(&self) -> Result<MaybeTlsStream> {
-        let tcp = self.connect_tcp().await?;
-        if !self.target.secure {
-            return Ok(MaybeTlsStream::Plain(tcp));
-        }
-        let config = match &self.tls {
-            Some(config) => config.clone(),
-            None => tls::webpki_client_config()?,
+        let tunnel = match self.chosen_proxy()? {
+            None => Tunnel::Tcp(self.connect_tcp().await?),
+            Some(proxy) => proxy.tunnel(&self.target, || self.roots_config()).await?,
         };
+        if !self.target.secure {
+            return Ok(match tunnel {
+                Tunnel::Tcp(tcp) => MaybeTlsStream::Plain(tcp),
+                Tunnel::Tls(tls) => MaybeTlsStream::Tls(Box::new((*tls).into())),
+            });
+        }
+        let mut config = self.roots_config()?;
+        if let Some(certified) = &self.client_certificate {
+            config = tls::with_client_certificate(&config, certified.clone());
+        }
         let connector = tokio_rustls::TlsConnector::from(config);
-        let tls = connector
-            .connect(self.target.server_name()?, tcp)
-            .await
-            .map_err(|e| Error::Tls(e.to_string()))?;
-        Ok(MaybeTlsStream::Tls(Box::new(tls.into())))
+        let name = self.target.server_name()?;
+        Ok(match tunnel {
+            Tunnel::Tcp(tcp) => {
+                let tls = connector.connect(name, tcp).await.map_err(tls_error)?;
+                MaybeTlsStream::Tls(Box::new(tls.into()))
+            }
+            Tunnel::Tls(proxy_tls) => {
+                let tls = connector
+                    .connect(name, *proxy_tls)
+                    .await
+                    .map_err(tls_error)?;
+                MaybeTlsStream::TlsInTls(Box::new(tls))
+            }
+        })
+    }
+
+    /// The proxy to connect through, if any.
+    fn chosen_proxy(&self) -> Result<Option<Proxy>> {
+        match &self.proxy {
+            ProxyChoice::FromEnv => proxy_for(&self.target, |name| std::env::var(name).ok()),
+            ProxyChoice::Direct => Ok(None),
+            ProxyChoice::Explicit(proxy) => Ok(Some(proxy.clone())),
+        }
+    }
+
+    /// The TLS configuration without the client certificate.
+    fn roots_config(&self) -> Result<Arc<rustls::ClientConfig>> {
+        match &self.tls {
+            Some(config) => Ok(config.clone()),
+            None => tls::webpki_client_config(),
+        }
     }
 
     /// The upgrade request these options make.
@@ -256,10 +361,19 @@ impl ClientBuilder {
         match opened {
             Some(Event::Open) => Ok(WebSocketStream::new(driver, conn)),
             Some(Event::Error(error)) => Err(match (driver.take_io_error(), error) {
-                (Some(io), wsevents_proto::Error::UnexpectedEof) => Error::Io(io),
+                (Some(io), wsevents_proto::Error::UnexpectedEof) => io.into(),
                 (_, error) => error.into(),
             }),
             _ => Err(Error::Closed),
         }
+    }
+}
+
+/// A failed TLS handshake with the server: [`Error::Tls`], whether rustls or the
+/// transport under it failed.
+fn tls_error(error: std::io::Error) -> Error {
+    match Error::from(error) {
+        Error::Io(io) => Error::Tls(io.to_string()),
+        other => other,
     }
 }

@@ -1,7 +1,8 @@
 //! TLS for `wss://`, on rustls (with the *ring* provider): client configurations with
 //! the Mozilla roots (webpki-roots), the operating system's roots, or a caller's own
-//! CA; server configurations from PEM files; and the transport that is either plain TCP
-//! or TLS over it.
+//! CA; client certificates; server configurations from PEM files, optionally requiring
+//! client certificates signed by a CA (mutual TLS); and the transport that is either
+//! plain TCP or TLS over it (or TLS over TLS to an `https://` proxy).
 //!
 //! This module does not decide *when* TLS is used (the URL's scheme does, in
 //! `io/client.rs`) and does not touch WebSocket bytes.
@@ -11,11 +12,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream as ClientTls;
 
 use crate::api::error::{Error, Result};
 
@@ -86,19 +90,79 @@ pub fn client_config_with_ca(pem: &[u8]) -> Result<Arc<ClientConfig>> {
 /// assert!(wsevents::tls::server_config_from_pem(b"", b"").is_err());
 /// ```
 pub fn server_config_from_pem(cert_chain: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>> {
-    let certs = CertificateDer::pem_slice_iter(cert_chain)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Tls(format!("bad certificate PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(Error::Tls("no certificate in the PEM".into()));
-    }
-    let key =
-        PrivateKeyDer::from_pem_slice(key).map_err(|e| Error::Tls(format!("bad key PEM: {e}")))?;
+    let (certs, key) = (certificates(cert_chain)?, private_key(key)?);
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     Ok(Arc::new(config))
+}
+
+/// A server configuration (PEM certificate chain and key) that requires every client
+/// to present a certificate signed by one of the CA certificates in `client_ca_pem`
+/// (mutual TLS, rustls' `WebPkiClientVerifier`). A client without one, or with
+/// another CA's, fails the TLS handshake.
+///
+/// ```
+/// # fn demo(cert: &[u8], key: &[u8], ca: &[u8]) -> wsevents::Result<()> {
+/// let tls = wsevents::tls::server_config_with_client_ca(cert, key, ca)?;
+/// let server = wsevents::Server::builder(wsevents::Acceptor::new()).tls(tls);
+/// # let _ = server; Ok(()) }
+/// assert!(wsevents::tls::server_config_with_client_ca(b"", b"", b"").is_err());
+/// ```
+pub fn server_config_with_client_ca(
+    cert_chain: &[u8],
+    key: &[u8],
+    client_ca_pem: &[u8],
+) -> Result<Arc<ServerConfig>> {
+    let (certs, key) = (certificates(cert_chain)?, private_key(key)?);
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(client_ca_pem) {
+        let cert = cert.map_err(|e| Error::Tls(format!("bad client CA PEM: {e}")))?;
+        roots.add(cert)?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls("no client CA certificate in the PEM".into()));
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
+        .build()
+        .map_err(|e| Error::Tls(format!("client certificate verifier: {e}")))?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+/// A client certificate (PEM chain, PEM key), checked to parse and to match.
+pub(crate) fn client_certificate(cert_chain: &[u8], key: &[u8]) -> Result<Arc<CertifiedKey>> {
+    let certified =
+        CertifiedKey::from_der(certificates(cert_chain)?, private_key(key)?, &provider())?;
+    Ok(Arc::new(certified))
+}
+
+/// `config` presenting `certified` to servers that ask for a client certificate.
+pub(crate) fn with_client_certificate(
+    config: &ClientConfig,
+    certified: Arc<CertifiedKey>,
+) -> Arc<ClientConfig> {
+    let mut config = config.clone();
+    config.client_auth_cert_resolver = Arc::new(SingleCertAndKey::from(certified));
+    Arc::new(config)
+}
+
+fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Tls(format!("bad certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::Tls("no certificate in the PEM".into()));
+    }
+    Ok(certs)
+}
+
+fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| Error::Tls(format!("bad key PEM: {e}")))
 }
 
 /// A TCP stream, with or without TLS: the transport of `ws://` and `wss://`.
@@ -107,8 +171,10 @@ pub fn server_config_from_pem(cert_chain: &[u8], key: &[u8]) -> Result<Arc<Serve
 pub enum MaybeTlsStream {
     /// `ws://`.
     Plain(TcpStream),
-    /// `wss://`.
+    /// `wss://` (or `ws://` through an `https://` proxy: TLS to the proxy).
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// `wss://` through an `https://` proxy: TLS to the target inside TLS to the proxy.
+    TlsInTls(Box<ClientTls<ClientTls<TcpStream>>>),
 }
 
 impl MaybeTlsStream {
@@ -117,6 +183,7 @@ impl MaybeTlsStream {
         match self {
             MaybeTlsStream::Plain(tcp) => tcp,
             MaybeTlsStream::Tls(tls) => tls.get_ref().0,
+            MaybeTlsStream::TlsInTls(tls) => tls.get_ref().0.get_ref().0,
         }
     }
 }
@@ -130,6 +197,7 @@ impl AsyncRead for MaybeTlsStream {
         match self.get_mut() {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            MaybeTlsStream::TlsInTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -143,6 +211,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            MaybeTlsStream::TlsInTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -154,6 +223,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            MaybeTlsStream::TlsInTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -161,6 +231,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self {
             MaybeTlsStream::Plain(s) => s.is_write_vectored(),
             MaybeTlsStream::Tls(s) => s.is_write_vectored(),
+            MaybeTlsStream::TlsInTls(s) => s.is_write_vectored(),
         }
     }
 
@@ -168,6 +239,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_flush(cx),
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTlsStream::TlsInTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -175,6 +247,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            MaybeTlsStream::TlsInTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
