@@ -29,6 +29,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod connect;
 mod hex;
+mod printer;
 mod serve;
 mod stats;
 mod tls;
