@@ -499,3 +499,130 @@ async fn bench_text_report_names_the_open_loop_and_mismatches() {
     assert!(report.contains("MISMATCHES"), "{report}");
     assert_eq!(out.status.code(), Some(1));
 }
+
+// ----- serve -----
+
+/// `--protocol` (repeatable): the first of the client's list that the server speaks
+/// wins; a client offering none of them connects without one; without the flag none is
+/// ever chosen.
+#[tokio::test]
+async fn serve_protocol_picks_the_clients_first_that_it_speaks() {
+    let serve = Serve::start(&["--protocol", "chat", "--protocol", "superchat"]);
+    let plain = Serve::start(&[]);
+    for (server, offer, want) in [
+        (&serve, &["x", "superchat", "chat"][..], Some("superchat")),
+        (&serve, &["chat", "superchat"][..], Some("chat")),
+        (&serve, &["other"][..], None),
+        (&plain, &["chat"][..], None),
+    ] {
+        let ws = wsevents::ClientBuilder::new(&server.url("/ws"))
+            .unwrap()
+            .protocols(offer)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(ws.protocol(), want, "{offer:?}");
+    }
+}
+
+/// `GET path` on the server: the status line and the whole response.
+async fn get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.unwrap();
+    text(&response)
+}
+
+/// `--dir`: files with their content types, a directory's index.html, the page still
+/// at `/`, WebSocket routes unchanged, and nothing outside the directory (`..`, its
+/// percent-encoded forms, a symbolic link out of it).
+#[tokio::test]
+async fn serve_dir_serves_files_beside_the_page_and_nothing_outside() {
+    let base = std::env::temp_dir().join(format!("wsevents-cli-dir-{}", std::process::id()));
+    let www = base.join("www");
+    std::fs::create_dir_all(www.join("app")).unwrap();
+    std::fs::write(www.join("style.css"), "body { color: red }").unwrap();
+    std::fs::write(www.join("app/index.html"), "<p>my app</p>").unwrap();
+    std::fs::write(www.join("logo.svg"), "<svg/>").unwrap();
+    std::fs::write(base.join("secret.txt"), "do not serve").unwrap();
+    std::os::unix::fs::symlink(base.join("secret.txt"), www.join("link.txt")).unwrap();
+    let serve = Serve::start(&["--dir", www.to_str().unwrap()]);
+
+    let css = get(&serve.addr, "/style.css").await;
+    assert!(css.starts_with("HTTP/1.1 200 "), "{css}");
+    assert!(css.contains("Content-Type: text/css; charset=utf-8\r\n"), "{css}");
+    assert!(css.ends_with("\r\n\r\nbody { color: red }"), "{css}");
+    let svg = get(&serve.addr, "/logo.svg").await;
+    assert!(svg.contains("Content-Type: image/svg+xml\r\n"), "{svg}");
+    let app = get(&serve.addr, "/app/").await;
+    assert!(app.starts_with("HTTP/1.1 200 ") && app.ends_with("<p>my app</p>"), "{app}");
+    let page = get(&serve.addr, "/").await;
+    assert!(page.contains("the WebSocket events, live"), "the demo page stays at /");
+    for outside in [
+        "/../secret.txt",
+        "/app/../../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E%2Fsecret.txt",
+        "/..%2fsecret.txt",
+        "/link.txt",
+        "/missing.css",
+    ] {
+        let response = get(&serve.addr, outside).await;
+        assert!(response.starts_with("HTTP/1.1 404 "), "{outside}: {response}");
+        assert!(!response.contains("do not serve"), "{outside}: {response}");
+    }
+    let mut ws = wsevents::connect(&serve.url("/ws")).await.unwrap();
+    ws.send(Message::text("still echoing")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap().as_text(),
+        Some("still echoing")
+    );
+    let _ = std::fs::remove_dir_all(base);
+}
+
+/// `--stdin`: each line typed goes to every connected client, echo and chat alike.
+#[tokio::test]
+async fn serve_stdin_sends_each_line_to_every_client() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("wsevents serve: listening on ")
+        .unwrap()
+        .to_owned();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    });
+    let serve = Serve { child, addr };
+    let mut echo = wsevents::connect(&serve.url("/ws")).await.unwrap();
+    let mut chat = wsevents::connect(&serve.url("/chat")).await.unwrap();
+    // A round trip each: both are past the handshake, listening for typed lines.
+    for ws in [&mut echo, &mut chat] {
+        ws.send(Message::text("ready")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap().as_text(), Some("ready"));
+    }
+    stdin.write_all(b"typed one\ntyped two\r\n").unwrap();
+    stdin.flush().unwrap();
+    for ws in [&mut echo, &mut chat] {
+        for want in ["typed one", "typed two"] {
+            let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap();
+            assert_eq!(got.unwrap().unwrap().as_text(), Some(want));
+        }
+    }
+    drop(stdin);
+}
