@@ -891,3 +891,45 @@ impl Report<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender that wakes late gets every message it missed, each with the time it
+    /// was due (which its latency counts from), and none at or past the deadline.
+    #[test]
+    fn a_late_sender_gets_the_missed_messages_with_their_due_times() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut schedule = Schedule::new(start, ms(10));
+        assert_eq!(schedule.take_due(start, start + ms(100)), [start]);
+        assert!(schedule.take_due(start + ms(5), start + ms(100)).is_empty());
+        assert_eq!(
+            schedule.take_due(start + ms(35), start + ms(100)),
+            [start + ms(10), start + ms(20), start + ms(30)]
+        );
+        assert_eq!(
+            schedule.take_due(start + ms(500), start + ms(60)),
+            [start + ms(40), start + ms(50)]
+        );
+    }
+
+    #[test]
+    fn echoes_are_checked_against_the_message_they_answer() {
+        let variants = payload_variants("hello world", false);
+        assert_eq!(variants.len(), 64);
+        let mut payloads = Payloads::new(variants);
+        let (first, second) = (payloads.next(), payloads.next());
+        assert_ne!(first, second);
+        assert_eq!(payloads.check(&first), None);
+        assert!(payloads.check(&first).is_some(), "a repeat of the first");
+        assert!(
+            payloads
+                .check(&Message::binary(second.payload().clone()))
+                .is_some()
+        );
+        assert_eq!(payload_variants("", true).len(), 1);
+        assert_eq!(payload_variants(&"x".repeat(16 << 20), true).len(), 4);
+    }
+}

@@ -80,7 +80,12 @@ pub(crate) struct Args {
     one: bool,
     /// When the input ends, wait SECONDS (still printing what comes) before closing;
     /// with --max-messages or -x, the longest to wait for the replies
-    #[arg(long, short = 'w', value_name = "SECONDS", conflicts_with = "keep_open")]
+    #[arg(
+        long,
+        short = 'w',
+        value_name = "SECONDS",
+        conflicts_with = "keep_open"
+    )]
     wait: Option<f64>,
     /// When the input ends, stay connected until the server closes
     #[arg(long)]

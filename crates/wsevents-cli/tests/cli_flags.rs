@@ -186,7 +186,14 @@ fn connect_prefix_marks_events_sent_and_received() {
     middle.sort_unstable();
     assert_eq!(
         middle,
-        ["< fake\\n", "< hi", "<b 01ff", "> fake\\n", "> hi", ">b 01ff"],
+        [
+            "< fake\\n",
+            "< hi",
+            "<b 01ff",
+            "> fake\\n",
+            "> hi",
+            ">b 01ff"
+        ],
         "{stdout}"
     );
     assert_eq!(out.status.code(), Some(0));
@@ -257,7 +264,14 @@ fn connect_binary_pipes_raw_bytes_both_ways() {
 fn connect_execute_sends_then_exits_after_the_reply() {
     let serve = Serve::start(&["--echo"]);
     let out = run_with(
-        &["connect", &serve.url("/"), "-x", "hello", "-x", "/binary 0a0b"],
+        &[
+            "connect",
+            &serve.url("/"),
+            "-x",
+            "hello",
+            "-x",
+            "/binary 0a0b",
+        ],
         b"",
         false,
     );
@@ -277,7 +291,10 @@ fn connect_max_messages_prints_n_then_closes() {
     let three = ["-x", "a", "-x", "b", "-x", "c"];
     for (limit, want) in [
         (&["-1"][..], "open\na\nclose 1000  true\n"),
-        (&["--max-messages", "2"][..], "open\na\nb\nclose 1000  true\n"),
+        (
+            &["--max-messages", "2"][..],
+            "open\na\nb\nclose 1000  true\n",
+        ),
     ] {
         let mut args = vec!["connect", &url];
         args.extend(three);
@@ -359,11 +376,17 @@ fn connect_max_size_refuses_a_larger_message() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     assert_eq!(lines[0], "open");
-    assert!(lines[1].starts_with("error ") && lines[1].contains("99"), "{stdout}");
+    assert!(
+        lines[1].starts_with("error ") && lines[1].contains("99"),
+        "{stdout}"
+    );
     assert_eq!(lines[2], "close 1006  false");
     assert_eq!(out.status.code(), Some(1));
     let out = run(&["connect", &url, "--max-size", "100", "-x", &hundred], "");
-    assert_eq!(text(&out.stdout), format!("open\n{hundred}\nclose 1000  true\n"));
+    assert_eq!(
+        text(&out.stdout),
+        format!("open\n{hundred}\nclose 1000  true\n")
+    );
 }
 
 // ----- bench -----
@@ -395,7 +418,10 @@ fn bench_rate_sends_at_the_rate_asked() {
 
     let (code, report) = bench_json(&[&url, "-c", "2", "-d", "0.5"]);
     assert_eq!(code, Some(0));
-    assert!(report["sent"].as_u64().unwrap() > 200, "closed loop: {report}");
+    assert!(
+        report["sent"].as_u64().unwrap() > 200,
+        "closed loop: {report}"
+    );
     assert_eq!(report["mismatches"], 0);
 }
 
@@ -493,7 +519,8 @@ async fn bench_text_report_names_the_open_loop_and_mismatches() {
         }
     })
     .await;
-    let out = blocking(move || run(&["bench", &url, "-c", "1", "-d", "0.3", "-r", "100"], "")).await;
+    let out =
+        blocking(move || run(&["bench", &url, "-c", "1", "-d", "0.3", "-r", "100"], "")).await;
     let report = text(&out.stdout);
     assert!(report.contains("open loop at 100 msg/s"), "{report}");
     assert!(report.contains("MISMATCHES"), "{report}");
@@ -554,14 +581,23 @@ async fn serve_dir_serves_files_beside_the_page_and_nothing_outside() {
 
     let css = get(&serve.addr, "/style.css").await;
     assert!(css.starts_with("HTTP/1.1 200 "), "{css}");
-    assert!(css.contains("Content-Type: text/css; charset=utf-8\r\n"), "{css}");
+    assert!(
+        css.contains("Content-Type: text/css; charset=utf-8\r\n"),
+        "{css}"
+    );
     assert!(css.ends_with("\r\n\r\nbody { color: red }"), "{css}");
     let svg = get(&serve.addr, "/logo.svg").await;
     assert!(svg.contains("Content-Type: image/svg+xml\r\n"), "{svg}");
     let app = get(&serve.addr, "/app/").await;
-    assert!(app.starts_with("HTTP/1.1 200 ") && app.ends_with("<p>my app</p>"), "{app}");
+    assert!(
+        app.starts_with("HTTP/1.1 200 ") && app.ends_with("<p>my app</p>"),
+        "{app}"
+    );
     let page = get(&serve.addr, "/").await;
-    assert!(page.contains("the WebSocket events, live"), "the demo page stays at /");
+    assert!(
+        page.contains("the WebSocket events, live"),
+        "the demo page stays at /"
+    );
     for outside in [
         "/../secret.txt",
         "/app/../../secret.txt",
@@ -572,7 +608,10 @@ async fn serve_dir_serves_files_beside_the_page_and_nothing_outside() {
         "/missing.css",
     ] {
         let response = get(&serve.addr, outside).await;
-        assert!(response.starts_with("HTTP/1.1 404 "), "{outside}: {response}");
+        assert!(
+            response.starts_with("HTTP/1.1 404 "),
+            "{outside}: {response}"
+        );
         assert!(!response.contains("do not serve"), "{outside}: {response}");
     }
     let mut ws = wsevents::connect(&serve.url("/ws")).await.unwrap();
