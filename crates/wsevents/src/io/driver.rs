@@ -4,7 +4,9 @@
 //! (`&mut Connection`) only for the duration of one poll: read → `handle_input` →
 //! write `poll_transmit` → arm the timer → hand out events, until nothing is left to do.
 //! Both faces of a connection (the stream API and the event API) sit on it; the event
-//! API locks its shared core around each poll, the stream API owns its core outright.
+//! API locks its shared core around each poll, the stream API owns its core outright
+//! (and its split halves share it behind a lock, polling the transport with a waker that
+//! wakes both, see `io/stream/split.rs`).
 //!
 //! Reading is done only when the caller asks for the next event, so a caller that is
 //! slow to take events slows the peer down (TCP backpressure) instead of growing a
@@ -349,6 +351,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return Poll::Pending;
         };
         let deadline = Instant::from_std(deadline);
+        if self
+            .timer
+            .as_ref()
+            .is_none_or(|timer| timer.deadline() != deadline)
+        {
+            // A new deadline (rare: the core moves it only when one fires). One that is
+            // already due (the core asks to be armed as soon as it opens, with a
+            // deadline in the past) is handled at once, without a trip through the
+            // timer wheel.
+            let now = Instant::now();
+            if deadline <= now {
+                self.timer = None;
+                conn.handle_timeout(now.into_std());
+                return Poll::Ready(());
+            }
+        }
         match &mut self.timer {
             Some(timer) if timer.deadline() == deadline => {}
             Some(timer) => timer.as_mut().reset(deadline),
