@@ -665,3 +665,87 @@ async fn serve_stdin_sends_each_line_to_every_client() {
     }
     drop(stdin);
 }
+
+// ----- the command line -----
+
+/// Every new flag is in its subcommand's help; contradictory ones give exit code 2,
+/// impossible values exit code 1, each with one line on stderr.
+#[test]
+fn the_new_flags_are_documented_and_checked() {
+    for (sub, flags) in [
+        (
+            "connect",
+            &[
+                "--binary",
+                "--execute",
+                "--max-messages",
+                "-1",
+                "--wait",
+                "--prefix",
+                "--verbose",
+                "--no-deflate",
+                "--max-size",
+            ][..],
+        ),
+        ("serve", &["--protocol", "--dir", "--stdin"][..]),
+        ("bench", &["--rate"][..]),
+    ] {
+        let help = text(&run(&[sub, "--help"], "").stdout);
+        for flag in flags {
+            assert!(help.contains(flag), "{sub} --help lacks {flag}");
+        }
+    }
+    for (args, code, needle) in [
+        (
+            &["connect", "ws://x/", "--binary", "--prefix"][..],
+            2,
+            "--prefix",
+        ),
+        (
+            &["connect", "ws://x/", "-1", "--max-messages", "2"][..],
+            2,
+            "--max-messages",
+        ),
+        (
+            &["connect", "ws://x/", "--wait", "1", "--keep-open"][..],
+            2,
+            "--keep-open",
+        ),
+        (
+            &["connect", "ws://x/", "--max-messages", "0"][..],
+            2,
+            "--max-messages",
+        ),
+        (
+            &["bench", "ws://x/", "--rate", "10", "--pipeline", "2"][..],
+            2,
+            "--pipeline",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:1/", "--wait=-1"][..],
+            1,
+            "--wait",
+        ),
+        (
+            &["bench", "ws://127.0.0.1:1/", "--rate", "0"][..],
+            1,
+            "--rate",
+        ),
+        (
+            &["serve", "--listen", "127.0.0.1:0", "--dir", "/no/such/dir"][..],
+            1,
+            "--dir",
+        ),
+    ] {
+        let out = run(args, "");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
