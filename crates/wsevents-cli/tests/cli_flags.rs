@@ -456,6 +456,46 @@ async fn bench_rate_shows_the_queue_behind_a_stall() {
     assert!(p90 < 100_000.0, "closed loop p90 {p90} µs: {closed}");
 }
 
+/// The same when the stall blocks the generator's writes too: the server, with a 4 KiB
+/// receive buffer, stops reading for 600 ms, so the 32 KiB messages due meanwhile
+/// cannot even be written (the socket and the 128 KiB write limit are full). Their
+/// latency still counts from when they were due, not from when the socket took them:
+/// p90 well above 200 ms.
+#[tokio::test]
+async fn bench_rate_counts_from_the_due_time_when_writes_block() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = wsevents::accept(tcp).await else {
+                    return;
+                };
+                let mut n = 0;
+                while let Some(Ok(message)) = ws.next().await {
+                    n += 1;
+                    if n == 10 {
+                        tokio::time::sleep(Duration::from_millis(600)).await;
+                    }
+                    if ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let (code, report) = blocking(move || {
+        bench_json(&[&url, "-c", "1", "-d", "1.5", "--rate", "100", "-s", "32768"])
+    })
+    .await;
+    assert_eq!(code, Some(0), "{report}");
+    let p90 = report["latency_us"]["p90"].as_f64().unwrap();
+    assert!(p90 > 200_000.0, "p90 {p90} µs: {report}");
+}
+
 /// Echoes are checked: a server that corrupts every 5th message, or one that swaps
 /// each pair, is caught (mismatches counted, exit 1), in both loops.
 #[tokio::test]
