@@ -329,6 +329,24 @@ async fn connect_wait_prints_what_comes_before_closing() {
     assert_eq!(text(&out.stdout), "open\nclose 1000  true\n");
 }
 
+/// With `-x`, `-w` bounds the wait for a reply: a server that never answers is closed
+/// on after 0.3 s (cleanly: it does answer the close).
+#[tokio::test]
+async fn connect_execute_gives_up_on_the_reply_after_wait() {
+    let url = server(|mut ws| async move {
+        // Reads (and so answers the close) but never replies.
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    let start = Instant::now();
+    let out =
+        blocking(move || run_with(&["connect", &url, "-x", "hi", "-w", "0.3"], b"", false)).await;
+    assert_eq!(text(&out.stdout), "open\nclose 1000  true\n");
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(0));
+}
+
 // ----- connect: handshake and limits -----
 
 /// `-v` prints the request and the response on stderr (stdout unchanged); with
