@@ -8,7 +8,8 @@
 //!   one (hex), `> ` / `>b ` a message sent, `* ` an event. A text message of several
 //!   lines continues on lines indented by two spaces (no other line starts with a
 //!   space), and control characters other than tab are escaped (`\r`, `\u{1b}`), so a
-//!   message cannot draw an event line either.
+//!   message cannot draw an event line either (nor can a close reason draw a message
+//!   line: events are escaped the same way).
 //! - **raw** (`--binary`): stdout carries the payloads received and nothing else, byte
 //!   for byte; events go to stderr with their `* `.
 
@@ -41,12 +42,14 @@ impl Printer {
         }
     }
 
-    /// An event (`open`, `close 1000  true`, `pong hi 0.2ms`).
+    /// An event (`open`, `close 1000  true`, `pong hi 0.2ms`). Its text may come from
+    /// the peer (a close reason, an error), so when prefixed it is escaped like a
+    /// message: a reason cannot draw a line of its own.
     pub(crate) fn event(&self, line: &str) {
         match self.style {
             Style::Plain => say(line),
-            Style::Prefixed => say(&format!("* {line}")),
-            Style::Raw => eprintln!("* {line}"),
+            Style::Prefixed => say(&prefixed("* ", line)),
+            Style::Raw => eprintln!("{}", prefixed("* ", line)),
         }
     }
 

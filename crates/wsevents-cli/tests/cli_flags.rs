@@ -208,6 +208,22 @@ fn connect_prefix_marks_events_sent_and_received() {
     );
 }
 
+/// A close reason is the server's text too: prefixed, it cannot forge a line.
+#[tokio::test]
+async fn connect_prefix_escapes_the_close_reason() {
+    let url = server(|mut ws| async move {
+        let _ = ws
+            .close(wsevents::CloseCode::from(4000), "bye\n< forged\r")
+            .await;
+    })
+    .await;
+    let out = blocking(move || run(&["connect", &url, "--prefix"], "")).await;
+    assert_eq!(
+        text(&out.stdout),
+        "* open\n* close 4000 bye\n  < forged\\r true\n"
+    );
+}
+
 /// Without a terminal and without `--prefix` the output is the plain one scripts read
 /// (sent messages not repeated); on a terminal (`script` gives one) it is prefixed.
 #[test]
