@@ -55,7 +55,10 @@ try {
   await page.goto(base + "/");
   await page.waitForFunction(() => window.examplesDone === true, null, { timeout: 60_000 });
   const r = await page.evaluate(() => window.results);
-  const clean = (code) => ({ code, reason: "", wasClean: true });
+  const clean = (code, reason = "") => ({ code, reason, wasClean: true });
+  // The server's close reply echoes the code and reason (RFC 6455 §5.5.1 allows it;
+  // wsevents does, so the page sees what it sent).
+  const normally = clean(1000, "Closing normally");
 
   check("onopen: open, readyState 0 then 1, ws.url from location", () => {
     assert.deepEqual(r.onopen.events, ["open", "close"]);
@@ -71,7 +74,7 @@ try {
     assert.equal(x.type, "string");
     assert.equal(x.data, "Hello geek-docs.com WebSocket.");
     assert.equal(x.origin, wsBase);
-    assert.deepEqual(x.close, clean(1000));
+    assert.deepEqual(x.close, normally);
   });
   check('binaryType "blob": a Blob sent comes back as a Blob of 13 bytes', () => {
     const x = r["binarytype-blob"];
@@ -79,7 +82,7 @@ try {
     assert.equal(x.instanceOfBlob, true);
     assert.equal(x.size, 13);
     assert.equal(x.text, "blob contents");
-    assert.deepEqual(x.close, clean(1000));
+    assert.deepEqual(x.close, normally);
   });
   check('binaryType "arraybuffer": Uint8Array [1..8] comes back as an ArrayBuffer', () => {
     const x = r["binarytype-arraybuffer"];
@@ -87,14 +90,14 @@ try {
     assert.equal(x.instanceOfArrayBuffer, true);
     assert.equal(x.byteLength, 8);
     assert.deepEqual(x.bytes, [1, 2, 3, 4, 5, 6, 7, 8]);
-    assert.deepEqual(x.close, clean(1000));
+    assert.deepEqual(x.close, normally);
   });
   check("send: InvalidStateError while CONNECTING; text, Blob, ArrayBuffer echoed in order", () => {
     const x = r.send;
     assert.equal(x.earlySend, "InvalidStateError");
     assert.deepEqual(x.events, ["open", "message", "message", "message", "close"]);
     assert.deepEqual(x.received, ["string:Hello geek-docs.com WebSocket.", "Blob:13", "Blob:8"]);
-    assert.deepEqual(x.close, clean(1000));
+    assert.deepEqual(x.close, normally);
   });
   check("onerror: a refused endpoint gives error, then close 1006 (not clean)", () => {
     const x = r.onerror;
@@ -114,9 +117,9 @@ try {
     const x = r["close-with-code"];
     assert.deepEqual(x.events, ["open", "close"]);
     assert.equal(x.readyStateAfterClose, 2);
-    // The server answers with the code alone (RFC 6455 §5.5.1); the reason it received
-    // is checked in its log by scripts/browser-test.
-    assert.deepEqual(x.close, clean(1000));
+    // The reason comes back in the server's reply; scripts/browser-test also finds it
+    // in the server's log.
+    assert.deepEqual(x.close, normally);
   });
   check("addEventListener: open and message listeners", () => {
     const x = r.addeventlistener;
@@ -166,6 +169,35 @@ try {
     assert.match(big.extensions, /^permessage-deflate/);
     assert.equal(big.textsIntact, true);
     assert.equal(big.binaryIntact, true);
+  });
+
+  // Subprotocols: the server runs with `--protocol chat`. Of ["chat", "superchat"] it
+  // picks "chat"; offered only "superchat", it answers without one, which Chromium
+  // refuses (it sent a Sec-WebSocket-Protocol and got none back): error, then 1006.
+  const protocols = await page.evaluate(async (url) => {
+    const open = (offer) =>
+      new Promise((resolve) => {
+        const ws = new WebSocket(url, offer);
+        const events = [];
+        let protocol = null;
+        ws.onopen = () => {
+          events.push("open");
+          protocol = ws.protocol;
+          ws.close(1000);
+        };
+        ws.onerror = () => events.push("error");
+        ws.onclose = (e) => {
+          events.push("close");
+          resolve({ events, protocol, code: e.code });
+        };
+      });
+    return { both: await open(["chat", "superchat"]), other: await open(["superchat"]) };
+  }, wsBase + "/ws");
+  check('subprotocol: new WebSocket(url, ["chat", "superchat"]) gets ws.protocol "chat"', () => {
+    assert.deepEqual(protocols.both, { events: ["open", "close"], protocol: "chat", code: 1000 });
+  });
+  check('subprotocol: offered only "superchat", Chromium fails the connection (1006)', () => {
+    assert.deepEqual(protocols.other, { events: ["error", "close"], protocol: null, code: 1006 });
   });
 
   // The chat box, with a second page: a message typed in one shows in both.

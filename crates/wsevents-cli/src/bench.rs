@@ -10,6 +10,19 @@
 //! message (see `stats::InFlight`); they are merged at the end, so the hot loop shares
 //! nothing but a relaxed counter for the progress bar.
 //!
+//! With `--rate R` the loop is open instead (wrk2's way): R messages/s in all, each
+//! connection sending its share on a fixed schedule whether or not echoes have come
+//! back, and a message's latency runs from the time it was *due*, so a server that
+//! stalls shows every message that waited behind the stall (a closed loop sends nothing
+//! while it waits, and so measures one slow message: coordinated omission). The
+//! schedule runs on tokio's timer, whose resolution is 1 ms: at low rates a message can
+//! leave up to about a millisecond after it was due, and that shows in its latency.
+//!
+//! Every echo is checked against the message it answers: messages cycle through up to
+//! 64 payloads that differ in their first byte (built once, still shared), so a
+//! corrupted, truncated, lost, duplicated or reordered echo is counted as a mismatch.
+//! Mismatches are reported and make the exit code 1. (`tcp://` counts bytes only.)
+//!
 //! Only echoes received within the duration count. The generator's CPU time (and the
 //! server's, with `--server-pid`) over the same window tells which side was the
 //! bottleneck: the generator uses the stream API, the cheapest face of the library,
@@ -55,10 +68,15 @@ pub(crate) struct Args {
     /// How long to measure, in seconds
     #[arg(long, short = 'd', value_name = "S", default_value_t = 10.0)]
     duration: f64,
-    /// Messages in flight per connection
+    /// Messages in flight per connection (the closed loop)
     #[arg(long, short = 'k', value_name = "K", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pipeline: u32,
+    /// Open loop: send N messages/s in all, spread evenly over the connections, on
+    /// schedule whatever the echoes do; latency counts from when each message was due
+    /// (so queueing behind a stall shows). Without it, the closed loop of --pipeline
+    #[arg(long, short = 'r', value_name = "N", conflicts_with = "pipeline")]
+    rate: Option<f64>,
     /// Send text messages (the default)
     #[arg(long, conflicts_with = "binary")]
     text: bool,
@@ -90,13 +108,105 @@ type Socket = WebSocketStream<MaybeTlsStream>;
 struct Outcome {
     in_flight: InFlight,
     messages: u64,
+    /// Messages sent (the open loop's achieved rate).
+    sent: u64,
+    /// Echoes that were not the message they answer, and the first of them.
+    mismatches: u64,
+    first_mismatch: Option<String>,
     error: Option<String>,
+}
+
+impl Outcome {
+    fn new() -> Outcome {
+        Outcome {
+            in_flight: InFlight::new(),
+            messages: 0,
+            sent: 0,
+            mismatches: 0,
+            first_mismatch: None,
+            error: None,
+        }
+    }
+}
+
+/// The messages a connection cycles through, and where it is in the cycle both ways:
+/// the echo of the `n`th message sent must be `messages[n % len]`.
+struct Payloads {
+    messages: &'static [Message],
+    sent: u64,
+    received: u64,
+}
+
+impl Payloads {
+    fn new(messages: &'static [Message]) -> Payloads {
+        Payloads {
+            messages,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    /// The next message to send.
+    fn next(&mut self) -> Message {
+        let message = self.messages[(self.sent % self.messages.len() as u64) as usize].clone();
+        self.sent += 1;
+        message
+    }
+
+    /// Check an echo: `None` when it is the message it answers, else what is wrong.
+    fn check(&mut self, echo: &Message) -> Option<String> {
+        let n = self.received;
+        self.received += 1;
+        let want = &self.messages[(n % self.messages.len() as u64) as usize];
+        (echo != want).then(|| {
+            format!(
+                "echo #{n} is a {}-byte {:?} message unlike the {}-byte {:?} one sent",
+                echo.payload().len(),
+                echo.kind(),
+                want.payload().len(),
+                want.kind()
+            )
+        })
+    }
+}
+
+/// The variants of the payload: up to 64 (fewer for large ones, at most 64 MiB in
+/// all), that differ in their first byte; one when empty.
+fn payload_variants(text: &str, binary: bool) -> &'static [Message] {
+    const MARKS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let count = if text.is_empty() {
+        1
+    } else {
+        ((64 << 20) / text.len()).clamp(1, MARKS.len())
+    };
+    let messages: Vec<Message> = (0..count)
+        .map(|i| {
+            let mut variant = text.to_owned();
+            if !variant.is_empty() {
+                // Invariant: chat_like_text is ASCII, so byte 0 is a whole character,
+                // and so is its replacement.
+                variant.replace_range(..1, &(MARKS[i] as char).to_string());
+            }
+            let variant: &'static str = String::leak(variant);
+            if binary {
+                Message::binary(Bytes::from_static(variant.as_bytes()))
+            } else {
+                Message::text(variant)
+            }
+        })
+        .collect();
+    Vec::leak(messages)
 }
 
 /// Run the benchmark and print the report.
 pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     if !(args.duration > 0.0 && args.duration.is_finite()) {
         return Err("--duration must be a positive number of seconds".into());
+    }
+    if let Some(rate) = args.rate
+        && !(rate > 0.0 && rate.is_finite())
+    {
+        return Err("--rate must be a positive number of messages per second".into());
     }
     // The payload lives as long as the run: as static bytes, copies of the message
     // cost no reference counting (two atomic operations per message otherwise, a
@@ -120,7 +230,10 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         let streams = connect_all_tcp(addr, args.connections).await?;
         let payload = message.payload().clone();
         let pipeline = args.pipeline as usize;
-        return measure(&args, streams, duration, |tcp, deadline, counter| {
+        if args.rate.is_some() {
+            return Err("--rate needs a ws:// or wss:// server".into());
+        }
+        return measure(&args, streams, duration, |tcp, _, deadline, counter| {
             load_tcp(tcp, payload.clone(), pipeline, deadline, counter)
         })
         .await;
@@ -143,10 +256,27 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         .into());
     }
     let pipeline = args.pipeline as usize;
-    measure(&args, sockets, duration, |ws, deadline, counter| {
-        load(ws, message.clone(), pipeline, deadline, counter)
-    })
-    .await
+    let variants = payload_variants(text, args.binary);
+    match args.rate {
+        Some(rate) => {
+            // Each connection sends every `interval`; connection i starts i/n of an
+            // interval in, so that together they send evenly.
+            let n = sockets.len() as f64;
+            let interval = Duration::from_secs_f64(n / rate);
+            measure(&args, sockets, duration, |ws, i, deadline, counter| {
+                let offset = interval.mul_f64(i as f64 / n);
+                let schedule = Schedule::new(deadline - duration + offset, interval);
+                load_open(ws, variants, schedule, deadline, counter)
+            })
+            .await
+        }
+        None => {
+            measure(&args, sockets, duration, |ws, _, deadline, counter| {
+                load(ws, variants, pipeline, deadline, counter)
+            })
+            .await
+        }
+    }
 }
 
 /// Run `load` on every connection until the deadline, with the progress bar, and
@@ -158,7 +288,7 @@ async fn measure<C, F, L>(
     load: L,
 ) -> Result<ExitCode>
 where
-    L: Fn(C, Instant, Arc<AtomicU64>) -> F,
+    L: Fn(C, usize, Instant, Arc<AtomicU64>) -> F,
     F: std::future::Future<Output = Outcome> + Send + 'static,
 {
     let connected = sockets.len();
@@ -173,7 +303,8 @@ where
     let tasks: Vec<_> = sockets
         .into_iter()
         .zip(&counters)
-        .map(|(ws, counter)| tokio::spawn(load(ws, deadline, counter.clone())))
+        .enumerate()
+        .map(|(i, (ws, counter))| tokio::spawn(load(ws, i, deadline, counter.clone())))
         .collect();
 
     // The progress bar, until the deadline; then the CPU times of the window.
@@ -197,6 +328,9 @@ where
 
     let mut histogram = stats::latency_histogram();
     let mut messages = 0;
+    let mut sent = 0;
+    let mut mismatches = 0;
+    let mut first_mismatch = None;
     let mut errors = Vec::new();
     for task in tasks {
         match task.await {
@@ -204,6 +338,9 @@ where
                 // Same bounds on every histogram: adding cannot fail.
                 let _ = histogram.add(outcome.in_flight.into_histogram());
                 messages += outcome.messages;
+                sent += outcome.sent;
+                mismatches += outcome.mismatches;
+                first_mismatch = first_mismatch.or(outcome.first_mismatch);
                 errors.extend(outcome.error);
             }
             Err(error) => errors.push(format!("a connection task failed: {error}")),
@@ -215,6 +352,9 @@ where
         connected,
         seconds: elapsed.as_secs_f64(),
         messages,
+        sent,
+        mismatches,
+        first_mismatch,
         latency: Latency::of(&histogram),
         errors,
         generator_cpu: cpu_after
@@ -231,7 +371,7 @@ where
     } else {
         print!("{}", report.text());
     }
-    Ok(if report.messages > 0 {
+    Ok(if report.messages > 0 && report.mismatches == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -315,16 +455,13 @@ async fn gather<T, E: std::fmt::Display>(
 /// One connection's load loop: keep `pipeline` messages in flight until `deadline`.
 async fn load(
     mut ws: Socket,
-    message: Message,
+    variants: &'static [Message],
     pipeline: usize,
     deadline: Instant,
     counter: Arc<AtomicU64>,
 ) -> Outcome {
-    let mut outcome = Outcome {
-        in_flight: InFlight::new(),
-        messages: 0,
-        error: None,
-    };
+    let mut outcome = Outcome::new();
+    let mut payloads = Payloads::new(variants);
     let pipeline = pipeline as u64;
     let stop = tokio::time::sleep_until(deadline);
     tokio::pin!(stop);
@@ -333,7 +470,7 @@ async fn load(
         let burst_at = Instant::now();
         let missing = pipeline - outcome.in_flight.len();
         let mut unsent = missing;
-        let sent = std::future::poll_fn(|cx| poll_burst(&mut ws, cx, &message, &mut unsent));
+        let sent = std::future::poll_fn(|cx| poll_burst(&mut ws, cx, &mut payloads, &mut unsent));
         if let Err(error) = sent.await {
             outcome.error = Some(error.to_string());
             break;
@@ -343,7 +480,9 @@ async fn load(
         let echoes = tokio::select! {
             biased;
             () = &mut stop => break,
-            echoes = std::future::poll_fn(|cx| poll_echoes(&mut ws, cx, in_flight)) => echoes,
+            echoes = std::future::poll_fn(|cx| {
+                poll_echoes(&mut ws, cx, in_flight, &mut payloads, &mut outcome)
+            }) => echoes,
         };
         let echoes = match echoes {
             Ok(echoes) => echoes,
@@ -358,11 +497,128 @@ async fn load(
         counter.store(outcome.messages, Ordering::Relaxed);
     }
     counter.store(outcome.messages, Ordering::Relaxed);
+    outcome.sent = payloads.sent;
     if outcome.error.is_none() {
         // Echoes still in flight are dropped by the close.
         let _ = ws.close(CloseCode::NORMAL, "").await;
     }
     outcome
+}
+
+/// The open loop's timetable for one connection: a message due every `interval` from
+/// `first`.
+struct Schedule {
+    next: Instant,
+    interval: Duration,
+}
+
+impl Schedule {
+    fn new(first: Instant, interval: Duration) -> Schedule {
+        Schedule {
+            next: first,
+            interval,
+        }
+    }
+
+    /// The messages due by `now` (and before `deadline`) not taken yet: when each was
+    /// due, oldest first. A sender that fell behind gets every one it missed, with the
+    /// times they were due, not the time it caught up.
+    fn take_due(&mut self, now: Instant, deadline: Instant) -> Vec<Instant> {
+        let mut due = Vec::new();
+        while self.next <= now && self.next < deadline {
+            due.push(self.next);
+            self.next += self.interval;
+        }
+        due
+    }
+}
+
+/// One connection's open loop: send on `schedule` until `deadline`, whatever the
+/// echoes do, reading them as they come.
+async fn load_open(
+    mut ws: Socket,
+    variants: &'static [Message],
+    mut schedule: Schedule,
+    deadline: Instant,
+    counter: Arc<AtomicU64>,
+) -> Outcome {
+    let mut outcome = Outcome::new();
+    let mut payloads = Payloads::new(variants);
+    let stop = tokio::time::sleep_until(deadline);
+    tokio::pin!(stop);
+    let mut unsent = 0u64;
+    let mut unflushed = false;
+    loop {
+        // Due messages are counted in flight from when they were due, sent or not.
+        for due in schedule.take_due(Instant::now(), deadline) {
+            outcome.in_flight.sent(due, 1);
+            unsent += 1;
+        }
+        let next_due = tokio::time::sleep_until(schedule.next.min(deadline));
+        let step = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            () = next_due => continue,
+            step = std::future::poll_fn(|cx| {
+                poll_open(&mut ws, cx, &mut payloads, &mut unsent, &mut unflushed, &mut outcome)
+            }) => step,
+        };
+        match step {
+            Ok(echoes) => {
+                outcome.in_flight.answered(Instant::now(), echoes);
+                outcome.messages += echoes;
+                counter.store(outcome.messages, Ordering::Relaxed);
+            }
+            Err(error) => {
+                outcome.error = Some(error);
+                break;
+            }
+        }
+    }
+    counter.store(outcome.messages, Ordering::Relaxed);
+    outcome.sent = payloads.sent;
+    if outcome.error.is_none() {
+        let _ = ws.close(CloseCode::NORMAL, "").await;
+    }
+    outcome
+}
+
+/// One turn of the open loop: write what is due as far as the socket takes it, and take
+/// the echoes that are here. Ready with the echoes taken (at least one); pending while
+/// there are none, woken by the socket either way.
+fn poll_open(
+    ws: &mut Socket,
+    cx: &mut Context<'_>,
+    payloads: &mut Payloads,
+    unsent: &mut u64,
+    unflushed: &mut bool,
+    outcome: &mut Outcome,
+) -> Poll<std::result::Result<u64, String>> {
+    let mut sink = Pin::new(&mut *ws);
+    while *unsent > 0 {
+        match sink.as_mut().poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error.to_string())),
+            Poll::Pending => break,
+        }
+        if let Err(error) = sink.as_mut().start_send(payloads.next()) {
+            return Poll::Ready(Err(error.to_string()));
+        }
+        *unsent -= 1;
+        *unflushed = true;
+    }
+    if *unflushed {
+        match sink.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => *unflushed = false,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error.to_string())),
+            Poll::Pending => {}
+        }
+    }
+    let in_flight = outcome.in_flight.len();
+    if in_flight == 0 {
+        return Poll::Pending;
+    }
+    poll_echoes(ws, cx, in_flight, payloads, outcome)
 }
 
 /// Queue `unsent` copies of `message` and write them out, in one write when they fit.
@@ -371,28 +627,37 @@ async fn load(
 fn poll_burst(
     ws: &mut Socket,
     cx: &mut Context<'_>,
-    message: &Message,
+    payloads: &mut Payloads,
     unsent: &mut u64,
 ) -> Poll<std::result::Result<(), wsevents::Error>> {
     let mut ws = Pin::new(ws);
     while *unsent > 0 {
         ready!(ws.as_mut().poll_ready(cx))?;
-        ws.as_mut().start_send(message.clone())?;
+        ws.as_mut().start_send(payloads.next())?;
         *unsent -= 1;
     }
     ws.poll_flush(cx)
 }
 
-/// Take every message that is here, up to `max`, waiting only for the first.
+/// Take every message that is here, up to `max`, waiting only for the first; each is
+/// checked against the message it answers.
 fn poll_echoes(
     ws: &mut Socket,
     cx: &mut Context<'_>,
     max: u64,
+    payloads: &mut Payloads,
+    outcome: &mut Outcome,
 ) -> Poll<std::result::Result<u64, String>> {
     let mut taken = 0;
     while taken < max {
         match Pin::new(&mut *ws).poll_next(cx) {
-            Poll::Ready(Some(Ok(_))) => taken += 1,
+            Poll::Ready(Some(Ok(echo))) => {
+                taken += 1;
+                if let Some(wrong) = payloads.check(&echo) {
+                    outcome.mismatches += 1;
+                    outcome.first_mismatch.get_or_insert(wrong);
+                }
+            }
             Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.to_string())),
             Poll::Ready(None) => {
                 return Poll::Ready(Err("the server closed the connection".into()));
@@ -429,11 +694,7 @@ async fn load_tcp(
     deadline: Instant,
     counter: Arc<AtomicU64>,
 ) -> Outcome {
-    let mut outcome = Outcome {
-        in_flight: InFlight::new(),
-        messages: 0,
-        error: None,
-    };
+    let mut outcome = Outcome::new();
     let size = payload.len();
     let burst: Vec<u8> = payload
         .iter()
@@ -503,6 +764,9 @@ struct Report<'a> {
     connected: usize,
     seconds: f64,
     messages: u64,
+    sent: u64,
+    mismatches: u64,
+    first_mismatch: Option<String>,
     latency: Latency,
     errors: Vec<String>,
     generator_cpu: Option<Duration>,
@@ -529,12 +793,16 @@ impl Report<'_> {
         serde_json::json!({
             "url": self.args.url,
             "connections": self.connected,
-            "pipeline": self.args.pipeline,
+            "pipeline": self.args.rate.is_none().then_some(self.args.pipeline),
+            "rate": self.args.rate,
             "size": self.args.size,
             "kind": self.kind(),
             "deflate": self.args.deflate,
             "duration_s": self.seconds,
             "messages": self.messages,
+            "sent": self.sent,
+            "mismatches": self.mismatches,
+            "first_mismatch": self.first_mismatch,
             "messages_per_s": self.messages_per_second(),
             "mb_per_s": self.megabytes_per_second(),
             "latency_us": {
@@ -553,11 +821,14 @@ impl Report<'_> {
     fn text(&self) -> String {
         let l = &self.latency;
         let percent = |d: Duration| 100.0 * d.as_secs_f64() / self.seconds;
+        let load = match self.args.rate {
+            Some(rate) => format!("open loop at {rate} msg/s"),
+            None => format!("{} in flight", self.args.pipeline),
+        };
         let mut out = format!(
-            "wsevents bench {}: {} connections x {} in flight, {}-byte {} messages{}, {:.1} s\n",
+            "wsevents bench {}: {} connections x {load}, {}-byte {} messages{}, {:.1} s\n",
             self.args.url,
             self.connected,
-            self.args.pipeline,
             self.args.size,
             self.kind(),
             if self.args.deflate {
@@ -568,10 +839,17 @@ impl Report<'_> {
             self.seconds
         );
         out += &format!(
-            "  messages    {} echoed, {:.0} msg/s\n",
+            "  messages    {} echoed, {:.0} msg/s ({} sent)\n",
             self.messages,
-            self.messages_per_second()
+            self.messages_per_second(),
+            self.sent
         );
+        if let Some(first) = &self.first_mismatch {
+            out += &format!(
+                "  MISMATCHES  {} echoes differ from what was sent; first: {first}\n",
+                self.mismatches
+            );
+        }
         out += &format!(
             "  throughput  {:.2} MB/s of payload each way\n",
             self.megabytes_per_second()
@@ -611,5 +889,47 @@ impl Report<'_> {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender that wakes late gets every message it missed, each with the time it
+    /// was due (which its latency counts from), and none at or past the deadline.
+    #[test]
+    fn a_late_sender_gets_the_missed_messages_with_their_due_times() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut schedule = Schedule::new(start, ms(10));
+        assert_eq!(schedule.take_due(start, start + ms(100)), [start]);
+        assert!(schedule.take_due(start + ms(5), start + ms(100)).is_empty());
+        assert_eq!(
+            schedule.take_due(start + ms(35), start + ms(100)),
+            [start + ms(10), start + ms(20), start + ms(30)]
+        );
+        assert_eq!(
+            schedule.take_due(start + ms(500), start + ms(60)),
+            [start + ms(40), start + ms(50)]
+        );
+    }
+
+    #[test]
+    fn echoes_are_checked_against_the_message_they_answer() {
+        let variants = payload_variants("hello world", false);
+        assert_eq!(variants.len(), 64);
+        let mut payloads = Payloads::new(variants);
+        let (first, second) = (payloads.next(), payloads.next());
+        assert_ne!(first, second);
+        assert_eq!(payloads.check(&first), None);
+        assert!(payloads.check(&first).is_some(), "a repeat of the first");
+        assert!(
+            payloads
+                .check(&Message::binary(second.payload().clone()))
+                .is_some()
+        );
+        assert_eq!(payload_variants("", true).len(), 1);
+        assert_eq!(payload_variants(&"x".repeat(16 << 20), true).len(), 4);
     }
 }

@@ -1,35 +1,42 @@
 //! `wsevents connect URL`: a client for the terminal and for scripts, built on the
 //! event API, so it speaks the seed's vocabulary: the handlers print `open`, each
 //! message, `error …` and `close CODE REASON WASCLEAN`, one line each, in the order the
-//! events happen.
+//! events happen ([`crate::printer`] says how each is written: plain for scripts,
+//! prefixed `< ` / `> ` / `* ` on a terminal or with `--prefix`, raw with `--binary`).
 //!
 //! Input is line by line: a line is a text message; `/binary HEX`, `/ping [DATA]` and
 //! `/close [CODE [REASON]]` are commands (`//…` sends a line that starts with `/`).
 //! `/ping` prints the pong that answers it as `pong DATA RTT` (`RTT` like `0.183ms`);
 //! with `--show-ping-pong` every ping (`ping DATA`) and pong received is printed, a pong
 //! that answers nothing of ours with `-` for its RTT. A payload that is not printable
-//! UTF-8 (a keepalive ping's 8-byte counter) is printed as `0x` and hex.
-//! When the input ends (Ctrl-D, or the end of a pipe) the socket is closed with 1000,
-//! and the command exits when the close event comes, with 0 if it was clean and 1
-//! otherwise. That makes it scriptable: `printf 'a\nb\n' | wsevents connect URL`
-//! prints `open`, the echoes of `a` and `b`, then `close 1000  true`.
+//! UTF-8 (a keepalive ping's 8-byte counter) is printed as `0x` and hex. With
+//! `--binary`, input is read in chunks instead, each sent as a binary message.
+//!
+//! When the input ends (Ctrl-D, the end of a pipe, the last `-x` message) the socket is
+//! closed with 1000 — after `--wait SECS`, or once `--max-messages` (`-1`, `-x`) have
+//! been received — and the command exits when the close event comes, with 0 if it was
+//! clean and 1 otherwise. That makes it scriptable: `printf 'a\nb\n' | wsevents connect
+//! URL` prints `open`, the echoes of `a` and `b`, then `close 1000  true`.
 //!
 //! Local mistakes (bad hex, sending while closed) go to stderr, so stdout holds only
-//! the connection's events.
+//! the connection's events; so do `--verbose`'s handshake request (`> `) and response
+//! (`< `), curl's way.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::io::AsyncBufReadExt;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::watch;
 use wsevents::{BinaryType, ClientBuilder, Config, Data, WebSocket};
 
+use crate::printer::{Printer, Style};
 use crate::{Result, hex};
 
 /// Options of `wsevents connect`.
@@ -53,11 +60,49 @@ pub(crate) struct Args {
     #[arg(long, conflicts_with = "ca")]
     insecure: bool,
     /// Append received binary messages to FILE instead of printing them as hex
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "binary")]
     binary_file: Option<PathBuf>,
+    /// Binary mode: standard input is read in chunks (as they come, up to 64 KiB), each
+    /// sent as a binary message (no commands); every message received is written to
+    /// standard output as is, and nothing else is: events go to stderr
+    #[arg(long, short = 'b')]
+    binary: bool,
+    /// Send MESSAGE once open (a line as typed: `/binary HEX` works), then close after
+    /// the reply instead of reading standard input; repeatable, one reply each (or
+    /// --max-messages)
+    #[arg(long = "execute", short = 'x', value_name = "MESSAGE")]
+    execute: Vec<String>,
+    /// Close (with 1000) once N messages have been received, printing no more
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_messages: Option<u64>,
+    /// Close after one message received: --max-messages 1
+    #[arg(short = '1', conflicts_with = "max_messages")]
+    one: bool,
+    /// When the input ends, wait SECONDS (still printing what comes) before closing;
+    /// with --max-messages or -x, the longest to wait for the replies
+    #[arg(
+        long,
+        short = 'w',
+        value_name = "SECONDS",
+        conflicts_with = "keep_open"
+    )]
+    wait: Option<f64>,
     /// When the input ends, stay connected until the server closes
     #[arg(long)]
     keep_open: bool,
+    /// Prefix every line: `< ` received, `> ` sent, `* ` an event (`<b `, `>b ` for
+    /// binary, as hex); the default when standard output is a terminal
+    #[arg(long, conflicts_with = "binary")]
+    prefix: bool,
+    /// Print the handshake request (`> `) and response (`< `) on stderr
+    #[arg(long, short = 'v')]
+    verbose: bool,
+    /// Do not offer permessage-deflate (offered by default, as browsers do)
+    #[arg(long)]
+    no_deflate: bool,
+    /// Fail the connection (1009) on a message received over BYTES (default 64 MiB)
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    max_size: Option<u64>,
     /// Give up if the connection is not open after this long
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     connect_timeout: f64,
@@ -80,6 +125,14 @@ type Pending = Arc<Mutex<VecDeque<(Bytes, Instant)>>>;
 /// How many unanswered `/ping`s are remembered.
 const MAX_PENDING_PINGS: usize = 64;
 
+/// `--binary`: the most read from standard input into one message.
+const CHUNK: usize = 64 * 1024;
+
+/// Input waits while more than this is queued to send, so that a large file piped in
+/// goes out at the network's pace instead of filling the send queue (16 MiB) and
+/// failing.
+const SEND_AHEAD: u64 = 1 << 20;
+
 /// `Name: value` (or `Name:value`) as a header.
 fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
     match text.split_once(':') {
@@ -98,19 +151,43 @@ fn ping_interval(secs: f64) -> Result<Option<Duration>> {
     Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
 }
 
+/// What happens once the input ends.
+#[derive(Debug, Clone, Copy)]
+struct Ending {
+    /// `--keep-open`: nothing, the server closes.
+    keep_open: bool,
+    /// `--wait`: this long first.
+    wait: Option<Duration>,
+    /// `--max-messages`, `-1`, `-x`: the message handler closes after that many.
+    awaiting_replies: bool,
+}
+
 /// Connect, print events, send input, exit after the close.
 pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     if !(args.connect_timeout > 0.0 && args.connect_timeout.is_finite()) {
         return Err("--connect-timeout must be a positive number of seconds".into());
     }
+    let wait = match args.wait {
+        Some(secs) if secs >= 0.0 && secs.is_finite() => Some(Duration::from_secs_f64(secs)),
+        Some(_) => return Err("--wait must be a number of seconds, 0 or more".into()),
+        None => None,
+    };
     let mut config = Config::default();
     if let Some(secs) = args.ping_interval {
         config.ping_interval = ping_interval(secs)?;
+    }
+    if let Some(max) = args.max_size {
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        config.max_message_size = max;
+        config.max_frame_size = config.max_frame_size.min(max);
     }
     let mut builder = ClientBuilder::new(&args.url)?
         .protocols(&args.protocols)?
         .config(config)
         .connect_timeout(Duration::from_secs_f64(args.connect_timeout));
+    if args.no_deflate {
+        builder = builder.deflate(None);
+    }
     for (name, value) in &args.headers {
         builder = builder.header(name.clone(), value.clone());
     }
@@ -131,14 +208,39 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         )),
         None => None,
     };
+    let style = if args.binary {
+        Style::Raw
+    } else if args.prefix || std::io::stdout().is_terminal() {
+        Style::Prefixed
+    } else {
+        Style::Plain
+    };
+    let out = Arc::new(Printer::new(style, binary_file));
+    let max_messages = match (args.max_messages, args.one) {
+        (Some(n), _) => Some(n),
+        (None, true) => Some(1),
+        (None, false) if !args.execute.is_empty() => Some(args.execute.len() as u64),
+        (None, false) => None,
+    };
+    let ending = Ending {
+        keep_open: args.keep_open,
+        wait,
+        awaiting_replies: max_messages.is_some(),
+    };
 
     let ws = WebSocket::connecting(builder);
     ws.set_binary_type(BinaryType::ArrayBuffer);
     let (opened, wait_open) = watch::channel(false);
-    let interactive = std::io::stdin().is_terminal();
+    let interactive = std::io::stdin().is_terminal() && args.execute.is_empty();
     let handle = ws.clone();
+    let printer = out.clone();
+    let verbose = args.verbose;
+    let binary = args.binary;
     ws.on_open(move |_| {
-        say("open");
+        if verbose {
+            print_handshake(&handle);
+        }
+        printer.event("open");
         let protocol = handle.protocol();
         let extensions = handle.extensions();
         if interactive {
@@ -147,49 +249,72 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
                 or_none(&protocol),
                 or_none(&extensions)
             );
-            eprintln!(
-                "# type a line to send it; /binary HEX, /ping [DATA], /close [CODE [REASON]]; \
-                 Ctrl-D closes"
-            );
+            if binary {
+                eprintln!("# what you type is sent as binary, chunk by chunk; Ctrl-D closes");
+            } else {
+                eprintln!(
+                    "# type a line to send it; /binary HEX, /ping [DATA], /close [CODE [REASON]]; \
+                     Ctrl-D closes"
+                );
+            }
         }
         let _ = opened.send(true);
     });
-    let binary_file = Arc::new(Mutex::new(binary_file));
-    ws.on_message(move |e| match &e.data {
-        Data::Text(text) => say(text),
-        other => {
-            let bytes = other.as_bytes();
-            let mut file = binary_file.lock().unwrap_or_else(|e| e.into_inner());
-            match file.as_mut() {
-                None => say(&format!("binary {}", hex::encode(bytes))),
-                Some((file, name)) => match file.write_all(bytes) {
-                    Ok(()) => say(&format!("binary {} bytes to {name}", bytes.len())),
-                    Err(error) => eprintln!("wsevents: cannot write to {name}: {error}"),
-                },
-            }
+    let printer = out.clone();
+    let received = AtomicU64::new(0);
+    let closer = ws.clone();
+    ws.on_message(move |e| {
+        let n = received.fetch_add(1, Ordering::Relaxed) + 1;
+        if max_messages.is_some_and(|max| n > max) {
+            // Arrived while closing, after the last one asked for.
+            return;
+        }
+        match &e.data {
+            Data::Text(text) => printer.received_text(text),
+            other => printer.received_binary(other.as_bytes()),
+        }
+        if max_messages == Some(n) {
+            let _ = closer.close_with(1000, "");
         }
     });
     let pending = Pending::default();
     if args.show_ping_pong {
-        ws.on_ping(|e| say(&format!("ping {}", payload(&e.data))));
+        let printer = out.clone();
+        ws.on_ping(move |e| printer.event(&format!("ping {}", payload(&e.data))));
     }
     let answered = pending.clone();
     let show_all = args.show_ping_pong;
+    let printer = out.clone();
     ws.on_pong(move |e| {
         let mut pending = answered.lock().unwrap_or_else(|e| e.into_inner());
         let ours = pending.iter().position(|(data, _)| *data == e.data);
         let sent_at = ours.and_then(|i| pending.drain(..=i).last().map(|(_, at)| at));
         drop(pending);
         match sent_at {
-            Some(at) => say(&pong_line(&e.data, e.rtt.or(Some(at.elapsed())))),
-            None if show_all => say(&pong_line(&e.data, e.rtt)),
+            Some(at) => printer.event(&pong_line(&e.data, e.rtt.or(Some(at.elapsed())))),
+            None if show_all => printer.event(&pong_line(&e.data, e.rtt)),
             None => {}
         }
     });
-    ws.on_error(|e| say(&format!("error {}", e.message())));
-    ws.on_close(|e| say(&format!("close {} {} {}", e.code, e.reason, e.was_clean)));
+    let printer = out.clone();
+    let handle = ws.clone();
+    ws.on_error(move |e| {
+        // A failed handshake: the request that was refused (the error has the status).
+        if verbose && handle.response().is_none() {
+            print_handshake(&handle);
+        }
+        printer.event(&format!("error {}", e.message()));
+    });
+    let printer = out.clone();
+    ws.on_close(move |e| printer.event(&format!("close {} {} {}", e.code, e.reason, e.was_clean)));
 
-    let input = tokio::spawn(send_input(ws.clone(), wait_open, args.keep_open, pending));
+    let input = Input {
+        ws: ws.clone(),
+        out,
+        pending,
+        ending,
+    };
+    let input = tokio::spawn(input.run(wait_open, args.binary, args.execute));
     let closer = ws.clone();
     let closed = tokio::select! {
         closed = ws.run() => closed,
@@ -206,46 +331,130 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-/// Once open, send each input line (or run its command); at the end of the input,
-/// close with 1000 unless `keep_open`.
-async fn send_input(
-    ws: WebSocket,
-    mut opened: watch::Receiver<bool>,
-    keep_open: bool,
-    pending: Pending,
-) {
-    if opened.wait_for(|&open| open).await.is_err() {
-        return;
+/// `--verbose`: the request sent and the response received, on stderr, curl's way.
+fn print_handshake(ws: &WebSocket) {
+    let mut lines = Vec::new();
+    if let Some(request) = ws.request() {
+        let mut head = BytesMut::new();
+        request.encode(&mut head);
+        // The head ends with an empty line, which a `>` alone marks.
+        let head = String::from_utf8_lossy(&head);
+        for line in head.trim_end_matches("\r\n").split("\r\n") {
+            lines.push(format!("> {line}"));
+        }
+        lines.push(">".to_owned());
     }
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                let line = line.strip_suffix('\r').unwrap_or(&line);
-                if let Err(error) = command(&ws, line, &pending) {
-                    eprintln!("wsevents: {error}");
-                }
+    if let Some(response) = ws.response() {
+        lines.push(format!("< HTTP/1.1 {}", response.status));
+        for (name, value) in &response.headers {
+            lines.push(format!("< {name}: {}", String::from_utf8_lossy(value)));
+        }
+        lines.push("<".to_owned());
+    }
+    eprintln!("{}", lines.join("\n"));
+}
+
+/// The input side: stdin or `-x`, sent once open; then the ending.
+struct Input {
+    ws: WebSocket,
+    out: Arc<Printer>,
+    pending: Pending,
+    ending: Ending,
+}
+
+impl Input {
+    async fn run(self, mut opened: watch::Receiver<bool>, binary: bool, execute: Vec<String>) {
+        if opened.wait_for(|&open| open).await.is_err() {
+            return;
+        }
+        if !execute.is_empty() {
+            for line in &execute {
+                self.line(line);
             }
-            Ok(None) => break,
-            Err(error) => {
-                eprintln!("wsevents: reading standard input: {error}");
-                break;
+        } else if binary {
+            self.send_chunks().await;
+        } else {
+            self.send_lines().await;
+        }
+        let ending = self.ending;
+        if ending.keep_open {
+            return;
+        }
+        match ending.wait {
+            Some(wait) => tokio::time::sleep(wait).await,
+            // The message handler closes after the last reply.
+            None if ending.awaiting_replies => return,
+            None => {}
+        }
+        let _ = self.ws.close_with(1000, "");
+    }
+
+    /// Each line of stdin, until it ends.
+    async fn send_lines(&self) {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    self.line(line.strip_suffix('\r').unwrap_or(&line));
+                    self.drain().await;
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    eprintln!("wsevents: reading standard input: {error}");
+                    break;
+                }
             }
         }
     }
-    if !keep_open {
-        let _ = ws.close_with(1000, "");
+
+    /// `--binary`: each read of stdin as a binary message, until it ends.
+    async fn send_chunks(&self) {
+        let mut stdin = tokio::io::stdin();
+        loop {
+            let mut chunk = BytesMut::with_capacity(CHUNK);
+            match stdin.read_buf(&mut chunk).await {
+                Ok(0) => break,
+                Ok(_) => {
+                    if let Err(error) = self.ws.send(chunk.freeze()) {
+                        eprintln!("wsevents: {error}");
+                    }
+                    self.drain().await;
+                }
+                Err(error) => {
+                    eprintln!("wsevents: reading standard input: {error}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Wait while much is queued to send (see [`SEND_AHEAD`]).
+    async fn drain(&self) {
+        while self.ws.buffered_amount() > SEND_AHEAD {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Run one line; a local mistake goes to stderr.
+    fn line(&self, line: &str) {
+        if let Err(error) = command(&self.ws, line, &self.pending, &self.out) {
+            eprintln!("wsevents: {error}");
+        }
     }
 }
 
 /// One line of input: a command or a text message.
-fn command(ws: &WebSocket, line: &str, pending: &Pending) -> Result<()> {
+fn command(ws: &WebSocket, line: &str, pending: &Pending, out: &Printer) -> Result<()> {
     let (word, rest) = match line.split_once(' ') {
         Some((word, rest)) => (word, rest),
         None => (line, ""),
     };
     match word {
-        "/binary" => ws.send(hex::decode(rest).map_err(|e| format!("/binary: {e}"))?)?,
+        "/binary" => {
+            let bytes = hex::decode(rest).map_err(|e| format!("/binary: {e}"))?;
+            ws.send(bytes.as_slice())?;
+            out.sent_binary(&bytes);
+        }
         "/ping" => {
             let data = Bytes::copy_from_slice(rest.as_bytes());
             // Recorded first: the pong may be read before `ping` returns.
@@ -271,7 +480,10 @@ fn command(ws: &WebSocket, line: &str, pending: &Pending) -> Result<()> {
                 .map_err(|_| format!("/close: '{code}' is not a close code"))?;
             ws.close_with(code, reason)?;
         }
-        _ if line.starts_with("//") => ws.send(&line[1..])?,
+        _ if line.starts_with("//") => {
+            ws.send(&line[1..])?;
+            out.sent_text(&line[1..]);
+        }
         _ if line.starts_with('/') => {
             return Err(format!(
                 "unknown command {word} (commands: /binary HEX, /ping [DATA], \
@@ -279,7 +491,10 @@ fn command(ws: &WebSocket, line: &str, pending: &Pending) -> Result<()> {
             )
             .into());
         }
-        _ => ws.send(line)?,
+        _ => {
+            ws.send(line)?;
+            out.sent_text(line);
+        }
     }
     Ok(())
 }
@@ -299,13 +514,6 @@ fn payload(data: &[u8]) -> String {
         Ok(text) if !text.chars().any(char::is_control) => text.to_owned(),
         _ => format!("0x{}", hex::encode(data)),
     }
-}
-
-/// Print one line on stdout; a closed stdout is not worth a panic.
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 fn or_none(text: &str) -> &str {

@@ -30,6 +30,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod connect;
 mod hex;
+mod printer;
 mod serve;
 mod stats;
 mod tls;
@@ -65,7 +66,9 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         wsevents serve                                   # then open http://127.0.0.1:8080/\n  \
         wsevents serve --listen 0.0.0.0:9000 --tls-cert cert.pem --tls-key key.pem\n  \
-        wsevents serve --echo --listen 127.0.0.1:9001    # echo on every path (benchmarks)")]
+        wsevents serve --echo --listen 127.0.0.1:9001    # echo on every path (benchmarks)\n  \
+        wsevents serve --protocol chat --dir ./public    # a subprotocol; files beside the page\n  \
+        wsevents serve --stdin                           # each line typed goes to every client")]
     Serve(serve::Args),
     /// Connect to a WebSocket server; type lines to send them
     ///
@@ -76,23 +79,37 @@ enum Command {
     /// standard input ends (Ctrl-D, or the end of a pipe), the connection is closed with
     /// 1000 and the command exits once the close handshake is over. The exit code is 0
     /// for a clean close, 1 otherwise.
+    ///
+    /// On a terminal, or with --prefix, each line says what it is: `< ` received, `> `
+    /// sent, `* ` an event (`<b `/`>b ` binary, as hex), so a message never reads as an
+    /// event. Piped, the output stays plain (as above) for scripts. --binary sends stdin
+    /// in binary messages and writes what comes back raw; -x sends and closes after the
+    /// reply; -1 / --max-messages N close after N messages; -w waits before closing.
     #[command(after_help = "Examples:\n  \
         wsevents connect ws://127.0.0.1:8080/ws\n  \
         printf 'hello\\n/binary 0102\\n' | wsevents connect ws://127.0.0.1:8080/ws\n  \
         printf '/ping hi\\n' | wsevents connect ws://127.0.0.1:8080/ws --show-ping-pong\n  \
-        wsevents connect wss://example.com/chat --protocol chat --header 'Authorization: Bearer x'")]
+        wsevents connect wss://example.com/chat --protocol chat --header 'Authorization: Bearer x'\n  \
+        wsevents connect ws://127.0.0.1:8080/ws -x 'hello'        # send, print the reply, close\n  \
+        wsevents connect -b ws://127.0.0.1:8080/ws < in.bin > out.bin\n  \
+        wsevents connect -v --no-deflate ws://127.0.0.1:8080/ws  # the handshake on stderr")]
     Connect(connect::Args),
     /// Load-test an echo server: throughput and latency percentiles
     ///
     /// Opens N connections, each keeping K messages in flight for the duration, and
-    /// measures the time from sending each message to receiving its echo. Reports
+    /// measures the time from sending each message to receiving its echo. With --rate R
+    /// the loop is open: R messages/s in all, sent on schedule whatever the echoes do,
+    /// each message's latency counted from when it was due (so a stall shows as the
+    /// queue behind it). Every echo is checked against what was sent: mismatches are
+    /// reported and make the exit code 1. Reports
     /// messages/s, MB/s (echoed payload received) and latency p50/p90/p99/p99.9/max,
     /// and the CPU time this generator used (and the server's, with --server-pid), so
     /// you can tell which side was the bottleneck.
     #[command(after_help = "Examples:\n  \
         wsevents serve --echo --listen 127.0.0.1:9001 &\n  \
         wsevents bench ws://127.0.0.1:9001/ --connections 64 --size 64 --duration 10 --server-pid $!\n  \
-        wsevents bench ws://127.0.0.1:9001/ --binary --size 16384 --pipeline 4 --json")]
+        wsevents bench ws://127.0.0.1:9001/ --binary --size 16384 --pipeline 4 --json\n  \
+        wsevents bench ws://127.0.0.1:9001/ --connections 16 --rate 50000 --duration 10")]
     Bench(bench::Args),
 }
 

@@ -40,7 +40,13 @@
 //!   queue) and waits for the close handshake; after `--grace` (10 s) the connections
 //!   left (an echo client that stopped reading holds its task in backpressure) are
 //!   aborted. The process prints `shutdown: N closed cleanly, M forced` and exits 0.
+//!
+//! And three switches for trying things by hand: `--protocol NAME` (the subprotocols
+//! spoken, the first of the client's list that is one of them wins), `--dir PATH`
+//! (static files beside the page, `files.rs`) and `--stdin` (each line typed goes to
+//! every connected client as a text message, like `wscat -l`).
 
+mod files;
 mod http;
 mod shutdown;
 
@@ -123,6 +129,18 @@ pub(crate) struct Args {
     /// "idle timeout"); 0 = off
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = seconds)]
     idle_timeout: Duration,
+    /// Speak this subprotocol (repeatable): of the client's list, the first one given
+    /// here is chosen (`new WebSocket(url, ["chat"])` needs it); other clients connect
+    /// without one
+    #[arg(long = "protocol", value_name = "NAME")]
+    protocols: Vec<String>,
+    /// Serve the files of this directory on the paths that are not the page or a
+    /// WebSocket endpoint (a directory: its index.html; nothing outside PATH)
+    #[arg(long, value_name = "PATH")]
+    dir: Option<PathBuf>,
+    /// Send each line typed on standard input to every connected client (text)
+    #[arg(long)]
+    stdin: bool,
 }
 
 /// A duration of the connection's `Config`: 0 turns it off.
@@ -191,6 +209,10 @@ struct Shared {
     /// The topics of `/chat` and `/topic/NAME`.
     hub: Hub,
     next_id: AtomicU64,
+    /// `--dir`.
+    files: Option<files::Dir>,
+    /// `--stdin`: the lines typed, for every connection.
+    typed: Option<tokio::sync::broadcast::Sender<wsevents::Message>>,
 }
 
 /// Run the server until Ctrl-C (or SIGTERM).
@@ -220,6 +242,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         idle_timeout: unless_zero(args.idle_timeout),
         ..wsevents::Config::default()
     };
+    let files = args.dir.as_deref().map(files::Dir::new).transpose()?;
     let acceptor = match mode {
         Mode::Demo => Acceptor::new().check(|request| match route(Mode::Demo, request.path()) {
             Some(_) => Ok(()),
@@ -227,6 +250,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         }),
         Mode::Echo | Mode::Broadcast => Acceptor::new(),
     }
+    .protocols(&args.protocols)
     .config(config)
     .deflate((!args.no_deflate).then(wsevents::DeflateConfig::default));
     let limits = ServerLimits {
@@ -248,6 +272,8 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         handshake_timeout: args.handshake_timeout,
         hub,
         next_id: AtomicU64::new(1),
+        files,
+        typed: args.stdin.then(|| typed_lines(TYPED_BACKLOG)),
     });
     print_banner(addr, mode, shared.tls.is_some(), args.redis.as_deref());
     if args.redis.is_some() {
@@ -259,6 +285,28 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--stdin`: lines not yet sent that a connection may lag behind by; past them it
+/// misses the oldest (and the log says so).
+const TYPED_BACKLOG: usize = 1024;
+
+/// `--stdin`: read standard input line by line onto a broadcast channel, until it ends
+/// (the server keeps serving).
+fn typed_lines(backlog: usize) -> tokio::sync::broadcast::Sender<wsevents::Message> {
+    use tokio::io::AsyncBufReadExt;
+    let (sender, _) = tokio::sync::broadcast::channel(backlog);
+    let typed = sender.clone();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let line = line.strip_suffix('\r').unwrap_or(&line).to_owned();
+            let clients = typed.send(wsevents::Message::text(line)).unwrap_or(0);
+            tracing::info!(clients, "line sent from stdin");
+        }
+        tracing::info!("standard input ended");
+    });
+    sender
 }
 
 fn print_banner(addr: SocketAddr, mode: Mode, secure: bool, redis: Option<&str>) {
@@ -348,9 +396,10 @@ async fn connection(tcp: TcpStream, shared: Arc<Shared>, permit: HandshakePermit
         }
     };
     tracing::info!(url, extensions = stream.extensions(), "open");
+    let typed = shared.typed.as_ref().map(|typed| typed.subscribe());
     match route {
-        Some(Route::Echo) => echo(stream).await,
-        Some(Route::Topic(topic)) => subscriber(stream, url, &shared.hub, topic).await,
+        Some(Route::Echo) => echo(stream, typed).await,
+        Some(Route::Topic(topic)) => subscriber(stream, url, &shared.hub, topic, typed).await,
         None => {}
     }
 }
@@ -383,6 +432,20 @@ async fn open(tcp: TcpStream, shared: &Shared) -> Option<(Upgraded, String, Opti
         }
     };
     if !head.upgrade {
+        let page = shared.mode == Mode::Demo && matches!(head.path.as_str(), "/" | "/index.html");
+        if let Some(files) = shared.files.as_ref().filter(|_| !page) {
+            match files.respond(&head, &mut io).await {
+                Ok(true) => {
+                    tracing::debug!(path = %head.path, "file");
+                    return None;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "writing the file failed");
+                    return None;
+                }
+            }
+        }
         let response = http::respond_plain(&head, shared.mode == Mode::Demo);
         tracing::debug!(method = %head.method, path = %head.path, status = response.status, "http");
         if let Err(error) = http::write_response(&mut io, &response, &head.method).await {
@@ -408,11 +471,21 @@ async fn open(tcp: TcpStream, shared: &Shared) -> Option<(Upgraded, String, Opti
 
 /// Echo every message back, until the client closes or the server shuts down (the
 /// stream then ends by itself, after the close handshake).
-async fn echo<S>(mut ws: WebSocketStream<S>)
+async fn echo<S>(mut ws: WebSocketStream<S>, mut typed: Option<Typed>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    while let Some(message) = ws.next().await {
+    loop {
+        let message = tokio::select! {
+            message = ws.next() => message,
+            line = next_typed(&mut typed) => {
+                if let Err(error) = ws.send(line).await {
+                    tracing::debug!(%error, "sending a typed line failed");
+                }
+                continue;
+            }
+        };
+        let Some(message) = message else { break };
         match message {
             Ok(message) => {
                 if let Err(error) = echo_batch(&mut ws, message).await {
@@ -448,12 +521,29 @@ where
 }
 
 /// A subscriber of `topic` that publishes there what it sends, with the event API,
-/// until the client leaves or the server shuts down (it leaves the topic by itself).
-async fn subscriber<S>(stream: WebSocketStream<S>, url: String, hub: &Hub, topic: String)
-where
+/// until the client leaves or the server shuts down (it leaves the topic by itself);
+/// with `--stdin`, the lines typed too.
+async fn subscriber<S>(
+    stream: WebSocketStream<S>,
+    url: String,
+    hub: &Hub,
+    topic: String,
+    typed: Option<Typed>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug + 'static,
 {
     let ws = WebSocket::from_stream(stream, url);
+    if let Some(mut typed) = typed {
+        let to = ws.clone();
+        // Ends with the connection: sending fails once it is closed.
+        tokio::spawn(async move {
+            while let Some(line) = recv_typed(&mut typed).await {
+                if to.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
     if let Err(error) = hub.subscribe(&ws, &topic) {
         tracing::info!(%error, topic, "cannot subscribe");
     }
@@ -490,5 +580,34 @@ async fn watch_backend(hub: Hub) {
             last = Some(up);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `--stdin`'s lines, as a connection receives them.
+type Typed = tokio::sync::broadcast::Receiver<wsevents::Message>;
+
+/// The next line typed; never, without `--stdin` or once standard input has ended.
+async fn next_typed(typed: &mut Option<Typed>) -> wsevents::Message {
+    if let Some(receiver) = typed {
+        match recv_typed(receiver).await {
+            Some(line) => return line,
+            None => *typed = None,
+        }
+    }
+    std::future::pending().await
+}
+
+/// The next line typed, `None` once standard input has ended. A connection that fell
+/// [`TYPED_BACKLOG`] lines behind goes on with the oldest it still can get.
+async fn recv_typed(typed: &mut Typed) -> Option<wsevents::Message> {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match typed.recv().await {
+            Ok(line) => return Some(line),
+            Err(RecvError::Lagged(missed)) => {
+                tracing::info!(missed, "typed lines missed (the client is slow)");
+            }
+            Err(RecvError::Closed) => return None,
+        }
     }
 }

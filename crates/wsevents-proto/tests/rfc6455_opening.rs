@@ -123,6 +123,16 @@ Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\
     assert!(matches!(&events[0], Event::Open));
     assert_eq!(messages(&events), [Message::text("welcome")]);
     assert_eq!(client.state(), State::Open);
+    // The request and response stay readable once open (`wsevents connect -v`).
+    let mut head = bytes::BytesMut::new();
+    client.request().unwrap().encode(&mut head);
+    assert_eq!(head, sent.as_bytes());
+    let response = client.response().unwrap();
+    assert_eq!(response.status, 101);
+    assert_eq!(
+        response.header("sec-websocket-accept"),
+        Some(&b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="[..])
+    );
 }
 
 #[test]

@@ -71,7 +71,7 @@ enum Step {
 ///
 /// - **getters**: [`role`](Self::role), [`state`](Self::state),
 ///   [`protocol`](Self::protocol), [`extensions`](Self::extensions),
-///   [`response`](Self::response), [`closure`](Self::closure),
+///   [`request`](Self::request), [`response`](Self::response), [`closure`](Self::closure),
 ///   [`buffered_amount`](Self::buffered_amount);
 /// - **`handle_*`**, what happened outside: [`handle_input`](Self::handle_input) (or
 ///   append to [`input_buffer`](Self::input_buffer) then
@@ -132,6 +132,9 @@ pub struct Connection {
     extensions_header: String,
     protocol: Option<String>,
     response: Option<Box<Response>>,
+    /// Client: the request sent, kept for [`request`](Self::request) (the phase's copy
+    /// goes once open).
+    request: Option<Box<ClientRequest>>,
     transmit: TransmitQueue,
     pending_pong: Option<Bytes>,
     /// The latest recorded ping (`ping_at`, keepalive): its payload and when it went out.
@@ -163,6 +166,7 @@ impl Connection {
             extensions_header: String::new(),
             protocol: None,
             response: None,
+            request: None,
             transmit: TransmitQueue::default(),
             pending_pong: None,
             ping_sent: None,
@@ -200,11 +204,13 @@ impl Connection {
         let mut head = BytesMut::new();
         request.encode(&mut head);
         let deadline = config.handshake_timeout.map(|t| now + t);
+        let kept = Box::new(request.clone());
         let phase = Phase::AwaitingResponse {
             request: Box::new(request),
             deadline,
         };
         let mut conn = Connection::new(Role::Client, config, phase);
+        conn.request = Some(kept);
         conn.clock = Some(now);
         conn.transmit.push_raw(&head);
         conn
@@ -279,6 +285,13 @@ impl Connection {
     /// Client: the server's handshake response, once open.
     pub fn response(&self) -> Option<&Response> {
         self.response.as_deref()
+    }
+
+    /// Client: the upgrade request, with the extension offers it carried, from the
+    /// start (also after a failed handshake); its [`encode`](ClientRequest::encode)
+    /// gives the bytes sent.
+    pub fn request(&self) -> Option<&ClientRequest> {
+        self.request.as_deref()
     }
 
     /// How the connection ended, once closed.

@@ -347,6 +347,20 @@ impl WebSocket {
             .unwrap_or_default()
     }
 
+    /// Client: the upgrade request as sent (headers, key, the extension offers), once
+    /// the transport is up (also after a failed handshake); `None` before and for a
+    /// server-side socket. Not in the browser, which hides the
+    /// handshake; `wsevents connect --verbose` prints it.
+    pub fn request(&self) -> Option<wsevents_proto::handshake::ClientRequest> {
+        self.core().conn.as_ref()?.request().cloned()
+    }
+
+    /// Client: the server's 101 response (every header as sent), once open; `None`
+    /// before, for a server-side socket, or when the handshake failed.
+    pub fn response(&self) -> Option<wsevents_proto::handshake::Response> {
+        self.core().conn.as_ref()?.response().cloned()
+    }
+
     /// `ws.binaryType`.
     pub fn binary_type(&self) -> BinaryType {
         match self.inner.binary_type.load(Ordering::Relaxed) {
