@@ -2,14 +2,18 @@
 // behave as the seed says, the chat box must carry a message between two pages, and a
 // screenshot is taken. Run by scripts/browser-test, which starts the server.
 //
-//   node browser-test.mjs BASE_URL USER_DATA_DIR SCREENSHOT.png
+//   node browser-test.mjs BASE_URL USER_DATA_DIR SCREENSHOT.png [OTHER_BASE_URL]
+//
+// OTHER_BASE_URL: a second server; the chat's second page opens there (the two servers
+// share their hub through Redis), else on BASE_URL.
 //
 // Chromium must also have negotiated permessage-deflate (ws.extensions), so every
 // example's messages went through the compressor and decompressor of both sides.
 import assert from "node:assert/strict";
+import net from "node:net";
 import { chromium } from "playwright-core";
 
-const [base, userDataDir, screenshot] = process.argv.slice(2);
+const [base, userDataDir, screenshot, otherBase = base] = process.argv.slice(2);
 if (!base || !userDataDir || !screenshot) {
   console.error("usage: node browser-test.mjs BASE_URL USER_DATA_DIR SCREENSHOT.png");
   process.exit(2);
@@ -36,6 +40,29 @@ const context = await chromium.launchPersistentContext(userDataDir, {
 });
 
 let failed = false;
+// Wait until Redis counts `want` subscribers of `channel` (PUBSUB NUMSUB, over RESP).
+async function redisSubscribers(channel, want, port) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const reply = await new Promise((resolve, reject) => {
+      const socket = net.connect(port, "127.0.0.1", () => socket.write(`PUBSUB NUMSUB ${channel}\r\n`));
+      let data = "";
+      socket.on("data", (chunk) => {
+        data += chunk;
+        const m = data.match(/^\*2\r\n\$\d+\r\n[^\r]*\r\n:(\d+)\r\n/);
+        if (m) {
+          socket.end();
+          resolve(Number(m[1]));
+        }
+      });
+      socket.on("error", reject);
+    });
+    if (reply >= want) return;
+    if (Date.now() > deadline) throw new Error(`Redis counts ${reply} subscribers of ${channel}, not ${want}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 function check(name, fn) {
   try {
     fn();
@@ -200,12 +227,16 @@ try {
     assert.deepEqual(protocols.other, { events: ["error", "close"], protocol: null, code: 1006 });
   });
 
-  // The chat box, with a second page: a message typed in one shows in both.
+  // The chat box, with a second page (on the other server when there is one: the two
+  // are one hub through Redis): a message typed in one shows in both.
   const other = await context.newPage();
-  await other.goto(base + "/");
+  await other.goto(otherBase + "/");
   for (const p of [page, other]) {
     await p.waitForFunction(() => window.results.chat && window.results.chat.open, null, { timeout: 10_000 });
   }
+  // Both servers subscribed to the topic in Redis (each does so on its first local
+  // subscriber, a moment after the page's open) before the first message goes out.
+  if (process.env.REDIS_PORT) await redisSubscribers("wsevents:chat", 2, Number(process.env.REDIS_PORT));
   await page.fill("#chat-input", "hello from page one");
   await page.click("#chat-send");
   await other.fill("#chat-input", "hi from page two");
@@ -222,7 +253,8 @@ try {
   }
   const chatOne = await page.evaluate(() => window.results.chat.received);
   const chatTwo = await other.evaluate(() => window.results.chat.received);
-  check("chat: a message typed in one page appears in both", () => {
+  const across = otherBase === base ? "" : ` (the pages on two serve processes, one Redis)`;
+  check(`chat: a message typed in one page appears in both${across}`, () => {
     assert.deepEqual([...chatOne].sort(), [...both].sort());
     assert.deepEqual([...chatTwo].sort(), [...both].sort());
   });
