@@ -123,6 +123,8 @@ struct Shared {
     /// Messages a subscriber never got (it received a later one first).
     skipped: u64,
     latency: Histogram<u64>,
+    /// The same, per `--sub` URL (with several nodes: local and cross-node).
+    latency_by_url: Vec<Histogram<u64>>,
     errors: Vec<String>,
 }
 
@@ -173,6 +175,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         skipped: 0,
         // 1 µs to 100 s, 3 significant digits.
         latency: Histogram::new_with_bounds(1, 100_000_000, 3)?,
+        latency_by_url: vec![Histogram::new_with_bounds(1, 100_000_000, 3)?; args.subscribe.len()],
         errors: Vec::new(),
     }));
     let progress = Rc::new(Notify::new());
@@ -182,12 +185,13 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     let connect_start = Instant::now();
     let gate = Rc::new(Semaphore::new(256));
     let mut handshakes = Vec::with_capacity(args.subscribers);
+    let args_urls = args.subscribe.len();
     for i in 0..args.subscribers {
         let url = args.subscribe[i % args.subscribe.len()].clone();
         let gate = gate.clone();
         handshakes.push(tokio::task::spawn_local(async move {
             let _permit = gate.acquire().await;
-            open(&url).await
+            open(&url).await.map(|(tcp, rest)| (tcp, rest, i % args_urls))
         }));
     }
     let mut sockets = Vec::with_capacity(args.subscribers);
@@ -195,8 +199,8 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         sockets.push(handshake.await??);
     }
     let connect_s = connect_start.elapsed().as_secs_f64();
-    for (tcp, rest) in sockets {
-        tokio::task::spawn_local(subscriber(tcp, rest, shared.clone(), progress.clone()));
+    for (tcp, rest, url) in sockets {
+        tokio::task::spawn_local(subscriber(tcp, rest, url, shared.clone(), progress.clone()));
     }
 
     let (publisher, rest) = open(&args.publish).await?;
@@ -242,6 +246,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         s.deliveries = 0;
         s.skipped = 0;
         s.latency.reset();
+        s.latency_by_url.iter_mut().for_each(Histogram::reset);
         (s.published, s.completed)
     };
     let start = Instant::now();
@@ -255,8 +260,11 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         .zip(&cpu_before)
         .map(|(a, b)| a - b)
         .collect();
-    let l = &s.latency;
-    let us = |q: f64| l.value_at_quantile(q);
+    let summary = |l: &Histogram<u64>| serde_json::json!({
+        "p50": l.value_at_quantile(0.5), "p90": l.value_at_quantile(0.9),
+        "p99": l.value_at_quantile(0.99), "p99_9": l.value_at_quantile(0.999),
+        "max": l.max(), "mean": l.mean(), "count": l.len(),
+    });
     Ok(serde_json::json!({
         "subscribers": args.subscribers,
         "size": args.size,
@@ -269,9 +277,11 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         "deliveries": s.deliveries,
         "deliveries_per_s": s.deliveries as f64 / seconds,
         "skipped": s.skipped,
-        "latency_us": {
-            "p50": us(0.5), "p90": us(0.9), "p99": us(0.99), "p99_9": us(0.999),
-            "max": l.max(), "mean": l.mean(),
+        "latency_us": summary(&s.latency),
+        "latency_us_by_sub_url": if s.latency_by_url.len() > 1 {
+            s.latency_by_url.iter().map(summary).collect::<Vec<_>>()
+        } else {
+            Vec::new()
         },
         // [load tool, server pid 1, server pid 2, ...]
         "cpu_s": { "load": cpu[0], "servers": &cpu[1..] },
@@ -335,13 +345,19 @@ thread_local! {
 }
 
 /// One subscriber: read, walk the frames, count and time them.
-async fn subscriber(tcp: TcpStream, mut partial: Vec<u8>, shared: Rc<RefCell<Shared>>, progress: Rc<Notify>) {
+async fn subscriber(
+    tcp: TcpStream,
+    mut partial: Vec<u8>,
+    url: usize,
+    shared: Rc<RefCell<Shared>>,
+    progress: Rc<Notify>,
+) {
     let mut highest: Option<u64> = None;
     let mut pongs: Vec<u8> = Vec::new();
     let result: Result = async {
         // Bytes read past the handshake's response: walk them first.
         let data = std::mem::take(&mut partial);
-        let used = walk(&data, &shared, &progress, &mut highest, &mut pongs)?;
+        let used = walk(&data, url, &shared, &progress, &mut highest, &mut pongs)?;
         partial.extend_from_slice(&data[used..]);
         loop {
             tcp.readable().await?;
@@ -359,7 +375,7 @@ async fn subscriber(tcp: TcpStream, mut partial: Vec<u8>, shared: Rc<RefCell<Sha
                         Ok(0) => closed = true,
                         Ok(n) => {
                             let data = &scratch[..kept + n];
-                            let used = walk(data, &shared, &progress, &mut highest, &mut pongs)?;
+                            let used = walk(data, url, &shared, &progress, &mut highest, &mut pongs)?;
                             partial.extend_from_slice(&data[used..]);
                             if kept + n == scratch.len() {
                                 continue;
@@ -406,6 +422,7 @@ async fn write_all(tcp: &TcpStream, out: &mut Vec<u8>) -> Result {
 /// Walk the whole frames at the start of `data`; returns how many bytes they took.
 fn walk(
     data: &[u8],
+    url: usize,
     shared: &RefCell<Shared>,
     progress: &Notify,
     highest: &mut Option<u64>,
@@ -455,6 +472,9 @@ fn walk(
                     s.deliveries += 1;
                     let us = now.saturating_sub(stamp) / 1000;
                     let _ = s.latency.record(us.max(1));
+                    if s.latency_by_url.len() > 1 {
+                        let _ = s.latency_by_url[url].record(us.max(1));
+                    }
                 }
             }
             0x9 => {
