@@ -144,6 +144,10 @@ pub enum Error {
     /// another message.
     #[error("a fragmented message is still being sent")]
     MessageInProgress,
+    /// [`Connection::send_prepared`](crate::Connection::send_prepared) on a client:
+    /// prepared frames are unmasked, for servers only.
+    #[error("a prepared message can only be sent by a server")]
+    PreparedOnClient,
     /// The transport ended before the close handshake did.
     #[error("the connection ended without a close handshake")]
     UnexpectedEof,

@@ -11,6 +11,8 @@
 //! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` clients.
 //! - [`accept`] / [`Acceptor`] / [`Server`]: servers, standalone or inside another
 //!   HTTP server's upgrade.
+//! - [`hub::Hub`]: topics and fan-out (one frame per publish, shared by every
+//!   subscriber), in one process or across many on Redis (feature `redis`).
 //! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s
 //!   ([`StreamEvent`]s with pings and pongs, on opt-in), that [`split`](WebSocketStream::split)s
 //!   into a [`ReadHalf`] and a [`WriteHalf`] for two tasks.
@@ -25,6 +27,7 @@ mod api {
     pub(crate) mod events;
     pub(crate) mod websocket;
 }
+pub mod hub;
 mod io {
     pub(crate) mod client;
     pub(crate) mod driver;
@@ -50,7 +53,9 @@ pub use io::stream::{
 };
 pub use io::tls::MaybeTlsStream;
 pub use wsevents_proto::deflate::DeflateConfig;
-pub use wsevents_proto::{CloseCode, CloseFrame, Closure, Config, Message, Role, State, Utf8Bytes};
+pub use wsevents_proto::{
+    CloseCode, CloseFrame, Closure, Config, Message, PreparedMessage, Role, State, Utf8Bytes,
+};
 
 /// TLS configurations for clients and servers.
 pub mod tls {

@@ -41,7 +41,7 @@ use assemble::{Assembled, Assembler};
 pub use config::Config;
 pub use state::State;
 use state::{Liveness, Phase};
-pub use transmit::TransmitQueue;
+pub use transmit::{PreparedMessage, TransmitQueue};
 
 /// The frame being received: its header is parsed and consumed from the input; the
 /// first `processed` bytes of its payload, at the front of the input, are unmasked and
@@ -467,6 +467,31 @@ impl Connection {
             _ => (payload, 0),
         };
         self.queue_data_frame(data_opcode(kind), rsv, true, payload, app_len);
+        Ok(())
+    }
+
+    /// Server: queue a message framed once for many connections (see
+    /// [`PreparedMessage`]): its bytes are shared, not copied, and count into
+    /// [`buffered_amount`](Self::buffered_amount) like [`send`](Self::send). It goes
+    /// out uncompressed even when permessage-deflate was negotiated (RFC 7692 §6.1 lets
+    /// a sender leave any message uncompressed, RSV1 clear), and after everything
+    /// queued before it.
+    ///
+    /// Fails with [`Error::InvalidState`] unless the connection is open, with
+    /// [`Error::MessageInProgress`] while a fragmented message is being sent, and with
+    /// [`Error::PreparedOnClient`] on a client, whose frames must be masked each with a
+    /// key of its own.
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        if self.role == Role::Client {
+            return Err(Error::PreparedOnClient);
+        }
+        self.check_open()?;
+        if self.sending.is_some() {
+            return Err(Error::MessageInProgress);
+        }
+        self.active = true;
+        self.transmit
+            .push_shared_frame(message.frame().clone(), message.payload_len());
         Ok(())
     }
 

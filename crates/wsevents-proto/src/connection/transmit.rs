@@ -24,6 +24,7 @@ use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::event::{Message, MessageKind};
 use crate::frame::{FIN, FrameHeader, MASK_BIT, MAX_HEADER_LEN, MAX_SHORT_PAYLOAD, OpCode};
 use crate::mask;
 
@@ -80,6 +81,78 @@ pub struct TransmitQueue {
     marks: VecDeque<(u64, usize)>,
     /// Sum of the application bytes in `marks`.
     app_pending: usize,
+}
+
+/// A whole server-to-client message framed once, to be queued on many connections
+/// with [`Connection::send_prepared`](crate::Connection::send_prepared): the frame
+/// (header and payload, unmasked, no RSV bit, so never compressed) is one [`Bytes`], and
+/// every connection it is sent on queues that same allocation, not a copy
+/// (uWebSockets' `PreparedMessage`, its `publish`).
+///
+/// ```
+/// use bytes::Buf;
+/// use wsevents_proto::{Config, Connection, Message, PreparedMessage, Role};
+/// let prepared = PreparedMessage::new(&Message::text("hi"));
+/// assert_eq!(&prepared.frame()[..], b"\x81\x02hi");
+/// let mut a = Connection::open(Role::Server, Config::default());
+/// let mut b = Connection::open(Role::Server, Config::default());
+/// a.send_prepared(&prepared).unwrap();
+/// b.send_prepared(&prepared).unwrap();
+/// let out = b.poll_transmit().unwrap();
+/// assert_eq!(out.chunk().as_ptr(), prepared.frame().as_ptr(), "the same bytes");
+/// assert_eq!(a.buffered_amount(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedMessage {
+    frame: Bytes,
+    payload_len: usize,
+    kind: MessageKind,
+}
+
+impl PreparedMessage {
+    /// Frame `message` once: a final, unmasked frame, its payload copied once behind
+    /// its header.
+    pub fn new(message: &Message) -> PreparedMessage {
+        let (kind, payload) = match message {
+            Message::Text(text) => (MessageKind::Text, text.as_bytes()),
+            Message::Binary(data) => (MessageKind::Binary, data),
+        };
+        let opcode = match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        let header = FrameHeader::new(opcode, payload.len() as u64);
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let head_len = header.encode(&mut head);
+        let mut frame = BytesMut::with_capacity(head_len + payload.len());
+        frame.extend_from_slice(&head[..head_len]);
+        frame.extend_from_slice(payload);
+        PreparedMessage {
+            frame: frame.freeze(),
+            payload_len: payload.len(),
+            kind,
+        }
+    }
+
+    /// The frame as it goes on the wire.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The message's payload (what `bufferedAmount` counts).
+    pub fn payload(&self) -> Bytes {
+        self.frame.slice(self.frame.len() - self.payload_len..)
+    }
+
+    /// The payload's length in bytes.
+    pub fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+
+    /// Text or binary.
+    pub fn kind(&self) -> MessageKind {
+        self.kind
+    }
 }
 
 impl Default for TransmitQueue {
@@ -224,6 +297,25 @@ impl TransmitQueue {
                 self.chunks.push_back(payload);
             }
         }
+    }
+
+    /// Queue a whole frame shared with other queues (a [`PreparedMessage`]) as its own
+    /// chunk, never copied: what is queued before it is moved ahead of it (the inline
+    /// bytes into the coalescing buffer, which is frozen into a chunk), so the order
+    /// of the wire bytes is the order of the calls.
+    pub(crate) fn push_shared_frame(&mut self, frame: Bytes, app_len: usize) {
+        if self.len == 0 {
+            self.inline_start = 0;
+            self.inline_end = 0;
+        }
+        self.spill_inline(0);
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+        self.len += frame.len();
+        self.pushed += frame.len() as u64;
+        self.chunks.push_back(frame);
+        self.mark_data(app_len);
     }
 
     /// Unwritten inline bytes.
@@ -571,6 +663,28 @@ mod tests {
             proptest::prop_assert_eq!(written, expected);
             proptest::prop_assert_eq!(queue.application_bytes(), 0);
         }
+    }
+
+    #[test]
+    fn shared_frames_keep_the_order_of_the_calls_and_are_not_copied() {
+        let mut queue = TransmitQueue::default();
+        let shared = PreparedMessage::new(&Message::text("shared"));
+        let one = FrameHeader::new(OpCode::Text, 1);
+        queue.push_data_frame(&one, Bytes::from_static(b"a"), 1);
+        queue.push_shared_frame(shared.frame().clone(), 6);
+        queue.push_data_frame(&one, Bytes::from_static(b"b"), 1);
+        queue.push_shared_frame(shared.frame().clone(), 6);
+        assert_eq!(queue.application_bytes(), 14);
+        let mut slices = [IoSlice::new(&[]); 8];
+        let n = queue.chunks_vectored(&mut slices);
+        assert_eq!(n, 4, "a, shared, b, shared: one write");
+        assert_eq!(slices[1].as_ptr(), shared.frame().as_ptr());
+        assert_eq!(slices[3].as_ptr(), shared.frame().as_ptr());
+        assert_eq!(
+            drain(&mut queue),
+            b"\x81\x01a\x81\x06shared\x81\x01b\x81\x06shared"
+        );
+        assert_eq!(queue.application_bytes(), 0);
     }
 
     #[test]

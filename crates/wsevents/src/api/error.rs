@@ -125,6 +125,9 @@ impl From<wsevents_proto::Error> for Error {
                 Error::Timeout("no answer to a keepalive ping (Config::pong_timeout)".into())
             }
             Core::Aborted => Error::Closed,
+            Core::PreparedOnClient => Error::InvalidAccess(
+                "a prepared message can only be sent on a server's connection".into(),
+            ),
             other => Error::Io(io::Error::other(other.to_string())),
         }
     }

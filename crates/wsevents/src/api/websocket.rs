@@ -17,13 +17,13 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Poll;
 
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
-use wsevents_proto::{CloseCode, CloseFrame, Connection, State};
+use wsevents_proto::{CloseCode, CloseFrame, Connection, PreparedMessage, Role, State};
 
 use crate::api::backpressure::{Backpressure, WhenFull};
 use crate::api::data::{BinaryType, IntoMessage, data_of};
@@ -36,6 +36,9 @@ use crate::io::client::ClientBuilder;
 use crate::io::driver::Driver;
 use crate::io::stream::WebSocketStream;
 use crate::io::url::check_protocols;
+
+/// Where sockets' ids come from.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A transport of any kind, boxed so that [`WebSocket`] is one type.
 trait Transport: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
@@ -82,6 +85,8 @@ struct Core {
 }
 
 struct Inner {
+    /// Unique in the process: the hub's key for this socket.
+    id: u64,
     url: String,
     origin: String,
     core: Mutex<Core>,
@@ -272,6 +277,7 @@ impl WebSocket {
     ) -> WebSocket {
         WebSocket {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 url,
                 origin,
                 core: Mutex::new(Core {
@@ -484,6 +490,121 @@ impl WebSocket {
     /// ```
     pub fn send_uncompressed(&self, data: impl IntoMessage) -> Result<()> {
         self.queue(data.into_message(), Connection::send_uncompressed)
+    }
+
+    /// Server: queue a message framed once for many sockets ([`PreparedMessage`]):
+    /// the frame's bytes are shared with every socket it is sent on, not copied. It
+    /// counts into [`buffered_amount`](Self::buffered_amount) and obeys the socket's
+    /// [`Backpressure`] like [`send`](Self::send), keeps its order among `send`s (one
+    /// queue), and goes out uncompressed even on a permessage-deflate connection
+    /// (RFC 7692 lets any message be sent uncompressed). The [`Hub`](crate::hub::Hub)
+    /// publishes with it. On a client: [`Error::InvalidAccess`] (client frames are
+    /// masked, each with its own key).
+    ///
+    /// ```no_run
+    /// # fn demo(sockets: &[wsevents::WebSocket]) -> Result<(), wsevents::Error> {
+    /// use wsevents::{Message, PreparedMessage};
+    /// let tick = PreparedMessage::new(&Message::text(r#"{"price":101.5}"#));
+    /// for ws in sockets {
+    ///     ws.send_prepared(&tick)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn send_prepared(&self, message: &PreparedMessage) -> Result<()> {
+        let mut core = self.core();
+        if core.closed {
+            return Err(Error::InvalidState);
+        }
+        let backpressure = core.backpressure;
+        let conn = core.conn.as_mut().ok_or(Error::InvalidState)?;
+        let buffered = conn.buffered_amount();
+        let len = message.payload_len();
+        if conn.role() == Role::Server && !backpressure.admits(buffered, len) {
+            if let WhenFull::Close(code) = backpressure.when_full {
+                let frame = CloseFrame::new(code, Backpressure::CLOSE_REASON);
+                conn.close(frame, tokio::time::Instant::now().into_std())?;
+                drop(core);
+                self.inner.waker.wake();
+            }
+            return Err(Error::BufferFull {
+                buffered,
+                message: len,
+                limit: backpressure.limit,
+            });
+        }
+        conn.send_prepared(message)?;
+        drop(core);
+        self.inner.waker.wake();
+        Ok(())
+    }
+
+    /// The hub's delivery: queue `message` unless that would take `buffered_amount`
+    /// over `limit` (a message alone on an empty queue always fits); then close with
+    /// `code` instead. The socket's own [`Backpressure`] is not consulted: the hub's
+    /// bound is the rule for what it publishes.
+    pub(crate) fn offer_prepared(
+        &self,
+        message: &PreparedMessage,
+        limit: usize,
+        code: CloseCode,
+        reason: &str,
+    ) -> Offer {
+        let mut core = self.core();
+        if core.closed {
+            return Offer::Gone;
+        }
+        let Some(conn) = core.conn.as_mut() else {
+            return Offer::Gone;
+        };
+        if conn.state() != State::Open {
+            return Offer::Gone;
+        }
+        let buffered = conn.buffered_amount();
+        if !Backpressure::error(limit).admits(buffered, message.payload_len()) {
+            let frame = CloseFrame::new(code, reason);
+            let _ = conn.close(frame, tokio::time::Instant::now().into_std());
+            drop(core);
+            self.inner.waker.wake();
+            return Offer::TooSlow;
+        }
+        if conn.send_prepared(message).is_err() {
+            return Offer::Gone;
+        }
+        drop(core);
+        self.inner.waker.wake();
+        Offer::Queued
+    }
+
+    /// Whether this is an open connection of the server role (what a hub serves).
+    pub(crate) fn is_open_server(&self) -> bool {
+        let core = self.core();
+        !core.closed
+            && core
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.role() == Role::Server && c.state() == State::Open)
+    }
+
+    /// The role of the connection, once it has a core.
+    pub(crate) fn role(&self) -> Option<Role> {
+        self.core().conn.as_ref().map(Connection::role)
+    }
+
+    /// Whether the close event has been dispatched.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.core().closed
+    }
+
+    /// Unique among the sockets of this process.
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// A handle that does not keep the socket alive.
+    pub(crate) fn downgrade(&self) -> WeakWebSocket {
+        WeakWebSocket {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Hand `message` to the core with `send` (compressing or not) and wake the
@@ -798,6 +919,35 @@ impl WebSocket {
             .registry
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What became of a message the hub offered a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Queued.
+    Queued,
+    /// Over the bound: not queued, and the socket is closing.
+    TooSlow,
+    /// The socket is closing or closed: not queued.
+    Gone,
+}
+
+/// A [`WebSocket`] that does not keep it alive (the hub's reference to a subscriber).
+#[derive(Clone)]
+pub(crate) struct WeakWebSocket {
+    inner: Weak<Inner>,
+}
+
+impl WeakWebSocket {
+    pub(crate) fn upgrade(&self) -> Option<WebSocket> {
+        self.inner.upgrade().map(|inner| WebSocket { inner })
+    }
+}
+
+impl fmt::Debug for WeakWebSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakWebSocket")
     }
 }
 

@@ -1,0 +1,522 @@
+//! Topics and fan-out: the server pushes.
+//!
+//! A [`Hub`] maps topics to the sockets subscribed to them. [`Hub::publish`] frames a
+//! message once and queues those same bytes on every subscriber of the topic; each
+//! subscriber's driver writes what is queued for it in one (vectored) write per turn,
+//! so a burst of publishes costs a subscriber one syscall, not one per message
+//! (uWebSockets' cork/drain, its `TopicTree`).
+//!
+//! ```text
+//!  publish(topic, m) ─► PreparedMessage (one Bytes: header + payload)
+//!        │                 │ the same bytes, a reference count each
+//!        │                 ├─► subscriber 1: transmit queue ─► its driver: one write
+//!        │                 └─► subscriber n: transmit queue ─► its driver: one write
+//!        └─► Backend (Redis: PUBLISH with this node's id) ─► other nodes ─► their subscribers
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **Order.** A subscriber receives each topic's messages in the order they were
+//!   published on this node (fan-out runs under the hub's lock, so two publishes never
+//!   interleave). A socket's own [`send`](crate::WebSocket::send)s and the hub's
+//!   publishes to it keep program order: both go through the core's one transmit
+//!   queue. Across nodes (a [`Backend`] such as Redis): each node's publishes arrive in
+//!   that node's order; publishes from different nodes are not put in one total order.
+//! - **Exactly once, while connected.** A publish reaches each local subscriber once,
+//!   and through a backend each subscriber on every other node once: a node subscribes
+//!   in the backend once per topic it has local subscribers for, and drops its own
+//!   messages when they come back. What is published while a node is cut off from the
+//!   backend reaches that node's own subscribers only (at most once elsewhere: there is
+//!   no history to replay yet).
+//! - **Slow subscribers are closed, never waited for.** A publish that would take a
+//!   subscriber's [`buffered_amount`](crate::WebSocket::buffered_amount) over the hub's
+//!   bound ([`HubBuilder::max_backlog`], 1 MiB by default; a message alone on an empty
+//!   queue always fits) is not queued for it: the subscriber is closed with
+//!   [`SLOW_CLOSE_CODE`] (1008, policy violation: the peer broke the rule that it reads
+//!   what it subscribed to; 1013 would tell it the *server* is overloaded), reason
+//!   `"slow subscriber"`, after what it was already sent, and counted in
+//!   [`HubStats::dropped_slow`]. The publisher never blocks and the other subscribers
+//!   are not delayed.
+//! - **Memory.** What a hub makes its subscribers hold is at most the bound per
+//!   subscriber (or one message larger than it), and the messages' bytes are shared, so
+//!   the real cost is lower: one frame per publish plus a reference per subscriber.
+//! - **No leak.** A socket leaves all its topics when its close event is dispatched
+//!   (the hub registers a close listener), and a socket that went away without one is
+//!   dropped from the maps at the next publish to its topics: the hub holds sockets by
+//!   weak reference only.
+//! - **permessage-deflate.** The shared frame is sent uncompressed (RSV1 clear) to
+//!   deflate connections too, as RFC 7692 §6.1 allows; compressing per subscriber would
+//!   cost one deflate per subscriber and defeat the sharing. The price is bandwidth:
+//!   for a 1 KiB JSON-like message, about 1,028 bytes on the wire instead of roughly
+//!   400 (measured in `tests/hub.rs`, `deflate_subscribers_get_the_frame_uncompressed`).
+//!   Use [`send`](crate::WebSocket::send) per socket where bandwidth matters more than
+//!   CPU. (Connections without context takeover could share one compressed frame; not
+//!   done yet.)
+//!
+//! The hub serves open connections of the **server role** of the event API
+//! ([`WebSocket`]): a prepared frame is unmasked, which only a server may send. The
+//! stream API ([`WebSocketStream`](crate::WebSocketStream)) is not served: its core is
+//! owned by the task that polls it, with no shared handle the hub could queue into
+//! without a lock on every poll of every stream; turn such a connection into a
+//! `WebSocket` with [`WebSocket::from_stream`] to subscribe it.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use wsevents::hub::Hub;
+//! use wsevents::{Data, Server};
+//! # async fn demo() -> Result<(), wsevents::Error> {
+//! let hub = Hub::new();
+//! let server = Server::bind("127.0.0.1:8080").await?;
+//! while let Some(ws) = server.accept().await {
+//!     // A chat room: every socket is in "chat", and what one says goes to all.
+//!     hub.subscribe(&ws, "chat")?;
+//!     let room = hub.clone();
+//!     ws.on_message(move |e| {
+//!         if let Data::Text(text) = &e.data {
+//!             room.publish("chat", text.as_str());
+//!         }
+//!     });
+//!     tokio::spawn(async move { ws.run().await });
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use wsevents_proto::{CloseCode, Message, PreparedMessage, Role};
+
+use crate::api::data::IntoMessage;
+use crate::api::error::{Error, Result};
+use crate::api::events::{EventType, ListenerId};
+use crate::api::websocket::{Offer, WeakWebSocket, WebSocket};
+
+mod backend;
+#[cfg(feature = "redis")]
+mod redis;
+
+pub use backend::{Backend, BackendStatus, InProcess, Inbound};
+#[cfg(feature = "redis")]
+pub use redis::{RedisBackend, RedisConfig};
+
+/// The default bound on a subscriber's unsent bytes: 1 MiB (Centrifugo's, uWS.js's).
+pub const DEFAULT_MAX_BACKLOG: usize = 1 << 20;
+
+/// The code a slow subscriber is closed with: 1008, policy violation.
+pub const SLOW_CLOSE_CODE: CloseCode = CloseCode::POLICY_VIOLATION;
+
+/// The reason a slow subscriber is closed with.
+pub const SLOW_CLOSE_REASON: &str = "slow subscriber";
+
+/// Topics and their subscribers; a cheap clone (all clones are one hub).
+///
+/// ```
+/// use wsevents::hub::Hub;
+/// let hub = Hub::new();
+/// assert_eq!(hub.publish("news", "nobody listens"), 0);
+/// assert_eq!(hub.subscriber_count("news"), 0);
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+pub(crate) struct HubInner {
+    state: Mutex<State>,
+    max_backlog: usize,
+    slow_code: CloseCode,
+    backend: Box<dyn Backend>,
+    published: AtomicU64,
+    delivered: AtomicU64,
+    dropped_slow: AtomicU64,
+}
+
+/// A topic name, shared between the topic map and the members' sets.
+type Topic = Arc<str>;
+
+#[derive(Default)]
+struct State {
+    /// Topic → its subscribers by socket id.
+    topics: HashMap<Topic, HashMap<u64, WeakWebSocket>>,
+    /// Socket id → the topics it is in, and the close listener that takes it out.
+    members: HashMap<u64, Member>,
+}
+
+struct Member {
+    topics: HashSet<Topic>,
+    socket: WeakWebSocket,
+    listener: ListenerId,
+}
+
+/// Counters of a hub, since it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Calls of [`Hub::publish`].
+    pub published: u64,
+    /// Messages queued on local subscribers (from local publishes and from the
+    /// backend).
+    pub delivered: u64,
+    /// Subscribers closed for being over the backlog bound.
+    pub dropped_slow: u64,
+    /// Topics with at least one local subscriber, now.
+    pub topics: usize,
+    /// Sockets subscribed to at least one topic, now.
+    pub subscribers: usize,
+}
+
+/// Options for a [`Hub`].
+///
+/// ```
+/// use wsevents::hub::{Hub, InProcess};
+/// let hub = Hub::builder().max_backlog(256 * 1024).backend(InProcess).build();
+/// # let _ = hub;
+/// ```
+pub struct HubBuilder {
+    max_backlog: usize,
+    slow_code: CloseCode,
+    backend: Box<dyn Backend>,
+}
+
+impl fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("max_backlog", &self.max_backlog)
+            .field("slow_code", &self.slow_code)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubBuilder {
+    /// The bound on a subscriber's unsent bytes
+    /// ([`buffered_amount`](crate::WebSocket::buffered_amount), its own `send`s
+    /// included) past which a publish closes it instead of queuing; default
+    /// [`DEFAULT_MAX_BACKLOG`] (1 MiB).
+    pub fn max_backlog(mut self, bytes: usize) -> Self {
+        self.max_backlog = bytes;
+        self
+    }
+
+    /// The close code for slow subscribers; default [`SLOW_CLOSE_CODE`] (1008).
+    /// [`Error::InvalidAccess`] for a code that may not be sent in a close frame.
+    ///
+    /// ```
+    /// use wsevents::{CloseCode, hub::Hub};
+    /// let hub = Hub::builder().slow_close_code(CloseCode::TRY_AGAIN_LATER)?.build();
+    /// assert!(Hub::builder().slow_close_code(CloseCode::ABNORMAL).is_err());
+    /// # let _ = hub; Ok::<(), wsevents::Error>(())
+    /// ```
+    pub fn slow_close_code(mut self, code: CloseCode) -> Result<Self> {
+        if !code.is_valid_on_wire() {
+            return Err(Error::InvalidAccess(format!(
+                "close code {code} may not be sent in a close frame"
+            )));
+        }
+        self.slow_code = code;
+        Ok(self)
+    }
+
+    /// The backend that joins this hub to others ([`InProcess`] by default: none).
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.backend = Box::new(backend);
+        self
+    }
+
+    /// The hub. A backend that runs tasks (Redis) starts them here, so call it inside
+    /// a tokio runtime.
+    pub fn build(self) -> Hub {
+        let inner = Arc::new(HubInner {
+            state: Mutex::new(State::default()),
+            max_backlog: self.max_backlog,
+            slow_code: self.slow_code,
+            backend: self.backend,
+            published: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            dropped_slow: AtomicU64::new(0),
+        });
+        inner.backend.start(Inbound {
+            hub: Arc::downgrade(&inner),
+        });
+        Hub { inner }
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("stats", &self.stats())
+            .field("backend", &self.backend_status())
+            .finish()
+    }
+}
+
+impl Hub {
+    /// An in-process hub with the defaults.
+    pub fn new() -> Hub {
+        Hub::builder().build()
+    }
+
+    /// Options: the backlog bound, the slow subscribers' close code, the backend.
+    pub fn builder() -> HubBuilder {
+        HubBuilder {
+            max_backlog: DEFAULT_MAX_BACKLOG,
+            slow_code: SLOW_CLOSE_CODE,
+            backend: Box::new(InProcess),
+        }
+    }
+
+    /// Subscribe `ws` to `topic`: true if it was not subscribed yet. The socket
+    /// leaves all its topics by itself when it closes.
+    ///
+    /// [`Error::InvalidState`] unless the socket is open; [`Error::InvalidAccess`] for a
+    /// client's socket (the hub serves the server role).
+    ///
+    /// ```no_run
+    /// # fn demo(hub: &wsevents::hub::Hub, ws: &wsevents::WebSocket) -> Result<(), wsevents::Error> {
+    /// hub.subscribe(ws, "prices/EURUSD")?;
+    /// assert_eq!(hub.topics(ws), ["prices/EURUSD"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe(&self, ws: &WebSocket, topic: &str) -> Result<bool> {
+        match ws.role() {
+            Some(Role::Server) => {}
+            Some(_) => {
+                return Err(Error::InvalidAccess(
+                    "a hub serves server connections only".into(),
+                ));
+            }
+            None => return Err(Error::InvalidState),
+        }
+        if !ws.is_open_server() {
+            return Err(Error::InvalidState);
+        }
+        let id = ws.id();
+        let added = {
+            let mut state = self.inner.state();
+            let name: Topic = match state.topics.get_key_value(topic) {
+                Some((name, _)) => name.clone(),
+                None => Arc::from(topic),
+            };
+            let member = state.members.entry(id).or_insert_with(|| {
+                let hub = Arc::downgrade(&self.inner);
+                let listener = ws.add_event_listener(EventType::Close, move |_| {
+                    if let Some(hub) = hub.upgrade() {
+                        hub.leave_all(id);
+                    }
+                });
+                Member {
+                    topics: HashSet::new(),
+                    socket: ws.downgrade(),
+                    listener,
+                }
+            });
+            let added = member.topics.insert(name.clone());
+            if added {
+                let subscribers = state.topics.entry(name).or_default();
+                subscribers.insert(id, ws.downgrade());
+                if subscribers.len() == 1 {
+                    self.inner.backend.subscribe(topic);
+                }
+            }
+            added
+        };
+        // The close event may have been dispatched after the check above and before
+        // the listener was registered: then nobody else will take the socket out.
+        if ws.is_closed() {
+            self.inner.leave_all(id);
+            return Err(Error::InvalidState);
+        }
+        Ok(added)
+    }
+
+    /// Unsubscribe `ws` from `topic`: true if it was subscribed.
+    pub fn unsubscribe(&self, ws: &WebSocket, topic: &str) -> bool {
+        let mut state = self.inner.state();
+        let removed = self.inner.leave(&mut state, ws.id(), topic);
+        let empty = state
+            .members
+            .get(&ws.id())
+            .is_some_and(|m| m.topics.is_empty());
+        if empty && let Some(member) = state.members.remove(&ws.id()) {
+            drop(state);
+            ws.remove_event_listener(member.listener);
+        }
+        removed
+    }
+
+    /// Publish `message` to `topic`: framed once, queued on every local subscriber,
+    /// and handed to the backend for the other nodes. Returns how many local
+    /// subscribers it was queued for (slow ones closed instead are not counted).
+    /// Never waits.
+    ///
+    /// ```
+    /// let hub = wsevents::hub::Hub::new();
+    /// assert_eq!(hub.publish("chat", "hello"), 0);
+    /// assert_eq!(hub.publish("bin", vec![1u8, 2, 3]), 0);
+    /// assert_eq!(hub.stats().published, 2);
+    /// ```
+    pub fn publish(&self, topic: &str, message: impl IntoMessage) -> usize {
+        let message = message.into_message();
+        self.inner.published.fetch_add(1, Ordering::Relaxed);
+        let prepared = PreparedMessage::new(&message);
+        let queued = self.inner.deliver(topic, &prepared);
+        self.inner.backend.publish(topic, &message);
+        queued
+    }
+
+    /// The topics `ws` is subscribed to, sorted.
+    pub fn topics(&self, ws: &WebSocket) -> Vec<String> {
+        let state = self.inner.state();
+        let mut topics: Vec<String> = state
+            .members
+            .get(&ws.id())
+            .map(|m| m.topics.iter().map(|t| t.to_string()).collect())
+            .unwrap_or_default();
+        topics.sort();
+        topics
+    }
+
+    /// How many local sockets are subscribed to `topic`.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.inner.state().topics.get(topic).map_or(0, HashMap::len)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> HubStats {
+        let state = self.inner.state();
+        HubStats {
+            published: self.inner.published.load(Ordering::Relaxed),
+            delivered: self.inner.delivered.load(Ordering::Relaxed),
+            dropped_slow: self.inner.dropped_slow.load(Ordering::Relaxed),
+            topics: state.topics.len(),
+            subscribers: state.members.len(),
+        }
+    }
+
+    /// Where the backend is: [`BackendStatus::InProcess`] for a hub of one process,
+    /// else connected or reconnecting (and why).
+    pub fn backend_status(&self) -> BackendStatus {
+        self.inner.backend.status()
+    }
+}
+
+impl HubInner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock was held left the maps consistent (every change is
+        // one insert or remove); carry on with them.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue `prepared` on every local subscriber of `topic`; the count queued.
+    pub(crate) fn deliver(&self, topic: &str, prepared: &PreparedMessage) -> usize {
+        let mut state = self.state();
+        let Some(subscribers) = state.topics.get(topic) else {
+            return 0;
+        };
+        let mut queued = 0;
+        let mut slow = 0;
+        let mut gone = Vec::new();
+        for (&id, socket) in subscribers {
+            let Some(ws) = socket.upgrade() else {
+                gone.push(id);
+                continue;
+            };
+            match ws.offer_prepared(prepared, self.max_backlog, self.slow_code, SLOW_CLOSE_REASON)
+            {
+                Offer::Queued => queued += 1,
+                Offer::TooSlow => {
+                    tracing::info!(
+                        topic,
+                        backlog = ws.buffered_amount(),
+                        limit = self.max_backlog,
+                        "closing a slow subscriber"
+                    );
+                    slow += 1;
+                }
+                Offer::Gone if ws.is_closed() => gone.push(id),
+                Offer::Gone => {}
+            }
+        }
+        for id in gone {
+            self.remove_member(&mut state, id);
+        }
+        drop(state);
+        self.delivered.fetch_add(queued as u64, Ordering::Relaxed);
+        self.dropped_slow.fetch_add(slow, Ordering::Relaxed);
+        queued
+    }
+
+    /// Take socket `id` out of every topic (its close listener).
+    fn leave_all(&self, id: u64) {
+        let mut state = self.state();
+        self.remove_member(&mut state, id);
+    }
+
+    fn remove_member(&self, state: &mut State, id: u64) {
+        let Some(member) = state.members.remove(&id) else {
+            return;
+        };
+        for topic in &member.topics {
+            self.drop_subscriber(state, id, topic);
+        }
+        drop(member.socket);
+    }
+
+    /// Take `id` out of `topic`'s subscribers: true if it was there.
+    fn leave(&self, state: &mut State, id: u64, topic: &str) -> bool {
+        let removed = state
+            .members
+            .get_mut(&id)
+            .is_some_and(|m| m.topics.remove(topic));
+        if removed {
+            self.drop_subscriber(state, id, topic);
+        }
+        removed
+    }
+
+    fn drop_subscriber(&self, state: &mut State, id: u64, topic: &str) {
+        if let Some(subscribers) = state.topics.get_mut(topic) {
+            subscribers.remove(&id);
+            if subscribers.is_empty() {
+                state.topics.remove(topic);
+                self.backend.unsubscribe(topic);
+            }
+        }
+    }
+}
+
+impl Inbound {
+    /// Queue `message` on the local subscribers of `topic`; how many it was queued
+    /// for (0 once the hub is gone).
+    pub fn deliver(&self, topic: &str, message: &Message) -> usize {
+        match self.hub.upgrade() {
+            Some(hub) => hub.deliver(topic, &PreparedMessage::new(message)),
+            None => 0,
+        }
+    }
+
+    /// Whether the hub still exists (a backend's tasks end when it is gone).
+    pub fn is_alive(&self) -> bool {
+        self.hub.strong_count() > 0
+    }
+
+    /// The topics with local subscribers now (what a backend resubscribes to after
+    /// reconnecting).
+    pub fn topics(&self) -> Vec<String> {
+        match self.hub.upgrade() {
+            Some(hub) => hub.state().topics.keys().map(|t| t.to_string()).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+pub(crate) type WeakHub = Weak<HubInner>;
