@@ -5,8 +5,8 @@
 //! - `serve` ([`serve`]): a WebSocket server with the demo page at `/` (the seed's
 //!   JavaScript examples, run by the browser against this server), an echo endpoint at
 //!   `/ws` and a chat room at `/chat`; `--echo` / `--broadcast` for tests and
-//!   benchmarks. Graceful on Ctrl-C: every client gets close 1001 after its queued
-//!   messages.
+//!   benchmarks. Bounded (open connections, handshakes and their timeout) and
+//!   graceful on Ctrl-C: every client gets close 1001 after its queued messages.
 //! - `connect URL` ([`connect`]): a terminal or scripted client that prints what
 //!   happens in the seed's words (`open`, each message, `error`, `close code reason
 //!   wasClean`).
@@ -54,8 +54,10 @@ enum Command {
     ///
     /// The demo page runs the WebSocket examples of the seed tutorial (onopen,
     /// onmessage, binaryType, send, onerror, onclose, close) in the browser against
-    /// this server and shows each event as it happens. Ctrl-C closes every client with
-    /// 1001 after flushing what is queued for it, then exits 0.
+    /// this server and shows each event as it happens. Ctrl-C (or SIGTERM) closes
+    /// every client with 1001 after flushing what is queued for it, waits up to
+    /// --grace for the close handshakes, forces the rest, prints
+    /// `shutdown: N closed cleanly, M forced` and exits 0.
     ///
     /// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
     #[command(after_help = "Examples:\n  \

@@ -1,16 +1,16 @@
-//! `wsevents serve`: one port for the demo page and the WebSocket endpoints, with a
-//! graceful shutdown.
+//! `wsevents serve`: one port for the demo page and the WebSocket endpoints, bounded,
+//! with a graceful shutdown.
 //!
 //! ```text
 //!  TCP ─► (TLS) ─► http::read_head ─┬─ not an upgrade: the page, 404 or 426 (http.rs)
-//!                                   └─ upgrade: Acceptor::accept(Rewind) ─┬─ echo (stream API)
-//!                                                                         └─ chat (event API, room.rs)
+//!                                   └─ upgrade: Lifecycle::accept(Rewind) ─┬─ echo (stream API)
+//!                                                                          └─ chat (event API, room.rs)
 //! ```
 //!
 //! The library serves WebSocket upgrades only, by design; the page needs plain HTTP on
 //! the same port (the page derives its socket URL from `location`), so this module
-//! reads the request head itself and hands upgrade requests, bytes included, to the
-//! library's [`Acceptor`].
+//! has an accept loop of its own, reads the request head itself and hands upgrade
+//! requests, bytes included, to the library's [`Acceptor`].
 //!
 //! Two routes, two faces of the library, each the right tool for its job:
 //! - **echo** uses the stream API: `Sink` backpressure means a client that sends
@@ -19,12 +19,23 @@
 //! - **chat** uses the event API, as a browser would: `on_message` publishes to every
 //!   member of the room (see `room.rs` for the rule for slow members).
 //!
-//! Shutdown (mini-redis style, `shutdown.rs`): Ctrl-C or SIGTERM stops accepting and
-//! tells every connection task; each closes with 1001 *after* what is already queued
-//! for it (the close frame takes its place in the same queue), waits for the close
-//! handshake, and reports done. The process exits 0 once all are done or the grace
-//! period (10 s) ran out: an echo client that stopped reading holds its task in
-//! backpressure, and is given up on then.
+//! Bounds and shutdown are the library's [`Lifecycle`], the same types its `Server`
+//! runs on; this module only adds the signals (`shutdown.rs`):
+//! - at most `--max-handshakes` (1024) connections between TCP accept and the end of
+//!   the handshake, each within `--handshake-timeout` (10 s) for TLS, the request head
+//!   and the answer together: a client that trickles its request in is closed then;
+//! - at most `--max-connections` (10,000) open WebSocket connections: past them an
+//!   upgrade request gets `503 Service Unavailable` with `Retry-After`
+//!   (`--retry-after`, 5 s);
+//! - accept failures (out of file descriptors) are waited out ([`AcceptBackoff`]);
+//! - the connection's own deadlines pass through to its `Config`: a keepalive ping
+//!   after `--ping-interval` (20 s) of silence, dropped after `--pong-timeout` (20 s)
+//!   more, and an optional `--idle-timeout` (off);
+//! - Ctrl-C or SIGTERM stops accepting; every connection closes with 1001 *after* what
+//!   is already queued for it (the close frame takes its place at the end of the same
+//!   queue) and waits for the close handshake; after `--grace` (10 s) the connections
+//!   left (an echo client that stopped reading holds its task in backpressure) are
+//!   aborted. The process prints `shutdown: N closed cleanly, M forced` and exits 0.
 
 mod http;
 mod room;
@@ -40,21 +51,16 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tracing::Instrument;
-use wsevents::{Acceptor, CloseCode, MaybeTlsStream, WebSocket, WebSocketStream};
+use wsevents::{
+    AcceptBackoff, Acceptor, CancellationToken, HandshakePermit, Lifecycle, MaybeTlsStream,
+    ServerLimits, ShutdownReport, WebSocket, WebSocketStream,
+};
 
 use self::http::Rewind;
 use self::room::Room;
-use self::shutdown::{Shutdown, ShutdownSignal};
+use self::shutdown::ShutdownSignal;
 use crate::Result;
-
-/// How long a client may take to send its request (and finish TLS).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the connections get to close after Ctrl-C before the process exits anyway.
-const GRACE: Duration = Duration::from_secs(10);
-/// The close reason every client gets on shutdown.
-const SHUTDOWN_REASON: &str = "server shutting down";
 
 /// Options of `wsevents serve`.
 #[derive(Debug, clap::Args)]
@@ -77,6 +83,60 @@ pub(crate) struct Args {
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
+    /// Open WebSocket connections at most; past them an upgrade gets 503 with
+    /// Retry-After (keep it below the file-descriptor limit, `ulimit -n`)
+    #[arg(long, value_name = "N", default_value_t = wsevents::DEFAULT_MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Handshakes (TLS, request head, answer) in progress at most; further TCP
+    /// connections wait in the listen backlog
+    #[arg(long, value_name = "N", default_value_t = wsevents::DEFAULT_MAX_HANDSHAKES as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_handshakes: u32,
+    /// Seconds a client has for TLS, its request head and the answer together; a
+    /// client that sends its request byte by byte is closed then
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_seconds)]
+    handshake_timeout: Duration,
+    /// Seconds a 503 past --max-connections asks the client to wait (Retry-After)
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = clap::value_parser!(u64))]
+    retry_after: u64,
+    /// Seconds the connections get to close after Ctrl-C/SIGTERM before the rest are
+    /// forced
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    grace: Duration,
+    /// Seconds with nothing received after which a connection is pinged (keepalive);
+    /// 0 = no keepalive pings
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = seconds)]
+    ping_interval: Duration,
+    /// Seconds a pinged client has to send anything before it is dropped (1011); 0 =
+    /// never dropped for it
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = seconds)]
+    pong_timeout: Duration,
+    /// Seconds without a message either way after which a connection is closed (1001
+    /// "idle timeout"); 0 = off
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = seconds)]
+    idle_timeout: Duration,
+}
+
+/// A duration of the connection's `Config`: 0 turns it off.
+fn unless_zero(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
+}
+
+/// A number of seconds (fractions allowed), 0 or more.
+fn seconds(text: &str) -> std::result::Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is not a duration"))
+}
+
+/// A number of seconds over 0.
+fn positive_seconds(text: &str) -> std::result::Result<Duration, String> {
+    match seconds(text)? {
+        Duration::ZERO => Err("must be over 0".into()),
+        duration => Ok(duration),
+    }
 }
 
 /// What the server does with each WebSocket path.
@@ -102,6 +162,10 @@ struct Shared {
     mode: Mode,
     acceptor: Acceptor,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The bounds, the tracking of connections, the shutdown.
+    lifecycle: Lifecycle,
+    /// TLS, the request head and the answer, together.
+    handshake_timeout: Duration,
     room: Arc<Room>,
     next_id: AtomicU64,
 }
@@ -139,20 +203,39 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
+    let config = wsevents::Config {
+        handshake_timeout: Some(args.handshake_timeout),
+        ping_interval: unless_zero(args.ping_interval),
+        pong_timeout: unless_zero(args.pong_timeout),
+        idle_timeout: unless_zero(args.idle_timeout),
+        ..wsevents::Config::default()
+    };
     let acceptor = match mode {
         Mode::Demo => Acceptor::new().route("/ws").route("/chat"),
         Mode::Echo | Mode::Broadcast => Acceptor::new(),
     }
+    .config(config)
     .deflate((!args.no_deflate).then(wsevents::DeflateConfig::default));
+    let limits = ServerLimits {
+        max_connections: args.max_connections as usize,
+        max_handshakes: args.max_handshakes as usize,
+        retry_after: Duration::from_secs(args.retry_after),
+    };
     let shared = Arc::new(Shared {
         mode,
         acceptor,
         tls,
+        lifecycle: Lifecycle::new(limits, CancellationToken::new()),
+        handshake_timeout: args.handshake_timeout,
         room: Arc::new(Room::default()),
         next_id: AtomicU64::new(1),
     });
     print_banner(addr, mode, shared.tls.is_some());
-    serve(listener, shared, signal).await;
+    let report = serve(listener, shared, signal, args.grace).await;
+    // One line, for people and for scripts.
+    println!("shutdown: {report}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -179,69 +262,96 @@ fn print_banner(addr: SocketAddr, mode: Mode, secure: bool) {
     let _ = std::io::stdout().flush();
 }
 
-/// Accept until the signal, then shut down every connection and wait for them.
-async fn serve(listener: TcpListener, shared: Arc<Shared>, signal: ShutdownSignal) {
-    let (notify, shutdown) = tokio::sync::watch::channel(false);
-    // Each connection task holds a sender; `recv` ends once all are dropped.
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let mut backoff = Duration::from_millis(1);
-    let signal = signal.recv();
-    tokio::pin!(signal);
+/// Accept until the signal, then shut every connection down; how that went.
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    signal: ShutdownSignal,
+    grace: Duration,
+) -> ShutdownReport {
+    let lifecycle = shared.lifecycle.clone();
+    let stop = lifecycle.shutdown_token().clone();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        signal.recv().await;
+        on_signal.cancel();
+    });
+    let mut backoff = AcceptBackoff::new();
     loop {
-        tokio::select! {
-            () = &mut signal => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    backoff = Duration::from_millis(1);
-                    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                    let span = tracing::info_span!("conn", id, %peer, path = tracing::field::Empty);
-                    let task = connection(tcp, shared.clone(), Shutdown::new(shutdown.clone()));
-                    let done = done_tx.clone();
-                    tokio::spawn(async move {
-                        task.await;
-                        drop(done);
-                    }.instrument(span));
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: wait, then try again.
-                    tracing::warn!(%error, ?backoff, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            },
-        }
+        let permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            permit = lifecycle.handshake_permit() => permit,
+        };
+        let (tcp, peer) = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            accepted = backoff.accept(&listener) => accepted,
+        };
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("conn", id, %peer, path = tracing::field::Empty);
+        lifecycle.spawn(connection(tcp, shared.clone(), permit).instrument(span));
     }
     drop(listener);
-    let live = shared.room.len();
     tracing::info!(
-        chat_members = live,
+        open = lifecycle.open_connections(),
+        chat_members = shared.room.len(),
+        ?grace,
         "shutting down: closing every connection with 1001"
     );
-    let _ = notify.send(true);
-    drop(done_tx);
-    if tokio::time::timeout(GRACE, done_rx.recv()).await.is_err() {
-        tracing::warn!(grace = ?GRACE, "some connections did not close in time");
-    } else {
-        tracing::info!("every connection closed; bye");
+    let report = lifecycle.shutdown(grace).await;
+    tracing::info!(report.clean, report.forced, "bye");
+    report
+}
+
+/// One TCP connection: the handshake (dropped if the shutdown comes first), then the
+/// WebSocket route.
+async fn connection(tcp: TcpStream, shared: Arc<Shared>, permit: HandshakePermit) {
+    let stop = shared.lifecycle.shutdown_token().clone();
+    let opened = tokio::select! {
+        biased;
+        () = stop.cancelled() => return tracing::debug!("shutting down: handshake dropped"),
+        opened = tokio::time::timeout(shared.handshake_timeout, open(tcp, &shared)) => opened,
+    };
+    drop(permit);
+    let (stream, url, route) = match opened {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return,
+        Err(_) => {
+            return tracing::debug!(timeout = ?shared.handshake_timeout, "handshake timed out");
+        }
+    };
+    tracing::info!(url, extensions = stream.extensions(), "open");
+    match route {
+        Some(Route::Echo) => echo(stream).await,
+        Some(Route::Chat) => chat(stream, url, &shared.room).await,
+        None => {}
     }
 }
 
-/// One TCP connection: TLS, the request head, then the page or a WebSocket.
-async fn connection(tcp: TcpStream, shared: Arc<Shared>, shutdown: Shutdown) {
+/// The stream of an upgraded connection.
+type Upgraded = WebSocketStream<Rewind<MaybeTlsStream>>;
+
+/// TLS, the request head, then the page or the upgrade (through the lifecycle: 503
+/// past the cap); the open WebSocket and its URL, if it came to that.
+async fn open(tcp: TcpStream, shared: &Shared) -> Option<(Upgraded, String, Option<Route>)> {
     let _ = tcp.set_nodelay(true);
-    let io = match &shared.tls {
+    let mut io = match &shared.tls {
         None => MaybeTlsStream::Plain(tcp),
-        Some(tls) => match tokio::time::timeout(REQUEST_TIMEOUT, tls.accept(tcp)).await {
-            Ok(Ok(stream)) => MaybeTlsStream::Tls(Box::new(stream.into())),
-            Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
-            Err(_) => return tracing::debug!("TLS handshake timed out"),
+        Some(tls) => match tls.accept(tcp).await {
+            Ok(stream) => MaybeTlsStream::Tls(Box::new(stream.into())),
+            Err(error) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                return None;
+            }
         },
     };
-    let mut io = io;
-    let head = match tokio::time::timeout(REQUEST_TIMEOUT, http::read_head(&mut io)).await {
-        Ok(Ok(read)) => read,
-        Ok(Err(error)) => return tracing::debug!(%error, "bad request"),
-        Err(_) => return tracing::debug!("request timed out"),
+    let head = match http::read_head(&mut io).await {
+        Ok(read) => read,
+        Err(error) => {
+            tracing::debug!(%error, "bad request");
+            return None;
+        }
     };
     if !head.upgrade {
         let response = http::respond_plain(&head, shared.mode == Mode::Demo);
@@ -249,52 +359,38 @@ async fn connection(tcp: TcpStream, shared: Arc<Shared>, shutdown: Shutdown) {
         if let Err(error) = http::write_response(&mut io, &response, &head.method).await {
             tracing::debug!(%error, "writing the response failed");
         }
-        return;
+        return None;
     }
     let route = shared.route(&head.path);
     tracing::Span::current().record("path", head.path.as_str());
     let io = Rewind::new(head.buffered, io);
-    let (stream, request) = match shared.acceptor.accept(io).await {
-        Ok(accepted) => accepted,
-        Err(error) => return tracing::info!(path = %head.path, %error, "upgrade refused"),
-    };
-    let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
-    let url = format!("{scheme}://{}{}", request.host, request.target);
-    tracing::info!(
-        path = request.path(),
-        extensions = stream.extensions(),
-        "open"
-    );
-    match route {
-        Some(Route::Echo) => echo(stream, shutdown).await,
-        Some(Route::Chat) => chat(stream, url, &shared.room, shutdown).await,
-        None => {}
+    match shared.lifecycle.accept(&shared.acceptor, io).await {
+        Ok((stream, request)) => {
+            let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
+            let url = format!("{scheme}://{}{}", request.host, request.target);
+            Some((stream, url, route))
+        }
+        Err(error) => {
+            tracing::info!(path = %head.path, %error, "upgrade refused");
+            None
+        }
     }
 }
 
-/// Echo every message back, until the client closes or the server shuts down.
-async fn echo<S>(mut ws: WebSocketStream<S>, mut shutdown: Shutdown)
+/// Echo every message back, until the client closes or the server shuts down (the
+/// stream then ends by itself, after the close handshake).
+async fn echo<S>(mut ws: WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    loop {
-        tokio::select! {
-            () = shutdown.recv() => {
-                // The close frame goes after every echo already queued.
-                if let Err(error) = ws.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON).await {
-                    tracing::debug!(%error, "closing failed");
+    while let Some(message) = ws.next().await {
+        match message {
+            Ok(message) => {
+                if let Err(error) = echo_batch(&mut ws, message).await {
+                    tracing::debug!(%error, "echo failed");
                 }
-                break;
             }
-            message = ws.next() => match message {
-                Some(Ok(message)) => {
-                    if let Err(error) = echo_batch(&mut ws, message).await {
-                        tracing::debug!(%error, "echo failed");
-                    }
-                }
-                Some(Err(error)) => tracing::info!(%error, "error"),
-                None => break,
-            },
+            Err(error) => tracing::info!(%error, "error"),
         }
     }
     match ws.closure() {
@@ -322,8 +418,9 @@ where
     Ok(())
 }
 
-/// A member of the chat room, with the event API.
-async fn chat<S>(stream: WebSocketStream<S>, url: String, room: &Arc<Room>, mut shutdown: Shutdown)
+/// A member of the chat room, with the event API, until the client leaves or the
+/// server shuts down.
+async fn chat<S>(stream: WebSocketStream<S>, url: String, room: &Arc<Room>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug + 'static,
 {
@@ -332,14 +429,7 @@ where
     let publish_to = room.clone();
     ws.on_message(move |e| publish_to.publish(&e.data));
     ws.on_error(|e| tracing::info!(error = %e.message(), "error"));
-    let closer = ws.clone();
-    let close = tokio::select! {
-        close = ws.run() => close,
-        () = shutdown.recv() => {
-            let _ = closer.close_with_code(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
-            ws.run().await
-        }
-    };
+    let close = ws.run().await;
     room.leave(id);
     tracing::info!(
         code = close.code,

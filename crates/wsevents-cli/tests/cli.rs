@@ -17,11 +17,26 @@ const BIN: &str = env!("CARGO_BIN_EXE_wsevents");
 struct Serve {
     child: Child,
     addr: String,
+    /// Standard output after the banner's first line, as it comes.
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Serve {
     fn start(args: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
+        Serve::spawn(Command::new(BIN), args)
+    }
+
+    /// `wsevents serve ARGS` with at most `files` file descriptors (`prlimit` execs
+    /// it, so the pid is the server's); `None` where there is no `prlimit`.
+    fn start_with_file_limit(files: u32, args: &[&str]) -> Option<Serve> {
+        Command::new("prlimit").arg("--version").output().ok()?;
+        let mut command = Command::new("prlimit");
+        command.arg(format!("--nofile={files}:{files}")).arg(BIN);
+        Some(Serve::spawn(command, args))
+    }
+
+    fn spawn(mut command: Command, args: &[&str]) -> Serve {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
@@ -37,10 +52,27 @@ impl Serve {
             .unwrap_or_else(|| panic!("unexpected banner: {first:?}"))
             .to_owned();
         // Keep draining stdout so the child never blocks on it.
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let collected = output.clone();
         std::thread::spawn(move || {
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+            let mut line = String::new();
+            while stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
+                collected.lock().unwrap().push_str(&line);
+                line.clear();
+            }
         });
-        Serve { child, addr }
+        Serve {
+            child,
+            addr,
+            stdout: output,
+        }
+    }
+
+    /// What the child printed after the banner's first line, once it exited.
+    fn output(&self) -> String {
+        // The reader thread may be a moment behind the exit.
+        std::thread::sleep(Duration::from_millis(100));
+        self.stdout.lock().unwrap().clone()
     }
 
     fn url(&self, path: &str) -> String {
@@ -474,6 +506,194 @@ async fn serve_shutdown_flushes_queued_messages_then_closes_every_client_with_10
         assert!(closure.was_clean());
     }
     assert_eq!(serve.wait(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test]
+async fn serve_sigterm_prints_the_report_and_exits_0() {
+    let mut serve = Serve::start(&["--echo", "--grace", "1"]);
+    // One client that reads and answers the close...
+    let mut polite = wsevents::connect(&serve.url("/")).await.unwrap();
+    polite.send(Message::text("hi")).await.unwrap();
+    assert_eq!(polite.next().await.unwrap().unwrap().as_text(), Some("hi"));
+    // ... one that sends far more than the sockets hold and never reads: the server's
+    // echo task waits for room until it is forced.
+    let mut deaf = wsevents::connect(&serve.url("/")).await.unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    for _ in 0..256 {
+        let sent = tokio::time::timeout(
+            Duration::from_millis(200),
+            deaf.send(Message::binary(chunk.clone())),
+        )
+        .await;
+        if sent.is_err() {
+            break; // our own send blocks now: both directions are full
+        }
+    }
+    let start = Instant::now();
+    serve.signal("TERM");
+    while let Some(message) = polite.next().await {
+        message.unwrap();
+    }
+    assert_eq!(polite.closure().unwrap().code(), CloseCode::GOING_AWAY);
+    assert_eq!(serve.wait(Duration::from_secs(10)), Some(0));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "the grace period was waited: {took:?}"
+    );
+    let output = serve.output();
+    assert!(
+        output.contains("shutdown: 1 closed cleanly, 1 forced\n"),
+        "{output:?}"
+    );
+    drop(deaf);
+}
+
+#[tokio::test]
+async fn serve_answers_503_past_max_connections_and_closes_a_slowloris_at_the_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let serve = Serve::start(&[
+        "--echo",
+        "--max-connections",
+        "1",
+        "--retry-after",
+        "9",
+        "--handshake-timeout",
+        "0.8",
+    ]);
+    let mut open = wsevents::connect(&serve.url("/")).await.unwrap();
+    let upgrade = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        serve.addr
+    );
+    let mut refused = tokio::net::TcpStream::connect(&serve.addr).await.unwrap();
+    refused.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut response))
+        .await
+        .expect("the 503 ends the connection")
+        .unwrap();
+    let response = text(&response);
+    assert!(response.starts_with("HTTP/1.1 503 "), "{response:?}");
+    assert!(response.contains("\r\nRetry-After: 9\r\n"), "{response:?}");
+
+    // A request head a byte every 100 ms: closed at 0.8 s, in the middle of it.
+    let start = Instant::now();
+    let slow = tokio::net::TcpStream::connect(&serve.addr).await.unwrap();
+    let (mut slow_read, mut slow_write) = slow.into_split();
+    let bytes = upgrade.into_bytes();
+    let trickle = tokio::spawn(async move {
+        for byte in bytes {
+            if slow_write.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    open.send(Message::text("still echoing")).await.unwrap();
+    assert_eq!(
+        open.next().await.unwrap().unwrap().as_text(),
+        Some("still echoing")
+    );
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), slow_read.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    trickle.abort();
+}
+
+#[tokio::test]
+async fn serve_passes_keepalive_and_idle_timeouts_to_its_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A silent client is pinged after --ping-interval.
+    let pinging = Serve::start(&["--echo", "--ping-interval", "0.3"]);
+    let mut tcp = tokio::net::TcpStream::connect(&pinging.addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            pinging.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let start = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), tcp.read_exact(&mut byte))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(byte[0], 0x89, "a ping (FIN, opcode 9)");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A client with nothing to say is closed after --idle-timeout.
+    let idle = Serve::start(&["--echo", "--ping-interval", "0", "--idle-timeout", "0.3"]);
+    let mut ws = wsevents::connect(&idle.url("/")).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(3), ws.next())
+        .await
+        .unwrap();
+    assert!(end.is_none());
+    assert_eq!(ws.closure().unwrap().code(), CloseCode::GOING_AWAY);
+    assert_eq!(ws.closure().unwrap().reason(), "idle timeout");
+}
+
+#[tokio::test]
+async fn serve_waits_out_running_out_of_file_descriptors_then_serves_again() {
+    let Some(serve) = Serve::start_with_file_limit(48, &["--echo"]) else {
+        eprintln!("skipped: no prlimit");
+        return;
+    };
+    let connect = |url: String| async move {
+        tokio::time::timeout(Duration::from_millis(500), wsevents::connect(&url)).await
+    };
+    // Open connections until the server has no descriptor left for the next one:
+    // accept fails (EMFILE) and that client waits in the listen backlog.
+    let mut open = Vec::new();
+    loop {
+        match connect(serve.url("/")).await {
+            Ok(Ok(ws)) => open.push(ws),
+            Ok(Err(error)) => panic!("refused instead of waiting: {error}"),
+            Err(_) => break,
+        }
+        assert!(open.len() < 48, "the file limit was never reached");
+    }
+    assert!(open.len() >= 8, "only {} connections", open.len());
+    // Every open connection still works.
+    for ws in &mut open {
+        ws.send(Message::text("alive")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap().as_text(), Some("alive"));
+    }
+    // Free some descriptors: within the back-off's longest wait (1 s), new clients
+    // are served again.
+    for mut ws in open.drain(..4) {
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+    }
+    let mut again = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Ok(ws)) = connect(serve.url("/")).await {
+                return ws;
+            }
+        }
+    })
+    .await
+    .expect("served again once descriptors were free");
+    again.send(Message::text("back")).await.unwrap();
+    assert_eq!(again.next().await.unwrap().unwrap().as_text(), Some("back"));
 }
 
 #[tokio::test]

@@ -16,6 +16,10 @@
 //! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s
 //!   ([`StreamEvent`]s with pings and pongs, on opt-in), that [`split`](WebSocketStream::split)s
 //!   into a [`ReadHalf`] and a [`WriteHalf`] for two tasks.
+//! - [`Lifecycle`] / [`ServerLimits`] / [`AcceptBackoff`]: a server's bounds (open
+//!   connections, handshakes), accept back-off and graceful shutdown
+//!   ([`Server::shutdown`] → [`ShutdownReport`]), for [`Server`] and for accept loops
+//!   of one's own.
 //!
 //! What it does not do: HTTP beyond the upgrade (no routing of plain HTTP requests),
 //! proxies, or HTTP/2 WebSockets (RFC 8441).
@@ -47,11 +51,18 @@ pub use api::events::{
 };
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
-pub use io::server::{Accepted, Acceptor, Server, ServerBuilder, accept};
+pub use io::server::{
+    AcceptBackoff, Accepted, Acceptor, DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER, HandshakePermit, Lifecycle, SHUTDOWN_REASON,
+    Server, ServerBuilder, ServerLimits, ShutdownReport, accept,
+};
 pub use io::stream::{
     DEFAULT_WRITE_LIMIT, ReadHalf, ReuniteError, StreamEvent, WebSocketStream, WriteHalf,
 };
 pub use io::tls::MaybeTlsStream;
+/// The token that starts a shutdown ([`ServerBuilder::shutdown_token`],
+/// [`Lifecycle::new`]): tokio-util's.
+pub use tokio_util::sync::CancellationToken;
 pub use wsevents_proto::deflate::DeflateConfig;
 pub use wsevents_proto::{
     CloseCode, CloseFrame, Closure, Config, Message, PreparedMessage, Role, State, Utf8Bytes,

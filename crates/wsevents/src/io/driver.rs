@@ -4,7 +4,9 @@
 //! (`&mut Connection`) only for the duration of one poll: read → `handle_input` →
 //! write `poll_transmit` → arm the timer → hand out events, until nothing is left to do.
 //! Both faces of a connection (the stream API and the event API) sit on it; the event
-//! API locks its shared core around each poll, the stream API owns its core outright.
+//! API locks its shared core around each poll, the stream API owns its core outright
+//! (and its split halves share it behind a lock, polling the transport with a waker that
+//! wakes both, see `io/stream/split.rs`).
 //!
 //! Reading is done only when the caller asks for the next event, so a caller that is
 //! slow to take events slows the peer down (TCP backpressure) instead of growing a
@@ -17,6 +19,14 @@
 //! write side first, a client waits for the server to; both then wait, up to the close
 //! timeout, for the peer's end of stream so no data is reset. Only then is the
 //! [`Event::Closed`] handed out.
+//!
+//! A connection a server tracks (see `io/server/lifecycle.rs`) also obeys its server's
+//! shutdown: told to go away, it closes with 1001 through the core (the close frame
+//! after everything queued); told to stop, it aborts and gives up its transport. A
+//! busy driver checks for that with one atomic load per `poll_event`; it registers its
+//! wakeup with the server only on its way to `Pending`, and then without a lock (a
+//! waker registration and an atomic load: the relay in `lifecycle.rs`). An untracked
+//! driver (clients, connections accepted on a caller's transport) checks a `None`.
 
 use std::io;
 use std::pin::Pin;
@@ -26,9 +36,10 @@ use std::time::Duration;
 use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
-use wsevents_proto::{Connection, Event, Role};
+use wsevents_proto::{CloseCode, CloseFrame, Connection, Event, Role};
 
 use crate::io::scratch;
+use crate::io::server::lifecycle::{SHUTDOWN_REASON, Signal, Tracked};
 
 /// How much room to make in a connection's own receive buffer before a read, at most.
 const READ_SIZE: usize = scratch::SCRATCH_SIZE;
@@ -70,6 +81,9 @@ pub(crate) struct Driver<S> {
     io_error: Option<io::Error>,
     /// How much the last read brought.
     last_read: usize,
+    /// The server's hold on this connection, if a server tracks it; given back once
+    /// the teardown is done.
+    tracked: Option<Box<Tracked>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -84,7 +98,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             closed_event: None,
             io_error: None,
             last_read: 0,
+            tracked: None,
         }
+    }
+
+    /// Obey a server's shutdown, and count as open until the teardown is done.
+    pub(crate) fn track(&mut self, tracked: Box<Tracked>) {
+        self.tracked = Some(tracked);
     }
 
     /// The same driver over a wrapped transport.
@@ -99,6 +119,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             closed_event: self.closed_event,
             io_error: self.io_error,
             last_read: self.last_read,
+            tracked: self.tracked,
         }
     }
 
@@ -123,11 +144,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         conn: &mut Connection,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Event>> {
+        // The busy path's whole cost of the server's shutdown: one atomic load (and a
+        // branch on `None` when untracked).
+        if let Some(signal) = self.tracked.as_mut().and_then(|t| t.signal()) {
+            self.obey(conn, signal);
+        }
         loop {
             match self.teardown {
                 Teardown::Done => return Poll::Ready(self.closed_event.take()),
                 Teardown::Closing => {
-                    ready!(self.poll_teardown(conn, cx));
+                    if self.poll_teardown(conn, cx).is_pending() {
+                        // Only the force cuts a teardown short.
+                        match self.poll_signal(cx) {
+                            Some(Signal::Force) => self.give_up_transport(),
+                            _ => return Poll::Pending,
+                        }
+                    }
+                    self.finish_tracked(conn);
                     self.teardown = Teardown::Done;
                     continue;
                 }
@@ -145,13 +178,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 // or for the input to run dry below, so that replies to a batch of
                 // messages read at once go out in one write.
                 if conn.queued_bytes() > queued
-                    && let Poll::Ready(Err(e)) = self.poll_write(conn, cx)
+                    && let Poll::Ready(Err(e)) = self.poll_write_queued(conn, cx)
                 {
                     self.transport_failed(conn, e);
                 }
                 return Poll::Ready(Some(event));
             }
-            if let Poll::Ready(Err(e)) = self.poll_write(conn, cx) {
+            if let Poll::Ready(Err(e)) = self.poll_write_queued(conn, cx) {
                 self.transport_failed(conn, e);
                 continue;
             }
@@ -161,14 +194,77 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             match self.poll_read(conn, cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => self.transport_failed(conn, e),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // About to sleep: only now register with the server's shutdown.
+                    if let Some(signal) = self.poll_signal(cx) {
+                        self.obey(conn, signal);
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
 
     /// Write everything the core has queued, then flush. `Pending` while the transport
-    /// is full.
+    /// is full; a tracked connection waiting so (a peer that does not read) still obeys
+    /// the server's shutdown.
     pub(crate) fn poll_write(
+        &mut self,
+        conn: &mut Connection,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let written = self.poll_write_queued(conn, cx);
+            if written.is_pending()
+                && let Some(signal) = self.poll_signal(cx)
+            {
+                self.obey(conn, signal);
+                continue;
+            }
+            return written;
+        }
+    }
+
+    /// The shutdown signal that came, if one did, registering the wakeup otherwise.
+    fn poll_signal(&mut self, cx: &mut Context<'_>) -> Option<Signal> {
+        self.tracked.as_mut()?.poll_signal(cx)
+    }
+
+    /// Act on the server's shutdown through the core.
+    #[cold]
+    fn obey(&mut self, conn: &mut Connection, signal: Signal) {
+        match signal {
+            Signal::GoingAway => {
+                tracing::debug!("server shutting down: closing with 1001");
+                let now = Instant::now().into_std();
+                // Valid code, short reason: cannot fail. Does nothing if closing already.
+                let _ = conn.close(CloseFrame::new(CloseCode::GOING_AWAY, SHUTDOWN_REASON), now);
+            }
+            Signal::Force => {
+                tracing::debug!("grace period over: aborting");
+                conn.abort();
+                self.give_up_transport();
+            }
+        }
+    }
+
+    /// Neither read nor write the transport any more: the teardown ends at once.
+    fn give_up_transport(&mut self) {
+        self.read_closed = true;
+        self.write_closed = true;
+    }
+
+    /// The teardown is done: give the server its slot back, saying how it ended.
+    fn finish_tracked(&mut self, conn: &Connection) {
+        if let Some(tracked) = self.tracked.take() {
+            (*tracked).finish(conn.closure().is_some_and(|c| c.was_clean()));
+        }
+    }
+
+    /// [`poll_write`](Self::poll_write) without the shutdown's part, for `poll_event`,
+    /// which has its own.
+    fn poll_write_queued(
         &mut self,
         conn: &mut Connection,
         cx: &mut Context<'_>,
@@ -255,6 +351,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return Poll::Pending;
         };
         let deadline = Instant::from_std(deadline);
+        if self
+            .timer
+            .as_ref()
+            .is_none_or(|timer| timer.deadline() != deadline)
+        {
+            // A new deadline (rare: the core moves it only when one fires). One that is
+            // already due (the core asks to be armed as soon as it opens, with a
+            // deadline in the past) is handled at once, without a trip through the
+            // timer wheel.
+            let now = Instant::now();
+            if deadline <= now {
+                self.timer = None;
+                conn.handle_timeout(now.into_std());
+                return Poll::Ready(());
+            }
+        }
         match &mut self.timer {
             Some(timer) if timer.deadline() == deadline => {}
             Some(timer) => timer.as_mut().reset(deadline),
@@ -283,7 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Flush, shut down in the role's order, and wait for the peer's EOF (bounded).
     fn poll_teardown(&mut self, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<()> {
         if !self.write_closed {
-            match self.poll_write(conn, cx) {
+            match self.poll_write_queued(conn, cx) {
                 Poll::Pending => return self.poll_linger(conn, cx),
                 Poll::Ready(Err(_)) => self.write_closed = true,
                 Poll::Ready(Ok(())) => {}

@@ -1,0 +1,689 @@
+//! Accepting: the server side of the opening handshake on any transport, and a
+//! [`Server`] that listens on TCP (optionally TLS), upgrades each connection in its own
+//! task, hands out the open ones, and shuts them all down gracefully.
+//!
+//! # Lifecycle
+//!
+//! ```text
+//!  listen ─► handshake permit ─► accept (AcceptBackoff) ─► task: TLS + HTTP head + 101
+//!            (max_handshakes)                                within handshake_timeout
+//!                                     under max_connections? ─┬─ no: 503 + Retry-After
+//!                                                             └─ yes: tracked, handed out
+//!  shutdown ─► stop accepting ─► 1001 to every open connection, after its queue
+//!          ─► close handshakes, up to the grace period ─► abort the rest ─► report
+//! ```
+//!
+//! 1. **Handshakes** are bounded in number ([`ServerBuilder::max_handshakes`], 1024)
+//!    and in time: one timeout, `Config::handshake_timeout` (10 s), covers TLS, the
+//!    HTTP head and the response, so a client that trickles its request in a byte at a
+//!    time is closed then, whatever it does. A handshake that fails is logged and
+//!    dropped, never handed out.
+//! 2. **Open connections** are bounded ([`ServerBuilder::max_connections`], 10,000):
+//!    past the cap an upgrade request is answered `503 Service Unavailable` with
+//!    `Retry-After` ([`ServerBuilder::retry_after`], 5 s), an HTTP answer rather than
+//!    a dropped connection, and counted ([`Lifecycle::refused`]).
+//! 3. **Accepting** waits out resource exhaustion (out of file descriptors):
+//!    [`AcceptBackoff`].
+//! 4. **Shutdown** ([`Server::shutdown`], or cancelling the token of
+//!    [`ServerBuilder::shutdown_token`]): stop accepting; close every open connection
+//!    with 1001 and [`SHUTDOWN_REASON`] after what is queued for it; wait up to a grace
+//!    period for the close handshakes; abort the rest; report how many closed cleanly
+//!    and how many were forced ([`ShutdownReport`]). Dropping the [`Server`] only stops
+//!    accepting.
+//!
+//! The pieces are small named types in `lifecycle.rs` and `backoff.rs`
+//! ([`Lifecycle`], [`ServerLimits`], [`HandshakePermit`], [`AcceptBackoff`]), public so
+//! an accept loop of one's own (`wsevents serve`, which also serves a page on the
+//! port) gets the same bounds and the same shutdown.
+//!
+//! # Policy
+//!
+//! The policy for upgrade requests, shared by all connections of a server, lives in an
+//! [`Acceptor`]: which paths are served (others get 404), which subprotocols are spoken
+//! (the first the client lists that the server supports is chosen), which origins are
+//! allowed (others get 403), any further check of the caller's, and the handshake
+//! timeout (from [`Config::handshake_timeout`]). An acceptor also runs on a stream some
+//! other server accepted (hyper/axum upgrades: see the `axum` example).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wsevents_proto::deflate::DeflateConfig;
+use wsevents_proto::handshake::Request;
+use wsevents_proto::{CloseCode, Config, Connection, Event};
+
+use super::extensions::DeflateChoice;
+pub(crate) mod backoff;
+pub(crate) mod lifecycle;
+
+pub use self::backoff::AcceptBackoff;
+use self::lifecycle::Tracked;
+pub use self::lifecycle::{
+    DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER,
+    HandshakePermit, Lifecycle, SHUTDOWN_REASON, ServerLimits, ShutdownReport,
+};
+
+use crate::api::error::{Error, Result};
+use crate::io::driver::Driver;
+use crate::io::stream::WebSocketStream;
+use crate::io::tls::MaybeTlsStream;
+
+type OriginRule = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
+type RequestRule = Arc<dyn Fn(&Request) -> std::result::Result<(), (u16, String)> + Send + Sync>;
+
+/// How a server answers upgrade requests.
+///
+/// ```
+/// use wsevents::Acceptor;
+/// let acceptor = Acceptor::new()
+///     .route("/chat")
+///     .protocols(&["chat", "superchat"])
+///     .allow_origin(|origin| origin == Some("https://example.com"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Acceptor {
+    config: Config,
+    deflate: DeflateChoice,
+    routes: Vec<String>,
+    protocols: Vec<String>,
+    origin: Option<OriginRule>,
+    check: Option<RequestRule>,
+    headers: Vec<(String, String)>,
+}
+
+impl fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("config", &self.config)
+            .field("deflate", &self.deflate)
+            .field("routes", &self.routes)
+            .field("protocols", &self.protocols)
+            .field("origin_rule", &self.origin.is_some())
+            .field("check", &self.check.is_some())
+            .finish()
+    }
+}
+
+impl Acceptor {
+    /// Accept every path, no subprotocol, any origin, default limits.
+    pub fn new() -> Self {
+        Acceptor::default()
+    }
+
+    /// Serve this path (repeatable); once any route is set, other paths get 404.
+    pub fn route(mut self, path: impl Into<String>) -> Self {
+        self.routes.push(path.into());
+        self
+    }
+
+    /// The subprotocols this server speaks.
+    pub fn protocols<S: AsRef<str>>(mut self, protocols: &[S]) -> Self {
+        self.protocols = protocols.iter().map(|p| p.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Allow only origins for which `rule` is true (it gets `None` when the request has
+    /// no `Origin` header); refused requests get 403.
+    pub fn allow_origin(
+        mut self,
+        rule: impl Fn(Option<&str>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.origin = Some(Arc::new(rule));
+        self
+    }
+
+    /// A further check of each request: `Err((status, body))` refuses it.
+    pub fn check(
+        mut self,
+        rule: impl Fn(&Request) -> std::result::Result<(), (u16, String)> + Send + Sync + 'static,
+    ) -> Self {
+        self.check = Some(Arc::new(rule));
+        self
+    }
+
+    /// A header to add to every 101 response.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Protocol limits and switches (the handshake timeout among them).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// permessage-deflate (RFC 7692): accepted by default with
+    /// [`DeflateConfig::default()`](crate::DeflateConfig) when a client offers it; the
+    /// configuration is this server's policy (for example
+    /// `client_no_context_takeover: true` to keep no compression state per client
+    /// between messages); `None` declines every offer.
+    ///
+    /// ```
+    /// use wsevents::{Acceptor, DeflateConfig};
+    /// let frugal = Acceptor::new().deflate(Some(DeflateConfig {
+    ///     server_max_window_bits: Some(10),
+    ///     client_max_window_bits: Some(10),
+    ///     ..DeflateConfig::default()
+    /// }));
+    /// let plain = Acceptor::new().deflate(None);
+    /// # let _ = (frugal, plain);
+    /// ```
+    pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
+        self.deflate = DeflateChoice::new(config);
+        self
+    }
+
+    /// The protocol configuration (without the extensions added per connection).
+    pub fn protocol_config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Decide on a request: `Ok(protocol)` to accept, `Err((status, body))` to refuse.
+    fn decide(&self, request: &Request) -> std::result::Result<Option<String>, (u16, String)> {
+        if !self.routes.is_empty() && !self.routes.iter().any(|r| r == request.path()) {
+            return Err((404, format!("no WebSocket endpoint at {}", request.path())));
+        }
+        if let Some(rule) = &self.origin {
+            if !rule(request.origin.as_deref()) {
+                return Err((403, "origin not allowed".into()));
+            }
+        }
+        if let Some(check) = &self.check {
+            check(request)?;
+        }
+        let supported: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
+        Ok(request.select_protocol(&supported).map(str::to_owned))
+    }
+
+    /// Run the server side of the opening handshake on `io`. A refused request is
+    /// answered with its HTTP status and returned as [`Error::Refused`]. The
+    /// connection is not tracked by any server: see [`Lifecycle::accept`] for one that
+    /// is (connection cap, graceful shutdown).
+    pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+    ) -> Result<(WebSocketStream<S>, Request)> {
+        self.accept_inner(io, None).await
+    }
+
+    /// The handshake, admitting the connection into `lifecycle` if there is one.
+    pub(crate) async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        lifecycle: Option<&Lifecycle>,
+    ) -> Result<(WebSocketStream<S>, Request)> {
+        let now = tokio::time::Instant::now().into_std();
+        let mut conn = Connection::server(self.deflate.apply(&self.config), now);
+        let mut driver = Driver::new(io);
+        let mut accepted = None;
+        let mut slot = None;
+        loop {
+            match std::future::poll_fn(|cx| driver.poll_event(&mut conn, cx)).await {
+                Some(Event::Request(request)) => {
+                    let mut headers = Vec::new();
+                    let decision = self.decide(&request).and_then(|protocol| {
+                        let Some(lifecycle) = lifecycle else {
+                            return Ok((protocol, None));
+                        };
+                        match lifecycle.admit() {
+                            Some(admitted) => Ok((protocol, Some(admitted))),
+                            None => {
+                                headers.push(lifecycle.refuse().clone());
+                                Err((503, "server at capacity or shutting down\n".into()))
+                            }
+                        }
+                    });
+                    let (status, body) = match decision {
+                        Ok((protocol, admitted)) => {
+                            conn.accept(&request, protocol.as_deref(), &self.headers)?;
+                            accepted = Some(request);
+                            slot = admitted;
+                            continue;
+                        }
+                        Err(refusal) => refusal,
+                    };
+                    tracing::debug!(status, %body, path = request.path(), "upgrade refused");
+                    conn.reject(status, &body, &headers)?;
+                    // Flush the response and tear the transport down.
+                    while std::future::poll_fn(|cx| driver.poll_event(&mut conn, cx))
+                        .await
+                        .is_some()
+                    {}
+                    return Err(Error::Refused(status));
+                }
+                Some(Event::Open) => {
+                    let request = accepted.take().ok_or(Error::Closed)?;
+                    if let Some(slot) = slot.take() {
+                        driver.track(Tracked::new(slot));
+                    }
+                    std::future::poll_fn(|cx| driver.poll_write(&mut conn, cx)).await?;
+                    return Ok((WebSocketStream::new(driver, conn), *request));
+                }
+                Some(Event::Error(error)) => {
+                    return Err(match (driver.take_io_error(), error) {
+                        (Some(io), wsevents_proto::Error::UnexpectedEof) => Error::Io(io),
+                        (_, error) => error.into(),
+                    });
+                }
+                Some(_) => {}
+                None => return Err(Error::Closed),
+            }
+        }
+    }
+}
+
+/// Accept a WebSocket connection on `io` with the default [`Acceptor`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), wsevents::Error> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let (tcp, _) = listener.accept().await?;
+/// let ws = wsevents::accept(tcp).await?;
+/// # Ok(()) }
+/// ```
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> Result<WebSocketStream<S>> {
+    Ok(Acceptor::new().accept(io).await?.0)
+}
+
+/// An open connection a [`Server`] hands out, with the request that opened it.
+pub type Accepted = (WebSocketStream<MaybeTlsStream>, Request);
+
+/// A listening WebSocket server.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), wsevents::Error> {
+/// use futures_util::{SinkExt, StreamExt};
+/// let mut server = wsevents::Server::builder(wsevents::Acceptor::new().route("/ws"))
+///     .bind("127.0.0.1:8080")
+///     .await?;
+/// while let Some((mut ws, _request)) = server.accept_stream().await {
+///     tokio::spawn(async move {
+///         while let Some(Ok(message)) = ws.next().await {
+///             if ws.send(message).await.is_err() { break; }
+///         }
+///     });
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// Shutting down from another task, with a report:
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), wsevents::Error> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// let server = Arc::new(wsevents::Server::bind("127.0.0.1:8080").await?);
+/// let stopper = server.clone();
+/// tokio::spawn(async move {
+///     let _ = tokio::signal::ctrl_c().await;
+///     let report = stopper.shutdown(Duration::from_secs(10)).await;
+///     println!("shutdown: {report}"); // "shutdown: 12 closed cleanly, 1 forced"
+/// });
+/// while let Some(ws) = server.accept().await {
+///     tokio::spawn(async move { ws.run().await });
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    secure: bool,
+    incoming: Arc<Incoming>,
+    lifecycle: Lifecycle,
+    task: JoinHandle<()>,
+}
+
+/// Open connections waiting for [`Server::accept`].
+type Incoming = tokio::sync::Mutex<mpsc::Receiver<Accepted>>;
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Server {
+    /// Options for a server.
+    pub fn builder(acceptor: Acceptor) -> ServerBuilder {
+        ServerBuilder {
+            acceptor,
+            tls: None,
+            limits: ServerLimits::default(),
+            shutdown: None,
+            grace: DEFAULT_GRACE,
+        }
+    }
+
+    /// A server with the default [`Acceptor`] listening on `addr`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// let server = wsevents::Server::bind("127.0.0.1:8080").await?;
+    /// while let Some(ws) = server.accept().await {
+    ///     tokio::spawn(async move {
+    ///         let echo = ws.clone();
+    ///         ws.on_message(move |e| {
+    ///             let _ = echo.send(e.data.as_bytes().to_vec());
+    ///         });
+    ///         ws.run().await;
+    ///     });
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn bind(addr: impl ToSocketAddrs) -> Result<Server> {
+        Server::builder(Acceptor::new()).bind(addr).await
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The next open connection as a [`WebSocket`](crate::WebSocket) with the event
+    /// API (already open: its `open` event is the first its `run` dispatches); `None`
+    /// once the server stopped.
+    pub async fn accept(&self) -> Option<crate::WebSocket> {
+        let (stream, request) = self.accept_stream().await?;
+        let scheme = if self.secure { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}{}", request.host, request.target);
+        Some(crate::WebSocket::accepted(stream, url))
+    }
+
+    /// The next open connection as a [`WebSocketStream`], with the request that
+    /// opened it; `None` once the server stopped.
+    pub async fn accept_stream(&self) -> Option<Accepted> {
+        self.incoming.lock().await.recv().await
+    }
+
+    /// The server's connection cap, tracking and shutdown: how many connections are
+    /// open, how many were refused, its shutdown token.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    /// Shut down gracefully: stop accepting; close every open connection (those
+    /// handed out by [`accept`](Self::accept) and [`accept_stream`](Self::accept_stream),
+    /// and those not taken yet) with 1001 and [`SHUTDOWN_REASON`], after the messages
+    /// already queued for it; wait up to `grace` for the close handshakes; abort the
+    /// rest. Returns how many closed cleanly and how many were forced. A connection
+    /// closes by itself as long as its owner polls it (`run`, `next_event`, the
+    /// stream's `next`, or a send waiting for room).
+    ///
+    /// The shutdown also starts when the token given to
+    /// [`ServerBuilder::shutdown_token`] is cancelled, with the builder's grace period;
+    /// calling this then waits for that shutdown and returns its report.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        // The lifecycle's shutdown claims the grace period in its first poll, before
+        // the accept loop can wake up and claim its own.
+        let (report, ()) = tokio::join!(
+            self.lifecycle.shutdown(grace),
+            drain(&self.incoming, &self.lifecycle)
+        );
+        report
+    }
+}
+
+/// Options for a [`Server`].
+pub struct ServerBuilder {
+    acceptor: Acceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: ServerLimits,
+    shutdown: Option<CancellationToken>,
+    grace: Duration,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("acceptor", &self.acceptor)
+            .field("tls", &self.tls.is_some())
+            .field("limits", &self.limits)
+            .field("shutdown_token", &self.shutdown.is_some())
+            .field("grace", &self.grace)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Serve `wss://` with this TLS configuration.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        self
+    }
+
+    /// How many opening handshakes may run at once (default
+    /// [`DEFAULT_MAX_HANDSHAKES`], 1024); further TCP connections wait to be accepted.
+    /// Each handshake, TLS included, is bounded by the acceptor's
+    /// `Config::handshake_timeout` (10 s by default): a client that sends its request
+    /// a byte at a time is closed then, whatever it does.
+    pub fn max_handshakes(mut self, n: usize) -> Self {
+        self.limits.max_handshakes = n.max(1);
+        self
+    }
+
+    /// How many connections may be open at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`], 10,000); past it, an upgrade request is answered
+    /// `503 Service Unavailable` with a `Retry-After` header.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use std::time::Duration;
+    /// let server = wsevents::Server::builder(wsevents::Acceptor::new())
+    ///     .max_connections(100)
+    ///     .retry_after(Duration::from_secs(30))
+    ///     .bind("127.0.0.1:0")
+    ///     .await?;
+    /// assert_eq!(server.lifecycle().limits().max_connections, 100);
+    /// # Ok(()) }
+    /// ```
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n.max(1);
+        self
+    }
+
+    /// The `Retry-After` of a 503, in whole seconds (default
+    /// [`DEFAULT_RETRY_AFTER`], 5 s).
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.limits.retry_after = wait;
+        self
+    }
+
+    /// All the bounds at once.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use wsevents::{Acceptor, Server, ServerLimits};
+    /// let limits = ServerLimits { max_connections: 500, ..ServerLimits::default() };
+    /// let server = Server::builder(Acceptor::new()).limits(limits.clone()).bind("127.0.0.1:0").await?;
+    /// assert_eq!(server.lifecycle().limits(), &limits);
+    /// # Ok(()) }
+    /// ```
+    pub fn limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Shut down when `token` is cancelled (from any task), with the grace period of
+    /// [`grace`](Self::grace).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// let stop = wsevents::CancellationToken::new();
+    /// let server = wsevents::Server::builder(wsevents::Acceptor::new())
+    ///     .shutdown_token(stop.clone())
+    ///     .bind("127.0.0.1:8080")
+    ///     .await?;
+    /// // Later, anywhere: every client gets 1001, `accept` returns `None`.
+    /// stop.cancel();
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
+        self.shutdown = Some(token);
+        self
+    }
+
+    /// The grace period of a shutdown started by the token (default
+    /// [`DEFAULT_GRACE`], 10 s); [`Server::shutdown`] takes its own.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use std::time::Duration;
+    /// let stop = wsevents::CancellationToken::new();
+    /// let server = wsevents::Server::builder(wsevents::Acceptor::new())
+    ///     .shutdown_token(stop.clone())
+    ///     .grace(Duration::from_secs(30))
+    ///     .bind("127.0.0.1:0")
+    ///     .await?;
+    /// # let _ = server;
+    /// # Ok(()) }
+    /// ```
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Listen on `addr` and start accepting.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(self.serve(listener))
+    }
+
+    /// Start accepting on a listener the caller made.
+    pub fn serve(mut self, listener: TcpListener) -> Server {
+        let local_addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, incoming) = mpsc::channel(256);
+        let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
+        let secure = self.tls.is_some();
+        let token = self.shutdown.take().unwrap_or_default();
+        let lifecycle = Lifecycle::new(self.limits.clone(), token);
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Arc::new(self),
+            lifecycle.clone(),
+            tx,
+            incoming.clone(),
+        ));
+        Server {
+            local_addr,
+            secure,
+            incoming,
+            lifecycle,
+            task,
+        }
+    }
+}
+
+/// Accept until the shutdown, each handshake in a task of its own; then shut down.
+async fn accept_loop(
+    listener: TcpListener,
+    options: Arc<ServerBuilder>,
+    lifecycle: Lifecycle,
+    tx: mpsc::Sender<Accepted>,
+    incoming: Arc<Incoming>,
+) {
+    let stop = lifecycle.shutdown_token().clone();
+    let mut backoff = AcceptBackoff::new();
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            permit = lifecycle.handshake_permit() => permit,
+        };
+        let (tcp, peer) = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            accepted = backoff.accept(&listener) => accepted,
+        };
+        let options = options.clone();
+        let tx = tx.clone();
+        let tracked = lifecycle.clone();
+        lifecycle.spawn(async move {
+            let stop = tracked.shutdown_token().clone();
+            // A handshake in progress when the shutdown comes is dropped.
+            let upgraded = tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                upgraded = upgrade(tcp, &options, &tracked) => upgraded,
+            };
+            drop(permit);
+            match upgraded {
+                Ok(accepted) => {
+                    tokio::select! {
+                        biased;
+                        // Shutting down before the caller took it: close it here.
+                        () = stop.cancelled() => close_going_away(accepted).await,
+                        room = tx.reserve() => match room {
+                            Ok(room) => room.send(accepted),
+                            Err(_) => close_going_away(accepted).await,
+                        },
+                    }
+                }
+                Err(error) => tracing::debug!(%peer, %error, "handshake failed"),
+            }
+        });
+    }
+    drop(listener);
+    drop(tx);
+    lifecycle.begin_shutdown();
+    // Started by the caller's token (else this waits for the `Server::shutdown`
+    // running): the builder's grace period.
+    let (report, ()) = tokio::join!(
+        lifecycle.shutdown(options.grace),
+        drain(&incoming, &lifecycle)
+    );
+    tracing::info!(report.clean, report.forced, "server shut down");
+}
+
+/// Close the connections no one took from the server yet.
+async fn drain(incoming: &Incoming, lifecycle: &Lifecycle) {
+    let mut incoming = incoming.lock().await;
+    incoming.close();
+    while let Ok(accepted) = incoming.try_recv() {
+        lifecycle.spawn(close_going_away(accepted));
+    }
+}
+
+/// Close one connection with 1001 and wait for its close handshake.
+async fn close_going_away((mut ws, _): Accepted) {
+    if let Err(error) = ws.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON).await {
+        tracing::debug!(%error, "closing on shutdown failed");
+    }
+}
+
+/// TLS then the WebSocket handshake, both within the handshake timeout.
+async fn upgrade(
+    tcp: TcpStream,
+    options: &ServerBuilder,
+    lifecycle: &Lifecycle,
+) -> Result<Accepted> {
+    let handshake = async {
+        tcp.set_nodelay(true)?;
+        let io = match &options.tls {
+            Some(tls) => {
+                let stream = tls
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| Error::Tls(e.to_string()))?;
+                MaybeTlsStream::Tls(Box::new(stream.into()))
+            }
+            None => MaybeTlsStream::Plain(tcp),
+        };
+        lifecycle.accept(&options.acceptor, io).await
+    };
+    match options.acceptor.config.handshake_timeout {
+        Some(timeout) => tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| Error::Timeout(format!("the opening handshake took over {timeout:?}")))?,
+        None => handshake.await,
+    }
+}
