@@ -46,8 +46,12 @@ const TOPIC: &str = "bench";
 
 async fn wsevents_server(addr: &str) -> Result {
     let hub = wsevents::hub::Hub::new();
-    // The server sets TCP_NODELAY on every socket it accepts.
-    let server = wsevents::Server::bind(addr).await?;
+    // The server sets TCP_NODELAY on every socket it accepts. Its connection cap
+    // (10,000 by default) is raised: the 10,000-subscriber rows have a publisher too.
+    let server = wsevents::Server::builder(wsevents::Acceptor::new())
+        .max_connections(100_000)
+        .bind(addr)
+        .await?;
     println!("wsevents fan-out on {}", server.local_addr());
     while let Some((stream, request)) = server.accept_stream().await {
         let hub = hub.clone();
@@ -91,6 +95,8 @@ async fn tungstenite_server(addr: &str) -> Result {
     }
 }
 
+// The handshake callback's error type is tungstenite's (an HTTP response).
+#[allow(clippy::result_large_err)]
 async fn tungstenite_connection(
     tcp: TcpStream,
     tx: broadcast::Sender<tokio_tungstenite::tungstenite::Message>,
