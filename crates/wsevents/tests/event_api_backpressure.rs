@@ -282,3 +282,25 @@ fn a_close_rule_with_a_code_not_for_the_wire_is_invalid_access() {
     ));
     assert_eq!(ws.backpressure(), Backpressure::default());
 }
+
+#[tokio::test]
+async fn server_sockets_take_the_builders_rule() {
+    let rule = Backpressure::close(LIMIT, CloseCode::TRY_AGAIN_LATER);
+    let server = Server::builder(wsevents::Acceptor::new())
+        .backpressure(rule)
+        .unwrap()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    let client = tokio::spawn(async move { wsevents::connect(&url).await.map(|_| ()) });
+    let ws = server.accept().await.unwrap();
+    assert_eq!(ws.backpressure(), rule);
+    assert!(
+        Server::builder(wsevents::Acceptor::new())
+            .backpressure(Backpressure::close(1, CloseCode::ABNORMAL))
+            .is_err(),
+        "1006 may not be sent"
+    );
+    drop(client);
+}

@@ -430,8 +430,12 @@ impl HubInner {
                 gone.push(id);
                 continue;
             };
-            match ws.offer_prepared(prepared, self.max_backlog, self.slow_code, SLOW_CLOSE_REASON)
-            {
+            match ws.offer_prepared(
+                prepared,
+                self.max_backlog,
+                self.slow_code,
+                SLOW_CLOSE_REASON,
+            ) {
                 Offer::Queued => queued += 1,
                 Offer::TooSlow => {
                     tracing::info!(

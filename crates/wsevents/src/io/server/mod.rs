@@ -70,6 +70,7 @@ pub use self::lifecycle::{
     HandshakePermit, Lifecycle, SHUTDOWN_REASON, ServerLimits, ShutdownReport,
 };
 
+use crate::api::backpressure::Backpressure;
 use crate::api::error::{Error, Result};
 use crate::io::driver::Driver;
 use crate::io::stream::WebSocketStream;
@@ -336,6 +337,7 @@ pub type Accepted = (WebSocketStream<MaybeTlsStream>, Request);
 pub struct Server {
     local_addr: SocketAddr,
     secure: bool,
+    backpressure: Backpressure,
     incoming: Arc<Incoming>,
     lifecycle: Lifecycle,
     task: JoinHandle<()>,
@@ -356,6 +358,7 @@ impl Server {
         ServerBuilder {
             acceptor,
             tls: None,
+            backpressure: Backpressure::default(),
             limits: ServerLimits::default(),
             shutdown: None,
             grace: DEFAULT_GRACE,
@@ -394,7 +397,10 @@ impl Server {
         let (stream, request) = self.accept_stream().await?;
         let scheme = if self.secure { "wss" } else { "ws" };
         let url = format!("{scheme}://{}{}", request.host, request.target);
-        Some(crate::WebSocket::accepted(stream, url))
+        let ws = crate::WebSocket::accepted(stream, url);
+        // Checked when the builder took it, so this cannot fail.
+        let _ = ws.set_backpressure(self.backpressure);
+        Some(ws)
     }
 
     /// The next open connection as a [`WebSocketStream`], with the request that
@@ -435,6 +441,7 @@ impl Server {
 pub struct ServerBuilder {
     acceptor: Acceptor,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    backpressure: Backpressure,
     limits: ServerLimits,
     shutdown: Option<CancellationToken>,
     grace: Duration,
@@ -445,6 +452,7 @@ impl fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("acceptor", &self.acceptor)
             .field("tls", &self.tls.is_some())
+            .field("backpressure", &self.backpressure)
             .field("limits", &self.limits)
             .field("shutdown_token", &self.shutdown.is_some())
             .field("grace", &self.grace)
@@ -494,6 +502,28 @@ impl ServerBuilder {
     pub fn retry_after(mut self, wait: Duration) -> Self {
         self.limits.retry_after = wait;
         self
+    }
+
+    /// The send-queue rule of every event-API connection [`Server::accept`] hands out
+    /// (default [`Backpressure::default`]: 16 MiB, then `send` fails with
+    /// [`Error::BufferFull`]). A server that pushes to many clients usually wants the
+    /// close rule, so one client that stops reading is dropped instead of holding
+    /// memory. A close code that may not be sent in a close frame is
+    /// [`Error::InvalidAccess`].
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use wsevents::{Acceptor, Backpressure, CloseCode, Server};
+    /// let server = Server::builder(Acceptor::new())
+    ///     .backpressure(Backpressure::close(1 << 20, CloseCode::TRY_AGAIN_LATER))?
+    ///     .bind("127.0.0.1:0")
+    ///     .await?;
+    /// # let _ = server;
+    /// # Ok(()) }
+    /// ```
+    pub fn backpressure(mut self, backpressure: Backpressure) -> Result<Self> {
+        self.backpressure = backpressure.checked()?;
+        Ok(self)
     }
 
     /// All the bounds at once.
@@ -564,6 +594,7 @@ impl ServerBuilder {
         let (tx, incoming) = mpsc::channel(256);
         let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
         let secure = self.tls.is_some();
+        let backpressure = self.backpressure;
         let token = self.shutdown.take().unwrap_or_default();
         let lifecycle = Lifecycle::new(self.limits.clone(), token);
         let task = tokio::spawn(accept_loop(
@@ -576,6 +607,7 @@ impl ServerBuilder {
         Server {
             local_addr,
             secure,
+            backpressure,
             incoming,
             lifecycle,
             task,

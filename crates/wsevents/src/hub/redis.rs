@@ -1,0 +1,591 @@
+//! The hub on Redis pub/sub: many server processes, one hub (feature `redis`).
+//!
+//! Each node keeps two connections to Redis, each owned by a task of its own:
+//!
+//! - the **publisher** sends this node's publishes, in order, as pipelined `PUBLISH`es
+//!   on one connection (Redis delivers a connection's messages in the order it sent
+//!   them), each in an envelope with this node's id;
+//! - the **subscriber** holds a `SUBSCRIBE` for exactly the topics that have local
+//!   subscribers (it follows the hub: subscribe on the first, unsubscribe after the
+//!   last), delivers what other nodes publish, and drops what carries its own id (the
+//!   hub delivered that locally already).
+//!
+//! When Redis goes away, local delivery goes on unchanged; each task reconnects with
+//! full-jitter exponential backoff (100 ms doubling to 5 s), the subscriber
+//! resubscribes to every topic the hub has then, and both say so in the log
+//! (`tracing`: a warning on loss, info on recovery) and in
+//! [`Hub::backend_status`](super::Hub::backend_status). What is published while the
+//! publisher is cut off is not carried to other nodes (counted in
+//! [`BackendStatus::Reconnecting::dropped`]); Redis pub/sub has no history to replay.
+//!
+//! The envelope: `b"wse1"`, the node id (8 bytes, big-endian), the kind (`0x01` text,
+//! `0x02` binary), the payload. Channels are the topics behind a prefix
+//! ([`RedisConfig::prefix`], `"wsevents:"` by default).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::sync::{Notify, mpsc};
+use wsevents_proto::{Message, Utf8Bytes};
+
+use super::backend::{Backend, BackendStatus, Inbound};
+use crate::api::error::{Error, Result};
+
+const MAGIC: &[u8; 4] = b"wse1";
+const KIND_TEXT: u8 = 0x01;
+const KIND_BINARY: u8 = 0x02;
+const HEADER_LEN: usize = 4 + 8 + 1;
+
+/// How many publishes go in one pipeline, and how many channels in one `SUBSCRIBE`.
+const BATCH: usize = 512;
+
+/// Options for a [`RedisBackend`].
+///
+/// ```
+/// use wsevents::hub::RedisConfig;
+/// let config = RedisConfig { prefix: "chat:".into(), ..RedisConfig::default() };
+/// assert_eq!(RedisConfig::default().max_pending, 65_536);
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Put before each topic to make its Redis channel; `"wsevents:"` by default.
+    pub prefix: String,
+    /// Publishes waiting for the publisher connection, at most; past it a publish is
+    /// not carried to other nodes (counted as dropped; local delivery is not
+    /// affected). 65,536 by default.
+    pub max_pending: usize,
+    /// The first reconnection delay's ceiling (100 ms); it doubles per attempt.
+    pub backoff_min: Duration,
+    /// The most a reconnection delay's ceiling grows to (5 s).
+    pub backoff_max: Duration,
+    /// How long connecting, and each command, may take (2 s).
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            prefix: "wsevents:".into(),
+            max_pending: 65_536,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A [`Backend`] on Redis pub/sub (see the [module](self) doc for the design).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), wsevents::Error> {
+/// use wsevents::hub::{BackendStatus, Hub, RedisBackend};
+/// let hub = Hub::builder()
+///     .backend(RedisBackend::new("redis://127.0.0.1:6379")?)
+///     .build();
+/// if let BackendStatus::Reconnecting { error, .. } = hub.backend_status() {
+///     eprintln!("Redis unreachable ({error}): local subscribers only");
+/// }
+/// # Ok(()) }
+/// ```
+pub struct RedisBackend {
+    client: redis::Client,
+    config: RedisConfig,
+    shared: Arc<Shared>,
+    queue: Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("node", &self.shared.node)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the backend and its two tasks share.
+struct Shared {
+    /// This node's id, in every envelope it publishes.
+    node: u64,
+    prefix: String,
+    /// The channels the hub wants (topics with local subscribers), and a wake-up for
+    /// the subscriber task when they change.
+    wanted: Mutex<HashSet<String>>,
+    changed: Notify,
+    /// The publisher's queue.
+    publish: mpsc::Sender<(String, Bytes)>,
+    links: Mutex<Links>,
+    dropped: AtomicU64,
+    /// Set when the backend (so the hub) is dropped: the tasks end.
+    stop: tokio_util::sync::CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct Links {
+    publisher: Link,
+    subscriber: Link,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Link {
+    #[default]
+    Starting,
+    Up,
+    Down {
+        attempts: u32,
+        error: String,
+    },
+}
+
+impl RedisBackend {
+    /// A backend on the Redis at `url` (`redis://HOST:PORT[/DB]`, `rediss://` not
+    /// compiled in) with the default [`RedisConfig`]. Connects when the hub is built;
+    /// a bad URL is [`Error::Syntax`].
+    pub fn new(url: &str) -> Result<RedisBackend> {
+        RedisBackend::with_config(url, RedisConfig::default())
+    }
+
+    /// A backend with `config`.
+    pub fn with_config(url: &str, config: RedisConfig) -> Result<RedisBackend> {
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::Syntax(format!("Redis URL {url:?}: {e}")))?;
+        let (publish, queue) = mpsc::channel(config.max_pending.max(1));
+        let shared = Arc::new(Shared {
+            node: node_id(),
+            prefix: config.prefix.clone(),
+            wanted: Mutex::new(HashSet::new()),
+            changed: Notify::new(),
+            publish,
+            links: Mutex::new(Links::default()),
+            dropped: AtomicU64::new(0),
+            stop: tokio_util::sync::CancellationToken::new(),
+        });
+        Ok(RedisBackend {
+            client,
+            config,
+            shared,
+            queue: Mutex::new(Some(queue)),
+        })
+    }
+
+    /// This node's id (what its envelopes carry).
+    pub fn node_id(&self) -> u64 {
+        self.shared.node
+    }
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        self.shared.stop.cancel();
+    }
+}
+
+impl Backend for RedisBackend {
+    fn start(&self, inbound: Inbound) {
+        let Some(queue) = lock(&self.queue).take() else {
+            return;
+        };
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, "the Redis hub backend needs a tokio runtime: not started");
+                let down = Link::Down {
+                    attempts: 0,
+                    error: "built outside a tokio runtime".into(),
+                };
+                let mut links = lock(&self.shared.links);
+                links.publisher = down.clone();
+                links.subscriber = down;
+                return;
+            }
+        };
+        runtime.spawn(publisher(
+            self.client.clone(),
+            self.config.clone(),
+            self.shared.clone(),
+            queue,
+        ));
+        runtime.spawn(subscriber(
+            self.client.clone(),
+            self.config.clone(),
+            self.shared.clone(),
+            inbound,
+        ));
+    }
+
+    fn subscribe(&self, topic: &str) {
+        lock(&self.shared.wanted).insert(self.shared.channel(topic));
+        self.shared.changed.notify_one();
+    }
+
+    fn unsubscribe(&self, topic: &str) {
+        lock(&self.shared.wanted).remove(&self.shared.channel(topic));
+        self.shared.changed.notify_one();
+    }
+
+    fn publish(&self, topic: &str, message: &Message) {
+        // Cut off: not queued for later (other nodes lost their subscriptions too, and
+        // would get it late or not at all); counted.
+        if !matches!(lock(&self.shared.links).publisher, Link::Up) {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let envelope = envelope(self.shared.node, message);
+        if self
+            .shared
+            .publish
+            .try_send((self.shared.channel(topic), envelope))
+            .is_err()
+        {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                topic,
+                "Redis publisher queue full: not carried to other nodes"
+            );
+        }
+    }
+
+    fn status(&self) -> BackendStatus {
+        let links = lock(&self.shared.links);
+        let down = [&links.publisher, &links.subscriber]
+            .into_iter()
+            .find_map(|link| match link {
+                Link::Up => None,
+                Link::Starting => Some((0, "connecting".to_owned())),
+                Link::Down { attempts, error } => Some((*attempts, error.clone())),
+            });
+        match down {
+            None => BackendStatus::Connected,
+            Some((attempts, error)) => BackendStatus::Reconnecting {
+                attempts,
+                error,
+                dropped: self.shared.dropped.load(Ordering::Relaxed),
+            },
+        }
+    }
+}
+
+impl Shared {
+    fn channel(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix)
+    }
+
+    fn set_publisher(&self, link: Link) {
+        lock(&self.links).publisher = link;
+    }
+
+    fn set_subscriber(&self, link: Link) {
+        lock(&self.links).subscriber = link;
+    }
+}
+
+/// The publisher task: one connection, pipelined `PUBLISH`es in queue order.
+async fn publisher(
+    client: redis::Client,
+    config: RedisConfig,
+    shared: Arc<Shared>,
+    mut queue: mpsc::Receiver<(String, Bytes)>,
+) {
+    let connection = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.timeout))
+        .set_response_timeout(Some(config.timeout));
+    let mut attempts = 0u32;
+    loop {
+        let connected = tokio::select! {
+            connected = client.get_multiplexed_async_connection_with_config(&connection) => connected,
+            () = shared.stop.cancelled() => return,
+        };
+        let mut conn = match connected {
+            Ok(conn) => conn,
+            Err(error) => {
+                attempts += 1;
+                shared.set_publisher(Link::Down {
+                    attempts,
+                    error: error.to_string(),
+                });
+                tracing::warn!(%error, attempts, "Redis publisher: cannot connect; retrying");
+                if !backoff(&config, &shared, attempts, Some(&mut queue)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if attempts > 0 {
+            tracing::info!(attempts, "Redis publisher reconnected");
+        }
+        shared.set_publisher(Link::Up);
+        let mut batch = Vec::with_capacity(BATCH);
+        let error = loop {
+            tokio::select! {
+                received = queue.recv_many(&mut batch, BATCH) => if received == 0 { return },
+                () = shared.stop.cancelled() => return,
+            }
+            let mut pipe = redis::pipe();
+            for (channel, envelope) in &batch {
+                pipe.cmd("PUBLISH").arg(channel).arg(&envelope[..]).ignore();
+            }
+            let sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            if let Err(error) = sent {
+                shared
+                    .dropped
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                break error;
+            }
+            batch.clear();
+        };
+        attempts = 1;
+        shared.set_publisher(Link::Down {
+            attempts,
+            error: error.to_string(),
+        });
+        tracing::warn!(%error, "Redis publisher: connection lost; local delivery goes on, reconnecting");
+        if !backoff(&config, &shared, attempts, Some(&mut queue)).await {
+            return;
+        }
+    }
+}
+
+/// The subscriber task: `SUBSCRIBE`s that follow the hub's topics, and delivery of
+/// other nodes' messages.
+async fn subscriber(
+    client: redis::Client,
+    config: RedisConfig,
+    shared: Arc<Shared>,
+    inbound: Inbound,
+) {
+    let mut attempts = 0u32;
+    loop {
+        let connected = tokio::select! {
+            connected = tokio::time::timeout(config.timeout, client.get_async_pubsub()) => connected,
+            () = shared.stop.cancelled() => return,
+        };
+        let error = match connected {
+            Ok(Ok(pubsub)) => {
+                let (mut sink, mut stream) = pubsub.split();
+                let mut subscribed = HashSet::new();
+                loop {
+                    if let Err(error) = sync(&mut sink, &shared, &mut subscribed).await {
+                        break error;
+                    }
+                    if !matches!(lock(&shared.links).subscriber, Link::Up) {
+                        if attempts > 0 {
+                            tracing::info!(
+                                attempts,
+                                topics = subscribed.len(),
+                                "Redis subscriber reconnected and resubscribed"
+                            );
+                        }
+                        attempts = 0;
+                        shared.set_subscriber(Link::Up);
+                    }
+                    tokio::select! {
+                        message = stream.next() => match message {
+                            Some(message) => deliver(&shared, &inbound, &message),
+                            None => break "the connection closed".to_owned(),
+                        },
+                        () = shared.changed.notified() => {}
+                        () = shared.stop.cancelled() => return,
+                    }
+                }
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("connecting took over {:?}", config.timeout),
+        };
+        if !inbound.is_alive() {
+            return;
+        }
+        attempts += 1;
+        shared.set_subscriber(Link::Down {
+            attempts,
+            error: error.clone(),
+        });
+        tracing::warn!(%error, attempts, "Redis subscriber: connection lost or refused; messages from other nodes stop until it is back");
+        if !backoff(&config, &shared, attempts, None).await {
+            return;
+        }
+    }
+}
+
+/// Bring the connection's subscriptions to what the hub wants.
+async fn sync(
+    sink: &mut redis::aio::PubSubSink,
+    shared: &Shared,
+    subscribed: &mut HashSet<String>,
+) -> std::result::Result<(), String> {
+    loop {
+        let (add, remove): (Vec<String>, Vec<String>) = {
+            let wanted = lock(&shared.wanted);
+            (
+                wanted.difference(subscribed).take(BATCH).cloned().collect(),
+                subscribed
+                    .difference(&wanted)
+                    .take(BATCH)
+                    .cloned()
+                    .collect(),
+            )
+        };
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        if !add.is_empty() {
+            sink.subscribe(&add).await.map_err(|e| e.to_string())?;
+            subscribed.extend(add);
+        }
+        if !remove.is_empty() {
+            sink.unsubscribe(&remove).await.map_err(|e| e.to_string())?;
+            for channel in &remove {
+                subscribed.remove(channel);
+            }
+        }
+    }
+}
+
+/// Hand a message from Redis to the hub, unless it is this node's own or malformed.
+fn deliver(shared: &Shared, inbound: &Inbound, message: &redis::Msg) {
+    let Some(topic) = message.get_channel_name().strip_prefix(&shared.prefix) else {
+        return;
+    };
+    match open_envelope(message.get_payload_bytes()) {
+        Some((node, _)) if node == shared.node => {}
+        Some((_, message)) => {
+            inbound.deliver(topic, &message);
+        }
+        None => tracing::warn!(
+            topic,
+            "a Redis message that is not a wsevents envelope: dropped"
+        ),
+    }
+}
+
+/// Sleep before reconnecting attempt `attempts` (full jitter: uniform in
+/// `0..min(max, min * 2^attempts)`), dropping what is published meanwhile. False when
+/// the backend stopped.
+async fn backoff(
+    config: &RedisConfig,
+    shared: &Shared,
+    attempts: u32,
+    mut queue: Option<&mut mpsc::Receiver<(String, Bytes)>>,
+) -> bool {
+    let ceiling = config
+        .backoff_min
+        .saturating_mul(1u32 << attempts.min(16))
+        .min(config.backoff_max);
+    let delay = ceiling.mul_f64(jitter(shared.node ^ u64::from(attempts)));
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        let dropped = async {
+            match queue.as_mut() {
+                Some(queue) => queue.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut sleep => return true,
+            () = shared.stop.cancelled() => return false,
+            more = dropped => {
+                if !more {
+                    return false;
+                }
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn envelope(node: u64, message: &Message) -> Bytes {
+    let (kind, payload) = match message {
+        Message::Text(text) => (KIND_TEXT, text.as_bytes()),
+        Message::Binary(data) => (KIND_BINARY, data),
+    };
+    let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
+    out.put_slice(MAGIC);
+    out.put_u64(node);
+    out.put_u8(kind);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+fn open_envelope(data: &[u8]) -> Option<(u64, Message)> {
+    let rest = data.strip_prefix(MAGIC)?;
+    let (node, rest) = rest.split_first_chunk::<8>()?;
+    let (&kind, payload) = rest.split_first()?;
+    let payload = Bytes::copy_from_slice(payload);
+    let message = match kind {
+        KIND_TEXT => Message::Text(Utf8Bytes::try_from(payload).ok()?),
+        KIND_BINARY => Message::Binary(payload),
+        _ => return None,
+    };
+    Some((u64::from_be_bytes(*node), message))
+}
+
+/// A node id unlikely to be another's: std's random hash keys, the process id, the
+/// time.
+fn node_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(now.as_nanos());
+    }
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
+
+/// A number in [0, 1) from `seed` and the clock (splitmix64): spreads reconnects.
+fn jitter(seed: u64) -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut z = seed
+        .wrapping_add(u64::from(nanos))
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a single insert, remove or assignment.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_opens_to_its_node_and_message() {
+        for message in [Message::text("héllo"), Message::binary(vec![0u8, 0xff])] {
+            let sealed = envelope(0x0102_0304_0506_0708, &message);
+            assert_eq!(&sealed[..4], b"wse1");
+            assert_eq!(
+                open_envelope(&sealed),
+                Some((0x0102_0304_0506_0708, message))
+            );
+        }
+        assert_eq!(
+            open_envelope(b"wse1\0\0\0\0\0\0\0\x01\x01\xff"),
+            None,
+            "bad UTF-8"
+        );
+        assert_eq!(open_envelope(b"wse1\0\0"), None, "cut short");
+        assert_eq!(open_envelope(b"other payload"), None);
+    }
+
+    #[test]
+    fn jitter_stays_in_the_unit_interval_and_nodes_differ() {
+        for seed in 0..1000 {
+            let j = jitter(seed);
+            assert!((0.0..1.0).contains(&j));
+        }
+        assert_ne!(node_id(), node_id());
+    }
+}
