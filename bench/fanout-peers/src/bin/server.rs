@@ -14,7 +14,12 @@
 //!
 //! ```text
 //! fanout-server wsevents|tungstenite 127.0.0.1:PORT
+//! fanout-server wsevents 127.0.0.1:PORT --redis redis://127.0.0.1:6379
 //! ```
+//!
+//! With `--redis` the wsevents server's hub runs on `RedisBackend`: several such
+//! processes on one Redis are one hub (a publish on one node reaches the subscribers
+//! of all).
 
 use std::error::Error;
 
@@ -31,12 +36,17 @@ const CHANNEL: usize = 1024;
 #[tokio::main]
 async fn main() -> Result {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: fanout-server wsevents|tungstenite ADDR";
+    let usage = "usage: fanout-server wsevents|tungstenite ADDR [--redis URL]";
     let kind = args.next().ok_or(usage)?;
     let addr = args.next().ok_or(usage)?;
+    let redis = match (args.next().as_deref(), args.next()) {
+        (Some("--redis"), Some(url)) => Some(url),
+        (None, _) => None,
+        _ => return Err(usage.into()),
+    };
     match kind.as_str() {
-        "wsevents" => wsevents_server(&addr).await,
-        "tungstenite" => tungstenite_server(&addr).await,
+        "wsevents" => wsevents_server(&addr, redis.as_deref()).await,
+        "tungstenite" if redis.is_none() => tungstenite_server(&addr).await,
         _ => Err(usage.into()),
     }
 }
@@ -44,8 +54,13 @@ async fn main() -> Result {
 /// The one topic of the benchmark.
 const TOPIC: &str = "bench";
 
-async fn wsevents_server(addr: &str) -> Result {
-    let hub = wsevents::hub::Hub::new();
+async fn wsevents_server(addr: &str, redis: Option<&str>) -> Result {
+    let hub = match redis {
+        Some(url) => wsevents::hub::Hub::builder()
+            .backend(wsevents::hub::RedisBackend::new(url)?)
+            .build(),
+        None => wsevents::hub::Hub::new(),
+    };
     // The server sets TCP_NODELAY on every socket it accepts. Its connection cap
     // (10,000 by default) is raised: the 10,000-subscriber rows have a publisher too.
     let server = wsevents::Server::builder(wsevents::Acceptor::new())
