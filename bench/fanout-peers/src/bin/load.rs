@@ -242,6 +242,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
 
     // The measured window.
     let cpu_before = cpu_times(&args.server_pids);
+    let wait_before = run_queue_waits(&args.server_pids);
     let (published_before, accounted_before) = {
         let mut s = shared.borrow_mut();
         s.measuring = true;
@@ -257,6 +258,12 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     s.measuring = false;
     let seconds = start.elapsed().as_secs_f64();
     let cpu_after = cpu_times(&args.server_pids);
+    let wait_after = run_queue_waits(&args.server_pids);
+    let waits: Vec<f64> = wait_after
+        .iter()
+        .zip(&wait_before)
+        .map(|(a, b)| a - b)
+        .collect();
     let cpu: Vec<f64> = cpu_after
         .iter()
         .zip(&cpu_before)
@@ -290,9 +297,31 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         },
         // [load tool, server pid 1, server pid 2, ...]
         "cpu_s": { "load": cpu[0], "servers": &cpu[1..] },
+        // Time runnable but waiting for a CPU (other work on the same core).
+        "run_queue_wait_s": { "load": waits[0], "servers": &waits[1..] },
         "errors": s.errors.len(),
         "first_error": s.errors.first(),
     }))
+}
+
+/// Time the threads of this process and of each pid spent runnable but waiting for a
+/// CPU, in seconds (the second field of `/proc/PID/task/TID/schedstat`, summed over
+/// the threads).
+fn run_queue_waits(pids: &[u32]) -> Vec<f64> {
+    std::iter::once("self".to_owned())
+        .chain(pids.iter().map(u32::to_string))
+        .map(|p| {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+                return 0.0;
+            };
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>() as f64
+                / 1e9
+        })
+        .collect()
 }
 
 /// utime + stime of this process and of each pid, in seconds (`/proc/PID/stat`,
