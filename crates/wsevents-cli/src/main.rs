@@ -4,7 +4,8 @@
 //!
 //! - `serve` ([`serve`]): a WebSocket server with the demo page at `/` (the seed's
 //!   JavaScript examples, run by the browser against this server), an echo endpoint at
-//!   `/ws` and a chat room at `/chat`; `--echo` / `--broadcast` for tests and
+//!   `/ws`, a chat room at `/chat` and topics at `/topic/NAME` (the library's hub;
+//!   `--redis URL` shares them between servers); `--echo` / `--broadcast` for tests and
 //!   benchmarks. Bounded (open connections, handshakes and their timeout) and
 //!   graceful on Ctrl-C: every client gets close 1001 after its queued messages.
 //! - `connect URL` ([`connect`]): a terminal or scripted client that prints what
@@ -50,7 +51,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the demo page (/), an echo endpoint (/ws) and a chat room (/chat)
+    /// Serve the demo page (/), an echo endpoint (/ws), a chat room (/chat) and topics
+    /// (/topic/NAME)
     ///
     /// The demo page runs the WebSocket examples of the seed tutorial (onopen,
     /// onmessage, binaryType, send, onerror, onclose, close) in the browser against

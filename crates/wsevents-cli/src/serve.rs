@@ -4,7 +4,7 @@
 //! ```text
 //!  TCP ─► (TLS) ─► http::read_head ─┬─ not an upgrade: the page, 404 or 426 (http.rs)
 //!                                   └─ upgrade: Lifecycle::accept(Rewind) ─┬─ echo (stream API)
-//!                                                                          └─ chat (event API, room.rs)
+//!                                                                          └─ topic (event API, hub)
 //! ```
 //!
 //! The library serves WebSocket upgrades only, by design; the page needs plain HTTP on
@@ -12,12 +12,16 @@
 //! has an accept loop of its own, reads the request head itself and hands upgrade
 //! requests, bytes included, to the library's [`Acceptor`].
 //!
-//! Two routes, two faces of the library, each the right tool for its job:
+//! Two kinds of route, two faces of the library, each the right tool for its job:
 //! - **echo** uses the stream API: `Sink` backpressure means a client that sends
 //!   without reading stalls its own reads instead of growing our queue, and messages
 //!   go back without a copy. It is also what `bench` measures.
-//! - **chat** uses the event API, as a browser would: `on_message` publishes to every
-//!   member of the room (see `room.rs` for the rule for slow members).
+//! - **topics** use the event API, as a browser would, on the library's
+//!   [`Hub`](wsevents::hub::Hub): `/chat` is the topic `chat`, `/topic/NAME` the topic
+//!   `NAME`; a connection is subscribed to its topic and what it sends is published
+//!   there, to every subscriber, itself included. Slow subscribers follow the hub's
+//!   rule (closed with 1008 past 1 MiB unsent). With `--redis redis://HOST:PORT` the
+//!   hub is on Redis, so every `serve` on that Redis is one set of topics.
 //!
 //! Bounds and shutdown are the library's [`Lifecycle`], the same types its `Server`
 //! runs on; this module only adds the signals (`shutdown.rs`):
@@ -38,7 +42,6 @@
 //!   aborted. The process prints `shutdown: N closed cleanly, M forced` and exits 0.
 
 mod http;
-mod room;
 mod shutdown;
 
 use std::net::SocketAddr;
@@ -52,13 +55,13 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
+use wsevents::hub::{BackendStatus, Hub, RedisBackend};
 use wsevents::{
-    AcceptBackoff, Acceptor, CancellationToken, HandshakePermit, Lifecycle, MaybeTlsStream,
+    AcceptBackoff, Acceptor, CancellationToken, Data, HandshakePermit, Lifecycle, MaybeTlsStream,
     ServerLimits, ShutdownReport, WebSocket, WebSocketStream,
 };
 
 use self::http::Rewind;
-use self::room::Room;
 use self::shutdown::ShutdownSignal;
 use crate::Result;
 
@@ -80,6 +83,10 @@ pub(crate) struct Args {
     /// Only broadcast: every path is one chat room (no page, no echo)
     #[arg(long)]
     broadcast: bool,
+    /// Put the topics on this Redis (redis://HOST:PORT): every `serve` on it shares
+    /// them
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
@@ -142,7 +149,7 @@ fn positive_seconds(text: &str) -> std::result::Result<Duration, String> {
 /// What the server does with each WebSocket path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// The page at `/`, echo at `/ws`, chat at `/chat`.
+    /// The page at `/`, echo at `/ws`, chat at `/chat`, topics at `/topic/NAME`.
     Demo,
     /// Echo on every path.
     Echo,
@@ -151,10 +158,25 @@ enum Mode {
 }
 
 /// What a WebSocket connection is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Echo,
-    Chat,
+    /// Subscribed to this topic, and publishing to it what it sends.
+    Topic(String),
+}
+
+/// The route of `path` in `mode`; `None`: 404.
+fn route(mode: Mode, path: &str) -> Option<Route> {
+    match (mode, path) {
+        (Mode::Echo, _) => Some(Route::Echo),
+        (Mode::Broadcast, _) => Some(Route::Topic("chat".into())),
+        (Mode::Demo, "/ws") => Some(Route::Echo),
+        (Mode::Demo, "/chat") => Some(Route::Topic("chat".into())),
+        (Mode::Demo, path) => match path.strip_prefix("/topic/") {
+            Some(name) if !name.is_empty() => Some(Route::Topic(name.to_owned())),
+            _ => None,
+        },
+    }
 }
 
 /// What every connection task shares.
@@ -166,21 +188,9 @@ struct Shared {
     lifecycle: Lifecycle,
     /// TLS, the request head and the answer, together.
     handshake_timeout: Duration,
-    room: Arc<Room>,
+    /// The topics of `/chat` and `/topic/NAME`.
+    hub: Hub,
     next_id: AtomicU64,
-}
-
-impl Shared {
-    fn route(&self, path: &str) -> Option<Route> {
-        match (self.mode, path) {
-            (Mode::Echo, _) => Some(Route::Echo),
-            (Mode::Broadcast, _) => Some(Route::Chat),
-            (Mode::Demo, "/ws") => Some(Route::Echo),
-            (Mode::Demo, "/chat") => Some(Route::Chat),
-            // The acceptor answers 404.
-            (Mode::Demo, _) => None,
-        }
-    }
 }
 
 /// Run the server until Ctrl-C (or SIGTERM).
@@ -211,7 +221,10 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         ..wsevents::Config::default()
     };
     let acceptor = match mode {
-        Mode::Demo => Acceptor::new().route("/ws").route("/chat"),
+        Mode::Demo => Acceptor::new().check(|request| match route(Mode::Demo, request.path()) {
+            Some(_) => Ok(()),
+            None => Err((404, format!("no WebSocket endpoint at {}", request.path()))),
+        }),
         Mode::Echo | Mode::Broadcast => Acceptor::new(),
     }
     .config(config)
@@ -221,16 +234,25 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         max_handshakes: args.max_handshakes as usize,
         retry_after: Duration::from_secs(args.retry_after),
     };
+    let hub = match &args.redis {
+        None => Hub::new(),
+        Some(url) => Hub::builder()
+            .backend(RedisBackend::new(url).map_err(|e| format!("--redis: {e}"))?)
+            .build(),
+    };
     let shared = Arc::new(Shared {
         mode,
         acceptor,
         tls,
         lifecycle: Lifecycle::new(limits, CancellationToken::new()),
         handshake_timeout: args.handshake_timeout,
-        room: Arc::new(Room::default()),
+        hub,
         next_id: AtomicU64::new(1),
     });
-    print_banner(addr, mode, shared.tls.is_some());
+    print_banner(addr, mode, shared.tls.is_some(), args.redis.as_deref());
+    if args.redis.is_some() {
+        tokio::spawn(watch_backend(shared.hub.clone()));
+    }
     let report = serve(listener, shared, signal, args.grace).await;
     // One line, for people and for scripts.
     println!("shutdown: {report}");
@@ -239,7 +261,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_banner(addr: SocketAddr, mode: Mode, secure: bool) {
+fn print_banner(addr: SocketAddr, mode: Mode, secure: bool, redis: Option<&str>) {
     let (http, ws) = if secure {
         ("https", "wss")
     } else {
@@ -251,9 +273,13 @@ fn print_banner(addr: SocketAddr, mode: Mode, secure: bool) {
             banner += &format!("  demo page  {http}://{addr}/   <- open this in a browser\n");
             banner += &format!("  echo       {ws}://{addr}/ws\n");
             banner += &format!("  chat       {ws}://{addr}/chat\n");
+            banner += &format!("  topics     {ws}://{addr}/topic/NAME\n");
         }
         Mode::Echo => banner += &format!("  echo       {ws}://{addr}/ (every path)\n"),
         Mode::Broadcast => banner += &format!("  broadcast  {ws}://{addr}/ (every path)\n"),
+    }
+    if let Some(redis) = redis {
+        banner += &format!("  topics on  {redis} (shared with every serve on it)\n");
     }
     banner += "  Ctrl-C to stop (clients get close 1001)";
     // Printed whole and flushed: tests and scripts read the address from it.
@@ -295,7 +321,7 @@ async fn serve(
     drop(listener);
     tracing::info!(
         open = lifecycle.open_connections(),
-        chat_members = shared.room.len(),
+        subscribers = shared.hub.stats().subscribers,
         ?grace,
         "shutting down: closing every connection with 1001"
     );
@@ -324,7 +350,7 @@ async fn connection(tcp: TcpStream, shared: Arc<Shared>, permit: HandshakePermit
     tracing::info!(url, extensions = stream.extensions(), "open");
     match route {
         Some(Route::Echo) => echo(stream).await,
-        Some(Route::Chat) => chat(stream, url, &shared.room).await,
+        Some(Route::Topic(topic)) => subscriber(stream, url, &shared.hub, topic).await,
         None => {}
     }
 }
@@ -361,7 +387,7 @@ async fn open(tcp: TcpStream, shared: &Shared) -> Option<(Upgraded, String, Opti
         }
         return None;
     }
-    let route = shared.route(&head.path);
+    let route = route(shared.mode, &head.path);
     tracing::Span::current().record("path", head.path.as_str());
     let io = Rewind::new(head.buffered, io);
     match shared.lifecycle.accept(&shared.acceptor, io).await {
@@ -418,23 +444,48 @@ where
     Ok(())
 }
 
-/// A member of the chat room, with the event API, until the client leaves or the
-/// server shuts down.
-async fn chat<S>(stream: WebSocketStream<S>, url: String, room: &Arc<Room>)
+/// A subscriber of `topic` that publishes there what it sends, with the event API,
+/// until the client leaves or the server shuts down (it leaves the topic by itself).
+async fn subscriber<S>(stream: WebSocketStream<S>, url: String, hub: &Hub, topic: String)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug + 'static,
 {
     let ws = WebSocket::from_stream(stream, url);
-    let id = room.join(ws.clone());
-    let publish_to = room.clone();
-    ws.on_message(move |e| publish_to.publish(&e.data));
+    if let Err(error) = hub.subscribe(&ws, &topic) {
+        tracing::info!(%error, topic, "cannot subscribe");
+    }
+    let publish_to = hub.clone();
+    let to = topic.clone();
+    ws.on_message(move |e| {
+        match &e.data {
+            Data::Text(text) => publish_to.publish(&to, text.as_str()),
+            Data::Blob(blob) => publish_to.publish(&to, blob.bytes()),
+            other => publish_to.publish(&to, other.as_bytes().to_vec()),
+        };
+    });
     ws.on_error(|e| tracing::info!(error = %e.message(), "error"));
     let close = ws.run().await;
-    room.leave(id);
     tracing::info!(
         code = close.code,
         reason = %close.reason,
         clean = close.was_clean,
         "closed"
     );
+}
+
+/// Log the Redis backend's changes of state (the backend logs the details).
+async fn watch_backend(hub: Hub) {
+    let mut last = None;
+    loop {
+        let status = hub.backend_status();
+        let up = status == BackendStatus::Connected;
+        if last != Some(up) {
+            match &status {
+                BackendStatus::Connected => tracing::info!("topics: connected to Redis"),
+                other => tracing::warn!(?other, "topics: Redis unreachable, local only"),
+            }
+            last = Some(up);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

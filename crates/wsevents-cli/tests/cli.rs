@@ -727,6 +727,143 @@ async fn serve_echo_mode_echoes_on_every_path_and_broadcast_mode_fans_out() {
     );
 }
 
+/// The next text message of `ws`, within 10 s.
+async fn next_text<S>(ws: &mut wsevents::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("no message within 10 s");
+    match next {
+        Some(Ok(Message::Text(text))) => text.as_str().to_owned(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Connect to `url` and send `hello` until it comes back: subscribed.
+async fn joined(url: &str, hello: &str) -> wsevents::WebSocketStream<wsevents::MaybeTlsStream> {
+    let mut ws = wsevents::connect(url).await.unwrap();
+    ws.send(Message::text(hello.to_owned())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, hello);
+    ws
+}
+
+#[tokio::test]
+async fn serve_topics_keep_to_themselves_and_chat_is_the_topic_chat() {
+    let serve = Serve::start(&[]);
+    let mut a1 = joined(&serve.url("/topic/a"), "a1 here").await;
+    let mut a2 = joined(&serve.url("/topic/a"), "a2 here").await;
+    assert_eq!(next_text(&mut a1).await, "a2 here");
+    let mut b = joined(&serve.url("/topic/b"), "b here").await;
+    let mut chat = joined(&serve.url("/chat"), "chat here").await;
+    a1.send(Message::text("to a")).await.unwrap();
+    b.send(Message::text("to b")).await.unwrap();
+    chat.send(Message::text("to chat")).await.unwrap();
+    assert_eq!(next_text(&mut a1).await, "to a");
+    assert_eq!(next_text(&mut a2).await, "to a");
+    assert_eq!(next_text(&mut b).await, "to b");
+    assert_eq!(next_text(&mut chat).await, "to chat");
+    // An empty topic name is no endpoint.
+    assert!(wsevents::connect(&serve.url("/topic/")).await.is_err());
+}
+
+/// A `redis-server` of the test's own on a free loopback port (`scripts/redis
+/// install`), killed by PID when dropped.
+struct Redis(Child, u16);
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): run scripts/redis install")
+            });
+        Redis(child, port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.1)
+    }
+
+    /// `PUBSUB NUMSUB channel`, once Redis answers.
+    async fn numsub(&self, channel: &str) -> u64 {
+        let client = redis::Client::open(self.url()).unwrap();
+        for _ in 0..500 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                let (_, n): (String, u64) = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(channel)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("redis-server never answered");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two `serve` processes on one Redis are one chat: what a client of one says reaches
+/// the clients of both, once each, in order.
+#[tokio::test]
+async fn two_serves_on_one_redis_are_one_chat() {
+    let redis = Redis::start();
+    let one = Serve::start(&["--redis", &redis.url()]);
+    let two = Serve::start(&["--redis", &redis.url()]);
+    let mut alice = joined(&one.url("/chat"), "alice here").await;
+    let mut bob = joined(&two.url("/chat"), "bob here").await;
+    let mut carol = joined(&two.url("/chat"), "carol here").await;
+    // Both nodes subscribed in Redis: from now on every message crosses.
+    let started = Instant::now();
+    while redis.numsub("wsevents:chat").await < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(next_text(&mut bob).await, "carol here");
+    for i in 0..50 {
+        alice
+            .send(Message::text(format!("alice {i}")))
+            .await
+            .unwrap();
+    }
+    bob.send(Message::text("bob says hi")).await.unwrap();
+    for ws in [&mut alice, &mut bob, &mut carol] {
+        let mut from_alice = Vec::new();
+        let mut from_bob = 0;
+        while from_alice.len() < 50 || from_bob < 1 {
+            match next_text(ws).await {
+                text if text == "bob says hi" => from_bob += 1,
+                text => from_alice.push(text),
+            }
+        }
+        let expected: Vec<String> = (0..50).map(|i| format!("alice {i}")).collect();
+        assert_eq!(from_alice, expected);
+        let more = tokio::time::timeout(Duration::from_millis(300), ws.next()).await;
+        assert!(more.is_err(), "a duplicate: {more:?}");
+    }
+}
+
 #[tokio::test]
 async fn serve_answers_plain_http_with_the_page_404_and_426() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
