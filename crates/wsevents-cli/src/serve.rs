@@ -376,6 +376,9 @@ async fn open(tcp: TcpStream, shared: &Shared) -> Option<(Upgraded, String, Opti
         Ok(read) => read,
         Err(error) => {
             tracing::debug!(%error, "bad request");
+            if let Some(response) = error.response() {
+                http::answer_and_linger(&mut io, &response).await;
+            }
             return None;
         }
     };

@@ -32,15 +32,51 @@ pub(super) struct Head {
     pub(super) buffered: Bytes,
 }
 
+/// Why no request head could be read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HeadError {
+    /// The transport failed or ended: nobody to answer.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Over [`MAX_HEAD`]: answered 431, like the library's acceptor.
+    #[error("request head over 16 KiB")]
+    TooLarge,
+    /// Not HTTP/1.1: answered 400.
+    #[error("malformed request head: {0}")]
+    Malformed(httparse::Error),
+}
+
+impl HeadError {
+    /// The answer the client gets, if it is still there to get one.
+    pub(super) fn response(&self) -> Option<Response> {
+        let (status, reason, body) = match self {
+            HeadError::Io(_) => return None,
+            HeadError::TooLarge => (
+                431,
+                "Request Header Fields Too Large",
+                "request head over 16 KiB\n",
+            ),
+            HeadError::Malformed(_) => (400, "Bad Request", "malformed request head\n"),
+        };
+        Some(Response {
+            status,
+            reason,
+            content_type: "text/plain; charset=utf-8",
+            body,
+            extra: "",
+        })
+    }
+}
+
 /// Read until a whole request head has arrived.
-pub(super) async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<Head> {
+pub(super) async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if io.read_buf(&mut buf).await? == 0 {
-            return Err(io::Error::new(
+            return Err(HeadError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the connection ended inside the request head",
-            ));
+            )));
         }
         let mut headers = [httparse::EMPTY_HEADER; 100];
         let mut request = httparse::Request::new(&mut headers);
@@ -62,13 +98,9 @@ pub(super) async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<He
                 });
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "request head over 16 KiB",
-                ));
-            }
-            Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+            Ok(httparse::Status::Partial) => return Err(HeadError::TooLarge),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+            Err(error) => return Err(HeadError::Malformed(error)),
         }
     }
 }
@@ -145,6 +177,31 @@ pub(super) async fn write_response<S: AsyncWrite + Unpin>(
     }
     io.flush().await?;
     io.shutdown().await
+}
+
+/// Answer a request that could not be read (431, 400), then read on for a moment: a
+/// client still sending its head would otherwise get a reset for the bytes we left
+/// unread, which can destroy the answer before it reads it. Bounded: at most 1 s and
+/// 256 KiB more.
+pub(super) async fn answer_and_linger<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    response: &Response,
+) {
+    if let Err(error) = write_response(io, response, "GET").await {
+        tracing::debug!(%error, "writing the error response failed");
+        return;
+    }
+    let drain = async {
+        let mut scratch = [0u8; 4096];
+        let mut left = 256 * 1024usize;
+        while left > 0 {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }
 
 /// A transport whose first reads replay bytes already read from it: the request head

@@ -36,7 +36,7 @@ use std::time::Duration;
 use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
-use wsevents_proto::{CloseCode, CloseFrame, Connection, Event, Role};
+use wsevents_proto::{CloseCode, CloseFrame, Connection, Event, Role, Timeout};
 
 use crate::io::scratch;
 use crate::io::server::lifecycle::{SHUTDOWN_REASON, Signal, Tracked};
@@ -81,6 +81,10 @@ pub(crate) struct Driver<S> {
     io_error: Option<io::Error>,
     /// How much the last read brought.
     last_read: usize,
+    /// The peer was failed by keepalive (it answered nothing, not even a pong): it is
+    /// presumed gone, so the teardown makes one try at the 1011 and the shutdown and
+    /// does not wait for an end of stream that will not come.
+    peer_gone: bool,
     /// The server's hold on this connection, if a server tracks it; given back once
     /// the teardown is done.
     tracked: Option<Box<Tracked>>,
@@ -98,6 +102,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             closed_event: None,
             io_error: None,
             last_read: 0,
+            peer_gone: false,
             tracked: None,
         }
     }
@@ -119,6 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             closed_event: self.closed_event,
             io_error: self.io_error,
             last_read: self.last_read,
+            peer_gone: self.peer_gone,
             tracked: self.tracked,
         }
     }
@@ -173,6 +179,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     self.teardown = Teardown::Closing;
                     continue;
                 }
+                if let Event::Error(wsevents_proto::Error::Timeout(Timeout::Pong)) = event {
+                    self.peer_gone = true;
+                }
                 // An auto-pong or a close reply the core just queued leaves at once (a
                 // full socket is fine). The caller's own messages wait for its flush,
                 // or for the input to run dry below, so that replies to a batch of
@@ -189,6 +198,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 continue;
             }
             if self.poll_timer(conn, cx).is_ready() {
+                // What a deadline queued (a keepalive ping, a keepalive failure's 1011, an
+                // idle close) leaves at once, before the events it caused are handed
+                // out: a caller that stops at the error has still sent the close frame.
+                if let Poll::Ready(Err(e)) = self.poll_write_queued(conn, cx) {
+                    self.transport_failed(conn, e);
+                }
                 continue;
             }
             match self.poll_read(conn, cx) {
@@ -394,6 +409,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Flush, shut down in the role's order, and wait for the peer's EOF (bounded).
     fn poll_teardown(&mut self, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<()> {
+        if self.peer_gone {
+            // One try, no waiting: a peer that answered nothing for a whole keepalive
+            // round will not read our close frame nor send its end of stream.
+            if !self.write_closed
+                && let Poll::Ready(Ok(())) = self.poll_write_queued(conn, cx)
+            {
+                let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+            }
+            self.read_closed = true;
+            self.write_closed = true;
+            return Poll::Ready(());
+        }
         if !self.write_closed {
             match self.poll_write_queued(conn, cx) {
                 Poll::Pending => return self.poll_linger(conn, cx),
