@@ -402,3 +402,62 @@ fn pings_and_data_after_failure_are_ignored() {
     assert!(server.poll_event().is_none());
     assert_eq!(server.state(), State::Closed);
 }
+
+// ----- prepared messages (one frame shared by many connections) -----
+
+#[test]
+fn server_sends_a_prepared_message_unmasked_in_order_with_its_sends() {
+    use wsevents_proto::PreparedMessage;
+    let mut pair = Pair::connected();
+    let big = PreparedMessage::new(&Message::binary(vec![0xab; 70_000]));
+    let small = PreparedMessage::new(&Message::text("tick"));
+    assert_eq!(&small.frame()[..], b"\x81\x04tick");
+    assert_eq!(
+        &big.frame()[..4],
+        [0x82, 0x7f, 0x00, 0x00],
+        "the 64-bit length"
+    );
+    pair.server.send_text("before").unwrap();
+    pair.server.send_prepared(&small).unwrap();
+    pair.server.send_prepared(&big).unwrap();
+    pair.server.send_text("after").unwrap();
+    assert_eq!(pair.server.buffered_amount(), 6 + 4 + 70_000 + 5);
+    pair.drive();
+    assert_eq!(
+        messages(&pair.client_events),
+        [
+            Message::text("before"),
+            Message::text("tick"),
+            Message::binary(vec![0xab; 70_000]),
+            Message::text("after"),
+        ]
+    );
+    assert_eq!(pair.server.buffered_amount(), 0);
+}
+
+#[test]
+fn a_prepared_message_is_refused_by_a_client_and_inside_a_fragmented_message() {
+    use wsevents_proto::{Error, PreparedMessage};
+    let mut pair = Pair::connected();
+    let prepared = PreparedMessage::new(&Message::text("x"));
+    assert!(matches!(
+        pair.client.send_prepared(&prepared),
+        Err(Error::PreparedOnClient)
+    ));
+    pair.server
+        .send_fragment(MessageKind::Text, Bytes::from_static(b"par"), false)
+        .unwrap();
+    assert!(matches!(
+        pair.server.send_prepared(&prepared),
+        Err(Error::MessageInProgress)
+    ));
+    pair.server
+        .send_fragment(MessageKind::Text, Bytes::from_static(b"t"), true)
+        .unwrap();
+    pair.server.send_prepared(&prepared).unwrap();
+    pair.drive();
+    assert_eq!(
+        messages(&pair.client_events),
+        [Message::text("part"), Message::text("x")]
+    );
+}

@@ -598,12 +598,12 @@ mod tests {
 
     proptest::proptest! {
         /// Any mix of frames (inline, coalesced, own chunks, masked, short ones by
-        /// either path), raw bytes, partial writes and releases comes out as the bytes
+        /// either path, shared ones), raw bytes, partial writes and releases comes out as the bytes
         /// pushed, in order.
         #[test]
         fn writes_in_any_pieces_give_the_bytes_pushed_in_order(
             ops in proptest::collection::vec(
-                (0u8..6, 0usize..5000, proptest::prelude::any::<proptest::sample::Index>()),
+                (0u8..7, 0usize..5000, proptest::prelude::any::<proptest::sample::Index>()),
                 1..40),
         ) {
             let mut queue = TransmitQueue::default();
@@ -646,6 +646,13 @@ mod tests {
                             queue.advance(k);
                             left -= k;
                         }
+                    }
+                    6 => {
+                        // A frame shared with other queues (a prepared message).
+                        let payload: Vec<u8> = (0..size).map(|b| b as u8).collect();
+                        let frame = PreparedMessage::new(&Message::binary(payload));
+                        expected.extend_from_slice(frame.frame());
+                        queue.push_shared_frame(frame.frame().clone(), size);
                     }
                     _ => {
                         queue.release_if_empty();
