@@ -17,7 +17,7 @@
 //!   without reading stalls its own reads instead of growing our queue, and messages
 //!   go back without a copy. It is also what `bench` measures.
 //! - **topics** use the event API, as a browser would, on the library's
-//!   [`Hub`](wsevents::hub::Hub): `/chat` is the topic `chat`, `/topic/NAME` the topic
+//!   [`Hub`]: `/chat` is the topic `chat`, `/topic/NAME` the topic
 //!   `NAME`; a connection is subscribed to its topic and what it sends is published
 //!   there, to every subscriber, itself included. Slow subscribers follow the hub's
 //!   rule (closed with 1008 past 1 MiB unsent). With `--redis redis://HOST:PORT` the

@@ -826,6 +826,9 @@ impl Drop for Redis {
 #[tokio::test]
 async fn two_serves_on_one_redis_are_one_chat() {
     let redis = Redis::start();
+    // Redis answers before the servers start: a server that finds it down drops what
+    // is published until it has reconnected (the hub's rule), which would race here.
+    assert_eq!(redis.numsub("wsevents:chat").await, 0);
     let one = Serve::start(&["--redis", &redis.url()]);
     let two = Serve::start(&["--redis", &redis.url()]);
     let mut alice = joined(&one.url("/chat"), "alice here").await;
@@ -840,7 +843,12 @@ async fn two_serves_on_one_redis_are_one_chat() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(next_text(&mut bob).await, "carol here");
+    // Alice's hello may reach bob and carol too (skipped).
+    let mut hello = next_text(&mut bob).await;
+    if hello == "alice here" {
+        hello = next_text(&mut bob).await;
+    }
+    assert_eq!(hello, "carol here");
     for i in 0..50 {
         alice
             .send(Message::text(format!("alice {i}")))
@@ -854,6 +862,9 @@ async fn two_serves_on_one_redis_are_one_chat() {
         while from_alice.len() < 50 || from_bob < 1 {
             match next_text(ws).await {
                 text if text == "bob says hi" => from_bob += 1,
+                // The other node's hellos may cross too (published before it was
+                // subscribed in Redis, they waited for its first connection).
+                text if text.ends_with(" here") => {}
                 text => from_alice.push(text),
             }
         }

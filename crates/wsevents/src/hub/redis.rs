@@ -1,26 +1,5 @@
-//! The hub on Redis pub/sub: many server processes, one hub (feature `redis`).
-//!
-//! Each node keeps two connections to Redis, each owned by a task of its own:
-//!
-//! - the **publisher** sends this node's publishes, in order, as pipelined `PUBLISH`es
-//!   on one connection (Redis delivers a connection's messages in the order it sent
-//!   them), each in an envelope with this node's id;
-//! - the **subscriber** holds a `SUBSCRIBE` for exactly the topics that have local
-//!   subscribers (it follows the hub: subscribe on the first, unsubscribe after the
-//!   last), delivers what other nodes publish, and drops what carries its own id (the
-//!   hub delivered that locally already).
-//!
-//! When Redis goes away, local delivery goes on unchanged; each task reconnects with
-//! full-jitter exponential backoff (100 ms doubling to 5 s), the subscriber
-//! resubscribes to every topic the hub has then, and both say so in the log
-//! (`tracing`: a warning on loss, info on recovery) and in
-//! [`Hub::backend_status`](super::Hub::backend_status). What is published while the
-//! publisher is cut off is not carried to other nodes (counted in
-//! [`BackendStatus::Reconnecting::dropped`]); Redis pub/sub has no history to replay.
-//!
-//! The envelope: `b"wse1"`, the node id (8 bytes, big-endian), the kind (`0x01` text,
-//! `0x02` binary), the payload. Channels are the topics behind a prefix
-//! ([`RedisConfig::prefix`], `"wsevents:"` by default).
+//! The hub on Redis pub/sub: many server processes, one hub (feature `redis`); the
+//! design is on [`RedisBackend`].
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,7 +58,30 @@ impl Default for RedisConfig {
     }
 }
 
-/// A [`Backend`] on Redis pub/sub (see the [module](self) doc for the design).
+/// A [`Backend`] on Redis pub/sub: many server processes, one hub.
+///
+/// Each node keeps two connections to Redis, each owned by a task of its own:
+///
+/// - the **publisher** sends this node's publishes, in order, as pipelined `PUBLISH`es
+///   on one connection (Redis delivers a connection's messages in the order it sent
+///   them), each in an envelope with this node's id;
+/// - the **subscriber** holds a `SUBSCRIBE` for exactly the topics that have local
+///   subscribers (it follows the hub: subscribe on the first, unsubscribe after the
+///   last), delivers what other nodes publish, and drops what carries its own id (the
+///   hub delivered that locally already).
+///
+/// When Redis goes away, local delivery goes on unchanged; each task reconnects with
+/// full-jitter exponential backoff (100 ms doubling to 5 s), the subscriber
+/// resubscribes to every topic the hub has then, and both say so in the log
+/// (`tracing`: a warning on loss, info on recovery) and in
+/// [`Hub::backend_status`](super::Hub::backend_status). What is published before the
+/// first connection is made waits for it (up to [`RedisConfig::max_pending`]); what is
+/// published while the publisher is cut off is not carried to other nodes (counted in
+/// [`BackendStatus::Reconnecting::dropped`]); Redis pub/sub has no history to replay.
+///
+/// The envelope: `b"wse1"`, the node id (8 bytes, big-endian), the kind (`0x01` text,
+/// `0x02` binary), the payload. Channels are the topics behind a prefix
+/// ([`RedisConfig::prefix`], `"wsevents:"` by default).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), wsevents::Error> {
@@ -230,8 +232,9 @@ impl Backend for RedisBackend {
 
     fn publish(&self, topic: &str, message: &Message) {
         // Cut off: not queued for later (other nodes lost their subscriptions too, and
-        // would get it late or not at all); counted.
-        if !matches!(lock(&self.shared.links).publisher, Link::Up) {
+        // would get it late or not at all); counted. While the first connection is
+        // being made, it waits in the queue.
+        if matches!(lock(&self.shared.links).publisher, Link::Down { .. }) {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
