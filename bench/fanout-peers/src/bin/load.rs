@@ -1,0 +1,636 @@
+//! The load of `bench/fanout`: one publisher and N subscribers in one process, on one
+//! thread (so it needs one core and shares nothing through atomics).
+//!
+//! Subscribers are raw TCP connections after a hand-written opening handshake: a
+//! subscriber's task waits for its socket to be readable, reads everything there into
+//! a buffer shared by all (a connection keeps only a partial frame of its own), and
+//! walks the frames: it counts each one and reads the publish time and the sequence
+//! number from its first 16 bytes. One clock read per read serves every frame in it.
+//! No allocation, no UTF-8 check, no copy of a payload: the work per delivery is a few
+//! dozen instructions beside the `recv`, so that the server, not this tool, is what
+//! runs out of CPU first (the report has both CPU times to check).
+//!
+//! The publisher is a WebSocket client on `/pub` (masked frames, as RFC 6455 requires,
+//! with the all-zero key so the payload goes out as it is) and runs a closed loop with
+//! bounded outstanding, counted in deliveries: at most `--window` × N deliveries are in
+//! flight (published, and neither received nor skipped by their subscriber; a
+//! subscriber that receives `m` after `h` skipped the ones between, as a lagging
+//! broadcast receiver does). Counting deliveries rather than waiting for each message
+//! to reach everyone keeps the pipeline full whatever order the server serves its
+//! subscribers in (a server that sends a subscriber all it has before the next one
+//! would otherwise run in lock-step batches), so the server always has about
+//! `--window` messages per subscriber to send and nothing piles up that it would have
+//! to drop. `--rate R` runs it open loop instead: R messages a second, each stamped
+//! with its scheduled time (so a server that falls behind shows it in the latency, not
+//! by slowing the publisher down) and sent on the first 1 ms tick at or after it
+//! (tokio's timer granularity: up to 1 ms of such a latency is the schedule's).
+//!
+//! Latency is publish-to-delivery: from the publisher's time stamp (taken just before
+//! the write) to the subscriber's read, both on this process's monotonic clock, in an
+//! HDR histogram of microseconds. A warm-up (until every subscriber has received a
+//! message, and at least `--warmup` seconds) is excluded; then the counters restart
+//! for `--duration` seconds, and the CPU times of this process and of every
+//! `--server-pid` are taken over that window.
+//!
+//! ```text
+//! fanout-load --pub ws://127.0.0.1:PORT/pub --sub ws://127.0.0.1:PORT/sub \
+//!     -n 10000 -s 20 --window 64 --warmup 1 --duration 3 --server-pid PID
+//! ```
+//! `--sub` may be given several times: subscribers are spread over the URLs in turn.
+//! Prints one JSON object.
+
+use std::cell::RefCell;
+use std::error::Error;
+use std::rc::Rc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Sequence number and publish time, little-endian, at the start of every payload.
+const STAMP: usize = 16;
+
+struct Args {
+    publish: String,
+    subscribe: Vec<String>,
+    subscribers: usize,
+    size: usize,
+    window: u64,
+    rate: Option<f64>,
+    warmup: f64,
+    duration: f64,
+    server_pids: Vec<u32>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        publish: String::new(),
+        subscribe: Vec::new(),
+        subscribers: 1000,
+        size: 20,
+        window: 64,
+        rate: None,
+        warmup: 1.0,
+        duration: 3.0,
+        server_pids: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--pub" => args.publish = value()?,
+            "--sub" => args.subscribe.push(value()?),
+            "-n" | "--subscribers" => args.subscribers = value()?.parse()?,
+            "-s" | "--size" => args.size = value()?.parse()?,
+            "--window" => args.window = value()?.parse()?,
+            "--rate" => args.rate = Some(value()?.parse()?),
+            "--warmup" => args.warmup = value()?.parse()?,
+            "-d" | "--duration" => args.duration = value()?.parse()?,
+            "--server-pid" => args.server_pids.push(value()?.parse()?),
+            _ => return Err(format!("unknown option {flag}").into()),
+        }
+    }
+    if args.publish.is_empty() || args.subscribe.is_empty() {
+        return Err("--pub URL and --sub URL are required".into());
+    }
+    if args.size < STAMP {
+        return Err(format!("--size must be at least {STAMP}").into());
+    }
+    if args.window == 0 {
+        return Err("--window must be at least 1".into());
+    }
+    Ok(args)
+}
+
+/// What the subscribers and the publisher share (one thread: a `RefCell`).
+struct Shared {
+    epoch: Instant,
+    subscribers: u64,
+    /// Messages published so far; the next one's sequence number.
+    published: u64,
+    /// The closed loop's bound, in messages.
+    window: u64,
+    /// Deliveries accounted for since the start: received, skipped by a subscriber
+    /// (it received a later one first), or published before the subscriber's first.
+    /// `published * subscribers - accounted` is what is in flight.
+    accounted: u64,
+    /// The publisher has been told that the window has room.
+    notified: bool,
+    /// Subscribers that have received anything.
+    started: u64,
+    measuring: bool,
+    deliveries: u64,
+    /// Messages a subscriber never got (it received a later one first).
+    skipped: u64,
+    latency: Histogram<u64>,
+    /// The same, per `--sub` URL (with several nodes: local and cross-node).
+    latency_by_url: Vec<Histogram<u64>>,
+    errors: Vec<String>,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Deliveries in flight: published to someone and not yet accounted for.
+    fn in_flight(&self) -> u64 {
+        (self.published * self.subscribers).saturating_sub(self.accounted)
+    }
+
+    /// Whether the closed loop may publish another message: a whole message's
+    /// deliveries (one per subscriber) of room in the window.
+    fn has_room(&self) -> bool {
+        self.in_flight() + self.subscribers <= self.window * self.subscribers
+    }
+}
+
+fn main() -> Result {
+    let args = parse_args()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let report = local.block_on(&runtime, run(args))?;
+    println!("{report}");
+    Ok(())
+}
+
+async fn run(args: Args) -> Result<serde_json::Value> {
+    let shared = Rc::new(RefCell::new(Shared {
+        epoch: Instant::now(),
+        subscribers: args.subscribers as u64,
+        published: 0,
+        window: args.window,
+        accounted: 0,
+        notified: false,
+        started: 0,
+        measuring: false,
+        deliveries: 0,
+        skipped: 0,
+        // 1 µs to 100 s, 3 significant digits.
+        latency: Histogram::new_with_bounds(1, 100_000_000, 3)?,
+        latency_by_url: vec![Histogram::new_with_bounds(1, 100_000_000, 3)?; args.subscribe.len()],
+        errors: Vec::new(),
+    }));
+    let progress = Rc::new(Notify::new());
+
+    // Connect the subscribers, a few hundred handshakes at a time (listen backlogs
+    // are 511 to 1024).
+    let connect_start = Instant::now();
+    let gate = Rc::new(Semaphore::new(256));
+    let mut handshakes = Vec::with_capacity(args.subscribers);
+    let args_urls = args.subscribe.len();
+    for i in 0..args.subscribers {
+        let url = args.subscribe[i % args.subscribe.len()].clone();
+        let gate = gate.clone();
+        handshakes.push(tokio::task::spawn_local(async move {
+            let _permit = gate.acquire().await;
+            open(&url)
+                .await
+                .map(|(tcp, rest)| (tcp, rest, i % args_urls))
+        }));
+    }
+    let mut sockets = Vec::with_capacity(args.subscribers);
+    for handshake in handshakes {
+        sockets.push(handshake.await??);
+    }
+    let connect_s = connect_start.elapsed().as_secs_f64();
+    for (tcp, rest, url) in sockets {
+        tokio::task::spawn_local(subscriber(tcp, rest, url, shared.clone(), progress.clone()));
+    }
+
+    let (publisher, rest) = open(&args.publish).await?;
+    let (pub_read, pub_write) = publisher.into_split();
+    tokio::task::spawn_local(drain(pub_read, rest));
+    tokio::task::spawn_local(publish(
+        pub_write,
+        args.size,
+        args.window,
+        args.rate,
+        shared.clone(),
+        progress.clone(),
+    ));
+
+    // Warm-up: at least `warmup` seconds, and until every subscriber has a message.
+    let warm_until = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let give_up = Instant::now() + Duration::from_secs_f64(args.warmup + 30.0);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let s = shared.borrow();
+        if let Some(error) = s.errors.first() {
+            return Err(error.clone().into());
+        }
+        if Instant::now() >= warm_until && s.started == s.subscribers {
+            break;
+        }
+        if Instant::now() >= give_up {
+            return Err(format!(
+                "after {} s only {} of {} subscribers received anything",
+                args.warmup + 30.0,
+                s.started,
+                s.subscribers
+            )
+            .into());
+        }
+    }
+
+    // The measured window.
+    let cpu_before = cpu_times(&args.server_pids);
+    let wait_before = run_queue_waits(&args.server_pids);
+    let (published_before, accounted_before) = {
+        let mut s = shared.borrow_mut();
+        s.measuring = true;
+        s.deliveries = 0;
+        s.skipped = 0;
+        s.latency.reset();
+        s.latency_by_url.iter_mut().for_each(Histogram::reset);
+        (s.published, s.accounted)
+    };
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    let mut s = shared.borrow_mut();
+    s.measuring = false;
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu_after = cpu_times(&args.server_pids);
+    let wait_after = run_queue_waits(&args.server_pids);
+    let waits: Vec<f64> = wait_after
+        .iter()
+        .zip(&wait_before)
+        .map(|(a, b)| a - b)
+        .collect();
+    let cpu: Vec<f64> = cpu_after
+        .iter()
+        .zip(&cpu_before)
+        .map(|(a, b)| a - b)
+        .collect();
+    let summary = |l: &Histogram<u64>| {
+        serde_json::json!({
+            "p50": l.value_at_quantile(0.5), "p90": l.value_at_quantile(0.9),
+            "p99": l.value_at_quantile(0.99), "p99_9": l.value_at_quantile(0.999),
+            "max": l.max(), "mean": l.mean(), "count": l.len(),
+        })
+    };
+    Ok(serde_json::json!({
+        "subscribers": args.subscribers,
+        "size": args.size,
+        "mode": match args.rate { Some(r) => format!("open loop, {r} msg/s"), None => format!("closed loop, window {}", args.window) },
+        "connect_s": connect_s,
+        "duration_s": seconds,
+        "published": s.published - published_before,
+        "accounted": s.accounted - accounted_before,
+        "in_flight_at_end": s.in_flight(),
+        "publishes_per_s": (s.published - published_before) as f64 / seconds,
+        "deliveries": s.deliveries,
+        "deliveries_per_s": s.deliveries as f64 / seconds,
+        "skipped": s.skipped,
+        "latency_us": summary(&s.latency),
+        "latency_us_by_sub_url": if s.latency_by_url.len() > 1 {
+            s.latency_by_url.iter().map(summary).collect::<Vec<_>>()
+        } else {
+            Vec::new()
+        },
+        // [load tool, server pid 1, server pid 2, ...]
+        "cpu_s": { "load": cpu[0], "servers": &cpu[1..] },
+        // Time runnable but waiting for a CPU (other work on the same core).
+        "run_queue_wait_s": { "load": waits[0], "servers": &waits[1..] },
+        "errors": s.errors.len(),
+        "first_error": s.errors.first(),
+    }))
+}
+
+/// Time the threads of this process and of each pid spent runnable but waiting for a
+/// CPU, in seconds (the second field of `/proc/PID/task/TID/schedstat`, summed over
+/// the threads).
+fn run_queue_waits(pids: &[u32]) -> Vec<f64> {
+    std::iter::once("self".to_owned())
+        .chain(pids.iter().map(u32::to_string))
+        .map(|p| {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+                return 0.0;
+            };
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>() as f64
+                / 1e9
+        })
+        .collect()
+}
+
+/// utime + stime of this process and of each pid, in seconds (`/proc/PID/stat`,
+/// fields 14 and 15, in clock ticks of 1/100 s on Linux).
+fn cpu_times(pids: &[u32]) -> Vec<f64> {
+    std::iter::once("self".to_owned())
+        .chain(pids.iter().map(u32::to_string))
+        .map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let after_name = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+            let f: Vec<&str> = after_name.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            (ticks(11) + ticks(12)) as f64 / 100.0
+        })
+        .collect()
+}
+
+/// TCP connect and the opening handshake; returns the socket and any bytes read past
+/// the response head.
+async fn open(url: &str) -> Result<(TcpStream, Vec<u8>)> {
+    let rest = url.strip_prefix("ws://").ok_or("ws:// URLs only")?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut tcp = TcpStream::connect(host).await?;
+    tcp.set_nodelay(true)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await?;
+    let mut head = Vec::with_capacity(1024);
+    loop {
+        tcp.readable().await?;
+        let mut buf = [0u8; 4096];
+        match tcp.try_read(&mut buf) {
+            Ok(0) => return Err("the server closed during the handshake".into()),
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            if !head.starts_with(b"HTTP/1.1 101") {
+                let line = String::from_utf8_lossy(&head[..head.len().min(80)]).into_owned();
+                return Err(format!("handshake refused: {line}").into());
+            }
+            return Ok((tcp, head.split_off(end + 4)));
+        }
+    }
+}
+
+thread_local! {
+    /// One receive buffer for every subscriber of the thread: a read goes here, and
+    /// only a partial frame at its end is copied to the connection's own buffer.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 256 * 1024]);
+}
+
+/// One subscriber: read, walk the frames, count and time them.
+async fn subscriber(
+    tcp: TcpStream,
+    mut partial: Vec<u8>,
+    url: usize,
+    shared: Rc<RefCell<Shared>>,
+    progress: Rc<Notify>,
+) {
+    let mut highest: Option<u64> = None;
+    let mut pongs: Vec<u8> = Vec::new();
+    let result: Result = async {
+        // Bytes read past the handshake's response: walk them first.
+        let data = std::mem::take(&mut partial);
+        let used = walk(&data, url, &shared, &progress, &mut highest, &mut pongs)?;
+        partial.extend_from_slice(&data[used..]);
+        loop {
+            tcp.readable().await?;
+            let outcome = SCRATCH.with_borrow_mut(|scratch| -> Result<bool> {
+                let mut closed = false;
+                loop {
+                    // Keep the partial frame at the front, then read after it.
+                    let kept = partial.len();
+                    if kept > scratch.len() / 2 {
+                        scratch.resize(kept * 2, 0);
+                    }
+                    scratch[..kept].copy_from_slice(&partial);
+                    partial.clear();
+                    match tcp.try_read(&mut scratch[kept..]) {
+                        Ok(0) => closed = true,
+                        Ok(n) => {
+                            let data = &scratch[..kept + n];
+                            let used =
+                                walk(data, url, &shared, &progress, &mut highest, &mut pongs)?;
+                            partial.extend_from_slice(&data[used..]);
+                            if kept + n == scratch.len() {
+                                continue;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            partial.extend_from_slice(&scratch[..kept]);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                    return Ok(closed);
+                }
+            })?;
+            if !pongs.is_empty() {
+                // Rare (a keepalive ping): answer it before reading on.
+                write_all(&tcp, &mut pongs).await?;
+            }
+            if outcome {
+                return Err("the server closed a subscriber".into());
+            }
+        }
+    }
+    .await;
+    if let Err(error) = result {
+        shared
+            .borrow_mut()
+            .errors
+            .push(format!("subscriber: {error}"));
+        progress.notify_one();
+    }
+}
+
+async fn write_all(tcp: &TcpStream, out: &mut Vec<u8>) -> Result {
+    let mut sent = 0;
+    while sent < out.len() {
+        tcp.writable().await?;
+        match tcp.try_write(&out[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.clear();
+    Ok(())
+}
+
+/// Walk the whole frames at the start of `data`; returns how many bytes they took.
+fn walk(
+    data: &[u8],
+    url: usize,
+    shared: &RefCell<Shared>,
+    progress: &Notify,
+    highest: &mut Option<u64>,
+    pongs: &mut Vec<u8>,
+) -> Result<usize> {
+    let mut at = 0;
+    let mut s = shared.borrow_mut();
+    let now = s.now_ns();
+    while data.len() - at >= 2 {
+        let (b0, b1) = (data[at], data[at + 1]);
+        if b1 & 0x80 != 0 {
+            return Err("a masked frame from the server".into());
+        }
+        let (header, len) = match b1 & 0x7f {
+            126 if data.len() - at >= 4 => {
+                (4, u16::from_be_bytes([data[at + 2], data[at + 3]]) as usize)
+            }
+            127 if data.len() - at >= 10 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&data[at + 2..at + 10]);
+                (10, u64::from_be_bytes(b) as usize)
+            }
+            126 | 127 => break,
+            n => (2, n as usize),
+        };
+        if data.len() - at < header + len {
+            break;
+        }
+        let payload = &data[at + header..at + header + len];
+        match b0 & 0x0f {
+            0x2 if len >= STAMP => {
+                let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
+                let stamp = u64::from_le_bytes(payload[8..16].try_into().unwrap_or_default());
+                if highest.is_none() {
+                    s.started += 1;
+                }
+                if let Some(h) = *highest {
+                    if seq <= h {
+                        return Err(format!("message {seq} after {h}: out of order").into());
+                    }
+                    if s.measuring {
+                        s.skipped += seq - h - 1;
+                    }
+                }
+                // This one, and any it skipped (or, for the first, missed by
+                // subscribing after they were published).
+                s.accounted += match *highest {
+                    Some(h) => seq - h,
+                    None => seq + 1,
+                };
+                *highest = Some(seq);
+                if s.measuring {
+                    s.deliveries += 1;
+                    let us = now.saturating_sub(stamp) / 1000;
+                    let _ = s.latency.record(us.max(1));
+                    if s.latency_by_url.len() > 1 {
+                        let _ = s.latency_by_url[url].record(us.max(1));
+                    }
+                }
+            }
+            0x9 => {
+                // Pong with the same payload, masked with the zero key.
+                pongs.push(0x8a);
+                pongs.push(0x80 | len as u8);
+                pongs.extend_from_slice(&[0; 4]);
+                pongs.extend_from_slice(payload);
+            }
+            0x8 => return Err("the server sent a close frame".into()),
+            0xa => {}
+            op => return Err(format!("unexpected frame: opcode {op}, {len} bytes").into()),
+        }
+        at += header + len;
+    }
+    if !s.notified && s.has_room() {
+        s.notified = true;
+        progress.notify_one();
+    }
+    Ok(at)
+}
+
+/// The publisher's read side: take and drop whatever comes (pings are not answered;
+/// the publisher sends all the time, which is what a keepalive looks for).
+async fn drain(read: tokio::net::tcp::OwnedReadHalf, _rest: Vec<u8>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if read.readable().await.is_err() {
+            return;
+        }
+        match read.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The publisher: closed loop (at most `window` messages not yet complete) or open
+/// loop at `rate` messages a second.
+async fn publish(
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    size: usize,
+    window: u64,
+    rate: Option<f64>,
+    shared: Rc<RefCell<Shared>>,
+    progress: Rc<Notify>,
+) {
+    let header: Vec<u8> = if size < 126 {
+        vec![0x82, 0x80 | size as u8, 0, 0, 0, 0]
+    } else {
+        let mut h = vec![0x82, 0x80 | 126];
+        h.extend_from_slice(&(size as u16).to_be_bytes());
+        h.extend_from_slice(&[0; 4]);
+        h
+    };
+    let filler: Vec<u8> = (0..size - STAMP).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut out = Vec::with_capacity(256 * 1024);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let start_ns = shared.borrow().now_ns();
+    let result: Result = async {
+        loop {
+            {
+                let mut s = shared.borrow_mut();
+                if !s.errors.is_empty() {
+                    return Ok(());
+                }
+                let now = s.now_ns();
+                let (count, scheduled): (u64, Option<(f64, u64)>) = match rate {
+                    None => {
+                        let room = (window * s.subscribers).saturating_sub(s.in_flight());
+                        (room / s.subscribers, None)
+                    }
+                    Some(r) => {
+                        // Message `seq` is due at `seq / r` seconds.
+                        let due = ((now - start_ns) as f64 * r / 1e9) as u64 + 1;
+                        (due.saturating_sub(s.published), Some((r, start_ns)))
+                    }
+                };
+                for _ in 0..count {
+                    let seq = s.published;
+                    let stamp = match scheduled {
+                        Some((r, start)) => start + (seq as f64 * 1e9 / r) as u64,
+                        None => now,
+                    };
+                    out.extend_from_slice(&header);
+                    out.extend_from_slice(&seq.to_le_bytes());
+                    out.extend_from_slice(&stamp.to_le_bytes());
+                    out.extend_from_slice(&filler);
+                    s.published += 1;
+                }
+                s.notified = false;
+            }
+            if !out.is_empty() {
+                write.write_all(&out).await?;
+                out.clear();
+            }
+            match rate {
+                None => progress.notified().await,
+                Some(_) => {
+                    tick.tick().await;
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(error) = result {
+        shared
+            .borrow_mut()
+            .errors
+            .push(format!("publisher: {error}"));
+    }
+}
