@@ -59,6 +59,21 @@ pub(crate) struct Args {
     /// Do not check the server's certificate (self-signed test servers; still encrypted)
     #[arg(long, conflicts_with = "ca")]
     insecure: bool,
+    /// Present this PEM client certificate (chain) to the server: mutual TLS (needs --key)
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Connect through this proxy: http://[USER:PW@]HOST:PORT (CONNECT), https://… (TLS
+    /// to the proxy), socks5://… (names resolved here) or socks5h://… (by the proxy).
+    /// Without it the proxy comes from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY
+    /// as curl reads them
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    proxy: Option<String>,
+    /// Connect directly, whatever the proxy variables of the environment say
+    #[arg(long)]
+    no_proxy: bool,
     /// Append received binary messages to FILE instead of printing them as hex
     #[arg(long, value_name = "FILE", conflicts_with = "binary")]
     binary_file: Option<PathBuf>,
@@ -196,6 +211,16 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     }
     if let Some(config) = crate::tls::client_config(args.ca.as_deref(), args.insecure)? {
         builder = builder.tls_config(config);
+    }
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        let (cert, key) = crate::tls::client_identity(cert, key)?;
+        builder = builder.client_certificate(&cert, &key)?;
+    }
+    if let Some(proxy) = &args.proxy {
+        builder =
+            builder.proxy(wsevents::Proxy::parse(proxy).map_err(|e| format!("--proxy: {e}"))?);
+    } else if args.no_proxy {
+        builder = builder.no_proxy();
     }
     let binary_file = match &args.binary_file {
         Some(path) => Some((

@@ -83,6 +83,10 @@ pub(crate) struct Args {
     /// PEM private key of --tls-cert
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by a CA in this PEM file (mutual TLS; needs
+    /// --tls-cert): a client without one, or with another, fails the TLS handshake
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// Only echo: every path is an echo endpoint (no page, no chat)
     #[arg(long, conflicts_with = "broadcast")]
     echo: bool,
@@ -223,9 +227,10 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         _ => Mode::Demo,
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
-            crate::tls::server_config(cert, key)?,
-        )),
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(match &args.client_ca {
+            Some(ca) => crate::tls::server_config_with_client_ca(cert, key, ca)?,
+            None => crate::tls::server_config(cert, key)?,
+        })),
         _ => None,
     };
     // Listen for the signal before anything else, so an early Ctrl-C is not the

@@ -1,5 +1,7 @@
 //! TLS options of the command line: the server's certificate (`serve --tls-cert
-//! --tls-key`) and the client's trust (`connect`/`bench` `--ca`, `--insecure`).
+//! --tls-key`) and the clients it requires (`--client-ca`), the client's trust
+//! (`connect`/`bench` `--ca`, `--insecure`) and its own certificate (`connect --cert
+//! --key`).
 //!
 //! The library builds the configurations from PEM; this module reads the files, with
 //! their names in the errors, and adds the one thing a library should not offer
@@ -22,6 +24,25 @@ pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>
     let cert_pem = read(cert, "certificate")?;
     let key_pem = read(key, "key")?;
     Ok(wsevents::tls::server_config_from_pem(&cert_pem, &key_pem)?)
+}
+
+/// `connect --cert FILE --key FILE`: the PEM client certificate chain and its key, read.
+pub(crate) fn client_identity(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    Ok((read(cert, "client certificate")?, read(key, "client key")?))
+}
+
+/// `serve --client-ca FILE`: the server configuration that requires a client
+/// certificate signed by a CA in FILE (mutual TLS).
+pub(crate) fn server_config_with_client_ca(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<Arc<ServerConfig>> {
+    let (cert_pem, key_pem) = (read(cert, "certificate")?, read(key, "key")?);
+    let ca_pem = read(client_ca, "client CA certificate")?;
+    Ok(wsevents::tls::server_config_with_client_ca(
+        &cert_pem, &key_pem, &ca_pem,
+    )?)
 }
 
 /// The client configuration the flags ask for: `None` for the default (the Mozilla

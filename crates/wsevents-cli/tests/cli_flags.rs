@@ -759,9 +759,16 @@ fn the_new_flags_are_documented_and_checked() {
                 "--verbose",
                 "--no-deflate",
                 "--max-size",
+                "--proxy",
+                "--no-proxy",
+                "--cert",
+                "--key",
             ][..],
         ),
-        ("serve", &["--protocol", "--dir", "--stdin"][..]),
+        (
+            "serve",
+            &["--protocol", "--dir", "--stdin", "--client-ca"][..],
+        ),
         ("bench", &["--rate"][..]),
     ] {
         let help = text(&run(&[sub, "--help"], "").stdout);
