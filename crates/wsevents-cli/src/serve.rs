@@ -356,17 +356,7 @@ async fn serve(
         on_signal.cancel();
     });
     let mut backoff = AcceptBackoff::new();
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            permit = lifecycle.handshake_permit() => permit,
-        };
-        let (tcp, peer) = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            accepted = backoff.accept(&listener) => accepted,
-        };
+    while let Some((permit, tcp, peer)) = lifecycle.next_connection(&listener, &mut backoff).await {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("conn", id, %peer, path = tracing::field::Empty);
         lifecycle.spawn(connection(tcp, shared.clone(), permit).instrument(span));

@@ -290,6 +290,40 @@ impl Lifecycle {
         HandshakePermit { _permit: permit }
     }
 
+    /// The next TCP connection of an accept loop, with its handshake permit: first room
+    /// for one more handshake ([`handshake_permit`](Self::handshake_permit)), then a
+    /// connection from `listener` (through `backoff`, which waits out EMFILE and the
+    /// like); `None` once the shutdown has begun, whichever of the two it interrupts.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: tokio::net::TcpListener) {
+    /// use wsevents::{AcceptBackoff, Lifecycle, ServerLimits};
+    /// let lifecycle = Lifecycle::new(ServerLimits::default(), Default::default());
+    /// let mut backoff = AcceptBackoff::new();
+    /// while let Some((permit, tcp, peer)) = lifecycle.next_connection(&listener, &mut backoff).await {
+    ///     // the handshake, then drop(permit)
+    /// #   let _ = (permit, tcp, peer);
+    /// }
+    /// # }
+    /// ```
+    pub async fn next_connection(
+        &self,
+        listener: &tokio::net::TcpListener,
+        backoff: &mut super::AcceptBackoff,
+    ) -> Option<(HandshakePermit, tokio::net::TcpStream, std::net::SocketAddr)> {
+        let stop = self.shutdown_token();
+        let permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => return None,
+            permit = self.handshake_permit() => permit,
+        };
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => None,
+            (tcp, peer) = backoff.accept(listener) => Some((permit, tcp, peer)),
+        }
+    }
+
     /// Spawn `task` on the lifecycle's tracker: the shutdown waits for it (up to the
     /// grace period) as for a connection, for example a connection's own task, which
     /// still has work to do after its socket closed.

@@ -625,19 +625,8 @@ async fn accept_loop(
     tx: mpsc::Sender<Accepted>,
     incoming: Arc<Incoming>,
 ) {
-    let stop = lifecycle.shutdown_token().clone();
     let mut backoff = AcceptBackoff::new();
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            permit = lifecycle.handshake_permit() => permit,
-        };
-        let (tcp, peer) = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            accepted = backoff.accept(&listener) => accepted,
-        };
+    while let Some((permit, tcp, peer)) = lifecycle.next_connection(&listener, &mut backoff).await {
         let options = options.clone();
         let tx = tx.clone();
         let tracked = lifecycle.clone();
