@@ -360,19 +360,23 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
 fn print_handshake(ws: &WebSocket) {
     let mut lines = Vec::new();
     if let Some(request) = ws.request() {
-        let mut head = BytesMut::new();
-        request.encode(&mut head);
-        // The head ends with an empty line, which a `>` alone marks.
-        let head = String::from_utf8_lossy(&head);
-        for line in head.trim_end_matches("\r\n").split("\r\n") {
-            lines.push(format!("> {line}"));
+        lines.push(format!("> {} {} HTTP/1.1", request.method(), request.uri()));
+        for (name, value) in request.headers() {
+            lines.push(format!(
+                "> {name}: {}",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
         }
+        // The head ends with an empty line, which a `>` alone marks.
         lines.push(">".to_owned());
     }
     if let Some(response) = ws.response() {
-        lines.push(format!("< HTTP/1.1 {}", response.status));
-        for (name, value) in &response.headers {
-            lines.push(format!("< {name}: {}", String::from_utf8_lossy(value)));
+        lines.push(format!("< HTTP/1.1 {}", response.status().as_u16()));
+        for (name, value) in response.headers() {
+            lines.push(format!(
+                "< {name}: {}",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
         }
         lines.push("<".to_owned());
     }

@@ -249,9 +249,14 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     };
     let files = args.dir.as_deref().map(files::Dir::new).transpose()?;
     let acceptor = match mode {
-        Mode::Demo => Acceptor::new().check(|request| match route(Mode::Demo, request.path()) {
-            Some(_) => Ok(()),
-            None => Err((404, format!("no WebSocket endpoint at {}", request.path()))),
+        Mode::Demo => Acceptor::new().on_request(|request| async move {
+            match route(Mode::Demo, request.path()) {
+                Some(_) => Ok(wsevents::Accept::new()),
+                None => Err(::http::Response::builder()
+                    .status(::http::StatusCode::NOT_FOUND)
+                    .body(format!("no WebSocket endpoint at {}", request.path()))
+                    .unwrap_or_default()),
+            }
         }),
         Mode::Echo | Mode::Broadcast => Acceptor::new(),
     }
@@ -406,6 +411,7 @@ type Upgraded = WebSocketStream<Rewind<MaybeTlsStream>>;
 /// past the cap); the open WebSocket and its URL, if it came to that.
 async fn open(tcp: TcpStream, shared: &Shared) -> Option<(Upgraded, String, Option<Route>)> {
     let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().ok();
     let mut io = match &shared.tls {
         None => MaybeTlsStream::Plain(tcp),
         Some(tls) => match tls.accept(tcp).await {
@@ -451,10 +457,24 @@ async fn open(tcp: TcpStream, shared: &Shared) -> Option<(Upgraded, String, Opti
     let route = route(shared.mode, &head.path);
     tracing::Span::current().record("path", head.path.as_str());
     let io = Rewind::new(head.buffered, io);
-    match shared.lifecycle.accept(&shared.acceptor, io).await {
+    let accepted = match peer {
+        Some(peer) => {
+            shared
+                .lifecycle
+                .accept_from(&shared.acceptor, io, peer)
+                .await
+        }
+        None => shared.lifecycle.accept(&shared.acceptor, io).await,
+    };
+    match accepted {
         Ok((stream, request)) => {
             let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
-            let url = format!("{scheme}://{}{}", request.host, request.target);
+            let host = request
+                .headers()
+                .get(::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            let url = format!("{scheme}://{host}{}", request.uri());
             Some((stream, url, route))
         }
         Err(error) => {

@@ -376,12 +376,12 @@ fn connect_verbose_shows_the_handshake_and_no_deflate_drops_the_offer() {
     let stderr = text(&out.stderr);
     for needle in [
         "> GET /ws HTTP/1.1\n",
-        "> Upgrade: websocket\n",
-        "> Sec-WebSocket-Key: ",
-        "> Sec-WebSocket-Extensions: permessage-deflate",
+        "> upgrade: websocket\n",
+        "> sec-websocket-key: ",
+        "> sec-websocket-extensions: permessage-deflate",
         ">\n< HTTP/1.1 101\n",
-        "< Sec-WebSocket-Accept: ",
-        "< Sec-WebSocket-Extensions: permessage-deflate",
+        "< sec-websocket-accept: ",
+        "< sec-websocket-extensions: permessage-deflate",
     ] {
         assert!(stderr.contains(needle), "{needle:?} missing: {stderr}");
     }
@@ -390,7 +390,7 @@ fn connect_verbose_shows_the_handshake_and_no_deflate_drops_the_offer() {
     assert_eq!(text(&out.stdout), "open\nhi\nclose 1000  true\n");
     let stderr = text(&out.stderr);
     assert!(stderr.contains("> GET /ws HTTP/1.1\n"), "{stderr}");
-    assert!(!stderr.contains("Sec-WebSocket-Extensions"), "{stderr}");
+    assert!(!stderr.contains("sec-websocket-extensions"), "{stderr}");
 
     // A refused handshake: the request is shown, the error has the status.
     let out = run(&["connect", &serve.url("/nothing"), "-v"], "");

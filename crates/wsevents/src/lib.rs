@@ -10,7 +10,12 @@
 //!
 //! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` clients.
 //! - [`accept`] / [`Acceptor`] / [`Server`]: servers, standalone or inside another
-//!   HTTP server's upgrade.
+//!   HTTP server's upgrade: [`Acceptor::upgrade`] for hyper (feature `hyper`),
+//!   [`axum::WebSocketUpgrade`] for axum (feature `axum`), over HTTP/1.1 and HTTP/2's
+//!   extended CONNECT (RFC 8441), with the same negotiation (permessage-deflate,
+//!   subprotocols, origin, limits, the async accept hook [`Acceptor::on_request`]).
+//!   Handshake types are the `http` crate's; every server connection keeps its
+//!   request and peer address ([`WebSocket::request`], [`WebSocketStream::peer_addr`]).
 //! - [`hub::Hub`]: topics and fan-out (one frame per publish, shared by every
 //!   subscriber), in one process or across many on Redis (feature `redis`).
 //! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s
@@ -26,7 +31,7 @@
 //!
 //! What it does not do: HTTP beyond the upgrade (no routing of plain HTTP requests),
 //! proxy authentication other than basic (HTTP) and user/password (SOCKS5), SOCKS4, PAC
-//! files, or HTTP/2 WebSockets (RFC 8441).
+//! files, or HTTP/2 WebSockets (RFC 8441) of its own: those come through hyper.
 
 mod api {
     pub(crate) mod backpressure;
@@ -35,6 +40,8 @@ mod api {
     pub(crate) mod events;
     pub(crate) mod websocket;
 }
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod hub;
 mod io {
     pub(crate) mod client;
@@ -57,11 +64,14 @@ pub use api::events::{
 pub use api::websocket::{ReadyState, WebSocket};
 pub use io::client::{ClientBuilder, connect};
 pub use io::proxy::{MAX_PROXY_REPLY_HEAD, Proxy, ProxyError, socks_reply_name};
+pub use io::server::handshake::{Decision, UpgradeRequest};
+#[cfg(feature = "hyper")]
+pub use io::server::hyper::{Upgraded, UpgradedStream, Upgrading};
 pub use io::server::listen::{DEFAULT_BACKLOG, bind_listener};
 pub use io::server::{
-    AcceptBackoff, Accepted, Acceptor, DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS,
+    Accept, AcceptBackoff, Accepted, Acceptor, DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER, HandshakePermit, Lifecycle, SHUTDOWN_REASON,
-    Server, ServerBuilder, ServerLimits, ShutdownReport, accept,
+    Server, ServerBuilder, ServerLimits, ShutdownReport, accept, cookie,
 };
 pub use io::stream::{
     DEFAULT_WRITE_LIMIT, ReadHalf, ReuniteError, StreamEvent, WebSocketStream, WriteHalf,

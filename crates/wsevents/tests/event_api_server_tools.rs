@@ -20,7 +20,14 @@ async fn one_connection_server(
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let (stream, request) = Acceptor::new().route("/room").accept(tcp).await.unwrap();
-        let ws = WebSocket::from_stream(stream, format!("ws://{}{}", request.host, request.target));
+        let ws = WebSocket::from_stream(
+            stream,
+            format!(
+                "ws://{}{}",
+                request.headers()["host"].to_str().unwrap(),
+                request.uri()
+            ),
+        );
         serve(ws.clone());
         ws.run().await
     });

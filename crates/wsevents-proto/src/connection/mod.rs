@@ -607,6 +607,87 @@ impl Connection {
         if !matches!(self.phase, Phase::AwaitingAnswer { .. }) {
             return Err(Error::InvalidState(self.state()));
         }
+        let answers = self.negotiate(request, protocol);
+        let mut head = BytesMut::new();
+        handshake::encode_accept(request, protocol, &answers, headers, &mut head);
+        self.transmit.push_raw(&head);
+        self.enter_open();
+        Ok(())
+    }
+
+    /// Server: replace the configuration before answering the request handed out in
+    /// [`Event::Request`], for example with the limits, extensions and timeouts of the
+    /// route the request asked for. The handshake limits already did their work (the
+    /// head is read); everything else applies from the answer on.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use wsevents_proto::{Config, Connection, Event};
+    /// let mut server = Connection::server(Config::default(), Instant::now());
+    /// server.handle_input(b"GET /big HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
+    /// Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    /// Sec-WebSocket-Version: 13\r\n\r\n");
+    /// let Some(Event::Request(request)) = server.poll_event() else { unreachable!() };
+    /// server.reconfigure(Config { max_message_size: 1 << 30, ..Config::default() }).unwrap();
+    /// server.accept(&request, None, &[]).unwrap();
+    /// assert_eq!(server.config().max_message_size, 1 << 30);
+    /// ```
+    pub fn reconfigure(&mut self, config: Config) -> Result<(), Error> {
+        if !matches!(self.phase, Phase::AwaitingAnswer { .. }) {
+            return Err(Error::InvalidState(self.state()));
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    /// Server: a connection whose upgrade request was read by another HTTP server (an
+    /// HTTP/1.1 upgrade, or an HTTP/2 extended CONNECT, RFC 8441), answered by that
+    /// server with the extensions returned here: the configured extensions are
+    /// negotiated against `request`'s offers exactly as [`accept`](Self::accept) does,
+    /// and the connection starts open at `now`, with `protocol` as its subprotocol.
+    /// The caller writes the answers into its response's `Sec-WebSocket-Extensions`
+    /// (and `Sec-WebSocket-Accept` from [`handshake::accept_key`] on HTTP/1.1).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use wsevents_proto::deflate::{DeflateConfig, PerMessageDeflate};
+    /// use wsevents_proto::handshake::check_request;
+    /// use wsevents_proto::{Config, Connection, State};
+    /// let headers = vec![
+    ///     ("Host".to_owned(), b"h".to_vec()),
+    ///     ("Upgrade".to_owned(), b"websocket".to_vec()),
+    ///     ("Connection".to_owned(), b"Upgrade".to_vec()),
+    ///     ("Sec-WebSocket-Key".to_owned(), b"dGhlIHNhbXBsZSBub25jZQ==".to_vec()),
+    ///     ("Sec-WebSocket-Version".to_owned(), b"13".to_vec()),
+    ///     ("Sec-WebSocket-Extensions".to_owned(), b"permessage-deflate".to_vec()),
+    /// ];
+    /// let request = check_request("GET", "/", headers).unwrap();
+    /// let mut config = Config::default();
+    /// config.extensions.push(std::sync::Arc::new(PerMessageDeflate::new(DeflateConfig::default())));
+    /// let (conn, answers) = Connection::accepted(config, &request, None, Instant::now());
+    /// assert_eq!(conn.state(), State::Open);
+    /// assert_eq!(answers[0].to_string(), "permessage-deflate");
+    /// assert_eq!(conn.extensions(), "permessage-deflate");
+    /// ```
+    pub fn accepted(
+        config: Config,
+        request: &Request,
+        protocol: Option<&str>,
+        now: Instant,
+    ) -> (Self, Vec<handshake::ExtensionOffer>) {
+        let mut conn = Connection::open_at(Role::Server, config, now);
+        let answers = conn.negotiate(request, protocol);
+        (conn, answers)
+    }
+
+    /// Negotiate the configured extensions against `request`'s offers (the first
+    /// factory with an acceptable offer wins) and record the subprotocol; the answers
+    /// for the response's `Sec-WebSocket-Extensions`.
+    fn negotiate(
+        &mut self,
+        request: &Request,
+        protocol: Option<&str>,
+    ) -> Vec<handshake::ExtensionOffer> {
         let mut answers = Vec::new();
         for factory in self.config.extensions.clone() {
             if self.extension.is_some() {
@@ -631,11 +712,7 @@ impl Connection {
             .collect::<Vec<_>>()
             .join(", ");
         self.protocol = protocol.map(str::to_owned);
-        let mut head = BytesMut::new();
-        handshake::encode_accept(request, protocol, &answers, headers, &mut head);
-        self.transmit.push_raw(&head);
-        self.enter_open();
-        Ok(())
+        answers
     }
 
     /// Server: refuse the upgrade request with an HTTP `status` and a text `body`; the

@@ -39,7 +39,9 @@ pub use client::{ClientRequest, Response};
 pub use headers::{
     ExtensionOffer, ExtensionParam, GUID, accept_key, has_token, is_token, parse_extensions, tokens,
 };
-pub use server::{Request, encode_accept, encode_reject, parse_request};
+pub use server::{
+    Request, check_extended_connect, check_request, encode_accept, encode_reject, parse_request,
+};
 
 use bytes::{BufMut, BytesMut};
 

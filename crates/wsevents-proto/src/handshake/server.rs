@@ -31,13 +31,14 @@ use super::{
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    /// The method (always `GET`).
+    /// The method: `GET`, or `CONNECT` for an HTTP/2 extended CONNECT (RFC 8441).
     pub method: String,
     /// The request target as sent: usually path and query (`/chat?room=1`).
     pub target: String,
     /// The `Host` header.
     pub host: String,
-    /// The `Sec-WebSocket-Key`, as sent (base64 of 16 bytes).
+    /// The `Sec-WebSocket-Key`, as sent (base64 of 16 bytes); empty for an HTTP/2
+    /// extended CONNECT (RFC 8441 has no key).
     pub key: String,
     /// The `Origin` header, if any (the first, if repeated).
     pub origin: Option<String>,
@@ -134,6 +135,65 @@ pub fn parse_request(
     check(method, target, headers).map(|request| Some((request, len)))
 }
 
+/// Check an HTTP/1.1 upgrade request that another HTTP server parsed (hyper, axum):
+/// the same checks as [`parse_request`] after the head is read, with the same errors
+/// and statuses. `target` is the request target (path and query); `headers` every
+/// header in order.
+///
+/// ```
+/// use wsevents_proto::HandshakeError;
+/// use wsevents_proto::handshake::check_request;
+/// let headers = vec![("Host".to_owned(), b"h".to_vec())];
+/// assert_eq!(check_request("GET", "/", headers).unwrap_err(), HandshakeError::NotWebSocketUpgrade);
+/// ```
+pub fn check_request(
+    method: &str,
+    target: &str,
+    headers: Vec<(String, Vec<u8>)>,
+) -> Result<Request, HandshakeError> {
+    if method != "GET" {
+        return Err(HandshakeError::MethodNotAllowed(method.to_owned()));
+    }
+    check(method.to_owned(), target.to_owned(), headers)
+}
+
+/// Check an HTTP/2 extended CONNECT (RFC 8441 §4: `:method CONNECT`, `:protocol
+/// websocket`) that an HTTP/2 server parsed. `authority` is the `:authority`
+/// pseudo-header (it takes the `Host` header's place), `target` the `:path`; `headers`
+/// the regular headers. RFC 8441 drops `Upgrade`, `Connection` and
+/// `Sec-WebSocket-Key` (and the answer is `200` without `Sec-WebSocket-Accept`), so
+/// the [`Request`]'s `key` is empty; `Sec-WebSocket-Version: 13`, the subprotocols and
+/// the extensions are checked as on HTTP/1.1. The caller checks `:method` and
+/// `:protocol` (they are not headers in its HTTP library either).
+///
+/// ```
+/// use wsevents_proto::handshake::check_extended_connect;
+/// let headers = vec![
+///     ("sec-websocket-version".to_owned(), b"13".to_vec()),
+///     ("sec-websocket-protocol".to_owned(), b"chat".to_vec()),
+/// ];
+/// let request = check_extended_connect("example.com", "/chat", headers).unwrap();
+/// assert_eq!((request.method.as_str(), request.host.as_str(), request.key.as_str()), ("CONNECT", "example.com", ""));
+/// assert_eq!(request.protocols, ["chat"]);
+/// ```
+pub fn check_extended_connect(
+    authority: &str,
+    target: &str,
+    headers: Vec<(String, Vec<u8>)>,
+) -> Result<Request, HandshakeError> {
+    if authority.is_empty() {
+        return Err(HandshakeError::MissingHost);
+    }
+    check_version(&headers)?;
+    offers(
+        "CONNECT".to_owned(),
+        target.to_owned(),
+        authority.to_owned(),
+        String::new(),
+        headers,
+    )
+}
+
 /// Check a GET's headers.
 fn check(method: String, target: String, headers: Headers) -> Result<Request, HandshakeError> {
     let host = match single_header(&headers, "Host") {
@@ -152,13 +212,7 @@ fn check(method: String, target: String, headers: Headers) -> Result<Request, Ha
     }
     // The version before the key: a client of another version may well format its key
     // differently, and 426 tells it what to speak.
-    match joined_header(&headers, "Sec-WebSocket-Version") {
-        Some(version) if version == b"13" => {}
-        other => {
-            let seen = other.map(|v| String::from_utf8_lossy(&v).into_owned());
-            return Err(HandshakeError::UnsupportedVersion(seen));
-        }
-    }
+    check_version(&headers)?;
     let key = match single_header(&headers, "Sec-WebSocket-Key") {
         Ok(Some(key)) if STANDARD.decode(key).is_ok_and(|k| k.len() == 16) => {
             // Invariant: valid base64 is ASCII.
@@ -166,6 +220,28 @@ fn check(method: String, target: String, headers: Headers) -> Result<Request, Ha
         }
         _ => return Err(HandshakeError::InvalidKey),
     };
+    offers(method, target, host, key, headers)
+}
+
+/// `Sec-WebSocket-Version: 13` (426 otherwise, with the version seen).
+fn check_version(headers: &Headers) -> Result<(), HandshakeError> {
+    match joined_header(headers, "Sec-WebSocket-Version") {
+        Some(version) if version == b"13" => Ok(()),
+        other => {
+            let seen = other.map(|v| String::from_utf8_lossy(&v).into_owned());
+            Err(HandshakeError::UnsupportedVersion(seen))
+        }
+    }
+}
+
+/// The offers (subprotocols, extensions, origin) of a request whose framing is checked.
+fn offers(
+    method: String,
+    target: String,
+    host: String,
+    key: String,
+    headers: Headers,
+) -> Result<Request, HandshakeError> {
     let protocols = match joined_header(&headers, "Sec-WebSocket-Protocol") {
         None => Vec::new(),
         Some(value) => tokens(&value)
@@ -249,8 +325,9 @@ pub fn encode_accept(
 }
 
 /// Write a refusal: `status` (with its standard reason phrase for common statuses),
-/// `Content-Type: text/plain; charset=utf-8`, `Content-Length`, `Connection: close`,
-/// `extra_headers`, and `body`. The caller closes the connection once it is sent.
+/// `Content-Type: text/plain; charset=utf-8` (unless `extra_headers` has a
+/// `Content-Type` of its own), `Content-Length`, `Connection: close`, `extra_headers`,
+/// and `body`. The caller closes the connection once it is sent.
 ///
 /// ```
 /// # use bytes::BytesMut;
@@ -269,7 +346,12 @@ pub fn encode_reject(
     dst: &mut BytesMut,
 ) {
     dst.put_slice(format!("HTTP/1.1 {status:03} {}\r\n", reason_phrase(status)).as_bytes());
-    put_header(dst, "Content-Type", "text/plain; charset=utf-8");
+    if !extra_headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        put_header(dst, "Content-Type", "text/plain; charset=utf-8");
+    }
     put_header(dst, "Content-Length", &body.len().to_string());
     put_header(dst, "Connection", "close");
     for (name, value) in extra_headers {
@@ -324,6 +406,77 @@ Sec-WebSocket-Version: 13\r\n\r\n";
         assert_eq!(request.headers.len(), 7);
         assert_eq!(request.header("sec-websocket-version"), Some(&b"13"[..]));
         assert_eq!(request.header("X-Missing"), None);
+    }
+
+    #[test]
+    fn reject_with_a_content_type_of_its_own_writes_only_that_one() {
+        let mut out = BytesMut::new();
+        let json = [("content-type".to_owned(), "application/json".to_owned())];
+        encode_reject(401, "{}", &json, &mut out);
+        let head = String::from_utf8_lossy(&out);
+        assert_eq!(head.matches("ontent-").count(), 2, "{head}");
+        assert!(
+            head.contains("content-type: application/json\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("Content-Length: 2\r\n"), "{head}");
+    }
+
+    fn connect_headers(extra: &[(&str, &str)]) -> Headers {
+        let mut headers = vec![("sec-websocket-version".to_owned(), b"13".to_vec())];
+        for (name, value) in extra {
+            headers.push(((*name).to_owned(), value.as_bytes().to_vec()));
+        }
+        headers
+    }
+
+    #[test]
+    fn extended_connect_needs_version_13_and_an_authority() {
+        let no_version = vec![("origin".to_owned(), b"https://a".to_vec())];
+        assert_eq!(
+            check_extended_connect("h", "/", no_version),
+            Err(HandshakeError::UnsupportedVersion(None))
+        );
+        assert_eq!(
+            check_extended_connect("", "/", connect_headers(&[])),
+            Err(HandshakeError::MissingHost)
+        );
+    }
+
+    #[test]
+    fn extended_connect_reads_offers_like_a_get() {
+        let headers = connect_headers(&[
+            ("sec-websocket-protocol", "chat, superchat"),
+            (
+                "sec-websocket-extensions",
+                "permessage-deflate; client_max_window_bits",
+            ),
+            ("origin", "https://example.com"),
+        ]);
+        let request = check_extended_connect("example.com", "/chat?x=1", headers).unwrap();
+        assert_eq!(request.path(), "/chat");
+        assert_eq!(request.query(), Some("x=1"));
+        assert_eq!(request.protocols, ["chat", "superchat"]);
+        assert_eq!(request.extensions[0].name, "permessage-deflate");
+        assert_eq!(request.origin.as_deref(), Some("https://example.com"));
+        let bad = connect_headers(&[("sec-websocket-protocol", "a b")]);
+        assert!(matches!(
+            check_extended_connect("h", "/", bad),
+            Err(HandshakeError::InvalidProtocolToken(_))
+        ));
+    }
+
+    #[test]
+    fn check_request_applies_parse_request_rules() {
+        let (parsed, _) = parse(SAMPLE).unwrap().unwrap();
+        assert_eq!(
+            check_request("GET", "/chat", parsed.headers.clone()),
+            Ok(parsed.clone())
+        );
+        assert_eq!(
+            check_request("POST", "/chat", parsed.headers),
+            Err(HandshakeError::MethodNotAllowed("POST".into()))
+        );
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub enum Error {
     /// A server refused the upgrade request with this HTTP status (the response was
     /// sent).
     #[error("upgrade refused with HTTP status {0}")]
-    Refused(u16),
+    Refused(http::StatusCode),
     /// The connection is closed.
     #[error("the connection is closed")]
     Closed,

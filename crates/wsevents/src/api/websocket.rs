@@ -34,6 +34,7 @@ use crate::api::events::{
 };
 use crate::io::client::ClientBuilder;
 use crate::io::driver::Driver;
+use crate::io::server::handshake::{ServerHandshake, client_request_to_http, response_to_http};
 use crate::io::stream::WebSocketStream;
 use crate::io::url::check_protocols;
 
@@ -97,6 +98,8 @@ struct Inner {
     waker: AtomicWaker,
     /// Wakes a connecting driver when `close()` aborts it.
     abort: tokio::sync::Notify,
+    /// Server sockets: the request that opened it and the peer.
+    handshake: Option<Box<ServerHandshake>>,
 }
 
 /// A WebSocket connection with the browser's event API.
@@ -217,6 +220,7 @@ impl WebSocket {
             Drive::NotStarted(Box::new(builder)),
             VecDeque::new(),
             backpressure,
+            None,
         )
     }
 
@@ -234,7 +238,8 @@ impl WebSocket {
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
     /// let (tcp, _) = listener.accept().await?;
     /// let (stream, request) = Acceptor::new().route("/chat").accept(tcp).await?;
-    /// let ws = WebSocket::from_stream(stream, format!("ws://{}{}", request.host, request.target));
+    /// let host = request.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
+    /// let ws = WebSocket::from_stream(stream, format!("ws://{host}{}", request.uri()));
     /// ws.on_message(|e| println!("{:?}", e.data));
     /// ws.run().await;
     /// # Ok(()) }
@@ -252,6 +257,8 @@ impl WebSocket {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug + 'static,
     {
+        let mut stream = stream;
+        let handshake = stream.take_handshake();
         let (driver, conn) = stream.into_parts();
         let driver = map_driver(driver);
         let origin = url::Url::parse(&url)
@@ -264,6 +271,7 @@ impl WebSocket {
             Drive::Running(driver),
             VecDeque::from([Event::Open]),
             Backpressure::default(),
+            handshake,
         )
     }
 
@@ -274,6 +282,7 @@ impl WebSocket {
         drive: Drive,
         queued: VecDeque<Event>,
         backpressure: Backpressure,
+        handshake: Option<Box<ServerHandshake>>,
     ) -> WebSocket {
         WebSocket {
             inner: Arc::new(Inner {
@@ -292,6 +301,7 @@ impl WebSocket {
                 binary_type: AtomicU8::new(0),
                 waker: AtomicWaker::new(),
                 abort: tokio::sync::Notify::new(),
+                handshake,
             }),
         }
     }
@@ -301,6 +311,12 @@ impl WebSocket {
     /// `ws.url`: the URL (for a server-side socket, the one the client asked for).
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    /// Server sockets: the peer's address, when the transport has one (always on a
+    /// [`Server`](crate::Server)'s sockets); `None` on clients.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.handshake.as_ref().and_then(|h| h.peer_addr)
     }
 
     /// `ws.readyState`.
@@ -347,18 +363,37 @@ impl WebSocket {
             .unwrap_or_default()
     }
 
-    /// Client: the upgrade request as sent (headers, key, the extension offers), once
-    /// the transport is up (also after a failed handshake); `None` before and for a
-    /// server-side socket. Not in the browser, which hides the
-    /// handshake; `wsevents connect --verbose` prints it.
-    pub fn request(&self) -> Option<wsevents_proto::handshake::ClientRequest> {
-        self.core().conn.as_ref()?.request().cloned()
+    /// The upgrade request (a wsevents extension: browsers hide the handshake).
+    ///
+    /// - Server sockets: the request that opened this connection (URI, every header:
+    ///   a cookie, a token in the query), as the accept hook saw it.
+    /// - Clients: the request as sent (headers, key, the extension offers), once the
+    ///   transport is up (also after a failed handshake); `None` before.
+    ///   `wsevents connect --verbose` prints it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// let server = wsevents::Server::bind("127.0.0.1:8080").await?;
+    /// while let Some(ws) = server.accept().await {
+    ///     let request = ws.request().expect("a server socket keeps its request");
+    ///     let user = wsevents::cookie(request.headers(), "user").map(str::to_owned);
+    ///     println!("{user:?} at {} from {:?}", request.uri(), ws.peer_addr());
+    ///     tokio::spawn(async move { ws.run().await });
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn request(&self) -> Option<http::Request<()>> {
+        if let Some(handshake) = &self.inner.handshake {
+            return Some(handshake.request.clone());
+        }
+        let core = self.core();
+        client_request_to_http(core.conn.as_ref()?.request()?)
     }
 
     /// Client: the server's 101 response (every header as sent), once open; `None`
     /// before, for a server-side socket, or when the handshake failed.
-    pub fn response(&self) -> Option<wsevents_proto::handshake::Response> {
-        self.core().conn.as_ref()?.response().cloned()
+    pub fn response(&self) -> Option<http::Response<()>> {
+        Some(response_to_http(self.core().conn.as_ref()?.response()?))
     }
 
     /// `ws.binaryType`.

@@ -33,6 +33,7 @@
 //! transport) has no `Tracked` at all and pays one branch on a `None`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,7 +45,6 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
-use wsevents_proto::handshake::Request;
 
 use crate::api::error::Result;
 use crate::io::server::Acceptor;
@@ -338,7 +338,7 @@ impl Lifecycle {
     /// Run the server side of the opening handshake on `io` with `acceptor`, and track
     /// the connection: past [`max_connections`](ServerLimits::max_connections), or once
     /// the shutdown has begun, the request is answered `503 Service Unavailable` with
-    /// `Retry-After` and [`Error::Refused(503)`](crate::Error::Refused) returned. The
+    /// `Retry-After` and [`Error::Refused`](crate::Error::Refused)`(503)` returned. The
     /// open connection closes with 1001 by itself when the shutdown comes, whichever
     /// API it is used with (the stream API, or the event API through
     /// [`WebSocket::from_stream`](crate::WebSocket::from_stream)).
@@ -349,8 +349,20 @@ impl Lifecycle {
         &self,
         acceptor: &Acceptor,
         io: S,
-    ) -> Result<(WebSocketStream<S>, Request)> {
-        acceptor.accept_inner(io, Some(self)).await
+    ) -> Result<(WebSocketStream<S>, http::Request<()>)> {
+        acceptor.accept_inner(io, None, Some(self)).await
+    }
+
+    /// [`accept`](Self::accept), for a transport whose peer is at `peer_addr` (the
+    /// accept hook and the connection's [`peer_addr`](WebSocketStream::peer_addr)
+    /// see it).
+    pub async fn accept_from<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        acceptor: &Acceptor,
+        io: S,
+        peer_addr: SocketAddr,
+    ) -> Result<(WebSocketStream<S>, http::Request<()>)> {
+        acceptor.accept_inner(io, Some(peer_addr), Some(self)).await
     }
 
     /// Shut down: stop accepting, close every open connection with 1001 and

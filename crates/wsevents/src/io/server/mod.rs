@@ -46,10 +46,12 @@
 //! other server accepted (hyper/axum upgrades: see the `axum` example).
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
@@ -61,8 +63,14 @@ use wsevents_proto::{CloseCode, Config, Connection, Event};
 
 use super::extensions::DeflateChoice;
 pub(crate) mod backoff;
+pub(crate) mod handshake;
+#[cfg(feature = "hyper")]
+pub(crate) mod hyper;
 pub(crate) mod lifecycle;
 pub(crate) mod listen;
+
+pub use self::handshake::{Accept, cookie};
+use self::handshake::{Decision, Hook, ProtocolSelector, Refusal, ServerHandshake, UpgradeRequest};
 
 pub use self::backoff::AcceptBackoff;
 use self::lifecycle::Tracked;
@@ -78,7 +86,6 @@ use crate::io::stream::WebSocketStream;
 use crate::io::tls::MaybeTlsStream;
 
 type OriginRule = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
-type RequestRule = Arc<dyn Fn(&Request) -> std::result::Result<(), (u16, String)> + Send + Sync>;
 
 /// How a server answers upgrade requests.
 ///
@@ -89,28 +96,46 @@ type RequestRule = Arc<dyn Fn(&Request) -> std::result::Result<(), (u16, String)
 ///     .protocols(&["chat", "superchat"])
 ///     .allow_origin(|origin| origin == Some("https://example.com"));
 /// ```
+///
+/// The order of the checks: the route (404 for a path no route serves; a path given
+/// its own acceptor with [`at`](Self::at) is decided by that one from here on), the
+/// origin rule (403), the accept hook ([`on_request`](Self::on_request), which may
+/// refuse with any response), then the subprotocol: the hook's choice, else the
+/// selection callback's ([`select_protocol`](Self::select_protocol)), else the first
+/// the client offers of [`protocols`](Self::protocols).
 #[derive(Clone, Default)]
 pub struct Acceptor {
     config: Config,
     deflate: DeflateChoice,
-    routes: Vec<String>,
+    routes: Vec<(String, Option<Arc<Acceptor>>)>,
     protocols: Vec<String>,
     origin: Option<OriginRule>,
-    check: Option<RequestRule>,
+    hook: Option<Hook>,
+    select: Option<ProtocolSelector>,
     headers: Vec<(String, String)>,
 }
 
 impl fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let routes: Vec<&str> = self.routes.iter().map(|(path, _)| path.as_str()).collect();
         f.debug_struct("Acceptor")
             .field("config", &self.config)
             .field("deflate", &self.deflate)
-            .field("routes", &self.routes)
+            .field("routes", &routes)
             .field("protocols", &self.protocols)
             .field("origin_rule", &self.origin.is_some())
-            .field("check", &self.check.is_some())
+            .field("hook", &self.hook.is_some())
+            .field("select_protocol", &self.select.is_some())
             .finish()
     }
+}
+
+/// A yes to an upgrade: which acceptor's configuration the connection takes, the
+/// subprotocol, the headers to add.
+struct Answer<'a> {
+    route: &'a Acceptor,
+    protocol: Option<String>,
+    headers: Vec<(String, String)>,
 }
 
 impl Acceptor {
@@ -119,15 +144,59 @@ impl Acceptor {
         Acceptor::default()
     }
 
-    /// Serve this path (repeatable); once any route is set, other paths get 404.
+    /// Serve this path (repeatable) with this acceptor's policy; once any route is set,
+    /// other paths get 404.
     pub fn route(mut self, path: impl Into<String>) -> Self {
-        self.routes.push(path.into());
+        self.routes.push((path.into(), None));
+        self
+    }
+
+    /// Serve this path with `acceptor`'s own policy and configuration: its limits,
+    /// permessage-deflate, subprotocols, origin rule, hook and headers (routes of its
+    /// own are ignored). The handshake limits and timeout stay this acceptor's: they
+    /// apply before the path is known.
+    ///
+    /// ```
+    /// use wsevents::{Acceptor, Config};
+    /// let acceptor = Acceptor::new()
+    ///     .at("/chat", Acceptor::new().protocols(&["chat"]))
+    ///     .at(
+    ///         "/upload",
+    ///         Acceptor::new()
+    ///             .config(Config { max_message_size: 256 << 20, ..Config::default() })
+    ///             .deflate(None),
+    ///     );
+    /// # let _ = acceptor;
+    /// ```
+    pub fn at(mut self, path: impl Into<String>, acceptor: Acceptor) -> Self {
+        self.routes.push((path.into(), Some(Arc::new(acceptor))));
         self
     }
 
     /// The subprotocols this server speaks.
     pub fn protocols<S: AsRef<str>>(mut self, protocols: &[S]) -> Self {
         self.protocols = protocols.iter().map(|p| p.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Choose the subprotocol with a function of the offered ones (in the client's
+    /// order) and the request, like Node `ws`'s `handleProtocols`: `None` answers
+    /// without one. It must return one of the offered protocols (another one is
+    /// answered `500`). It replaces the choice among [`protocols`](Self::protocols).
+    ///
+    /// ```
+    /// use wsevents::Acceptor;
+    /// // The newest version of our protocol the client speaks.
+    /// let acceptor = Acceptor::new().select_protocol(|offered, _request| {
+    ///     offered.iter().filter(|p| p.starts_with("game.v")).max().cloned()
+    /// });
+    /// # let _ = acceptor;
+    /// ```
+    pub fn select_protocol(
+        mut self,
+        select: impl Fn(&[String], &http::Request<()>) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.select = Some(Arc::new(select));
         self
     }
 
@@ -141,12 +210,34 @@ impl Acceptor {
         self
     }
 
-    /// A further check of each request: `Err((status, body))` refuses it.
-    pub fn check(
-        mut self,
-        rule: impl Fn(&Request) -> std::result::Result<(), (u16, String)> + Send + Sync + 'static,
-    ) -> Self {
-        self.check = Some(Arc::new(rule));
+    /// The accept hook: an async function that sees the whole request (path, query,
+    /// headers, cookies, the peer's address, the subprotocols offered) and accepts
+    /// ([`Accept`], with the subprotocol it chose and headers to add, such as
+    /// `Set-Cookie`) or refuses with a response of its own (status, headers such as
+    /// `WWW-Authenticate`, body). It runs within the handshake timeout.
+    ///
+    /// ```
+    /// use http::{HeaderValue, StatusCode, header};
+    /// use wsevents::{Accept, Acceptor};
+    /// let acceptor = Acceptor::new().on_request(|request| async move {
+    ///     match request.cookie("session") {
+    ///         Some(session) if session == "good" => Ok(Accept::new()
+    ///             .header(header::SET_COOKIE, HeaderValue::from_static("seen=1"))),
+    ///         _ => Err(http::Response::builder()
+    ///             .status(StatusCode::UNAUTHORIZED)
+    ///             .header(header::WWW_AUTHENTICATE, "Bearer realm=\"chat\"")
+    ///             .body("log in first\n".to_owned())
+    ///             .expect("a valid response")),
+    ///     }
+    /// });
+    /// # let _ = acceptor;
+    /// ```
+    pub fn on_request<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(UpgradeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Decision> + Send + 'static,
+    {
+        self.hook = Some(Arc::new(move |request| Box::pin(hook(request))));
         self
     }
 
@@ -188,72 +279,168 @@ impl Acceptor {
         &self.config
     }
 
-    /// Decide on a request: `Ok(protocol)` to accept, `Err((status, body))` to refuse.
-    fn decide(&self, request: &Request) -> std::result::Result<Option<String>, (u16, String)> {
-        if !self.routes.is_empty() && !self.routes.iter().any(|r| r == request.path()) {
-            return Err((404, format!("no WebSocket endpoint at {}", request.path())));
-        }
-        if let Some(rule) = &self.origin {
+    /// The configuration a connection of this acceptor runs with: its `Config` plus
+    /// permessage-deflate when chosen.
+    pub(crate) fn connection_config(&self) -> Config {
+        self.deflate.apply(&self.config)
+    }
+
+    /// Decide on a request: which acceptor serves it, the subprotocol and the headers,
+    /// or the refusal.
+    async fn decide<'a>(
+        &'a self,
+        request: &Request,
+        http_request: &http::Request<()>,
+        peer_addr: Option<SocketAddr>,
+    ) -> std::result::Result<Answer<'a>, Refusal> {
+        let route = self.route_for(request.path())?;
+        if let Some(rule) = &route.origin {
             if !rule(request.origin.as_deref()) {
-                return Err((403, "origin not allowed".into()));
+                return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
             }
         }
-        if let Some(check) = &self.check {
-            check(request)?;
+        let mut headers = route.headers.clone();
+        let mut protocol = None;
+        if let Some(hook) = &route.hook {
+            let view =
+                UpgradeRequest::new(http_request.clone(), peer_addr, request.protocols.clone());
+            let accept = hook(view).await.map_err(Refusal::from)?;
+            headers.extend(handshake::header_pairs(&accept.headers));
+            protocol = accept.protocol;
         }
-        let supported: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
-        Ok(request.select_protocol(&supported).map(str::to_owned))
+        if protocol.is_none() {
+            protocol = match &route.select {
+                Some(select) => select(&request.protocols, http_request),
+                None => {
+                    let supported: Vec<&str> = route.protocols.iter().map(String::as_str).collect();
+                    request.select_protocol(&supported).map(str::to_owned)
+                }
+            };
+        }
+        if let Some(chosen) = &protocol {
+            if !request.protocols.iter().any(|offered| offered == chosen) {
+                tracing::warn!(protocol = %chosen, "the chosen subprotocol was not offered");
+                return Err(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the server chose a subprotocol the client did not offer",
+                ));
+            }
+        }
+        Ok(Answer {
+            route,
+            protocol,
+            headers,
+        })
+    }
+
+    /// The acceptor that serves `path`, or 404.
+    fn route_for(&self, path: &str) -> std::result::Result<&Acceptor, Refusal> {
+        if self.routes.is_empty() {
+            return Ok(self);
+        }
+        match self.routes.iter().find(|(route, _)| route == path) {
+            Some((_, Some(acceptor))) => Ok(acceptor),
+            Some((_, None)) => Ok(self),
+            None => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("no WebSocket endpoint at {path}"),
+            )),
+        }
     }
 
     /// Run the server side of the opening handshake on `io`. A refused request is
     /// answered with its HTTP status and returned as [`Error::Refused`]. The
     /// connection is not tracked by any server: see [`Lifecycle::accept`] for one that
-    /// is (connection cap, graceful shutdown).
+    /// is (connection cap, graceful shutdown). The request also stays on the
+    /// connection ([`WebSocketStream::request`]).
     pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         io: S,
-    ) -> Result<(WebSocketStream<S>, Request)> {
-        self.accept_inner(io, None).await
+    ) -> Result<(WebSocketStream<S>, http::Request<()>)> {
+        self.accept_inner(io, None, None).await
+    }
+
+    /// [`accept`](Self::accept), for a transport whose peer is at `peer_addr` (the
+    /// accept hook and [`WebSocketStream::peer_addr`] see it).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// let (tcp, peer) = listener.accept().await?;
+    /// let (ws, request) = wsevents::Acceptor::new().accept_from(tcp, peer).await?;
+    /// assert_eq!(ws.peer_addr(), Some(peer));
+    /// println!("{} from {peer}", request.uri());
+    /// # Ok(()) }
+    /// ```
+    pub async fn accept_from<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        peer_addr: SocketAddr,
+    ) -> Result<(WebSocketStream<S>, http::Request<()>)> {
+        self.accept_inner(io, Some(peer_addr), None).await
     }
 
     /// The handshake, admitting the connection into `lifecycle` if there is one.
     pub(crate) async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         io: S,
+        peer_addr: Option<SocketAddr>,
         lifecycle: Option<&Lifecycle>,
-    ) -> Result<(WebSocketStream<S>, Request)> {
+    ) -> Result<(WebSocketStream<S>, http::Request<()>)> {
         let now = tokio::time::Instant::now().into_std();
-        let mut conn = Connection::server(self.deflate.apply(&self.config), now);
+        let mut conn = Connection::server(self.connection_config(), now);
         let mut driver = Driver::new(io);
         let mut accepted = None;
         let mut slot = None;
         loop {
             match std::future::poll_fn(|cx| driver.poll_event(&mut conn, cx)).await {
                 Some(Event::Request(request)) => {
-                    let mut headers = Vec::new();
-                    let decision = self.decide(&request).and_then(|protocol| {
+                    let decision = match handshake::to_http(&request) {
+                        None => Err(Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            "a request target or header the http types do not take",
+                        )),
+                        Some(http_request) => self
+                            .decide(&request, &http_request, peer_addr)
+                            .await
+                            .map(|answer| (answer, http_request)),
+                    };
+                    // Written as the lifecycle spells them (`Retry-After`).
+                    let mut lifecycle_headers = Vec::new();
+                    let decision = decision.and_then(|(answer, http_request)| {
                         let Some(lifecycle) = lifecycle else {
-                            return Ok((protocol, None));
+                            return Ok((answer, http_request, None));
                         };
                         match lifecycle.admit() {
-                            Some(admitted) => Ok((protocol, Some(admitted))),
+                            Some(admitted) => Ok((answer, http_request, Some(admitted))),
                             None => {
-                                headers.push(lifecycle.refuse().clone());
-                                Err((503, "server at capacity or shutting down\n".into()))
+                                lifecycle_headers.push(lifecycle.refuse().clone());
+                                Err(Refusal::new(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "server at capacity or shutting down\n",
+                                ))
                             }
                         }
                     });
-                    let (status, body) = match decision {
-                        Ok((protocol, admitted)) => {
-                            conn.accept(&request, protocol.as_deref(), &self.headers)?;
-                            accepted = Some(request);
+                    let refusal = match decision {
+                        Ok((answer, http_request, admitted)) => {
+                            if !std::ptr::eq(answer.route, self) {
+                                conn.reconfigure(answer.route.connection_config())?;
+                            }
+                            conn.accept(&request, answer.protocol.as_deref(), &answer.headers)?;
+                            accepted = Some(ServerHandshake {
+                                request: http_request,
+                                peer_addr,
+                            });
                             slot = admitted;
                             continue;
                         }
                         Err(refusal) => refusal,
                     };
-                    tracing::debug!(status, %body, path = request.path(), "upgrade refused");
-                    conn.reject(status, &body, &headers)?;
+                    let status = refusal.status;
+                    tracing::debug!(%status, body = %refusal.body, path = request.path(), "upgrade refused");
+                    lifecycle_headers.extend(handshake::header_pairs(&refusal.headers));
+                    conn.reject(status.as_u16(), &refusal.body, &lifecycle_headers)?;
                     // Flush the response and tear the transport down.
                     while std::future::poll_fn(|cx| driver.poll_event(&mut conn, cx))
                         .await
@@ -262,12 +449,14 @@ impl Acceptor {
                     return Err(Error::Refused(status));
                 }
                 Some(Event::Open) => {
-                    let request = accepted.take().ok_or(Error::Closed)?;
+                    let handshake = accepted.take().ok_or(Error::Closed)?;
                     if let Some(slot) = slot.take() {
                         driver.track(Tracked::new(slot));
                     }
                     std::future::poll_fn(|cx| driver.poll_write(&mut conn, cx)).await?;
-                    return Ok((WebSocketStream::new(driver, conn), *request));
+                    let request = handshake.request.clone();
+                    let stream = WebSocketStream::new(driver, conn).with_handshake(handshake);
+                    return Ok((stream, request));
                 }
                 Some(Event::Error(error)) => {
                     return Err(match (driver.take_io_error(), error) {
@@ -296,7 +485,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> Result<WebSocke
 }
 
 /// An open connection a [`Server`] hands out, with the request that opened it.
-pub type Accepted = (WebSocketStream<MaybeTlsStream>, Request);
+pub type Accepted = (WebSocketStream<MaybeTlsStream>, http::Request<()>);
 
 /// A listening WebSocket server.
 ///
@@ -396,8 +585,7 @@ impl Server {
     /// once the server stopped.
     pub async fn accept(&self) -> Option<crate::WebSocket> {
         let (stream, request) = self.accept_stream().await?;
-        let scheme = if self.secure { "wss" } else { "ws" };
-        let url = format!("{scheme}://{}{}", request.host, request.target);
+        let url = handshake::url_of(&request, self.secure);
         let ws = crate::WebSocket::accepted(stream, url);
         // Checked when the builder took it, so this cannot fail.
         let _ = ws.set_backpressure(self.backpressure);
@@ -636,7 +824,7 @@ async fn accept_loop(
             let upgraded = tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                upgraded = upgrade(tcp, &options, &tracked) => upgraded,
+                upgraded = upgrade(tcp, peer, &options, &tracked) => upgraded,
             };
             drop(permit);
             match upgraded {
@@ -686,6 +874,7 @@ async fn close_going_away((mut ws, _): Accepted) {
 /// TLS then the WebSocket handshake, both within the handshake timeout.
 async fn upgrade(
     tcp: TcpStream,
+    peer: SocketAddr,
     options: &ServerBuilder,
     lifecycle: &Lifecycle,
 ) -> Result<Accepted> {
@@ -701,7 +890,7 @@ async fn upgrade(
             }
             None => MaybeTlsStream::Plain(tcp),
         };
-        lifecycle.accept(&options.acceptor, io).await
+        lifecycle.accept_from(&options.acceptor, io, peer).await
     };
     match options.acceptor.config.handshake_timeout {
         Some(timeout) => tokio::time::timeout(timeout, handshake)

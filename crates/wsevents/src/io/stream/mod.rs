@@ -20,6 +20,7 @@
 //! [`WebSocketStream::split`] gives a [`ReadHalf`] and a [`WriteHalf`] for two tasks;
 //! `split.rs` says how they wake and how the write half closes.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -32,6 +33,7 @@ use wsevents_proto::{CloseCode, CloseFrame, Closure, Connection, Event, Message,
 
 use crate::api::error::{Error, Result};
 use crate::io::driver::Driver;
+use crate::io::server::handshake::ServerHandshake;
 
 mod split;
 
@@ -59,6 +61,9 @@ pub struct WebSocketStream<S> {
     driver: Driver<S>,
     conn: Connection,
     write_limit: usize,
+    /// Server connections: the request that opened it and the peer (one pointer when
+    /// absent).
+    handshake: Option<Box<ServerHandshake>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
@@ -67,7 +72,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             driver,
             conn,
             write_limit: DEFAULT_WRITE_LIMIT,
+            handshake: None,
         }
+    }
+
+    /// The same, remembering the handshake that opened it (server connections).
+    pub(crate) fn with_handshake(mut self, handshake: ServerHandshake) -> Self {
+        self.handshake = Some(Box::new(handshake));
+        self
+    }
+
+    /// The handshake, taken out (for the event API to keep).
+    pub(crate) fn take_handshake(&mut self) -> Option<Box<ServerHandshake>> {
+        self.handshake.take()
+    }
+
+    /// Server connections: the upgrade request that opened this connection (method,
+    /// URI, version, every header: a cookie, a token in the query), as the accept
+    /// hook saw it. `None` on clients and on [`from_upgraded`](Self::from_upgraded)
+    /// streams.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// let server = wsevents::Server::bind("127.0.0.1:8080").await?;
+    /// while let Some((ws, _)) = server.accept_stream().await {
+    ///     let session = ws.request().and_then(|r| wsevents::cookie(r.headers(), "session"));
+    ///     println!("{} from {:?}, session {session:?}", ws.request().unwrap().uri(), ws.peer_addr());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn request(&self) -> Option<&http::Request<()>> {
+        self.handshake.as_ref().map(|h| &h.request)
+    }
+
+    /// Server connections: the peer's address, when the transport has one (always on
+    /// a [`Server`](crate::Server)'s connections).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.handshake.as_ref().and_then(|h| h.peer_addr)
     }
 
     /// Wrap a transport on which the handshake was done elsewhere (for example by an

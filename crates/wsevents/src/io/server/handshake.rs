@@ -1,0 +1,383 @@
+//! The upgrade request in the `http` crate's types, and the caller's say in it.
+//!
+//! The core parses and checks the upgrade (`wsevents_proto::handshake`); what a server
+//! answers is policy, and policy is written against the types the Rust web stack
+//! speaks: [`http::Request`], [`HeaderMap`], [`StatusCode`]. This module holds those
+//! pieces, shared by every way in (the [`Server`](crate::Server), an
+//! [`Acceptor`](crate::Acceptor) on a stream of one's own, and hyper/axum upgrades):
+//!
+//! - [`UpgradeRequest`]: what the accept hook sees (the whole request, the peer's
+//!   address, the subprotocols offered);
+//! - [`Accept`]: the hook's yes, with the subprotocol it chose and headers to add to
+//!   the answer (`Set-Cookie`); its no is an `http::Response<String>` (status,
+//!   headers such as `WWW-Authenticate`, body);
+//! - the conversion of the core's request into an `http::Request<()>`, and the
+//!   handshake a server connection keeps ([`request()`](crate::WebSocketStream::request),
+//!   [`peer_addr()`](crate::WebSocketStream::peer_addr)).
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::header::{AsHeaderName, COOKIE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+use wsevents_proto::handshake::Request;
+
+/// What an accept hook answers: [`Accept`], or the response that refuses the upgrade.
+pub type Decision = Result<Accept, http::Response<String>>;
+
+/// The accept hook: an async function of the request.
+pub(crate) type Hook =
+    Arc<dyn Fn(UpgradeRequest) -> Pin<Box<dyn Future<Output = Decision> + Send>> + Send + Sync>;
+
+/// The subprotocol selection callback: offered protocols and the request in, the
+/// choice out.
+pub(crate) type ProtocolSelector =
+    Arc<dyn Fn(&[String], &http::Request<()>) -> Option<String> + Send + Sync>;
+
+/// An upgrade request as an accept hook ([`Acceptor::on_request`](crate::Acceptor::on_request))
+/// sees it: the whole request (method, URI with path and query, version, every
+/// header), the peer's address, and the subprotocols offered.
+///
+/// ```
+/// # use wsevents::UpgradeRequest;
+/// fn session(request: &UpgradeRequest) -> Option<&str> {
+///     request.cookie("session")
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct UpgradeRequest {
+    request: http::Request<()>,
+    peer_addr: Option<SocketAddr>,
+    protocols: Vec<String>,
+}
+
+impl UpgradeRequest {
+    pub(crate) fn new(
+        request: http::Request<()>,
+        peer_addr: Option<SocketAddr>,
+        protocols: Vec<String>,
+    ) -> Self {
+        UpgradeRequest {
+            request,
+            peer_addr,
+            protocols,
+        }
+    }
+
+    /// The request (`GET` on HTTP/1.1, `CONNECT` on HTTP/2).
+    pub fn request(&self) -> &http::Request<()> {
+        &self.request
+    }
+
+    /// The request's URI.
+    pub fn uri(&self) -> &Uri {
+        self.request.uri()
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        self.request.uri().path()
+    }
+
+    /// The query (after `?`), if any.
+    pub fn query(&self) -> Option<&str> {
+        self.request.uri().query()
+    }
+
+    /// Every header.
+    pub fn headers(&self) -> &HeaderMap {
+        self.request.headers()
+    }
+
+    /// The first header named `name`, if it is visible ASCII.
+    pub fn header(&self, name: impl AsHeaderName) -> Option<&str> {
+        self.request.headers().get(name)?.to_str().ok()
+    }
+
+    /// The value of the cookie `name` in the `Cookie` headers, if any.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        cookie(self.request.headers(), name)
+    }
+
+    /// The peer's address, when the transport has one (a [`Server`](crate::Server)
+    /// always knows it; an [`Acceptor`](crate::Acceptor) on a stream of one's own knows
+    /// it when given, see [`Acceptor::accept_from`](crate::Acceptor::accept_from)).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
+    }
+
+    /// The subprotocols the client offered, in its order.
+    pub fn protocols(&self) -> &[String] {
+        &self.protocols
+    }
+
+    /// The request, taken out.
+    pub fn into_request(self) -> http::Request<()> {
+        self.request
+    }
+}
+
+/// The value of the cookie `name` in `headers`' `Cookie` lines (RFC 6265 §5.4:
+/// `name=value` pairs separated by `; `).
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::COOKIE};
+/// let mut headers = HeaderMap::new();
+/// headers.append(COOKIE, HeaderValue::from_static("theme=dark; session=abc123"));
+/// assert_eq!(wsevents::cookie(&headers, "session"), Some("abc123"));
+/// assert_eq!(wsevents::cookie(&headers, "user"), None);
+/// ```
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then(|| value.trim_matches('"'))
+        })
+}
+
+/// An accept hook's yes: the upgrade goes ahead, with the subprotocol chosen here (it
+/// must be one the client offered; without one, the acceptor's own choice stands) and
+/// headers added to the answer.
+///
+/// ```
+/// use http::{HeaderValue, header::SET_COOKIE};
+/// let accept = wsevents::Accept::new()
+///     .protocol("chat")
+///     .header(SET_COOKIE, HeaderValue::from_static("seen=1; HttpOnly"));
+/// # let _ = accept;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Accept {
+    pub(crate) protocol: Option<String>,
+    pub(crate) headers: HeaderMap,
+}
+
+impl Accept {
+    /// Accept, with the acceptor's subprotocol choice and no extra header.
+    pub fn new() -> Self {
+        Accept::default()
+    }
+
+    /// Answer with this subprotocol (one the client offered: another one is a bug of
+    /// the hook's, answered `500`).
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Add a header to the answer (repeatable: `Set-Cookie` twice sends two).
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The headers added to the answer.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+}
+
+/// A refusal, before it is written: status, headers and body.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    /// Boxed: a refusal travels in `Err`s, kept small.
+    pub(crate) headers: Box<HeaderMap>,
+    pub(crate) body: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(status: StatusCode, body: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            headers: Box::default(),
+            body: body.into(),
+        }
+    }
+
+    /// The refusal as a response.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn into_response(self) -> http::Response<String> {
+        let mut response = http::Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = *self.headers;
+        response
+    }
+}
+
+impl From<http::Response<String>> for Refusal {
+    fn from(response: http::Response<String>) -> Self {
+        let (parts, body) = response.into_parts();
+        Refusal {
+            status: parts.status,
+            headers: Box::new(parts.headers),
+            body,
+        }
+    }
+}
+
+/// The handshake a server connection keeps: the request that opened it and the peer.
+#[derive(Clone)]
+pub(crate) struct ServerHandshake {
+    pub(crate) request: http::Request<()>,
+    pub(crate) peer_addr: Option<SocketAddr>,
+}
+
+impl fmt::Debug for ServerHandshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandshake")
+            .field("uri", self.request.uri())
+            .field("peer_addr", &self.peer_addr)
+            .finish()
+    }
+}
+
+/// The core's request, read from an HTTP/1.1 head, as an `http::Request<()>`:
+/// method, target, version, every header. `None` for a target or a header the `http`
+/// types do not take (the caller answers 400).
+pub(crate) fn to_http(request: &Request) -> Option<http::Request<()>> {
+    let method = Method::from_bytes(request.method.as_bytes()).ok()?;
+    let version = Version::HTTP_11;
+    let uri = Uri::try_from(request.target.as_str()).ok()?;
+    let mut headers = HeaderMap::with_capacity(request.headers.len());
+    for (name, value) in &request.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(value).ok()?;
+        headers.append(name, value);
+    }
+    let mut out = http::Request::new(());
+    *out.method_mut() = method;
+    *out.uri_mut() = uri;
+    *out.version_mut() = version;
+    *out.headers_mut() = headers;
+    Some(out)
+}
+
+/// A client's request as sent, as an `http::Request<()>` (from the head the core
+/// encodes, so every header is there as it went out).
+pub(crate) fn client_request_to_http(
+    request: &wsevents_proto::handshake::ClientRequest,
+) -> Option<http::Request<()>> {
+    let mut head = bytes::BytesMut::new();
+    request.encode(&mut head);
+    let mut slots = [httparse::EMPTY_HEADER; 128];
+    let mut parsed = httparse::Request::new(&mut slots);
+    parsed.parse(&head).ok()?;
+    let mut out = http::Request::new(());
+    *out.method_mut() = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    *out.uri_mut() = Uri::try_from(parsed.path?).ok()?;
+    *out.version_mut() = Version::HTTP_11;
+    for header in parsed.headers.iter() {
+        out.headers_mut().append(
+            HeaderName::from_bytes(header.name.as_bytes()).ok()?,
+            HeaderValue::from_bytes(header.value).ok()?,
+        );
+    }
+    Some(out)
+}
+
+/// A server's answer as the client got it, as an `http::Response<()>` (headers the
+/// `http` types do not take are left out).
+pub(crate) fn response_to_http(
+    response: &wsevents_proto::handshake::Response,
+) -> http::Response<()> {
+    let mut out = http::Response::new(());
+    *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    for (name, value) in &response.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            out.headers_mut().append(name, value);
+        }
+    }
+    out
+}
+
+/// The URL a server connection was opened at: `ws://` or `wss://`, the `Host` (or
+/// HTTP/2 `:authority`), the path and query.
+pub(crate) fn url_of(request: &http::Request<()>, secure: bool) -> String {
+    let scheme = if secure { "wss" } else { "ws" };
+    let host = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| request.headers().get(http::header::HOST)?.to_str().ok())
+        .unwrap_or("");
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    format!("{scheme}://{host}{target}")
+}
+
+/// Headers as the core writes them: name and value strings (values that are not
+/// UTF-8 are written lossily; the core writes CR, LF and NUL as spaces).
+pub(crate) fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsevents_proto::handshake::{Limits, parse_request};
+
+    fn parsed(head: &str) -> Request {
+        parse_request(head.as_bytes(), &Limits::default())
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    const HEAD: &str = "GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\nCookie: a=1; session=\"xyz\"\r\nCookie: b=2\r\n\r\n";
+
+    #[test]
+    fn core_request_becomes_http_request() {
+        let request = to_http(&parsed(HEAD)).unwrap();
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.version(), Version::HTTP_11);
+        assert_eq!(request.uri().path(), "/chat");
+        assert_eq!(request.uri().query(), Some("room=1"));
+        assert_eq!(request.headers()["host"], "example.com");
+        assert_eq!(request.headers().get_all(COOKIE).iter().count(), 2);
+    }
+
+    #[test]
+    fn cookies_are_found_across_lines_and_unquoted() {
+        let request = to_http(&parsed(HEAD)).unwrap();
+        assert_eq!(cookie(request.headers(), "session"), Some("xyz"));
+        assert_eq!(cookie(request.headers(), "b"), Some("2"));
+        assert_eq!(cookie(request.headers(), "sess"), None);
+    }
+
+    #[test]
+    fn refusal_keeps_status_headers_and_body() {
+        let response = http::Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header("WWW-Authenticate", "Bearer")
+            .body("log in first".to_owned())
+            .unwrap();
+        let refusal = Refusal::from(response);
+        assert_eq!(refusal.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(refusal.headers["www-authenticate"], "Bearer");
+        assert_eq!(
+            header_pairs(&refusal.headers),
+            [("www-authenticate".to_owned(), "Bearer".to_owned())]
+        );
+        assert_eq!(refusal.body, "log in first");
+    }
+}
