@@ -105,6 +105,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         self.handshake.as_ref().map(|h| &h.request)
     }
 
+    /// Clients: the server's 101 response (every header as sent: a `Set-Cookie`, the
+    /// negotiated `Sec-WebSocket-Extensions`); `None` on server connections.
+    pub fn response(&self) -> Option<http::Response<()>> {
+        self.conn
+            .response()
+            .map(crate::io::server::handshake::response_to_http)
+    }
+
     /// Server connections: the peer's address, when the transport has one (always on
     /// a [`Server`](crate::Server)'s connections).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
