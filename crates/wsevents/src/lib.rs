@@ -34,14 +34,15 @@
 //! files, or HTTP/2 WebSockets (RFC 8441) of its own: those come through hyper.
 
 mod api {
-    pub(crate) mod backpressure;
     pub(crate) mod data;
-    pub(crate) mod error;
     pub(crate) mod events;
+    pub(crate) mod server;
     pub(crate) mod websocket;
 }
 #[cfg(feature = "axum")]
 pub mod axum;
+mod backpressure;
+mod error;
 pub mod hub;
 mod io {
     pub(crate) mod client;
@@ -55,13 +56,13 @@ mod io {
     pub(crate) mod url;
 }
 
-pub use api::backpressure::{Backpressure, WhenFull};
 pub use api::data::{BinaryType, Blob, Data, IntoMessage};
-pub use api::error::{Error, Result};
 pub use api::events::{
     CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent, PongEvent,
 };
 pub use api::websocket::{ReadyState, WebSocket};
+pub use backpressure::{Backpressure, WhenFull};
+pub use error::{Error, Result};
 pub use io::client::{ClientBuilder, connect};
 pub use io::proxy::{MAX_PROXY_REPLY_HEAD, Proxy, ProxyError, socks_reply_name};
 pub use io::server::handshake::{Decision, UpgradeRequest};

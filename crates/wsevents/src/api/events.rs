@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::api::data::Data;
-use crate::api::error::Error;
+use crate::error::Error;
 
 /// The type of an event: the browser's four, then wsevents' own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -25,13 +25,13 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wsevents_proto::{CloseCode, CloseFrame, Connection, PreparedMessage, Role, State};
 
-use crate::api::backpressure::{Backpressure, WhenFull};
 use crate::api::data::{BinaryType, IntoMessage, data_of};
-use crate::api::error::{Error, Result};
 use crate::api::events::{
     Callback, CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent,
     PongEvent, Registry,
 };
+use crate::backpressure::{Backpressure, WhenFull};
+use crate::error::{Error, Result};
 use crate::io::client::ClientBuilder;
 use crate::io::driver::Driver;
 use crate::io::server::handshake::{ServerHandshake, client_request_to_http, response_to_http};

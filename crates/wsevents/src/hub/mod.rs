@@ -92,9 +92,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use wsevents_proto::{CloseCode, Message, PreparedMessage, Role};
 
 use crate::api::data::IntoMessage;
-use crate::api::error::{Error, Result};
 use crate::api::events::{EventType, ListenerId};
 use crate::api::websocket::{Offer, WeakWebSocket, WebSocket};
+use crate::error::{Error, Result};
 
 mod backend;
 #[cfg(feature = "redis")]

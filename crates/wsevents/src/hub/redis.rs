@@ -12,7 +12,7 @@ use tokio::sync::{Notify, mpsc};
 use wsevents_proto::{Message, Utf8Bytes};
 
 use super::backend::{Backend, BackendStatus, Inbound};
-use crate::api::error::{Error, Result};
+use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"wse1";
 const KIND_TEXT: u8 = 0x01;

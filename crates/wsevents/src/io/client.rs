@@ -17,8 +17,8 @@ use wsevents_proto::{Config, Connection, Event};
 
 use super::extensions::DeflateChoice;
 
-use crate::api::backpressure::Backpressure;
-use crate::api::error::{Error, Result};
+use crate::backpressure::Backpressure;
+use crate::error::{Error, Result};
 use crate::io::driver::Driver;
 use crate::io::proxy::{Proxy, Tunnel, proxy_for};
 use crate::io::stream::WebSocketStream;

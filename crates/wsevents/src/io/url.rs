@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use url::{Host, Url};
 
-use crate::api::error::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Where a WebSocket URL points, ready to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::Proxy;
-use crate::api::error::{Error, Result};
+use crate::error::{Error, Result};
 use crate::io::url::{Target, TargetHost};
 
 /// The proxy for `target` from the variables `var` gives, `None` for direct.

@@ -29,7 +29,7 @@ use percent_encoding::percent_decode_str;
 use tokio::net::TcpStream;
 use url::{Host, Url};
 
-use crate::api::error::{Error, Result};
+use crate::error::{Error, Result};
 use crate::io::url::{Target, TargetHost};
 
 /// The largest CONNECT reply head (status line and headers) read from a proxy; a

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Proxy, ProxyError};
-use crate::api::error::{Error, Result};
+use crate::error::{Error, Result};
 use crate::io::url::{Target, TargetHost};
 
 const VERSION: u8 = 0x05;

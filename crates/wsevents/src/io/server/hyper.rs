@@ -31,8 +31,8 @@ use wsevents_proto::Connection;
 use wsevents_proto::handshake::{self as core, HandshakeError};
 
 use super::Acceptor;
-use super::handshake::{self, Refusal, ServerHandshake};
-use crate::api::error::{Error, Result};
+use super::handshake::{Refusal, ServerHandshake};
+use crate::error::{Error, Result};
 use crate::io::driver::Driver;
 use crate::io::stream::WebSocketStream;
 
@@ -267,6 +267,11 @@ impl Upgrading {
         self.conn.extensions()
     }
 
+    /// The request kept for the connection (the event API's URL comes from it).
+    pub(crate) fn handshake(&self) -> &ServerHandshake {
+        &self.handshake
+    }
+
     /// The connection with the stream API, once hyper hands it over.
     pub async fn stream(self) -> Result<UpgradedStream> {
         let upgraded = self
@@ -277,15 +282,6 @@ impl Upgrading {
             WebSocketStream::new(Driver::new(TokioIo::new(upgraded)), self.conn)
                 .with_handshake(self.handshake),
         )
-    }
-
-    /// The connection with the event API, once hyper hands it over (open: its `open`
-    /// event is the first its `run` dispatches).
-    pub async fn websocket(self) -> Result<crate::WebSocket> {
-        let secure = self.handshake.request.uri().scheme_str() == Some("https");
-        let url = handshake::url_of(&self.handshake.request, secure);
-        let stream = self.stream().await?;
-        Ok(crate::WebSocket::accepted(stream, url))
     }
 }
 

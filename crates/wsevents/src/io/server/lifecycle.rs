@@ -46,7 +46,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::api::error::Result;
+use crate::error::Result;
 use crate::io::server::Acceptor;
 use crate::io::stream::WebSocketStream;
 

@@ -79,8 +79,8 @@ pub use self::lifecycle::{
     HandshakePermit, Lifecycle, SHUTDOWN_REASON, ServerLimits, ShutdownReport,
 };
 
-use crate::api::backpressure::Backpressure;
-use crate::api::error::{Error, Result};
+use crate::backpressure::Backpressure;
+use crate::error::{Error, Result};
 use crate::io::driver::Driver;
 use crate::io::stream::WebSocketStream;
 use crate::io::tls::MaybeTlsStream;
@@ -526,8 +526,10 @@ pub type Accepted = (WebSocketStream<MaybeTlsStream>, http::Request<()>);
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
-    secure: bool,
-    backpressure: Backpressure,
+    /// TLS: its connections' URLs are `wss://` (the event API's `url`).
+    pub(crate) secure: bool,
+    /// The event API's send-queue bound for its connections.
+    pub(crate) backpressure: Backpressure,
     incoming: Arc<Incoming>,
     lifecycle: Lifecycle,
     task: JoinHandle<()>,
@@ -578,18 +580,6 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    /// The next open connection as a [`WebSocket`](crate::WebSocket) with the event
-    /// API (already open: its `open` event is the first its `run` dispatches); `None`
-    /// once the server stopped.
-    pub async fn accept(&self) -> Option<crate::WebSocket> {
-        let (stream, request) = self.accept_stream().await?;
-        let url = handshake::url_of(&request, self.secure);
-        let ws = crate::WebSocket::accepted(stream, url);
-        // Checked when the builder took it, so this cannot fail.
-        let _ = ws.set_backpressure(self.backpressure);
-        Some(ws)
     }
 
     /// The next open connection as a [`WebSocketStream`], with the request that

@@ -31,7 +31,7 @@ use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wsevents_proto::{CloseCode, CloseFrame, Closure, Connection, Event, Message, Pong, State};
 
-use crate::api::error::{Error, Result};
+use crate::error::{Error, Result};
 use crate::io::driver::Driver;
 use crate::io::server::handshake::ServerHandshake;
 

@@ -40,7 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use wsevents_proto::{CloseCode, CloseFrame, Closure, Message, State};
 
 use super::{StreamEvent, WebSocketStream};
-use crate::api::error::Result;
+use crate::error::Result;
 
 /// Split `stream` (see [`WebSocketStream::split`]).
 pub(super) fn split<S>(stream: WebSocketStream<S>) -> (WriteHalf<S>, ReadHalf<S>) {

@@ -9,7 +9,7 @@
 
 use wsevents_proto::CloseCode;
 
-use crate::api::error::{Error, Result};
+use crate::error::{Error, Result};
 
 /// How much a socket may hold in its send queue, and what [`send`] does when a
 /// message does not fit.
