@@ -25,6 +25,8 @@
 //!   connections, handshakes), accept back-off and graceful shutdown
 //!   ([`Server::shutdown`] → [`ShutdownReport`]), for [`Server`] and for accept loops
 //!   of one's own.
+//! - `wsevents::metrics` (feature `metrics`): connections, refused and failed handshakes,
+//!   messages, bytes and close codes through the `metrics` facade, for any exporter.
 //! - [`Proxy`]: clients reach servers through HTTP CONNECT (`http://`, `https://`) and
 //!   SOCKS5 (`socks5://`, `socks5h://`) proxies, set on the builder or taken from
 //!   `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` as curl reads them.
@@ -44,6 +46,10 @@ pub mod axum;
 mod backpressure;
 mod error;
 pub mod hub;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 mod io {
     pub(crate) mod client;
     pub(crate) mod driver;

@@ -582,6 +582,7 @@ impl WebSocket {
             });
         }
         conn.send_prepared(message)?;
+        crate::metrics::message_sent(conn.role());
         drop(core);
         self.inner.waker.wake();
         Ok(())
@@ -619,6 +620,7 @@ impl WebSocket {
         if conn.send_prepared(message).is_err() {
             return Offer::Gone;
         }
+        crate::metrics::message_sent(conn.role());
         drop(core);
         self.inner.waker.wake();
         Offer::Queued
@@ -688,6 +690,7 @@ impl WebSocket {
             });
         }
         send(conn, message)?;
+        crate::metrics::message_sent(conn.role());
         drop(core);
         self.inner.waker.wake();
         Ok(())

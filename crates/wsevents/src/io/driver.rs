@@ -39,6 +39,7 @@ use tokio::time::{Instant, Sleep};
 use wsevents_proto::{CloseCode, CloseFrame, Connection, Event, Role, Timeout};
 
 use crate::io::scratch;
+use crate::metrics::{self, ConnMetrics};
 use crate::io::server::lifecycle::{SHUTDOWN_REASON, Signal, Tracked};
 
 /// How much room to make in a connection's own receive buffer before a read, at most.
@@ -88,6 +89,8 @@ pub(crate) struct Driver<S> {
     /// The server's hold on this connection, if a server tracks it; given back once
     /// the teardown is done.
     tracked: Option<Box<Tracked>>,
+    /// Whether it counts as open in the metrics (nothing without the feature).
+    metrics: ConnMetrics,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -104,6 +107,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             last_read: 0,
             peer_gone: false,
             tracked: None,
+            metrics: ConnMetrics::default(),
+        }
+    }
+
+    /// A driver for a connection whose handshake was done elsewhere (an HTTP server's
+    /// upgrade): it counts as open from now on.
+    pub(crate) fn opened(io: S, role: Role) -> Self {
+        Driver {
+            metrics: ConnMetrics::opened(role),
+            ..Driver::new(io)
         }
     }
 
@@ -126,6 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             last_read: self.last_read,
             peer_gone: self.peer_gone,
             tracked: self.tracked,
+            metrics: self.metrics,
         }
     }
 
@@ -167,6 +181,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         }
                     }
                     self.finish_tracked(conn);
+                    self.metrics.torn_down();
                     self.teardown = Teardown::Done;
                     continue;
                 }
@@ -174,6 +189,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             let queued = conn.queued_bytes();
             if let Some(event) = conn.poll_event() {
+                self.metrics
+                    .on_event(conn.role(), &event, self.io_error.is_some());
                 if let Event::Closed(_) = event {
                     self.closed_event = Some(event);
                     self.teardown = Teardown::Closing;
@@ -306,6 +323,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            metrics::bytes_sent(conn.role(), n);
             wrote = true;
         }
         if wrote {
@@ -350,6 +368,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.read_closed = true;
             conn.handle_eof();
         } else {
+            metrics::bytes_received(conn.role(), n);
             self.last_read = n;
             conn.handle_buffered_input();
         }

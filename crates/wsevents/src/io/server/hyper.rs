@@ -27,7 +27,7 @@ use http::header::{
 use http::{Method, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use wsevents_proto::Connection;
+use wsevents_proto::{Connection, Role};
 use wsevents_proto::handshake::{self as core, HandshakeError};
 
 use super::Acceptor;
@@ -106,9 +106,10 @@ impl Acceptor {
         request: http::Request<B>,
         peer_addr: Option<SocketAddr>,
     ) -> std::result::Result<(http::Response<String>, Upgrading), http::Response<String>> {
-        self.upgrade_inner(request, peer_addr)
-            .await
-            .map_err(Refusal::into_response)
+        self.upgrade_inner(request, peer_addr).await.map_err(|refusal| {
+            crate::metrics::handshake_refused(refusal.status);
+            refusal.into_response()
+        })
     }
 
     async fn upgrade_inner<B>(
@@ -279,7 +280,7 @@ impl Upgrading {
             .await
             .map_err(|e| Error::Io(std::io::Error::other(e)))?;
         Ok(
-            WebSocketStream::new(Driver::new(TokioIo::new(upgraded)), self.conn)
+            WebSocketStream::new(Driver::opened(TokioIo::new(upgraded), Role::Server), self.conn)
                 .with_handshake(self.handshake),
         )
     }

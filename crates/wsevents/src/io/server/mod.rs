@@ -59,7 +59,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wsevents_proto::deflate::DeflateConfig;
 use wsevents_proto::handshake::Request;
-use wsevents_proto::{CloseCode, Config, Connection, Event};
+use wsevents_proto::{CloseCode, Config, Connection, Event, Role};
 
 use super::extensions::DeflateChoice;
 pub(crate) mod backoff;
@@ -438,6 +438,7 @@ impl Acceptor {
                         Err(refusal) => refusal,
                     };
                     let status = refusal.status;
+                    crate::metrics::handshake_refused(status);
                     tracing::debug!(%status, body = %refusal.body, path = request.path(), "upgrade refused");
                     lifecycle_headers.extend(handshake::header_pairs(&refusal.headers));
                     conn.reject(status.as_u16(), &refusal.body, &lifecycle_headers)?;
@@ -872,10 +873,10 @@ async fn upgrade(
         tcp.set_nodelay(true)?;
         let io = match &options.tls {
             Some(tls) => {
-                let stream = tls
-                    .accept(tcp)
-                    .await
-                    .map_err(|e| Error::Tls(e.to_string()))?;
+                let stream = tls.accept(tcp).await.map_err(|e| {
+                    crate::metrics::handshake_failed(Role::Server, "tls");
+                    Error::Tls(e.to_string())
+                })?;
                 MaybeTlsStream::Tls(Box::new(stream.into()))
             }
             None => MaybeTlsStream::Plain(tcp),
@@ -883,9 +884,10 @@ async fn upgrade(
         lifecycle.accept_from(&options.acceptor, io, peer).await
     };
     match options.acceptor.config.handshake_timeout {
-        Some(timeout) => tokio::time::timeout(timeout, handshake)
-            .await
-            .map_err(|_| Error::Timeout(format!("the opening handshake took over {timeout:?}")))?,
+        Some(timeout) => tokio::time::timeout(timeout, handshake).await.map_err(|_| {
+            crate::metrics::handshake_failed(Role::Server, "timeout");
+            Error::Timeout(format!("the opening handshake took over {timeout:?}"))
+        })?,
         None => handshake.await,
     }
 }

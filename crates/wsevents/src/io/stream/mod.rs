@@ -34,6 +34,7 @@ use wsevents_proto::{CloseCode, CloseFrame, Closure, Connection, Event, Message,
 use crate::error::{Error, Result};
 use crate::io::driver::Driver;
 use crate::io::server::handshake::ServerHandshake;
+use crate::metrics;
 
 mod split;
 
@@ -129,7 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         config: wsevents_proto::Config,
     ) -> Self {
         let now = tokio::time::Instant::now().into_std();
-        WebSocketStream::new(Driver::new(io), Connection::open_at(role, config, now))
+        WebSocketStream::new(Driver::opened(io, role), Connection::open_at(role, config, now))
     }
 
     /// The driver and the core, for the event API to take over.
@@ -196,8 +197,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// ```
     pub async fn send_uncompressed(&mut self, message: Message) -> Result<()> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
-        self.conn.send_uncompressed(message)?;
+        self.queue_uncompressed(message)?;
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
+    }
+
+    /// Queue `message` uncompressed, without waiting (the write half's send too).
+    pub(crate) fn queue_uncompressed(&mut self, message: Message) -> Result<()> {
+        self.conn.send_uncompressed(message)?;
+        metrics::message_sent(self.conn.role());
+        Ok(())
     }
 
     /// Queue a ping (written on the next flush or read). Its time is recorded, so the
@@ -301,6 +309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     ) -> Poll<Option<Result<StreamEvent>>> {
         // The common case first: a message already read, straight from the core.
         if let Some(message) = self.conn.poll_message() {
+            metrics::message_received(self.conn.role());
             return Poll::Ready(Some(Ok(StreamEvent::Message(message))));
         }
         loop {
@@ -373,6 +382,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
         let this = self.get_mut();
         // The common case first: a message already read, straight from the core.
         if let Some(message) = this.conn.poll_message() {
+            metrics::message_received(this.conn.role());
             return Poll::Ready(Some(Ok(message)));
         }
         Poll::Ready(match ready!(this.poll_next_inner(cx, false)) {
@@ -399,7 +409,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
     }
 
     fn start_send(self: Pin<&mut Self>, message: Message) -> Result<()> {
-        Ok(self.get_mut().conn.send(message)?)
+        let conn = &mut self.get_mut().conn;
+        conn.send(message)?;
+        metrics::message_sent(conn.role());
+        Ok(())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {

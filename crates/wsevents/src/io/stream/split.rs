@@ -271,7 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
     pub async fn send_uncompressed(&mut self, message: Message) -> Result<()> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
         self.shared
-            .with(Half::Write, |stream| stream.conn.send_uncompressed(message))?;
+            .with(Half::Write, |stream| stream.queue_uncompressed(message))?;
         self.flush_queued().await
     }
 
