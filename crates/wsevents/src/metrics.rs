@@ -38,19 +38,19 @@
 //! no-op recorder.
 //!
 //! ```
-//! use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // Any recorder; here Prometheus' (`metrics-exporter-prometheus`), rendered by hand.
+//! let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+//! wsevents::metrics::describe(); // units and help texts, for exporters that show them
 //!
-//! let recorder = DebuggingRecorder::new();
-//! let snapshotter = recorder.snapshotter();
-//! recorder.install().expect("no recorder was installed yet");
-//! wsevents::metrics::describe(); // help texts and units, for exporters that show them
-//!
-//! // ... run servers and clients; then, as any exporter would:
-//! for (key, unit, help, value) in snapshotter.snapshot().into_vec() {
-//!     if let DebugValue::Counter(n) = value {
-//!         println!("{} {n} ({unit:?}: {help:?})", key.key().name());
-//!     }
-//! }
+//! let server = wsevents::Server::bind("127.0.0.1:0").await?;
+//! // ... accept, serve; then, on each scrape:
+//! let text = prometheus.render();
+//! // # TYPE wsevents_connections_open gauge
+//! // wsevents_connections_open{role="server"} 12
+//! // wsevents_close_codes_total{role="server",code="1001",initiator="local"} 3
+//! # let _ = (server, text);
+//! # Ok(()) }
 //! ```
 //!
 //! `wsevents serve --metrics 127.0.0.1:9090` serves them at `/metrics` in Prometheus'
