@@ -48,6 +48,7 @@
 
 mod files;
 mod http;
+mod metrics;
 mod shutdown;
 
 use std::net::SocketAddr;
@@ -145,6 +146,10 @@ pub(crate) struct Args {
     /// Send each line typed on standard input to every connected client (text)
     #[arg(long)]
     stdin: bool,
+    /// Serve the metrics (connections, handshakes refused, messages, bytes, close codes)
+    /// in Prometheus' text format at http://ADDR/metrics
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 /// A duration of the connection's `Config`: 0 turns it off.
@@ -236,6 +241,9 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     // Listen for the signal before anything else, so an early Ctrl-C is not the
     // default (abrupt) one.
     let signal = ShutdownSignal::listen()?;
+    if let Some(addr) = args.metrics {
+        metrics::install(addr)?;
+    }
     let listener = wsevents::bind_listener(&args.listen, wsevents::DEFAULT_BACKLOG)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

@@ -56,10 +56,10 @@
 //! `wsevents serve --metrics 127.0.0.1:9090` serves them at `/metrics` in Prometheus'
 //! text format (with `metrics-exporter-prometheus`).
 
-#[cfg(feature = "metrics")]
-pub use self::enabled::*;
 #[cfg(not(feature = "metrics"))]
 pub(crate) use self::disabled::*;
+#[cfg(feature = "metrics")]
+pub use self::enabled::*;
 
 /// The names, the handles, and the hooks the rest of the crate calls.
 #[cfg(feature = "metrics")]

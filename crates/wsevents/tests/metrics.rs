@@ -14,9 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wsevents::{
-    Acceptor, CloseCode, Config, Data, Event, Message, ReadyState, Server, WebSocket,
-};
+use wsevents::{Acceptor, CloseCode, Config, Data, Event, Message, ReadyState, Server, WebSocket};
 
 /// A request without a `Sec-WebSocket-Key`: the core answers 400 itself.
 const NO_KEY: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -32,7 +30,10 @@ impl Scrape {
     fn of(handle: &PrometheusHandle) -> Scrape {
         let text = handle.render();
         let mut values = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let (series, value) = line.rsplit_once(' ').unwrap();
             let (name, labels) = match series.split_once('{') {
                 Some((name, rest)) => (name, rest.trim_end_matches('}')),
@@ -226,7 +227,11 @@ async fn every_metric_counts_exactly_what_happened_on_the_wire() {
     for role in ["server", "client"] {
         let r = [("role", role)];
         assert_eq!(counter("wsevents_connections_total", &r), 3.0, "{role}");
-        assert_eq!(counter("wsevents_messages_received_total", &r), 8.0, "{role}");
+        assert_eq!(
+            counter("wsevents_messages_received_total", &r),
+            8.0,
+            "{role}"
+        );
         assert_eq!(counter("wsevents_messages_sent_total", &r), 8.0, "{role}");
     }
 
@@ -256,11 +261,26 @@ async fn every_metric_counts_exactly_what_happened_on_the_wire() {
         )
     };
     assert_eq!(close("client", "1000", "local"), 1.0, "{:?}", s.all(closes));
-    assert_eq!(close("server", "1000", "remote"), 1.0, "{:?}", s.all(closes));
+    assert_eq!(
+        close("server", "1000", "remote"),
+        1.0,
+        "{:?}",
+        s.all(closes)
+    );
     assert_eq!(close("client", "4000", "local"), 1.0, "{:?}", s.all(closes));
-    assert_eq!(close("server", "4000", "remote"), 1.0, "{:?}", s.all(closes));
+    assert_eq!(
+        close("server", "4000", "remote"),
+        1.0,
+        "{:?}",
+        s.all(closes)
+    );
     assert_eq!(close("server", "1001", "local"), 1.0, "{:?}", s.all(closes));
-    assert_eq!(close("client", "1001", "remote"), 1.0, "{:?}", s.all(closes));
+    assert_eq!(
+        close("client", "1001", "remote"),
+        1.0,
+        "{:?}",
+        s.all(closes)
+    );
     assert_eq!(s.all(closes).len(), 6, "{:?}", s.all(closes));
 
     // Wire bytes: what the clients wrote, the server read, plus the raw peers' bytes.
@@ -285,5 +305,8 @@ async fn every_metric_counts_exactly_what_happened_on_the_wire() {
         text.contains("# HELP wsevents_bytes_sent_total Bytes written to the transport"),
         "{text}"
     );
-    assert!(text.contains("# TYPE wsevents_connections_open gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE wsevents_connections_open gauge"),
+        "{text}"
+    );
 }

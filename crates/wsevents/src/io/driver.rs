@@ -39,8 +39,8 @@ use tokio::time::{Instant, Sleep};
 use wsevents_proto::{CloseCode, CloseFrame, Connection, Event, Role, Timeout};
 
 use crate::io::scratch;
-use crate::metrics::{self, ConnMetrics};
 use crate::io::server::lifecycle::{SHUTDOWN_REASON, Signal, Tracked};
+use crate::metrics::{self, ConnMetrics};
 
 /// How much room to make in a connection's own receive buffer before a read, at most.
 const READ_SIZE: usize = scratch::SCRATCH_SIZE;

@@ -27,8 +27,8 @@ use http::header::{
 use http::{Method, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use wsevents_proto::{Connection, Role};
 use wsevents_proto::handshake::{self as core, HandshakeError};
+use wsevents_proto::{Connection, Role};
 
 use super::Acceptor;
 use super::handshake::{Refusal, ServerHandshake};
@@ -106,10 +106,12 @@ impl Acceptor {
         request: http::Request<B>,
         peer_addr: Option<SocketAddr>,
     ) -> std::result::Result<(http::Response<String>, Upgrading), http::Response<String>> {
-        self.upgrade_inner(request, peer_addr).await.map_err(|refusal| {
-            crate::metrics::handshake_refused(refusal.status);
-            refusal.into_response()
-        })
+        self.upgrade_inner(request, peer_addr)
+            .await
+            .map_err(|refusal| {
+                crate::metrics::handshake_refused(refusal.status);
+                refusal.into_response()
+            })
     }
 
     async fn upgrade_inner<B>(
@@ -279,10 +281,11 @@ impl Upgrading {
             .on_upgrade
             .await
             .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        Ok(
-            WebSocketStream::new(Driver::opened(TokioIo::new(upgraded), Role::Server), self.conn)
-                .with_handshake(self.handshake),
+        Ok(WebSocketStream::new(
+            Driver::opened(TokioIo::new(upgraded), Role::Server),
+            self.conn,
         )
+        .with_handshake(self.handshake))
     }
 }
 

@@ -884,10 +884,12 @@ async fn upgrade(
         lifecycle.accept_from(&options.acceptor, io, peer).await
     };
     match options.acceptor.config.handshake_timeout {
-        Some(timeout) => tokio::time::timeout(timeout, handshake).await.map_err(|_| {
-            crate::metrics::handshake_failed(Role::Server, "timeout");
-            Error::Timeout(format!("the opening handshake took over {timeout:?}"))
-        })?,
+        Some(timeout) => tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| {
+                crate::metrics::handshake_failed(Role::Server, "timeout");
+                Error::Timeout(format!("the opening handshake took over {timeout:?}"))
+            })?,
         None => handshake.await,
     }
 }

@@ -130,7 +130,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         config: wsevents_proto::Config,
     ) -> Self {
         let now = tokio::time::Instant::now().into_std();
-        WebSocketStream::new(Driver::opened(io, role), Connection::open_at(role, config, now))
+        WebSocketStream::new(
+            Driver::opened(io, role),
+            Connection::open_at(role, config, now),
+        )
     }
 
     /// The driver and the core, for the event API to take over.
