@@ -186,15 +186,20 @@ mod enabled {
 
     /// One connection's place in the metrics: whether it counts as open (the gauge
     /// goes down when the teardown is over, or when the connection is dropped).
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     pub(crate) struct ConnMetrics {
         open: Option<Role>,
     }
 
     impl ConnMetrics {
+        /// A connection in its handshake.
+        pub(crate) fn new() -> ConnMetrics {
+            ConnMetrics { open: None }
+        }
+
         /// A connection that is open already (its handshake was done elsewhere).
         pub(crate) fn opened(role: Role) -> ConnMetrics {
-            let mut metrics = ConnMetrics::default();
+            let mut metrics = ConnMetrics::new();
             metrics.open(role);
             metrics
         }
@@ -332,10 +337,15 @@ mod disabled {
     use wsevents_proto::{Event, Role};
 
     /// Nothing to remember.
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     pub(crate) struct ConnMetrics;
 
     impl ConnMetrics {
+        #[inline(always)]
+        pub(crate) fn new() -> ConnMetrics {
+            ConnMetrics
+        }
+
         #[inline(always)]
         pub(crate) fn opened(_: Role) -> ConnMetrics {
             ConnMetrics

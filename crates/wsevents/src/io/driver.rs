@@ -107,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             last_read: 0,
             peer_gone: false,
             tracked: None,
-            metrics: ConnMetrics::default(),
+            metrics: ConnMetrics::new(),
         }
     }
 
