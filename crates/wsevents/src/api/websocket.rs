@@ -384,7 +384,7 @@ impl WebSocket {
     /// ```
     pub fn request(&self) -> Option<http::Request<()>> {
         if let Some(handshake) = &self.inner.handshake {
-            return Some(handshake.request.clone());
+            return Some(handshake.request());
         }
         let core = self.core();
         client_request_to_http(core.conn.as_ref()?.request()?)

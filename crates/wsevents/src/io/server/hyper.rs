@@ -190,7 +190,7 @@ impl Acceptor {
             on_upgrade,
             conn,
             slot,
-            handshake: ServerHandshake { request, peer_addr },
+            handshake: ServerHandshake::from_http(request, peer_addr),
         };
         Ok((response, upgrading))
     }
@@ -314,8 +314,8 @@ impl std::fmt::Debug for Upgrading {
 
 impl Upgrading {
     /// The upgrade request.
-    pub fn request(&self) -> &http::Request<()> {
-        &self.handshake.request
+    pub fn request(&self) -> http::Request<()> {
+        self.handshake.request()
     }
 
     /// The subprotocol chosen.
