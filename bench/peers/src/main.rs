@@ -4,11 +4,15 @@
 //! `TCP_NODELAY` on every accepted socket, one spawned task per connection, and each
 //! library's own echo pattern: tokio-tungstenite's example (`read.forward(write)`:
 //! messages already received are queued and flushed together), fastwebsockets' example
-//! (`read_frame` / `write_frame`: its API writes each frame at once), and for wsevents
-//! `next` / `feed` (what is fed leaves with the next read, together).
+//! (`read_frame` / `write_frame`: its API writes each frame at once), yawc's and
+//! tokio-websockets' examples (`next` / `send`: each reply is flushed at once), and for
+//! wsevents both faces: the stream API's `next` / `feed` (what is fed leaves with the
+//! next read, together) and the event API's `on_message` / `send` with `binaryType`
+//! arraybuffer (`wsevents-events`: what a handler sends leaves before the socket is
+//! read again, so replies to a batch leave together there too).
 //!
 //! ```text
-//! peer-echo wsevents|tungstenite|fastwebsockets|tcp 127.0.0.1:PORT
+//! peer-echo wsevents|wsevents-events|tungstenite|fastwebsockets|yawc|tokio-websockets|tcp 127.0.0.1:PORT
 //! ```
 
 use std::error::Error;
@@ -22,14 +26,18 @@ type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 #[tokio::main]
 async fn main() -> Result {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: peer-echo wsevents|tungstenite|fastwebsockets|tcp ADDR";
+    let usage = "usage: peer-echo \
+        wsevents|wsevents-events|tungstenite|fastwebsockets|yawc|tokio-websockets|tcp ADDR";
     let kind = args.next().ok_or(usage)?;
     let addr = args.next().ok_or(usage)?;
     let handler: fn(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = Result> + Send>> =
         match kind.as_str() {
             "wsevents" => |tcp| Box::pin(wsevents_echo(tcp)),
+            "wsevents-events" => |tcp| Box::pin(wsevents_events_echo(tcp)),
             "tungstenite" => |tcp| Box::pin(tungstenite_echo(tcp)),
             "fastwebsockets" => |tcp| Box::pin(fastwebsockets_echo(tcp)),
+            "yawc" => |tcp| Box::pin(yawc_echo(tcp)),
+            "tokio-websockets" => |tcp| Box::pin(tokio_websockets_echo(tcp)),
             "tcp" => |tcp| Box::pin(tcp_echo(tcp)),
             _ => return Err(usage.into()),
         };
@@ -53,6 +61,24 @@ async fn wsevents_echo(tcp: TcpStream) -> Result {
     while let Some(message) = ws.next().await {
         ws.feed(message?).await?;
     }
+    Ok(())
+}
+
+/// The event API, as a browser program would write it: `binaryType = "arraybuffer"`,
+/// `onmessage = e => ws.send(e.data)`.
+async fn wsevents_events_echo(tcp: TcpStream) -> Result {
+    use wsevents::{BinaryType, WebSocket};
+    let stream = wsevents::accept(tcp).await?;
+    let ws = WebSocket::from_stream(stream, "ws://127.0.0.1/");
+    ws.set_binary_type(BinaryType::ArrayBuffer);
+    let echo = ws.clone();
+    ws.on_message(move |e| {
+        // The payload goes back as it came (binary as the core's `Bytes`, text as its
+        // `Utf8Bytes`), without a copy. A full send queue is the only error an open
+        // socket can give: the echo then drops the message.
+        let _ = echo.send(&e.data);
+    });
+    ws.run().await;
     Ok(())
 }
 
@@ -103,6 +129,59 @@ async fn fastwebsockets_echo(tcp: TcpStream) -> Result {
         )
         .with_upgrades()
         .await?;
+    Ok(())
+}
+
+async fn yawc_echo(tcp: TcpStream) -> Result {
+    use http_body_util::Empty;
+    use hyper::body::{Bytes, Incoming};
+    use hyper::{Request, Response};
+
+    // yawc's examples/echo_server.rs, with limits above the comparison's largest
+    // message (1 MiB) and no compression (the generator offers none).
+    async fn upgrade(mut request: Request<Incoming>) -> yawc::Result<Response<Empty<Bytes>>> {
+        let options = yawc::Options::default()
+            .with_max_payload_read(64 << 20)
+            .with_max_read_buffer(128 << 20)
+            .with_compression_level(yawc::CompressionLevel::none());
+        let (response, upgraded) = yawc::WebSocket::upgrade_with_options(&mut request, options)?;
+        tokio::spawn(async move {
+            let run = async move {
+                let mut ws = upgraded.await?;
+                while let Some(frame) = ws.next().await {
+                    match frame.opcode() {
+                        yawc::OpCode::Text | yawc::OpCode::Binary => ws.send(frame).await?,
+                        _ => {}
+                    }
+                }
+                Ok::<_, yawc::WebSocketError>(())
+            };
+            if let Err(error) = run.await {
+                eprintln!("connection: {error}");
+            }
+        });
+        Ok(response)
+    }
+
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(tcp),
+            hyper::service::service_fn(upgrade),
+        )
+        .with_upgrades()
+        .await?;
+    Ok(())
+}
+
+async fn tokio_websockets_echo(tcp: TcpStream) -> Result {
+    // tokio-websockets' examples/echo_server.rs (its default limits: 64 MiB messages).
+    let (_request, mut ws) = tokio_websockets::ServerBuilder::new().accept(tcp).await?;
+    while let Some(message) = ws.next().await {
+        let message = message?;
+        if message.is_text() || message.is_binary() {
+            ws.send(message).await?;
+        }
+    }
     Ok(())
 }
 

@@ -2,15 +2,16 @@
 //! with a graceful shutdown.
 //!
 //! ```text
-//!  TCP ─► (TLS) ─► http::read_head ─┬─ not an upgrade: the page, 404 or 426 (http.rs)
-//!                                   └─ upgrade: Lifecycle::accept(Rewind) ─┬─ echo (stream API)
-//!                                                                          └─ topic (event API, hub)
+//!  TCP ─► (TLS) ─► hyper, HTTP/1.1 ─┬─ not an upgrade: the page, a file, 404 or 426 (http.rs)
+//!                                   └─ upgrade: Lifecycle::upgrade ─┬─ echo (stream API)
+//!                                                                   └─ topic (event API, hub)
 //! ```
 //!
-//! The library serves WebSocket upgrades only, by design; the page needs plain HTTP on
-//! the same port (the page derives its socket URL from `location`), so this module
-//! has an accept loop of its own, reads the request head itself and hands upgrade
-//! requests, bytes included, to the library's [`Acceptor`].
+//! The library's own `Server` serves WebSocket upgrades only, by design; the page
+//! needs plain HTTP on the same port (the page derives its socket URL from
+//! `location`), so this module has an accept loop of its own and serves each
+//! connection with hyper, handing upgrade requests to the library's [`Acceptor`]
+//! through [`Lifecycle::upgrade`], the same negotiation and bounds as `Server`'s.
 //!
 //! Two kinds of route, two faces of the library, each the right tool for its job:
 //! - **echo** uses the stream API: `Sink` backpressure means a client that sends
@@ -68,7 +69,6 @@ use wsevents::{
     ServerLimits, ShutdownReport, WebSocket, WebSocketStream,
 };
 
-use self::http::Rewind;
 use self::shutdown::ShutdownSignal;
 use crate::Result;
 
@@ -370,9 +370,7 @@ async fn serve(
     });
     let mut backoff = AcceptBackoff::new();
     while let Some((permit, tcp, peer)) = lifecycle.next_connection(&listener, &mut backoff).await {
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("conn", id, %peer, path = tracing::field::Empty);
-        lifecycle.spawn(connection(tcp, shared.clone(), permit).instrument(span));
+        lifecycle.spawn(connection(tcp, peer, shared.clone(), permit));
     }
     drop(listener);
     tracing::info!(
@@ -386,110 +384,138 @@ async fn serve(
     report
 }
 
-/// One TCP connection: the handshake (dropped if the shutdown comes first), then the
-/// WebSocket route.
-async fn connection(tcp: TcpStream, shared: Arc<Shared>, permit: HandshakePermit) {
+/// One TCP connection: TLS (within the handshake timeout), then HTTP/1.1 on hyper
+/// until it ends, is upgraded, or the shutdown comes (then hyper finishes the request
+/// in progress and stops).
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    permit: HandshakePermit,
+) {
+    let _ = tcp.set_nodelay(true);
     let stop = shared.lifecycle.shutdown_token().clone();
-    let opened = tokio::select! {
-        biased;
-        () = stop.cancelled() => return tracing::debug!("shutting down: handshake dropped"),
-        opened = tokio::time::timeout(shared.handshake_timeout, open(tcp, &shared)) => opened,
-    };
-    drop(permit);
-    let (stream, url, route) = match opened {
-        Ok(Some(opened)) => opened,
-        Ok(None) => return,
-        Err(_) => {
-            return tracing::debug!(timeout = ?shared.handshake_timeout, "handshake timed out");
+    let io = match &shared.tls {
+        None => MaybeTlsStream::Plain(tcp),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                biased;
+                () = stop.cancelled() => return tracing::debug!("shutting down: handshake dropped"),
+                accepted = tokio::time::timeout(shared.handshake_timeout, tls.accept(tcp)) => accepted,
+            };
+            match accepted {
+                Ok(Ok(stream)) => MaybeTlsStream::Tls(Box::new(stream.into())),
+                Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            }
         }
     };
-    tracing::info!(url, extensions = stream.extensions(), "open");
-    let typed = shared.typed.as_ref().map(|typed| typed.subscribe());
-    match route {
-        Some(Route::Echo) => echo(stream, typed).await,
-        Some(Route::Topic(topic)) => subscriber(stream, url, &shared.hub, topic, typed).await,
-        None => {}
+    // Held until the first request is answered: a connection counts as a handshake
+    // in progress until then, whatever it asks for.
+    let permit = Arc::new(std::sync::Mutex::new(Some(permit)));
+    let service = {
+        let shared = shared.clone();
+        hyper::service::service_fn(move |request| {
+            let shared = shared.clone();
+            let permit = permit.clone();
+            async move {
+                let response = respond(request, peer, &shared).await;
+                drop(permit.lock().unwrap_or_else(|e| e.into_inner()).take());
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(shared.handshake_timeout)
+        .max_header_size(http::MAX_HEAD)
+        .title_case_headers(true);
+    let conn = builder
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = served {
+        tracing::debug!(%error, "http");
     }
 }
 
-/// The stream of an upgraded connection.
-type Upgraded = WebSocketStream<Rewind<MaybeTlsStream>>;
-
-/// TLS, the request head, then the page or the upgrade (through the lifecycle: 503
-/// past the cap); the open WebSocket and its URL, if it came to that.
-async fn open(tcp: TcpStream, shared: &Shared) -> Option<(Upgraded, String, Option<Route>)> {
-    let _ = tcp.set_nodelay(true);
-    let peer = tcp.peer_addr().ok();
-    let mut io = match &shared.tls {
-        None => MaybeTlsStream::Plain(tcp),
-        Some(tls) => match tls.accept(tcp).await {
-            Ok(stream) => MaybeTlsStream::Tls(Box::new(stream.into())),
-            Err(error) => {
-                tracing::debug!(%error, "TLS handshake failed");
-                return None;
-            }
-        },
-    };
-    let head = match http::read_head(&mut io).await {
-        Ok(read) => read,
-        Err(error) => {
-            tracing::debug!(%error, "bad request");
-            if let Some(response) = error.response() {
-                http::answer_and_linger(&mut io, &response).await;
-            }
-            return None;
-        }
-    };
-    if !head.upgrade {
-        let page = shared.mode == Mode::Demo && matches!(head.path.as_str(), "/" | "/index.html");
+/// One request: an upgrade (through the lifecycle: 503 past the cap), the page, a
+/// file, or why none.
+async fn respond(
+    request: ::http::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> ::http::Response<http::Body> {
+    let path = request.uri().path().to_owned();
+    if !http::is_upgrade(&request) {
+        let page = shared.mode == Mode::Demo && matches!(path.as_str(), "/" | "/index.html");
         if let Some(files) = shared.files.as_ref().filter(|_| !page) {
-            match files.respond(&head, &mut io).await {
-                Ok(true) => {
-                    tracing::debug!(path = %head.path, "file");
-                    return None;
-                }
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::debug!(%error, "writing the file failed");
-                    return None;
-                }
+            if let Some(file) = files.respond(request.method(), &path).await {
+                tracing::debug!(%path, "file");
+                return file;
             }
         }
-        let response = http::respond_plain(&head, shared.mode == Mode::Demo);
-        tracing::debug!(method = %head.method, path = %head.path, status = response.status, "http");
-        if let Err(error) = http::write_response(&mut io, &response, &head.method).await {
-            tracing::debug!(%error, "writing the response failed");
-        }
-        return None;
+        let response = http::respond_plain(request.method(), &path, shared.mode == Mode::Demo);
+        tracing::debug!(method = %request.method(), %path, status = %response.status(), "http");
+        return response;
     }
-    let route = route(shared.mode, &head.path);
-    tracing::Span::current().record("path", head.path.as_str());
-    let io = Rewind::new(head.buffered, io);
-    let accepted = match peer {
-        Some(peer) => {
-            shared
-                .lifecycle
-                .accept_from(&shared.acceptor, io, peer)
-                .await
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("conn", id, %peer, %path);
+    let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
+    let host = request
+        .headers()
+        .get(::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let url = format!("{scheme}://{host}{}", request.uri());
+    let route = route(shared.mode, &path);
+    let upgrade = shared
+        .lifecycle
+        .upgrade(&shared.acceptor, request, Some(peer));
+    let (response, upgrading) = match tokio::time::timeout(shared.handshake_timeout, upgrade).await
+    {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(refusal)) => {
+            span.in_scope(|| tracing::info!(status = %refusal.status(), "upgrade refused"));
+            return http::from_library(refusal);
         }
-        None => shared.lifecycle.accept(&shared.acceptor, io).await,
+        Err(_) => {
+            span.in_scope(|| tracing::info!("upgrade timed out"));
+            return http::plain(
+                ::http::StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "the upgrade took too long\n",
+            );
+        }
     };
-    match accepted {
-        Ok((stream, request)) => {
-            let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
-            let host = request
-                .headers()
-                .get(::http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or_default();
-            let url = format!("{scheme}://{host}{}", request.uri());
-            Some((stream, url, route))
+    let task_shared = shared.clone();
+    shared.lifecycle.spawn(
+        async move {
+            let stream = match upgrading.stream().await {
+                Ok(stream) => stream,
+                Err(error) => return tracing::debug!(%error, "the upgrade did not complete"),
+            };
+            tracing::info!(url, extensions = stream.extensions(), "open");
+            let typed = task_shared.typed.as_ref().map(|typed| typed.subscribe());
+            match route {
+                Some(Route::Echo) => echo(stream, typed).await,
+                Some(Route::Topic(topic)) => {
+                    subscriber(stream, url, &task_shared.hub, topic, typed).await;
+                }
+                None => {}
+            }
         }
-        Err(error) => {
-            tracing::info!(path = %head.path, %error, "upgrade refused");
-            None
-        }
-    }
+        .instrument(span),
+    );
+    http::from_library(response)
 }
 
 /// Echo every message back, until the client closes or the server shuts down (the

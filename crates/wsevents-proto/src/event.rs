@@ -227,6 +227,56 @@ impl fmt::Display for Utf8Bytes {
     }
 }
 
+/// Compares the text: `utf8 == "text"` (and the reverse).
+///
+/// ```
+/// use wsevents_proto::Utf8Bytes;
+/// let text = Utf8Bytes::from("hi");
+/// assert!(text == "hi" && "hi" == text && text == String::from("hi"));
+/// assert!(&text == "hi");
+/// ```
+impl PartialEq<str> for Utf8Bytes {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Utf8Bytes {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Utf8Bytes {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Utf8Bytes> for str {
+    fn eq(&self, other: &Utf8Bytes) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Utf8Bytes> for &str {
+    fn eq(&self, other: &Utf8Bytes) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl AsRef<str> for Utf8Bytes {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<[u8]> for Utf8Bytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl From<&'static str> for Utf8Bytes {
     fn from(text: &'static str) -> Self {
         Utf8Bytes(Bytes::from_static(text.as_bytes()))

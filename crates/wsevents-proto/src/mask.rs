@@ -61,8 +61,35 @@ pub(crate) fn extend_masked(dst: &mut bytes::BytesMut, payload: &[u8], key: [u8;
 }
 
 /// 64-byte blocks of eight words (LLVM turns this into SIMD), then the short rest.
+/// On x86-64 with AVX2 (checked at run time, once: the standard library caches the
+/// answer) the same loop compiled for 256-bit registers: half the instructions of the
+/// baseline's SSE2, which is what a 16 KiB frame's unmasking costs most (callgrind:
+/// 42 % of the server's user-space instructions per 16 KiB echo before).
 #[inline(never)]
 fn mask_long(buf: &mut [u8], key: [u8; 4]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: `mask_long_avx2` needs nothing but AVX2, which the CPU was just found
+        // to have; the code itself is the safe loop below.
+        unsafe {
+            mask_long_avx2(buf, key);
+        }
+        return;
+    }
+    mask_blocks(buf, key);
+}
+
+/// [`mask_blocks`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn mask_long_avx2(buf: &mut [u8], key: [u8; 4]) {
+    mask_blocks(buf, key);
+}
+
+/// The loop of [`mask_long`], inlined into each of its compilations.
+#[inline(always)]
+fn mask_blocks(buf: &mut [u8], key: [u8; 4]) {
     let word_key = repeat_key(key);
     let mut blocks = buf.chunks_exact_mut(64);
     for block in &mut blocks {
@@ -229,6 +256,19 @@ mod tests {
                 apply_mask_bytewise(&mut slow, [0xde, 0xad, 0xbe, 0xef], offset);
                 assert_eq!(fast, slow, "len {len} offset {offset}");
             }
+        }
+    }
+
+    #[test]
+    fn the_portable_loop_agrees_with_the_reference_too() {
+        // `apply_mask` takes the AVX2 compilation where the CPU has it; this is the
+        // other one.
+        for len in [64, 127, 128, 4096, 16_385] {
+            let mut portable: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
+            let mut slow = portable.clone();
+            mask_blocks(&mut portable, [0x37, 0xfa, 0x21, 0x3d]);
+            apply_mask_bytewise(&mut slow, [0x37, 0xfa, 0x21, 0x3d], 0);
+            assert_eq!(portable, slow, "len {len}");
         }
     }
 

@@ -57,7 +57,8 @@ async fn main() -> Result<(), wsevents::Error> {
         tokio::spawn(async move {
             let echo = ws.clone();
             ws.on_message(move |e| {
-                if let Err(error) = echo.send(e.data.as_bytes().to_vec()) {
+                // The payload goes back as it came (text as text), without a copy.
+                if let Err(error) = echo.send(&e.data) {
                     tracing::debug!(%error, "echo refused"); // Error::BufferFull: closing
                 }
             });

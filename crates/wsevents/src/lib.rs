@@ -10,8 +10,8 @@
 //!
 //! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` clients.
 //! - [`accept`] / [`Acceptor`] / [`Server`]: servers, standalone or inside another
-//!   HTTP server's upgrade: [`Acceptor::upgrade`] for hyper (feature `hyper`),
-//!   [`axum::WebSocketUpgrade`] for axum (feature `axum`), over HTTP/1.1 and HTTP/2's
+//!   HTTP server's upgrade: `Acceptor::upgrade` for hyper (feature `hyper`),
+//!   `axum::WebSocketUpgrade` for axum (feature `axum`), over HTTP/1.1 and HTTP/2's
 //!   extended CONNECT (RFC 8441), with the same negotiation (permessage-deflate,
 //!   subprotocols, origin, limits, the async accept hook [`Acceptor::on_request`]).
 //!   Handshake types are the `http` crate's; every server connection keeps its

@@ -545,3 +545,46 @@ fn constructor_errors_are_syntax_errors() {
     );
     let _unused: Option<Event> = None;
 }
+
+/// A `send` from another task reaches the socket while the driving task waits for
+/// input: the driver is parked, and the send wakes it (a handler's own send does not
+/// need to). One round trip at a time, so every send finds the driver parked, on a
+/// runtime with two workers so sender and driver race on different threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_from_another_task_wakes_the_parked_driver() {
+    let url = echo_server(log()).await;
+    let ws = WebSocket::new(&url).unwrap();
+    ws.set_binary_type(BinaryType::ArrayBuffer);
+    let (opened_tx, opened) = tokio::sync::oneshot::channel();
+    let opened_tx = Mutex::new(Some(opened_tx));
+    ws.on_open(move |_| {
+        if let Some(tx) = opened_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+    });
+    let (echoed_tx, mut echoed) = tokio::sync::mpsc::unbounded_channel();
+    ws.on_message(move |e| {
+        let _ = echoed_tx.send(e.data.clone());
+    });
+    let driver = ws.clone();
+    let run = tokio::spawn(async move { driver.run().await });
+    opened.await.unwrap();
+    // Long enough for the driver to find nothing to read and park.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ws.send("late").unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), echoed.recv()).await;
+    assert_eq!(got.unwrap(), Some(Data::Text("late".into())));
+    for i in 0..500u32 {
+        ws.send(bytes::Bytes::from(i.to_be_bytes().to_vec()))
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), echoed.recv()).await;
+        let got = got.unwrap_or_else(|_| panic!("echo {i} never came: the driver slept"));
+        assert_eq!(
+            got.map(|d| d.to_bytes()),
+            Some(i.to_be_bytes().to_vec().into())
+        );
+    }
+    ws.close_with(1000, "done").unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), run).await;
+    assert_eq!(closed.unwrap().unwrap().code, 1000);
+}

@@ -11,9 +11,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use http::header::{CACHE_CONTROL, HeaderValue};
+use http::{Method, Response, StatusCode};
 
-use super::http::Head;
+use super::http::{Body, plain};
 
 /// The largest file served (a demo's assets, not a download server).
 const MAX_FILE: u64 = 64 << 20;
@@ -59,19 +60,17 @@ impl Dir {
         (path.starts_with(&self.root) && path.is_file()).then_some(path)
     }
 
-    /// Answer a GET or HEAD with the file it names; `false` (nothing written) when
-    /// there is none, for the caller's 404.
-    pub(super) async fn respond<S: AsyncWrite + Unpin>(
+    /// The answer to a GET or HEAD of the file `request_path` names; `None` when there
+    /// is none, for the caller's 404.
+    pub(super) async fn respond(
         &self,
-        head: &Head,
-        io: &mut S,
-    ) -> io::Result<bool> {
-        if head.method != "GET" && head.method != "HEAD" {
-            return Ok(false);
+        method: &Method,
+        request_path: &str,
+    ) -> Option<Response<Body>> {
+        if method != Method::GET && method != Method::HEAD {
+            return None;
         }
-        let Some(path) = self.resolve(&head.path) else {
-            return Ok(false);
-        };
+        let path = self.resolve(request_path)?;
         let read = tokio::task::spawn_blocking(move || {
             let len = std::fs::metadata(&path)?.len();
             if len > MAX_FILE {
@@ -80,26 +79,23 @@ impl Dir {
             std::fs::read(&path).map(|body| (body, content_type(&path)))
         })
         .await
-        .map_err(io::Error::other)?;
+        .map_err(io::Error::other)
+        .and_then(|read| read);
         let (body, content_type) = match read {
             Ok(read) => read,
             Err(error) => {
-                tracing::info!(path = %head.path, %error, "file not served");
-                return Ok(false);
+                tracing::info!(path = %request_path, %error, "file not served");
+                return None;
             }
         };
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-             X-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\n\
-             Connection: close\r\n\r\n",
-            body.len()
+        let mut response = plain(StatusCode::OK, content_type, body);
+        let headers = response.headers_mut();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
         );
-        io.write_all(response.as_bytes()).await?;
-        if head.method == "GET" {
-            io.write_all(&body).await?;
-        }
-        io.shutdown().await?;
-        Ok(true)
+        Some(response)
     }
 }
 

@@ -1,11 +1,20 @@
-//! What a message carries, in the browser's vocabulary: text as a `String`, binary as
-//! a [`Blob`] or an `ArrayBuffer` (a `Vec<u8>`) as [`BinaryType`] says, and what
+//! What a message carries, in the browser's vocabulary: text as [`Utf8Bytes`], binary
+//! as a [`Blob`] or an `ArrayBuffer` ([`Bytes`]) as [`BinaryType`] says, and what
 //! [`send`](crate::WebSocket::send) accepts.
+//!
+//! **No copies.** A received payload reaches the handler as the very bytes the protocol
+//! core cut out of its receive buffer (reference-counted [`Bytes`]): text is the core's
+//! [`Utf8Bytes`], validated once by the core and read as `&str` without a second check;
+//! an `ArrayBuffer` is the core's `Bytes`; a [`Blob`] wraps them. Sending them back
+//! ([`send`](crate::WebSocket::send) of a [`Data`], a `&Data`, [`Utf8Bytes`], `Bytes`
+//! or a `Blob`) hands the same bytes to the send queue: cloning any of them is a
+//! reference count, never a copy. Only `&str`, `&[u8]` and `&String` are copied on
+//! `send` (they are borrowed); `String` and `Vec<u8>` are moved in.
 
 use std::fmt;
 
 use bytes::Bytes;
-use wsevents_proto::Message;
+use wsevents_proto::{Message, Utf8Bytes};
 
 /// How binary messages are handed to handlers (`ws.binaryType`).
 ///
@@ -17,33 +26,53 @@ pub enum BinaryType {
     /// As a [`Blob`] (the browser's default).
     #[default]
     Blob,
-    /// As an `ArrayBuffer`: a `Vec<u8>`.
+    /// As an `ArrayBuffer`: [`Bytes`], the core's own, without a copy.
     ArrayBuffer,
 }
 
 /// The data of a [`MessageEvent`](crate::MessageEvent) (`e.data`).
 ///
+/// **No copies.** Every variant holds the bytes the protocol core cut out of its
+/// receive buffer, shared (reference-counted), not copied: `Data::Text` the core's
+/// [`Utf8Bytes`] (validated once, by the core, as the frames arrived; it derefs to
+/// `&str` with no second check), `Data::ArrayBuffer` its [`Bytes`], `Data::Blob` a
+/// [`Blob`] around them. Cloning a `Data` clones a reference count, and
+/// [`send`](crate::WebSocket::send) takes a `Data` or a `&Data` back as it came: an
+/// echo is `ws.send(&e.data)`, text as text and binary as binary, the same bytes
+/// handed to the send queue. (`Text` used to be a `String` and
+/// `ArrayBuffer` a `Vec<u8>`, each a copy of the payload; `&*text` or `text.as_str()`
+/// and `&buffer[..]` read them as before.)
+///
 /// ```
 /// use wsevents::{Blob, Data};
 /// let data = Data::Blob(Blob::from("blob contents"));
 /// assert!(matches!(&data, Data::Blob(b) if b.size() == 13));
+///
+/// let text = Data::Text("κόσμε".into());
+/// assert!(matches!(&text, Data::Text(t) if t == "κόσμε"));
+/// assert_eq!(text.as_text(), Some("κόσμε"));
+///
+/// let buffer = Data::ArrayBuffer(bytes::Bytes::from_static(b"\x01\x02"));
+/// assert_eq!(buffer.as_bytes(), [1, 2]);
+/// assert_eq!(buffer.to_bytes(), bytes::Bytes::from_static(b"\x01\x02"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Data {
-    /// A text message (`typeof e.data === "string"`).
-    Text(String),
+    /// A text message (`typeof e.data === "string"`): UTF-8 the core validated, read it
+    /// as `&str` (`text.as_str()`, or through `Deref`).
+    Text(Utf8Bytes),
     /// A binary message while `binaryType` is `"blob"`.
     Blob(Blob),
-    /// A binary message while `binaryType` is `"arraybuffer"`.
-    ArrayBuffer(Vec<u8>),
+    /// A binary message while `binaryType` is `"arraybuffer"`: the core's bytes.
+    ArrayBuffer(Bytes),
 }
 
 impl Data {
     /// The text, for a text message.
     pub fn as_text(&self) -> Option<&str> {
         match self {
-            Data::Text(text) => Some(text),
+            Data::Text(text) => Some(text.as_str()),
             _ => None,
         }
     }
@@ -53,6 +82,35 @@ impl Data {
         match self {
             Data::Text(text) => text.as_bytes(),
             Data::Blob(blob) => &blob.data,
+            Data::ArrayBuffer(buffer) => buffer,
+        }
+    }
+
+    /// The bytes, whatever the kind, shared (a reference count, not a copy).
+    ///
+    /// ```
+    /// let data = wsevents::Data::Text("hello".into());
+    /// let bytes: bytes::Bytes = data.to_bytes();
+    /// assert_eq!(&bytes[..], b"hello");
+    /// ```
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            Data::Text(text) => text.as_bytes().clone(),
+            Data::Blob(blob) => blob.data.clone(),
+            Data::ArrayBuffer(buffer) => buffer.clone(),
+        }
+    }
+
+    /// The bytes, whatever the kind, owned, without a copy.
+    ///
+    /// ```
+    /// let data = wsevents::Data::ArrayBuffer(bytes::Bytes::from_static(b"\x00\xff"));
+    /// assert_eq!(data.into_bytes(), bytes::Bytes::from_static(b"\x00\xff"));
+    /// ```
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Data::Text(text) => text.into_bytes(),
+            Data::Blob(blob) => blob.data,
             Data::ArrayBuffer(buffer) => buffer,
         }
     }
@@ -162,8 +220,17 @@ impl From<Bytes> for Blob {
 }
 
 /// Whatever [`WebSocket::send`](crate::WebSocket::send) accepts: text (`&str`,
-/// `String`) goes as a text message; bytes (`&[u8]`, `Vec<u8>`, `Bytes`, [`Blob`]) as
-/// a binary message.
+/// `String`, [`Utf8Bytes`]) goes as a text message; bytes (`&[u8]`, `Vec<u8>`, `Bytes`,
+/// [`Blob`]) as a binary message; a received [`Data`] (or `&Data`) as the kind it came
+/// as. Owned and shared forms are taken without a copy; borrowed slices are copied.
+///
+/// ```
+/// use wsevents::{Data, IntoMessage, Message};
+/// let data = Data::Text("hi".into());
+/// assert_eq!((&data).into_message(), Message::text("hi"));
+/// let bytes = Data::ArrayBuffer(bytes::Bytes::from_static(b"\x01"));
+/// assert_eq!(bytes.into_message(), Message::binary(vec![1u8]));
+/// ```
 pub trait IntoMessage {
     /// The message to send.
     fn into_message(self) -> Message;
@@ -184,6 +251,40 @@ impl IntoMessage for String {
 impl IntoMessage for &String {
     fn into_message(self) -> Message {
         Message::text(self.clone())
+    }
+}
+
+impl IntoMessage for Utf8Bytes {
+    fn into_message(self) -> Message {
+        Message::Text(self)
+    }
+}
+
+impl IntoMessage for &Utf8Bytes {
+    fn into_message(self) -> Message {
+        Message::Text(self.clone())
+    }
+}
+
+impl IntoMessage for Data {
+    fn into_message(self) -> Message {
+        match self {
+            Data::Text(text) => Message::Text(text),
+            Data::Blob(blob) => Message::Binary(blob.data),
+            Data::ArrayBuffer(buffer) => Message::Binary(buffer),
+        }
+    }
+}
+
+impl IntoMessage for &Data {
+    fn into_message(self) -> Message {
+        self.clone().into_message()
+    }
+}
+
+impl IntoMessage for &Bytes {
+    fn into_message(self) -> Message {
+        Message::binary(self.clone())
     }
 }
 
@@ -229,20 +330,46 @@ impl IntoMessage for Message {
     }
 }
 
-/// The data of a received message as `binary_type` asks.
+/// The data of a received message as `binary_type` asks: the core's bytes as they are.
 pub(crate) fn data_of(message: Message, binary_type: BinaryType) -> Data {
     match message {
-        Message::Text(text) => Data::Text(bytes_to_string(text.into_bytes())),
+        Message::Text(text) => Data::Text(text),
         Message::Binary(bytes) => match binary_type {
             BinaryType::Blob => Data::Blob(Blob::new(bytes, "")),
-            BinaryType::ArrayBuffer => Data::ArrayBuffer(Vec::from(bytes)),
+            BinaryType::ArrayBuffer => Data::ArrayBuffer(bytes),
         },
     }
 }
 
-/// Text bytes (already validated by the protocol core) as a `String`, reusing the
-/// allocation when the bytes own it alone.
-fn bytes_to_string(bytes: Bytes) -> String {
-    String::from_utf8(Vec::from(bytes))
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_received_payload_is_handed_out_and_sent_back_without_a_copy() {
+        let payload = Bytes::from(vec![7u8; 64]);
+        let at = payload.as_ptr();
+        let data = data_of(Message::Binary(payload), BinaryType::ArrayBuffer);
+        assert!(matches!(&data, Data::ArrayBuffer(b) if b.as_ptr() == at));
+        assert_eq!((&data).into_message().payload().as_ptr(), at);
+        assert_eq!(data.into_message().payload().as_ptr(), at);
+
+        let text = Utf8Bytes::from(String::from("κόσμε, κόσμε"));
+        let at = text.as_ptr();
+        let data = data_of(Message::Text(text), BinaryType::ArrayBuffer);
+        assert!(matches!(&data, Data::Text(t) if t.as_ptr() == at));
+        let message = (&data).into_message();
+        assert_eq!(message.as_text(), Some("κόσμε, κόσμε"));
+        assert_eq!(message.payload().as_ptr(), at);
+    }
+
+    #[test]
+    fn a_blob_shares_the_payload_too() {
+        let payload = Bytes::from(vec![1u8, 2, 3]);
+        let at = payload.as_ptr();
+        let data = data_of(Message::Binary(payload), BinaryType::Blob);
+        assert!(matches!(&data, Data::Blob(b) if b.bytes().as_ptr() == at));
+        assert_eq!(data.to_bytes().as_ptr(), at);
+        assert_eq!(data.into_message().payload().as_ptr(), at);
+    }
 }

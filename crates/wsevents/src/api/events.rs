@@ -37,13 +37,24 @@ pub enum EventType {
 }
 
 /// A `message` event: `e.data` and `e.origin`.
+///
+/// Made without a copy of anything: `data` holds the core's bytes (see [`Data`]), and
+/// `origin` is the socket's one string, shared by every event (an [`Arc<str>`]; it
+/// derefs to `&str`).
+///
+/// ```
+/// use wsevents::{Data, MessageEvent};
+/// let e = MessageEvent { data: Data::Text("hi".into()), origin: "ws://example.com".into() };
+/// assert_eq!(&*e.origin, "ws://example.com");
+/// assert_eq!(e.data.as_text(), Some("hi"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageEvent {
     /// The message: text, or binary as the socket's `binary_type` said when it was
     /// dispatched.
     pub data: Data,
-    /// The origin of the URL the socket is connected to (`ws://host:port`).
-    pub origin: String,
+    /// The origin of the URL the socket is connected to (`ws://host:port`), shared.
+    pub origin: Arc<str>,
 }
 
 /// An `error` event. Unlike browsers, which hide the cause, it carries it.
@@ -245,6 +256,7 @@ impl Callback {
     }
 }
 
+#[derive(Clone)]
 struct Entry {
     id: ListenerId,
     event_type: EventType,
@@ -253,17 +265,40 @@ struct Entry {
     callback: Callback,
 }
 
+/// The callbacks of one socket at one moment, in registration order: what one
+/// dispatch runs. Shared, so a dispatch takes it with a reference count, not a copy.
+#[derive(Clone, Default)]
+pub(crate) struct Snapshot(Option<Arc<[Entry]>>);
+
+impl Snapshot {
+    /// The callbacks for `event_type`, in order.
+    pub(crate) fn callbacks(&self, event_type: EventType) -> impl Iterator<Item = &Callback> {
+        self.0
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter(move |e| e.event_type == event_type)
+            .map(|e| &e.callback)
+    }
+}
+
 /// The handlers and listeners of one socket.
+///
+/// Copy-on-write: registering or removing (rare) builds a new list; dispatching (once
+/// per event) only clones the [`Snapshot`]'s `Arc`, so no event allocates for its
+/// dispatch, and callbacks run without the lock, on the list as it was when the
+/// event was dispatched (the DOM's rule: a listener added during a dispatch does not
+/// see that event). An idle socket with no callbacks holds no allocation for them.
 #[derive(Default)]
 pub(crate) struct Registry {
-    entries: Vec<Entry>,
+    entries: Snapshot,
     next_id: u64,
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
-            .field("callbacks", &self.entries.len())
+            .field("callbacks", &self.entries().len())
             .finish()
     }
 }
@@ -271,15 +306,15 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// Set the `on_x` handler of `event_type`, in place of the previous one.
     pub(crate) fn set_handler(&mut self, event_type: EventType, callback: Callback) {
-        match self
-            .entries
+        let mut next = self.entries().to_vec();
+        match next
             .iter_mut()
             .find(|e| e.is_handler && e.event_type == event_type)
         {
             Some(entry) => entry.callback = callback,
             None => {
                 let id = self.next();
-                self.entries.push(Entry {
+                next.push(Entry {
                     id,
                     event_type,
                     is_handler: true,
@@ -287,44 +322,114 @@ impl Registry {
                 });
             }
         }
+        self.entries = Snapshot(Some(next.into()));
     }
 
     /// Add a listener.
     pub(crate) fn add(&mut self, event_type: EventType, callback: Callback) -> ListenerId {
         let id = self.next();
-        self.entries.push(Entry {
+        let mut next = self.entries().to_vec();
+        next.push(Entry {
             id,
             event_type,
             is_handler: false,
             callback,
         });
+        self.entries = Snapshot(Some(next.into()));
         id
     }
 
     /// Remove a listener; true if it was there.
     pub(crate) fn remove(&mut self, id: ListenerId) -> bool {
-        let before = self.entries.len();
-        self.entries.retain(|e| e.id != id || e.is_handler);
-        self.entries.len() != before
+        let entries = self.entries();
+        if !entries.iter().any(|e| e.id == id && !e.is_handler) {
+            return false;
+        }
+        let next: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.id != id || e.is_handler)
+            .cloned()
+            .collect();
+        self.entries = Snapshot((!next.is_empty()).then(|| next.into()));
+        true
     }
 
-    /// The callbacks for `event_type`, in order (cloned, so they run without the lock).
-    pub(crate) fn callbacks(&self, event_type: EventType) -> Vec<Callback> {
-        self.entries
-            .iter()
-            .filter(|e| e.event_type == event_type)
-            .map(|e| e.callback.clone())
-            .collect()
+    /// The callbacks as they are now, for one dispatch.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        self.entries.clone()
     }
 
     /// Drop every callback (after the close event: breaks cycles through handlers that
     /// hold a clone of their socket).
     pub(crate) fn clear(&mut self) {
-        self.entries.clear();
+        self.entries = Snapshot(None);
+    }
+
+    fn entries(&self) -> &[Entry] {
+        self.entries.0.as_deref().unwrap_or_default()
     }
 
     fn next(&mut self) -> ListenerId {
         self.next_id += 1;
         ListenerId(self.next_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn recorder(log: &Arc<Mutex<Vec<&'static str>>>, name: &'static str) -> Callback {
+        let log = Arc::clone(log);
+        Callback::Any(Arc::new(move |_| {
+            log.lock().expect("not poisoned").push(name)
+        }))
+    }
+
+    fn run(snapshot: &Snapshot, event_type: EventType) {
+        for callback in snapshot.callbacks(event_type) {
+            callback.call(&Event::Open);
+        }
+    }
+
+    #[test]
+    fn handlers_keep_their_place_and_listeners_come_and_go() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut registry = Registry::default();
+        registry.set_handler(EventType::Open, recorder(&log, "on_open 1"));
+        let listener = registry.add(EventType::Open, recorder(&log, "listener"));
+        registry.add(EventType::Close, recorder(&log, "close"));
+        registry.set_handler(EventType::Open, recorder(&log, "on_open 2"));
+        run(&registry.snapshot(), EventType::Open);
+        assert_eq!(
+            *log.lock().expect("not poisoned"),
+            ["on_open 2", "listener"]
+        );
+
+        assert!(registry.remove(listener));
+        assert!(!registry.remove(listener), "already removed");
+        log.lock().expect("not poisoned").clear();
+        run(&registry.snapshot(), EventType::Open);
+        assert_eq!(*log.lock().expect("not poisoned"), ["on_open 2"]);
+    }
+
+    #[test]
+    fn a_snapshot_is_the_list_at_the_time_it_was_taken() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut registry = Registry::default();
+        assert_eq!(registry.snapshot().callbacks(EventType::Open).count(), 0);
+        registry.add(EventType::Open, recorder(&log, "first"));
+        let before = registry.snapshot();
+        registry.add(EventType::Open, recorder(&log, "second"));
+        run(&before, EventType::Open);
+        assert_eq!(*log.lock().expect("not poisoned"), ["first"]);
+        registry.clear();
+        assert_eq!(registry.snapshot().callbacks(EventType::Open).count(), 0);
+        assert_eq!(
+            before.callbacks(EventType::Open).count(),
+            1,
+            "still its own list"
+        );
     }
 }

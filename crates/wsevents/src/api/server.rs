@@ -28,9 +28,9 @@ impl crate::io::server::hyper::Upgrading {
     /// The connection with the event API, once hyper hands it over (open: its `open`
     /// event is the first its `run` dispatches).
     pub async fn websocket(self) -> crate::Result<WebSocket> {
-        let request = &self.handshake().request;
+        let request = self.handshake().request();
         let secure = request.uri().scheme_str() == Some("https");
-        let url = handshake::url_of(request, secure);
+        let url = handshake::url_of(&request, secure);
         let stream = self.stream().await?;
         Ok(WebSocket::accepted(stream, url))
     }

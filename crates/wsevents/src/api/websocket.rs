@@ -13,22 +13,32 @@
 //! The core is shared behind a `std` mutex, held only for the length of one
 //! non-blocking poll or one `send`; handlers are never called with a lock held, so a
 //! handler may send, close or register handlers on its own socket.
+//!
+//! **What one message costs** (the event API's hot path, as cheap as the stream
+//! API's): one lock of the core to poll it, which also takes the event's callbacks (a
+//! copy-on-write list: a reference count, no allocation) and translates the message
+//! (its payload is the core's `Bytes`, the origin a shared `Arc<str>`, nothing is
+//! copied or validated again); a `send` from a handler is a second lock. The driving
+//! task is woken by a `send` only when it is parked waiting for the socket (the
+//! `parked` flag under the core lock): a handler's `send` runs on the driving task
+//! itself, which writes what was queued before it reads again, so waking it would
+//! only make the scheduler poll it once more for nothing. `run` takes the drive lock
+//! once for the whole connection, not once per event.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 
-use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wsevents_proto::{CloseCode, CloseFrame, Connection, PreparedMessage, Role, State};
 
 use crate::api::data::{BinaryType, IntoMessage, data_of};
 use crate::api::events::{
     Callback, CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent,
-    PongEvent, Registry,
+    PongEvent, Registry, Snapshot,
 };
 use crate::backpressure::{Backpressure, WhenFull};
 use crate::error::{Error, Result};
@@ -83,23 +93,38 @@ struct Core {
     closed: bool,
     /// The bound on `buffered_amount` and its rule.
     backpressure: Backpressure,
+    /// The handlers and listeners (under this lock too: the poll that produces an
+    /// event takes its callbacks in the same critical section).
+    registry: Registry,
+    /// The driving task is waiting in a poll of the core that returned `Pending`
+    /// (and `driver_waker` wakes it). Otherwise it is running, and will write what is
+    /// queued before it waits again: a `send` need not wake it.
+    parked: bool,
+    /// The waker of the driving task's last `Pending` poll.
+    driver_waker: Option<Waker>,
 }
 
 struct Inner {
     /// Unique in the process: the hub's key for this socket.
     id: u64,
     url: String,
-    origin: String,
+    /// Shared with every message event (`e.origin`).
+    origin: Arc<str>,
     core: Mutex<Core>,
     drive: tokio::sync::Mutex<Drive>,
-    registry: Mutex<Registry>,
     binary_type: AtomicU8,
-    /// Wakes the driving task when another clone queued bytes or closed.
-    waker: AtomicWaker,
     /// Wakes a connecting driver when `close()` aborts it.
     abort: tokio::sync::Notify,
     /// Server sockets: the request that opened it and the peer.
     handshake: Option<Box<ServerHandshake>>,
+}
+
+/// What one poll of the core gave.
+enum Polled {
+    /// An event, with the callbacks it goes to.
+    Event(Event, Snapshot),
+    /// The connection is over: no more events.
+    End,
 }
 
 /// A WebSocket connection with the browser's event API.
@@ -288,18 +313,19 @@ impl WebSocket {
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 url,
-                origin,
+                origin: origin.into(),
                 core: Mutex::new(Core {
                     conn,
                     queued,
                     aborted: false,
                     closed: false,
                     backpressure,
+                    registry: Registry::default(),
+                    parked: false,
+                    driver_waker: None,
                 }),
                 drive: tokio::sync::Mutex::new(drive),
-                registry: Mutex::new(Registry::default()),
                 binary_type: AtomicU8::new(0),
-                waker: AtomicWaker::new(),
                 abort: tokio::sync::Notify::new(),
                 handshake,
             }),
@@ -384,7 +410,7 @@ impl WebSocket {
     /// ```
     pub fn request(&self) -> Option<http::Request<()>> {
         if let Some(handshake) = &self.inner.handshake {
-            return Some(handshake.request.clone());
+            return Some(handshake.request());
         }
         let core = self.core();
         client_request_to_http(core.conn.as_ref()?.request()?)
@@ -446,25 +472,29 @@ impl WebSocket {
 
     /// `ws.onopen = f` (replaces the previous `on_open`, keeps listeners).
     pub fn on_open(&self, f: impl Fn(&Event) + Send + Sync + 'static) {
-        self.registry()
+        self.core()
+            .registry
             .set_handler(EventType::Open, Callback::Any(Arc::new(f)));
     }
 
     /// `ws.onmessage = f`.
     pub fn on_message(&self, f: impl Fn(&MessageEvent) + Send + Sync + 'static) {
-        self.registry()
+        self.core()
+            .registry
             .set_handler(EventType::Message, Callback::Message(Arc::new(f)));
     }
 
     /// `ws.onerror = f`.
     pub fn on_error(&self, f: impl Fn(&ErrorEvent) + Send + Sync + 'static) {
-        self.registry()
+        self.core()
+            .registry
             .set_handler(EventType::Error, Callback::Error(Arc::new(f)));
     }
 
     /// `ws.onclose = f`.
     pub fn on_close(&self, f: impl Fn(&CloseEvent) + Send + Sync + 'static) {
-        self.registry()
+        self.core()
+            .registry
             .set_handler(EventType::Close, Callback::Close(Arc::new(f)));
     }
 
@@ -478,7 +508,8 @@ impl WebSocket {
     /// # }
     /// ```
     pub fn on_ping(&self, f: impl Fn(&PingEvent) + Send + Sync + 'static) {
-        self.registry()
+        self.core()
+            .registry
             .set_handler(EventType::Ping, Callback::Ping(Arc::new(f)));
     }
 
@@ -496,7 +527,8 @@ impl WebSocket {
     /// # Ok(()) }
     /// ```
     pub fn on_pong(&self, f: impl Fn(&PongEvent) + Send + Sync + 'static) {
-        self.registry()
+        self.core()
+            .registry
             .set_handler(EventType::Pong, Callback::Pong(Arc::new(f)));
     }
 
@@ -506,12 +538,14 @@ impl WebSocket {
         event_type: EventType,
         f: impl Fn(&Event) + Send + Sync + 'static,
     ) -> ListenerId {
-        self.registry().add(event_type, Callback::Any(Arc::new(f)))
+        self.core()
+            .registry
+            .add(event_type, Callback::Any(Arc::new(f)))
     }
 
     /// `ws.removeEventListener(…)`: true if the listener was registered.
     pub fn remove_event_listener(&self, id: ListenerId) -> bool {
-        self.registry().remove(id)
+        self.core().registry.remove(id)
     }
 
     // ----- methods -----
@@ -572,8 +606,7 @@ impl WebSocket {
             if let WhenFull::Close(code) = backpressure.when_full {
                 let frame = CloseFrame::new(code, Backpressure::CLOSE_REASON);
                 conn.close(frame, tokio::time::Instant::now().into_std())?;
-                drop(core);
-                self.inner.waker.wake();
+                self.wake_driver(core);
             }
             return Err(Error::BufferFull {
                 buffered,
@@ -583,8 +616,7 @@ impl WebSocket {
         }
         conn.send_prepared(message)?;
         crate::metrics::message_sent(conn.role());
-        drop(core);
-        self.inner.waker.wake();
+        self.wake_driver(core);
         Ok(())
     }
 
@@ -613,16 +645,14 @@ impl WebSocket {
         if !Backpressure::error(limit).admits(buffered, message.payload_len()) {
             let frame = CloseFrame::new(code, reason);
             let _ = conn.close(frame, tokio::time::Instant::now().into_std());
-            drop(core);
-            self.inner.waker.wake();
+            self.wake_driver(core);
             return Offer::TooSlow;
         }
         if conn.send_prepared(message).is_err() {
             return Offer::Gone;
         }
         crate::metrics::message_sent(conn.role());
-        drop(core);
-        self.inner.waker.wake();
+        self.wake_driver(core);
         Offer::Queued
     }
 
@@ -680,8 +710,7 @@ impl WebSocket {
             if let WhenFull::Close(code) = backpressure.when_full {
                 let frame = CloseFrame::new(code, Backpressure::CLOSE_REASON);
                 conn.close(frame, tokio::time::Instant::now().into_std())?;
-                drop(core);
-                self.inner.waker.wake();
+                self.wake_driver(core);
             }
             return Err(Error::BufferFull {
                 buffered,
@@ -691,8 +720,7 @@ impl WebSocket {
         }
         send(conn, message)?;
         crate::metrics::message_sent(conn.role());
-        drop(core);
-        self.inner.waker.wake();
+        self.wake_driver(core);
         Ok(())
     }
 
@@ -775,8 +803,7 @@ impl WebSocket {
             return Err(Error::InvalidState);
         }
         conn.ping_at(data.into(), tokio::time::Instant::now().into_std())?;
-        drop(core);
-        self.inner.waker.wake();
+        self.wake_driver(core);
         Ok(())
     }
 
@@ -792,17 +819,18 @@ impl WebSocket {
                 self.inner.abort.notify_one();
             }
         }
-        drop(core);
-        self.inner.waker.wake();
+        self.wake_driver(core);
         Ok(())
     }
 
     // ----- driving -----
 
     /// Drive the connection and dispatch every event to the handlers, until the close
-    /// event, which is returned.
+    /// event, which is returned. It holds the drive for the whole connection: another
+    /// clone's `next_event` waits until the end, then returns `None`.
     pub async fn run(&self) -> CloseEvent {
-        while let Some(event) = self.next_event().await {
+        let mut drive = self.inner.drive.lock().await;
+        while let Some(event) = self.next_event_on(&mut drive).await {
             if let Event::Close(close) = event {
                 return close;
             }
@@ -819,34 +847,47 @@ impl WebSocket {
     /// return it; `None` after the close event.
     pub async fn next_event(&self) -> Option<Event> {
         let mut drive = self.inner.drive.lock().await;
+        self.next_event_on(&mut drive).await
+    }
+
+    /// [`next_event`](Self::next_event) with the drive held.
+    async fn next_event_on(&self, drive: &mut Drive) -> Option<Event> {
         loop {
-            let queued = self.core().queued.pop_front();
-            if let Some(event) = queued {
-                self.dispatch(&event);
-                return Some(event);
-            }
-            match &mut *drive {
-                Drive::Finished => return None,
+            match drive {
+                Drive::Running(driver) => match self.poll_core(driver).await {
+                    Polled::Event(event, callbacks) => {
+                        if matches!(event, Event::Close(_)) {
+                            *drive = Drive::Finished;
+                        }
+                        self.dispatch(&event, &callbacks);
+                        return Some(event);
+                    }
+                    Polled::End => *drive = Drive::Finished,
+                },
                 Drive::NotStarted(_) => {
                     let Drive::NotStarted(builder) =
                         std::mem::replace(&mut *drive, Drive::Finished)
                     else {
                         continue;
                     };
-                    *drive = self.start(*builder).await;
+                    // Boxed: connecting (DNS, proxies, TLS) is a large future that runs
+                    // once; inline, every connection's task would carry its size for
+                    // its whole life.
+                    *drive = Box::pin(self.start(*builder)).await;
                 }
-                Drive::Running(driver) => match self.poll_core(driver).await {
-                    Some(event) => {
-                        if let Some(event) = self.translate(event) {
-                            self.dispatch(&event);
-                            if matches!(event, Event::Close(_)) {
-                                *drive = Drive::Finished;
-                            }
-                            return Some(event);
+                Drive::Finished => {
+                    // What a failed start left: its error and close events.
+                    let (event, callbacks) = {
+                        let mut core = self.core();
+                        let event = core.queued.pop_front()?;
+                        if matches!(event, Event::Close(_)) {
+                            core.closed = true;
                         }
-                    }
-                    None => *drive = Drive::Finished,
-                },
+                        (event, core.registry.snapshot())
+                    };
+                    self.dispatch(&event, &callbacks);
+                    return Some(event);
+                }
             }
         }
     }
@@ -892,17 +933,79 @@ impl WebSocket {
         }
     }
 
-    /// The next event of the core, driving the transport.
-    async fn poll_core(&self, driver: &mut BoxedDriver) -> Option<wsevents_proto::Event> {
+    /// The next event of the core, driving the transport, with the callbacks to run
+    /// for it, in one critical section. Events queued here (the `open` of an accepted
+    /// socket) come first; a message already in the core's buffer is taken without
+    /// going through the driver's loop (as the stream API does).
+    async fn poll_core(&self, driver: &mut BoxedDriver) -> Polled {
         std::future::poll_fn(|cx| {
-            self.inner.waker.register(cx.waker());
-            let mut core = self.core();
+            let mut guard = self.core();
+            let core = &mut *guard;
+            core.parked = false;
+            if !core.queued.is_empty() {
+                if let Some(event) = core.queued.pop_front() {
+                    if core.queued.is_empty() {
+                        // Once: an accepted socket's `open`; keep no buffer for it.
+                        core.queued = VecDeque::new();
+                    }
+                    return Poll::Ready(Polled::Event(event, core.registry.snapshot()));
+                }
+            }
             let Some(conn) = core.conn.as_mut() else {
-                return Poll::Ready(None);
+                return Poll::Ready(Polled::End);
             };
-            driver.poll_event(conn, cx)
+            let event = loop {
+                if let Some(message) = conn.poll_message() {
+                    break self.message_event(message);
+                }
+                match driver.poll_event(conn, cx) {
+                    Poll::Ready(Some(event)) => {
+                        if let Some(event) = self.translate(event) {
+                            break event;
+                        }
+                    }
+                    Poll::Ready(None) => return Poll::Ready(Polled::End),
+                    Poll::Pending => {
+                        // Parked: now a `send` from another clone must wake us.
+                        match &core.driver_waker {
+                            Some(waker) if waker.will_wake(cx.waker()) => {}
+                            _ => core.driver_waker = Some(cx.waker().clone()),
+                        }
+                        core.parked = true;
+                        return Poll::Pending;
+                    }
+                }
+            };
+            if let Event::Close(_) = event {
+                core.closed = true;
+            }
+            Poll::Ready(Polled::Event(event, core.registry.snapshot()))
         })
         .await
+    }
+
+    /// Wake the driving task if it is parked, after releasing the lock: what was just
+    /// queued must be written, or the state change seen. A driving task that is not
+    /// parked writes it before it waits again (it polls the core first).
+    fn wake_driver(&self, mut core: MutexGuard<'_, Core>) {
+        let waker = if core.parked {
+            core.parked = false;
+            core.driver_waker.take()
+        } else {
+            None
+        };
+        drop(core);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// A message from the core as the browser API sees it: its bytes as they are.
+    fn message_event(&self, message: wsevents_proto::Message) -> Event {
+        Event::Message(MessageEvent {
+            data: data_of(message, self.binary_type()),
+            origin: Arc::clone(&self.inner.origin),
+        })
     }
 
     /// A core event as the browser API sees it (`None` for the ones it hides).
@@ -910,10 +1013,7 @@ impl WebSocket {
         use wsevents_proto::Event as Core;
         Some(match event {
             Core::Open => Event::Open,
-            Core::Message(message) => Event::Message(MessageEvent {
-                data: data_of(message, self.binary_type()),
-                origin: self.inner.origin.clone(),
-            }),
+            Core::Message(message) => self.message_event(message),
             Core::Error(error) => Event::Error(ErrorEvent::new(error.into())),
             Core::Closed(closure) => Event::Close(CloseEvent {
                 code: closure.code().as_u16(),
@@ -935,20 +1035,17 @@ impl WebSocket {
         })
     }
 
-    /// Run the callbacks for `event`, one at a time, without any lock held. A panic is
+    /// Run `callbacks` for `event`, one at a time, without any lock held. A panic is
     /// caught and reported as an `error` event.
-    fn dispatch(&self, event: &Event) {
-        if let Event::Close(_) = event {
-            self.core().closed = true;
-        }
-        let callbacks = self.registry().callbacks(event.event_type());
-        for callback in callbacks {
+    fn dispatch(&self, event: &Event, callbacks: &Snapshot) {
+        for callback in callbacks.callbacks(event.event_type()) {
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback.call(event))) {
                 let what = panic_message(&*panic);
                 tracing::warn!(%what, "event handler panicked");
                 if event.event_type() != EventType::Error {
                     let report = Event::Error(ErrorEvent::handler_panicked(what));
-                    for handler in self.registry().callbacks(EventType::Error) {
+                    let handlers = self.core().registry.snapshot();
+                    for handler in handlers.callbacks(EventType::Error) {
                         let _ = catch_unwind(AssertUnwindSafe(|| handler.call(&report)));
                     }
                 }
@@ -956,7 +1053,7 @@ impl WebSocket {
         }
         if let Event::Close(_) = event {
             // Handlers often hold a clone of their socket: drop them to break the cycle.
-            self.registry().clear();
+            self.core().registry.clear();
         }
     }
 
@@ -964,13 +1061,6 @@ impl WebSocket {
         // A poisoned lock means a panic while it was held; the core's state is still
         // consistent between polls, so carry on with it.
         self.inner.core.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn registry(&self) -> MutexGuard<'_, Registry> {
-        self.inner
-            .registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
     }
 }
 

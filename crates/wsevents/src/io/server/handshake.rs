@@ -224,19 +224,105 @@ impl From<http::Response<String>> for Refusal {
 }
 
 /// The handshake a server connection keeps: the request that opened it and the peer.
+///
+/// Kept compact, since every idle connection holds one: a request read by the core is
+/// kept as one buffer in HTTP/1.1 head form (a few hundred bytes, against a couple of
+/// KiB for an `http::Request` with its `HeaderMap`), made into an `http::Request` when
+/// asked for; one that hyper parsed (which may carry HTTP/2 and extensions) is kept as
+/// it came.
 #[derive(Clone)]
 pub(crate) struct ServerHandshake {
-    pub(crate) request: http::Request<()>,
+    request: StoredRequest,
     pub(crate) peer_addr: Option<SocketAddr>,
+}
+
+#[derive(Clone)]
+enum StoredRequest {
+    /// `METHOD TARGET HTTP/1.1`, the headers, the blank line.
+    Head(bytes::Bytes),
+    /// A request another HTTP server parsed (hyper's, as it came).
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+    Http(Box<http::Request<()>>),
+}
+
+impl ServerHandshake {
+    /// A request the core read.
+    pub(crate) fn from_core(request: &Request, peer_addr: Option<SocketAddr>) -> Self {
+        let size = request.method.len()
+            + request.target.len()
+            + 13
+            + request
+                .headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len() + 4)
+                .sum::<usize>()
+            + 2;
+        let mut head = Vec::with_capacity(size);
+        head.extend_from_slice(request.method.as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(request.target.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &request.headers {
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        ServerHandshake {
+            request: StoredRequest::Head(head.into()),
+            peer_addr,
+        }
+    }
+
+    /// A request another HTTP server parsed.
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+    pub(crate) fn from_http(request: http::Request<()>, peer_addr: Option<SocketAddr>) -> Self {
+        ServerHandshake {
+            request: StoredRequest::Http(Box::new(request)),
+            peer_addr,
+        }
+    }
+
+    /// The request, as the `http` types.
+    pub(crate) fn request(&self) -> http::Request<()> {
+        match &self.request {
+            StoredRequest::Http(request) => (**request).clone(),
+            // Written by `from_core` from a request that `to_http` took, so it parses.
+            StoredRequest::Head(head) => parse_head(head).unwrap_or_default(),
+        }
+    }
 }
 
 impl fmt::Debug for ServerHandshake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let request = self.request();
         f.debug_struct("ServerHandshake")
-            .field("uri", self.request.uri())
+            .field("uri", request.uri())
             .field("peer_addr", &self.peer_addr)
             .finish()
     }
+}
+
+/// An HTTP/1.1 request head as an `http::Request<()>`.
+fn parse_head(head: &[u8]) -> Option<http::Request<()>> {
+    let lines = head.windows(2).filter(|w| w == b"\r\n").count();
+    let mut slots = vec![httparse::EMPTY_HEADER; lines];
+    let mut parsed = httparse::Request::new(&mut slots);
+    parsed.parse(head).ok()?;
+    let mut out = http::Request::new(());
+    *out.method_mut() = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    *out.uri_mut() = Uri::try_from(parsed.path?).ok()?;
+    *out.version_mut() = Version::HTTP_11;
+    let headers = out.headers_mut();
+    headers.reserve(parsed.headers.len());
+    for header in parsed.headers.iter() {
+        headers.append(
+            HeaderName::from_bytes(header.name.as_bytes()).ok()?,
+            HeaderValue::from_bytes(header.value).ok()?,
+        );
+    }
+    Some(out)
 }
 
 /// The core's request, read from an HTTP/1.1 head, as an `http::Request<()>`:
@@ -267,20 +353,7 @@ pub(crate) fn client_request_to_http(
 ) -> Option<http::Request<()>> {
     let mut head = bytes::BytesMut::new();
     request.encode(&mut head);
-    let mut slots = [httparse::EMPTY_HEADER; 128];
-    let mut parsed = httparse::Request::new(&mut slots);
-    parsed.parse(&head).ok()?;
-    let mut out = http::Request::new(());
-    *out.method_mut() = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
-    *out.uri_mut() = Uri::try_from(parsed.path?).ok()?;
-    *out.version_mut() = Version::HTTP_11;
-    for header in parsed.headers.iter() {
-        out.headers_mut().append(
-            HeaderName::from_bytes(header.name.as_bytes()).ok()?,
-            HeaderValue::from_bytes(header.value).ok()?,
-        );
-    }
-    Some(out)
+    parse_head(&head)
 }
 
 /// A server's answer as the client got it, as an `http::Response<()>` (headers the
@@ -362,6 +435,18 @@ Sec-WebSocket-Version: 13\r\nCookie: a=1; session=\"xyz\"\r\nCookie: b=2\r\n\r\n
         assert_eq!(cookie(request.headers(), "session"), Some("xyz"));
         assert_eq!(cookie(request.headers(), "b"), Some("2"));
         assert_eq!(cookie(request.headers(), "sess"), None);
+    }
+
+    #[test]
+    fn a_kept_handshake_gives_the_request_back() {
+        let core = parsed(HEAD);
+        let kept = ServerHandshake::from_core(&core, None);
+        assert_eq!(kept.request().uri(), "/chat?room=1");
+        assert_eq!(kept.request().headers(), to_http(&core).unwrap().headers());
+        let StoredRequest::Head(head) = &kept.request else {
+            unreachable!()
+        };
+        assert_eq!(&head[..], HEAD.as_bytes(), "the head as received");
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //! The negotiation is the one a [`Server`](crate::Server) runs, from the same
 //! [`Acceptor`]: permessage-deflate with all four parameters, the subprotocol choice,
 //! the origin rule, the async accept hook, per-route configuration and limits. What
-//! stays hyper's: its HTTP limits (head size, headers), TLS, and the connection cap
-//! (a [`Lifecycle`](crate::Lifecycle) is the [`Server`](crate::Server)'s).
+//! stays hyper's: its HTTP limits (head size, headers) and TLS. The connection cap and
+//! the graceful shutdown come with [`Lifecycle::upgrade`], as for a
+//! [`Server`](crate::Server).
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use wsevents_proto::{Connection, Role};
 
 use super::Acceptor;
 use super::handshake::{Refusal, ServerHandshake};
+use super::lifecycle::{Lifecycle, Slot, Tracked};
 use crate::error::{Error, Result};
 use crate::io::driver::Driver;
 use crate::io::stream::WebSocketStream;
@@ -106,18 +108,16 @@ impl Acceptor {
         request: http::Request<B>,
         peer_addr: Option<SocketAddr>,
     ) -> std::result::Result<(http::Response<String>, Upgrading), http::Response<String>> {
-        self.upgrade_inner(request, peer_addr)
+        self.upgrade_inner(request, peer_addr, None)
             .await
-            .map_err(|refusal| {
-                crate::metrics::handshake_refused(refusal.status);
-                refusal.into_response()
-            })
+            .map_err(refused)
     }
 
-    async fn upgrade_inner<B>(
+    pub(crate) async fn upgrade_inner<B>(
         &self,
         request: http::Request<B>,
         peer_addr: Option<SocketAddr>,
+        lifecycle: Option<&Lifecycle>,
     ) -> std::result::Result<(http::Response<String>, Upgrading), Refusal> {
         let (mut parts, _body) = request.into_parts();
         let core_request = check(&parts).map_err(refusal_of)?;
@@ -131,6 +131,26 @@ impl Acceptor {
         let http2 = parts.version == Version::HTTP_2;
         let request = http::Request::from_parts(parts, ());
         let answer = self.decide(&core_request, &request, peer_addr).await?;
+        let slot = match lifecycle {
+            None => None,
+            Some(lifecycle) => match lifecycle.admit() {
+                Some(slot) => Some(slot),
+                None => {
+                    let mut refusal = Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "server at capacity or shutting down\n",
+                    );
+                    let (name, value) = lifecycle.refuse();
+                    if let (Ok(name), Ok(value)) = (
+                        http::HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_str(value),
+                    ) {
+                        refusal.headers.insert(name, value);
+                    }
+                    return Err(refusal);
+                }
+            },
+        };
         let now = tokio::time::Instant::now().into_std();
         let (conn, extensions) = Connection::accepted(
             answer.route.connection_config(),
@@ -169,9 +189,44 @@ impl Acceptor {
         let upgrading = Upgrading {
             on_upgrade,
             conn,
-            handshake: ServerHandshake { request, peer_addr },
+            slot,
+            handshake: ServerHandshake::from_http(request, peer_addr),
         };
         Ok((response, upgrading))
+    }
+}
+
+impl Lifecycle {
+    /// [`Acceptor::upgrade_from`] under this lifecycle: past the connection cap, or once
+    /// the shutdown has begun, the answer is `503` with `Retry-After` (and counted in
+    /// [`refused`](Lifecycle::refused)); an accepted connection counts under the cap
+    /// and closes with 1001 on shutdown, after what is queued for it, like a
+    /// [`Server`](crate::Server)'s.
+    ///
+    /// ```no_run
+    /// # async fn demo(lifecycle: wsevents::Lifecycle, acceptor: wsevents::Acceptor, request: http::Request<hyper::body::Incoming>) {
+    /// match lifecycle.upgrade(&acceptor, request, None).await {
+    ///     Ok((response, upgrading)) => {
+    ///         lifecycle.spawn(async move {
+    ///             if let Ok(ws) = upgrading.websocket().await { ws.run().await; }
+    ///         });
+    ///         # let _ = response;
+    ///     }
+    ///     Err(refusal) => { # let _ = refusal;
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn upgrade<B>(
+        &self,
+        acceptor: &Acceptor,
+        request: http::Request<B>,
+        peer_addr: Option<SocketAddr>,
+    ) -> std::result::Result<(http::Response<String>, Upgrading), http::Response<String>> {
+        acceptor
+            .upgrade_inner(request, peer_addr, Some(self))
+            .await
+            .map_err(refused)
     }
 }
 
@@ -199,6 +254,12 @@ fn check(parts: &http::request::Parts) -> std::result::Result<core::Request, Han
         Version::HTTP_11 => core::check_request(parts.method.as_str(), target, headers),
         _ => Err(HandshakeError::UnsupportedHttpVersion),
     }
+}
+
+/// A refusal as the response to send, counted in the metrics.
+fn refused(refusal: Refusal) -> http::Response<String> {
+    crate::metrics::handshake_refused(refusal.status);
+    refusal.into_response()
 }
 
 /// The refusal for a request the core's checks turned down.
@@ -241,6 +302,9 @@ fn header_value(value: &str) -> std::result::Result<HeaderValue, Refusal> {
 pub struct Upgrading {
     on_upgrade: OnUpgrade,
     conn: Connection,
+    /// Admitted by a [`Lifecycle`]: the connection counts under its cap and closes
+    /// with its shutdown.
+    slot: Option<Slot>,
     handshake: ServerHandshake,
 }
 
@@ -256,8 +320,8 @@ impl std::fmt::Debug for Upgrading {
 
 impl Upgrading {
     /// The upgrade request.
-    pub fn request(&self) -> &http::Request<()> {
-        &self.handshake.request
+    pub fn request(&self) -> http::Request<()> {
+        self.handshake.request()
     }
 
     /// The subprotocol chosen.
@@ -281,11 +345,11 @@ impl Upgrading {
             .on_upgrade
             .await
             .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        Ok(WebSocketStream::new(
-            Driver::opened(TokioIo::new(upgraded), Role::Server),
-            self.conn,
-        )
-        .with_handshake(self.handshake))
+        let mut driver = Driver::opened(TokioIo::new(upgraded), Role::Server);
+        if let Some(slot) = self.slot {
+            driver.track(Tracked::new(slot));
+        }
+        Ok(WebSocketStream::new(driver, self.conn).with_handshake(self.handshake))
     }
 }
 

@@ -428,10 +428,10 @@ impl Acceptor {
                                 conn.reconfigure(answer.route.connection_config())?;
                             }
                             conn.accept(&request, answer.protocol.as_deref(), &answer.headers)?;
-                            accepted = Some(ServerHandshake {
-                                request: http_request,
-                                peer_addr,
-                            });
+                            accepted = Some((
+                                ServerHandshake::from_core(&request, peer_addr),
+                                http_request,
+                            ));
                             slot = admitted;
                             continue;
                         }
@@ -450,12 +450,11 @@ impl Acceptor {
                     return Err(Error::Refused(status));
                 }
                 Some(Event::Open) => {
-                    let handshake = accepted.take().ok_or(Error::Closed)?;
+                    let (handshake, request) = accepted.take().ok_or(Error::Closed)?;
                     if let Some(slot) = slot.take() {
                         driver.track(Tracked::new(slot));
                     }
                     std::future::poll_fn(|cx| driver.poll_write(&mut conn, cx)).await?;
-                    let request = handshake.request.clone();
                     let stream = WebSocketStream::new(driver, conn).with_handshake(handshake);
                     return Ok((stream, request));
                 }

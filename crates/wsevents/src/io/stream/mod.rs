@@ -91,19 +91,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// Server connections: the upgrade request that opened this connection (method,
     /// URI, version, every header: a cookie, a token in the query), as the accept
     /// hook saw it. `None` on clients and on [`from_upgraded`](Self::from_upgraded)
-    /// streams.
+    /// streams. The connection keeps it compact (one buffer of the head as received)
+    /// and makes the `http::Request` on each call.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), wsevents::Error> {
     /// let server = wsevents::Server::bind("127.0.0.1:8080").await?;
     /// while let Some((ws, _)) = server.accept_stream().await {
-    ///     let session = ws.request().and_then(|r| wsevents::cookie(r.headers(), "session"));
-    ///     println!("{} from {:?}, session {session:?}", ws.request().unwrap().uri(), ws.peer_addr());
+    ///     let request = ws.request().expect("a server connection keeps its request");
+    ///     let session = wsevents::cookie(request.headers(), "session");
+    ///     println!("{} from {:?}, session {session:?}", request.uri(), ws.peer_addr());
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn request(&self) -> Option<&http::Request<()>> {
-        self.handshake.as_ref().map(|h| &h.request)
+    pub fn request(&self) -> Option<http::Request<()>> {
+        self.handshake.as_ref().map(|h| h.request())
     }
 
     /// Clients: the server's 101 response (every header as sent: a `Set-Cookie`, the
