@@ -17,9 +17,11 @@
 //!
 //! - `role` is `client` or `server`.
 //! - **Bytes are wire bytes** of the WebSocket stream, as the driver reads and writes
-//!   them: the opening handshake's HTTP, frame headers, masks, control frames and
-//!   payloads as sent (compressed by permessage-deflate when it was negotiated). TLS
-//!   records add their own overhead below that, not counted. So bytes per message
+//!   them: frame headers, masks, control frames and payloads as sent (compressed by
+//!   permessage-deflate when it was negotiated), and the opening handshake's HTTP when
+//!   the library does the handshake (clients, `Server`, `Acceptor::accept`,
+//!   `Lifecycle::accept`; not when hyper or axum read the request, as in
+//!   `wsevents serve`). TLS records add their own overhead below that, not counted. So bytes per message
 //!   show framing and compression at work; the payloads' own size is the application's
 //!   business.
 //! - `close_codes`: `initiator` is `local` (this end's caller closed, or its server

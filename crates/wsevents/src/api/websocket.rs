@@ -955,7 +955,7 @@ impl WebSocket {
                 return Poll::Ready(Polled::End);
             };
             let event = loop {
-                if let Some(message) = conn.poll_message() {
+                if let Some(message) = driver.poll_message(conn) {
                     break self.message_event(message);
                 }
                 match driver.poll_event(conn, cx) {

@@ -36,7 +36,7 @@ use std::time::Duration;
 use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
-use wsevents_proto::{CloseCode, CloseFrame, Connection, Event, Role, Timeout};
+use wsevents_proto::{CloseCode, CloseFrame, Connection, Event, Message, Role, Timeout};
 
 use crate::io::scratch;
 use crate::io::server::lifecycle::{SHUTDOWN_REASON, Signal, Tracked};
@@ -236,6 +236,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
         }
+    }
+
+    /// A message the core has already read, if it has one: the fast path of both faces
+    /// (no read, no write, no timer), counted like the messages `poll_event` hands
+    /// out.
+    #[inline]
+    pub(crate) fn poll_message(&self, conn: &mut Connection) -> Option<Message> {
+        let message = conn.poll_message()?;
+        metrics::message_received(conn.role());
+        Some(message)
     }
 
     /// Write everything the core has queued, then flush. `Pending` while the transport

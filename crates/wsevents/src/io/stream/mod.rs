@@ -313,8 +313,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         control: bool,
     ) -> Poll<Option<Result<StreamEvent>>> {
         // The common case first: a message already read, straight from the core.
-        if let Some(message) = self.conn.poll_message() {
-            metrics::message_received(self.conn.role());
+        if let Some(message) = self.driver.poll_message(&mut self.conn) {
             return Poll::Ready(Some(Ok(StreamEvent::Message(message))));
         }
         loop {
@@ -386,8 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         // The common case first: a message already read, straight from the core.
-        if let Some(message) = this.conn.poll_message() {
-            metrics::message_received(this.conn.role());
+        if let Some(message) = this.driver.poll_message(&mut this.conn) {
             return Poll::Ready(Some(Ok(message)));
         }
         Poll::Ready(match ready!(this.poll_next_inner(cx, false)) {
