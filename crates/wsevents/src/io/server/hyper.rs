@@ -68,7 +68,7 @@ impl Acceptor {
     ///             tokio::spawn(async move {
     ///                 if let Ok(ws) = upgrading.websocket().await {
     ///                     let echo = ws.clone();
-    ///                     ws.on_message(move |e| { let _ = echo.send(e.data.as_bytes().to_vec()); });
+    ///                     ws.on_message(move |e| { let _ = echo.send(&e.data); });
     ///                     ws.run().await;
     ///                 }
     ///             });
