@@ -65,7 +65,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 use wsevents::hub::{BackendStatus, Hub, RedisBackend};
 use wsevents::{
-    AcceptBackoff, Acceptor, CancellationToken, Data, HandshakePermit, Lifecycle, MaybeTlsStream,
+    AcceptBackoff, Acceptor, CancellationToken, HandshakePermit, Lifecycle, MaybeTlsStream,
     ServerLimits, ShutdownReport, WebSocket, WebSocketStream,
 };
 
@@ -598,12 +598,9 @@ async fn subscriber<S>(
     }
     let publish_to = hub.clone();
     let to = topic.clone();
+    // The message's own bytes, shared: text stays text, binary binary.
     ws.on_message(move |e| {
-        match &e.data {
-            Data::Text(text) => publish_to.publish(&to, text.as_str()),
-            Data::Blob(blob) => publish_to.publish(&to, blob.bytes()),
-            other => publish_to.publish(&to, other.as_bytes().to_vec()),
-        };
+        publish_to.publish(&to, &e.data);
     });
     ws.on_error(|e| tracing::info!(error = %e.message(), "error"));
     let close = ws.run().await;

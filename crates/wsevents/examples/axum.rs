@@ -21,10 +21,7 @@ async fn websocket(ws: WebSocketUpgrade) -> Response {
         .on_upgrade(|socket: WebSocket| async move {
             let echo = socket.clone();
             socket.on_message(move |e| {
-                let _ = match e.data.as_text() {
-                    Some(text) => echo.send(text),
-                    None => echo.send(e.data.as_bytes()),
-                };
+                let _ = echo.send(&e.data);
             });
             let closed = socket.run().await;
             println!("closed: {} {:?}", closed.code, closed.reason);

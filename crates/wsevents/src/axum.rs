@@ -11,7 +11,7 @@
 //!         .on_upgrade(|socket: wsevents::WebSocket| async move {
 //!             let echo = socket.clone();
 //!             socket.on_message(move |e| {
-//!                 let _ = echo.send(e.data.as_bytes().to_vec());
+//!                 let _ = echo.send(&e.data);
 //!             });
 //!             socket.run().await;
 //!         })

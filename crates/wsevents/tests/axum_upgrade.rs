@@ -59,10 +59,7 @@ async fn chat(ws: WebSocketUpgrade) -> Response {
             });
             let echo = socket.clone();
             socket.on_message(move |e| {
-                let _ = match e.data.as_text() {
-                    Some(text) => echo.send(text),
-                    None => echo.send(e.data.as_bytes()),
-                };
+                let _ = echo.send(&e.data);
             });
             socket.run().await;
         })

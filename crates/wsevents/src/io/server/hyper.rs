@@ -68,7 +68,7 @@ impl Acceptor {
     ///             tokio::spawn(async move {
     ///                 if let Ok(ws) = upgrading.websocket().await {
     ///                     let echo = ws.clone();
-    ///                     ws.on_message(move |e| { let _ = echo.send(e.data.as_bytes().to_vec()); });
+    ///                     ws.on_message(move |e| { let _ = echo.send(&e.data); });
     ///                     ws.run().await;
     ///                 }
     ///             });
@@ -204,16 +204,17 @@ impl Lifecycle {
     /// [`Server`](crate::Server)'s.
     ///
     /// ```no_run
-    /// # async fn demo(lifecycle: wsevents::Lifecycle, acceptor: wsevents::Acceptor, request: http::Request<hyper::body::Incoming>) {
+    /// # async fn demo(lifecycle: wsevents::Lifecycle, acceptor: wsevents::Acceptor, request: http::Request<hyper::body::Incoming>) -> http::Response<String> {
     /// match lifecycle.upgrade(&acceptor, request, None).await {
     ///     Ok((response, upgrading)) => {
     ///         lifecycle.spawn(async move {
-    ///             if let Ok(ws) = upgrading.websocket().await { ws.run().await; }
+    ///             if let Ok(ws) = upgrading.websocket().await {
+    ///                 ws.run().await;
+    ///             }
     ///         });
-    ///         # let _ = response;
+    ///         response // 101: send it
     ///     }
-    ///     Err(refusal) => { # let _ = refusal;
-    ///     }
+    ///     Err(refusal) => refusal, // 503 + Retry-After past the cap, or the acceptor's refusal
     /// }
     /// # }
     /// ```

@@ -566,7 +566,7 @@ impl Server {
     ///     tokio::spawn(async move {
     ///         let echo = ws.clone();
     ///         ws.on_message(move |e| {
-    ///             let _ = echo.send(e.data.as_bytes().to_vec());
+    ///             let _ = echo.send(&e.data);
     ///         });
     ///         ws.run().await;
     ///     });
