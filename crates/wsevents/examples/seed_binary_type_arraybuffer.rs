@@ -28,7 +28,7 @@ async fn main() -> Result<(), wsevents::Error> {
     let closer = ws.clone();
     ws.on_message(move |e| {
         if let Data::ArrayBuffer(buffer) = &e.data {
-            println!("ArrayBuffer Message Received {buffer:?}");
+            println!("ArrayBuffer Message Received {:?}", &buffer[..]);
             let a: &[u8] = buffer;
             println!("as a Uint8Array: {} bytes, first {:?}", a.len(), a.first());
         }
