@@ -11,21 +11,12 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use wsevents::{CloseCode, Message};
 
-const BIN: &str = env!("CARGO_BIN_EXE_wsevents");
+mod support;
 
-/// A `wsevents serve` child; killed on drop.
-struct Serve {
-    child: Child,
-    addr: String,
-    /// Standard output after the banner's first line, as it comes.
-    stdout: std::sync::Arc<std::sync::Mutex<String>>,
-}
+use support::{BIN, Serve};
 
+/// What only these tests ask of a `serve` child.
 impl Serve {
-    fn start(args: &[&str]) -> Serve {
-        Serve::spawn(Command::new(BIN), args)
-    }
-
     /// `wsevents serve ARGS` with at most `files` file descriptors (`prlimit` execs
     /// it, so the pid is the server's); `None` where there is no `prlimit`.
     fn start_with_file_limit(files: u32, args: &[&str]) -> Option<Serve> {
@@ -33,50 +24,6 @@ impl Serve {
         let mut command = Command::new("prlimit");
         command.arg(format!("--nofile={files}:{files}")).arg(BIN);
         Some(Serve::spawn(command, args))
-    }
-
-    fn spawn(mut command: Command, args: &[&str]) -> Serve {
-        let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
-        let addr = first
-            .trim()
-            .strip_prefix("wsevents serve: listening on ")
-            .unwrap_or_else(|| panic!("unexpected banner: {first:?}"))
-            .to_owned();
-        // Keep draining stdout so the child never blocks on it.
-        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let collected = output.clone();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
-                collected.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        Serve {
-            child,
-            addr,
-            stdout: output,
-        }
-    }
-
-    /// What the child printed after the banner's first line, once it exited.
-    fn output(&self) -> String {
-        // The reader thread may be a moment behind the exit.
-        std::thread::sleep(Duration::from_millis(100));
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
     }
 
     fn signal(&self, name: &str) {
@@ -97,13 +44,6 @@ impl Serve {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("wsevents serve did not exit within {limit:?}");
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -5,55 +5,16 @@
 //! wsevents `Server` in the test when it must misbehave (stall, corrupt, reorder).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use wsevents::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_wsevents");
+mod support;
 
-/// A `wsevents serve` child; killed on drop.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Serve {
-    fn start(args: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
-        let addr = first
-            .trim()
-            .strip_prefix("wsevents serve: listening on ")
-            .unwrap_or_else(|| panic!("unexpected banner: {first:?}"))
-            .to_owned();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        });
-        Serve { child, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{BIN, Serve};
 
 /// A child killed on drop.
 struct Guard(Child);
@@ -700,26 +661,10 @@ async fn serve_dir_serves_files_beside_the_page_and_nothing_outside() {
 /// `--stdin`: each line typed goes to every connected client, echo and chat alike.
 #[tokio::test]
 async fn serve_stdin_sends_each_line_to_every_client() {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("wsevents serve: listening on ")
-        .unwrap()
-        .to_owned();
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-    });
-    let serve = Serve { child, addr };
+    let mut command = Command::new(BIN);
+    command.stdin(Stdio::piped());
+    let mut serve = Serve::spawn(command, &["--stdin"]);
+    let mut stdin = serve.child.stdin.take().unwrap();
     let mut echo = wsevents::connect(&serve.url("/ws")).await.unwrap();
     let mut chat = wsevents::connect(&serve.url("/chat")).await.unwrap();
     // A round trip each: both are past the handshake, listening for typed lines.

@@ -7,13 +7,14 @@
 
 #[path = "../../wsevents/tests/support/proxies.rs"]
 mod proxies;
+mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
 use proxies::{Pki, echo_server, microsocks, tinyproxy};
 
-const BIN: &str = env!("CARGO_BIN_EXE_wsevents");
+use support::{BIN, Serve};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -190,41 +191,6 @@ fn write_files(files: &[(&str, &str)]) -> (std::path::PathBuf, Vec<String>) {
     (dir, paths)
 }
 
-/// `wsevents serve ARGS` on a free port; the child (killed on drop) and its address.
-struct Serve(Child, String);
-
-impl Serve {
-    fn start(args: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("wsevents serve: listening on ")
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
-        // Keep reading so the banner never blocks the server.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Serve(child, addr)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_client_ca_requires_the_certificate_connect_cert_presents() {
     let pki = Pki::new();
@@ -244,7 +210,7 @@ async fn serve_client_ca_requires_the_certificate_connect_cert_presents() {
         unreachable!()
     };
     let serve = Serve::start(&["--tls-cert", cert, "--tls-key", key, "--client-ca", ca]);
-    let url = format!("wss://{}/ws", serve.1);
+    let url = format!("wss://{}/ws", serve.addr);
 
     let args = [
         "connect", &url, "--ca", ca, "--cert", client, "--key", client_key,

@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,43 +17,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wsevents::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_wsevents");
+mod support;
 
-// ----- helpers: the server child, its descriptors and memory, raw peers -----
+use support::Serve;
 
-/// A `wsevents serve` child on a free port; killed on drop.
-struct Serve {
-    child: Child,
-    addr: String,
-}
+// ----- helpers: the server child's descriptors and memory, raw peers -----
 
+/// What only these tests ask of a `serve` child.
 impl Serve {
-    fn start(args: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
-        let addr = first
-            .trim()
-            .strip_prefix("wsevents serve: listening on ")
-            .unwrap_or_else(|| panic!("serve {args:?} did not start: {first:?}"))
-            .to_owned();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        });
-        Serve { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
-    }
-
     /// Open descriptors of the server process.
     fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
@@ -93,13 +64,6 @@ impl Serve {
             self.child.try_wait().unwrap().is_none(),
             "wsevents serve exited"
         );
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -216,7 +180,7 @@ async fn serve_closes_slowloris_at_the_handshake_timeout() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    echo_once(&serve.url(), "not slow").await;
+    echo_once(&serve.url("/"), "not slow").await;
     for task in slow {
         let elapsed = tokio::time::timeout(Duration::from_secs(4), task)
             .await
@@ -279,7 +243,7 @@ async fn serve_closes_silent_peers_by_keepalive() {
         let read = tokio::time::timeout(Duration::from_secs(1), tcp.read_to_end(&mut rest)).await;
         assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}, {rest:?}");
     }
-    echo_once(&serve.url(), "awake").await;
+    echo_once(&serve.url("/"), "awake").await;
 }
 
 /// A peer failed by keepalive is presumed gone: its descriptor is released at
@@ -307,7 +271,7 @@ async fn serve_releases_silent_peers_at_ping_plus_pong() {
 #[tokio::test]
 async fn serve_keeps_peers_that_answer_pings() {
     let serve = Serve::start(&["--echo", "--ping-interval", "1", "--pong-timeout", "1"]);
-    let mut ws = wsevents::connect(&serve.url()).await.unwrap();
+    let mut ws = wsevents::connect(&serve.url("/")).await.unwrap();
     // Reading (and auto-ponging) for 4 s, then an echo.
     let read = tokio::time::timeout(Duration::from_secs(4), ws.next()).await;
     assert!(read.is_err(), "the connection ended: {read:?}");
@@ -325,7 +289,7 @@ async fn serve_keeps_peers_that_answer_pings() {
 #[tokio::test]
 async fn serve_answers_503_past_the_connection_cap_and_the_others_keep_echoing() {
     let mut serve = Serve::start(&["--echo", "--max-connections", "5"]);
-    let url = serve.url();
+    let url = serve.url("/");
     let mut open = Vec::new();
     for _ in 0..5 {
         open.push(wsevents::connect(&url).await.unwrap());
@@ -416,7 +380,7 @@ async fn serve_chat_drops_a_member_that_never_reads() {
     let serve = Serve::start(&["--broadcast", "--no-deflate"]);
     let fds = serve.fds();
     let mut silent = raw_client(&serve.addr, "").await;
-    let mut flooder = wsevents::connect(&serve.url()).await.unwrap();
+    let mut flooder = wsevents::connect(&serve.url("/")).await.unwrap();
     let before = serve.kib("VmRSS");
     let chunk = vec![7u8; 64 << 10];
     // 64 MiB through the room, reading our own copies back.
@@ -464,7 +428,7 @@ async fn serve_fails_a_deflate_bomb_with_1009_and_bounded_peak_memory() {
         "peak RSS grew from {hwm_before} to {hwm_after} KiB"
     );
     serve.assert_alive();
-    echo_once(&serve.url(), "after the bomb").await;
+    echo_once(&serve.url("/"), "after the bomb").await;
 }
 
 /// Raw DEFLATE of about `len` zero bytes, made by hand: one fixed
@@ -571,5 +535,5 @@ async fn serve_frees_a_client_killed_mid_message() {
         .wait_fds(fds, Duration::from_secs(5), "after SIGKILL")
         .await;
     println!("client killed mid-message: server descriptors back in {took:?}");
-    echo_once(&serve.url(), "after the kill").await;
+    echo_once(&serve.url("/"), "after the kill").await;
 }
