@@ -84,6 +84,24 @@ pub enum Error {
         /// The socket's limit.
         limit: usize,
     },
+    /// [`ReconnectingWebSocket::send`](crate::ReconnectingWebSocket::send) refused a
+    /// message while disconnected: `limit` messages already wait for the next
+    /// connection ([`Reconnect::max_queued`](crate::Reconnect::max_queued)). Nothing
+    /// of the message was queued.
+    ///
+    /// ```
+    /// use wsevents::{ClientBuilder, Error, Reconnect};
+    /// # fn main() -> wsevents::Result<()> {
+    /// let ws = ClientBuilder::new("ws://127.0.0.1:9/")?.reconnect(Reconnect::new().max_queued(1));
+    /// ws.send("first")?; // not connected yet: queued
+    /// assert!(matches!(ws.send("second"), Err(Error::QueueFull { limit: 1 })));
+    /// # Ok(()) }
+    /// ```
+    #[error("offline queue full: {limit} messages already wait for the next connection")]
+    QueueFull {
+        /// The bound on the offline queue, in messages.
+        limit: usize,
+    },
     /// The opening or closing handshake, or the TCP connect, took too long.
     #[error("timed out: {0}")]
     Timeout(String),

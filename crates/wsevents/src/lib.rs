@@ -16,6 +16,9 @@
 //!   subprotocols, origin, limits, the async accept hook [`Acceptor::on_request`]).
 //!   Handshake types are the `http` crate's; every server connection keeps its
 //!   request and peer address ([`WebSocket::request`], [`WebSocketStream::peer_addr`]).
+//! - [`ReconnectingWebSocket`] ([`ClientBuilder::reconnect`]): the event API across
+//!   connections: full-jitter backoff, other servers in turn, a bounded offline queue,
+//!   and stated rules for which closes are final.
 //! - [`hub::Hub`]: topics and fan-out (one frame per publish, shared by every
 //!   subscriber), in one process or across many on Redis (feature `redis`).
 //! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s
@@ -38,6 +41,7 @@
 mod api {
     pub(crate) mod data;
     pub(crate) mod events;
+    pub(crate) mod reconnecting;
     pub(crate) mod server;
     pub(crate) mod websocket;
 }
@@ -65,6 +69,10 @@ mod io {
 pub use api::data::{BinaryType, Blob, Data, IntoMessage};
 pub use api::events::{
     CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent, PongEvent,
+};
+pub use api::reconnecting::{
+    DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_MAX_QUEUED, DEFAULT_STABLE_AFTER, OpenEvent,
+    Reconnect, ReconnectCloseEvent, ReconnectingWebSocket,
 };
 pub use api::websocket::{ReadyState, WebSocket};
 pub use backpressure::{Backpressure, WhenFull};

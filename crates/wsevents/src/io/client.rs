@@ -99,6 +99,44 @@ impl ClientBuilder {
         &self.target.url
     }
 
+    /// Where the builder connects to.
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The same options, aimed at another URL (the reconnecting client's other
+    /// servers). Headers, origin, TLS, proxy and limits stay as they are.
+    pub(crate) fn retarget(mut self, target: Target) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// A WebSocket that reconnects by itself, with these options for every
+    /// connection and `options` for when and where to reconnect
+    /// ([`ReconnectingWebSocket`](crate::ReconnectingWebSocket)). Nothing is connected
+    /// until it is driven ([`run`](crate::ReconnectingWebSocket::run)).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use std::time::Duration;
+    /// use wsevents::{ClientBuilder, Reconnect};
+    /// let ws = ClientBuilder::new("ws://127.0.0.1:8080/feed")?.reconnect(
+    ///     Reconnect::new()
+    ///         .max_delay(Duration::from_secs(10))
+    ///         .servers(&["ws://127.0.0.2:8080/feed"])?,
+    /// );
+    /// ws.on_message(|e| println!("{:?}", e.data));
+    /// let last = ws.run().await;
+    /// println!("gave up: {}", last.code);
+    /// # Ok(()) }
+    /// ```
+    pub fn reconnect(
+        self,
+        options: crate::api::reconnecting::Reconnect,
+    ) -> crate::api::reconnecting::ReconnectingWebSocket {
+        crate::api::reconnecting::ReconnectingWebSocket::new(self, options)
+    }
+
     /// Offer these subprotocols; fails with [`Error::Syntax`] for a non-token or a
     /// repeated one.
     pub fn protocols<S: AsRef<str>>(mut self, protocols: &[S]) -> Result<Self> {
