@@ -54,6 +54,7 @@ pub mod hub;
 pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod metrics;
+pub mod pubsub;
 mod io {
     pub(crate) mod client;
     pub(crate) mod driver;

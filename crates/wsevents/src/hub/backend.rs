@@ -2,10 +2,15 @@
 //! in-process one that joins nothing.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use wsevents_proto::Message;
 
 use super::WeakHub;
+use super::history::{Position, Recovery};
+use crate::error::{Error, Result};
 
 /// Carries a hub's publishes to the hubs of other processes and theirs back.
 ///
@@ -30,6 +35,84 @@ pub trait Backend: Send + Sync + 'static {
     fn publish(&self, topic: &str, message: &Message);
     /// Whether the backend is connected.
     fn status(&self) -> BackendStatus;
+
+    /// Whether this backend keeps the history of a hub built with
+    /// [`HubBuilder::history`](super::HubBuilder::history) (shared by every node)
+    /// instead of the hub. Then [`store`](Self::store) and [`recover`](Self::recover)
+    /// are called instead of [`publish`](Self::publish), and the backend hands every
+    /// publication, this node's own included, to [`Inbound::deliver_at`]. False by
+    /// default.
+    fn stores_history(&self) -> bool {
+        false
+    }
+
+    /// Store `message` in `topic`'s history (once per `key`), give it a position and
+    /// carry it to every node, this one included. Must not wait: the work is queued,
+    /// the returned [`Pending`] resolves when it is done.
+    fn store(&self, topic: &str, message: &Message, key: Option<&str>) -> Pending<Position> {
+        let _ = (topic, message, key);
+        Pending::ready(Err(Error::InvalidAccess(
+            "this backend keeps no history".into(),
+        )))
+    }
+
+    /// Read what a subscriber of `topic` that last saw `since` missed, once this
+    /// node receives the topic's live publications (so that nothing falls between
+    /// the two).
+    fn recover(&self, topic: &str, since: Option<&Position>) -> Pending<Recovery> {
+        let _ = (topic, since);
+        Pending::ready(Err(Error::InvalidAccess(
+            "this backend keeps no history".into(),
+        )))
+    }
+}
+
+/// A result on its way: a boxed future, or one that is ready.
+///
+/// ```
+/// # async fn demo() {
+/// use wsevents::hub::Pending;
+/// let ready: Pending<u32> = Pending::ready(Ok(7));
+/// assert_eq!(ready.await.ok(), Some(7));
+/// # }
+/// ```
+#[must_use = "a Pending does nothing unless awaited (the work itself is already queued)"]
+pub struct Pending<T>(PendingInner<T>);
+
+enum PendingInner<T> {
+    Ready(Option<Result<T>>),
+    Future(Pin<Box<dyn Future<Output = Result<T>> + Send>>),
+}
+
+impl<T> Pending<T> {
+    /// A result that is already there.
+    pub fn ready(result: Result<T>) -> Pending<T> {
+        Pending(PendingInner::Ready(Some(result)))
+    }
+
+    /// A result `future` will give.
+    pub fn new(future: impl Future<Output = Result<T>> + Send + 'static) -> Pending<T> {
+        Pending(PendingInner::Future(Box::pin(future)))
+    }
+}
+
+impl<T> fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pending")
+    }
+}
+
+impl<T: Unpin> Future for Pending<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        match &mut self.get_mut().0 {
+            PendingInner::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or_else(|| Err(Error::InvalidState)))
+            }
+            PendingInner::Future(future) => future.as_mut().poll(cx),
+        }
+    }
 }
 
 /// A backend's health, as [`Hub::backend_status`](super::Hub::backend_status) reports

@@ -88,6 +88,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
 use wsevents_proto::{CloseCode, Message, PreparedMessage, Role};
 
@@ -97,10 +98,13 @@ use crate::api::websocket::{Offer, WeakWebSocket, WebSocket};
 use crate::error::{Error, Result};
 
 mod backend;
+mod history;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use backend::{Backend, BackendStatus, InProcess, Inbound};
+pub use backend::{Backend, BackendStatus, InProcess, Inbound, Pending};
+pub use history::{History, MAX_KEY_LEN, META_TTL, Position, Publication, Recovery};
+use history::{Stored, TopicHistory};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};
 
@@ -130,6 +134,10 @@ pub(crate) struct HubInner {
     state: Mutex<State>,
     max_backlog: usize,
     slow_code: CloseCode,
+    /// Keep history, and give every publication a position.
+    history: Option<History>,
+    /// The backend keeps it (Redis), not the hub.
+    history_in_backend: bool,
     backend: Box<dyn Backend>,
     published: AtomicU64,
     delivered: AtomicU64,
@@ -142,10 +150,56 @@ type Topic = Arc<str>;
 #[derive(Default)]
 struct State {
     /// Topic → its subscribers by socket id.
-    topics: HashMap<Topic, HashMap<u64, WeakWebSocket>>,
+    topics: HashMap<Topic, HashMap<u64, Subscriber>>,
     /// Socket id → the topics it is in, and the close listener that takes it out.
     members: HashMap<u64, Member>,
+    /// Topic → its history, on a hub that keeps it in process.
+    history: HashMap<Topic, TopicHistory>,
+    /// Publications since the last sweep of stale histories.
+    since_sweep: u32,
 }
+
+/// Sweep the histories of idle topics every this many publications.
+const SWEEP_EVERY: u32 = 4096;
+
+/// One socket's subscription to one topic.
+struct Subscriber {
+    socket: WeakWebSocket,
+    /// `None`: the bare message; else a frame of a protocol, with the position.
+    framing: Option<Arc<dyn Framing>>,
+    /// Publications held back while the subscriber's recovery is read from the
+    /// backend; `None` once it is live.
+    held: Option<Vec<Publication>>,
+}
+
+/// How publications look to the subscribers of a protocol that carries positions
+/// (wsevents.v1's `pub`, [`crate::pubsub`]): one frame per publication, made once
+/// for all the subscribers with the same framing.
+pub trait Framing: Send + Sync + 'static {
+    /// The frame that carries `publication` of `topic`.
+    fn frame(&self, topic: &str, publication: &Publication) -> Message;
+}
+
+/// The answer to a subscription from a position
+/// ([`Hub::subscribe_from`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Subscribed {
+    /// The topic.
+    pub topic: String,
+    /// True: everything after the position asked for, up to `position`, was queued
+    /// (right after the answer). False: nothing was recovered (none asked, or not
+    /// all of it is in the history).
+    pub recovered: bool,
+    /// The topic's latest position when the subscription took effect.
+    pub position: Position,
+    /// How many publications were recovered.
+    pub count: usize,
+}
+
+/// The most publications held back per subscriber while its recovery is read; past
+/// it the subscriber is closed as slow (it reconnects and recovers).
+const MAX_HELD: usize = 65_536;
 
 struct Member {
     topics: HashSet<Topic>,
@@ -180,6 +234,7 @@ pub struct HubStats {
 pub struct HubBuilder {
     max_backlog: usize,
     slow_code: CloseCode,
+    history: Option<History>,
     backend: Box<dyn Backend>,
 }
 
@@ -188,6 +243,7 @@ impl fmt::Debug for HubBuilder {
         f.debug_struct("HubBuilder")
             .field("max_backlog", &self.max_backlog)
             .field("slow_code", &self.slow_code)
+            .field("history", &self.history)
             .finish_non_exhaustive()
     }
 }
@@ -221,6 +277,22 @@ impl HubBuilder {
         Ok(self)
     }
 
+    /// Keep history: every publication gets a [`Position`], and a subscriber can
+    /// come back from one ([`Hub::subscribe_from`]). Off by default. On the
+    /// in-process backend the history is in this process; a backend that keeps it
+    /// ([`Backend::stores_history`], Redis) keeps it there, shared by every node.
+    ///
+    /// ```
+    /// use wsevents::hub::{History, Hub};
+    /// let hub = Hub::builder().history(History::default()).build();
+    /// let at = hub.publish_confirmed("news", "first", None);
+    /// # let _ = at;
+    /// ```
+    pub fn history(mut self, history: History) -> Self {
+        self.history = Some(history);
+        self
+    }
+
     /// The backend that joins this hub to others ([`InProcess`] by default: none).
     pub fn backend(mut self, backend: impl Backend) -> Self {
         self.backend = Box::new(backend);
@@ -234,6 +306,8 @@ impl HubBuilder {
             state: Mutex::new(State::default()),
             max_backlog: self.max_backlog,
             slow_code: self.slow_code,
+            history: self.history,
+            history_in_backend: self.history.is_some() && self.backend.stores_history(),
             backend: self.backend,
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
@@ -272,12 +346,14 @@ impl Hub {
         HubBuilder {
             max_backlog: DEFAULT_MAX_BACKLOG,
             slow_code: SLOW_CLOSE_CODE,
+            history: None,
             backend: Box::new(InProcess),
         }
     }
 
     /// Subscribe `ws` to `topic`: true if it was not subscribed yet. The socket
-    /// leaves all its topics by itself when it closes.
+    /// receives each publication's message as it was published, and leaves all its
+    /// topics by itself when it closes.
     ///
     /// [`Error::InvalidState`] unless the socket is open; [`Error::InvalidAccess`] for a
     /// client's socket (the hub serves the server role).
@@ -289,55 +365,141 @@ impl Hub {
     /// # Ok(()) }
     /// ```
     pub fn subscribe(&self, ws: &WebSocket, topic: &str) -> Result<bool> {
-        match ws.role() {
-            Some(Role::Server) => {}
-            Some(_) => {
-                return Err(Error::InvalidAccess(
-                    "a hub serves server connections only".into(),
-                ));
-            }
-            None => return Err(Error::InvalidState),
-        }
-        if !ws.is_open_server() {
-            return Err(Error::InvalidState);
-        }
-        let id = ws.id();
+        check_subscriber(ws)?;
         let added = {
             let mut state = self.inner.state();
-            let name: Topic = match state.topics.get_key_value(topic) {
-                Some((name, _)) => name.clone(),
-                None => Arc::from(topic),
+            self.join(&mut state, ws, topic, None, None)
+        };
+        self.check_still_open(ws)?;
+        Ok(added)
+    }
+
+    /// Subscribe `ws` to `topic` with positions, from `since` if given: the
+    /// subscription of a protocol such as wsevents.v1 (docs/protocol.md;
+    /// [`crate::pubsub`] serves it). The hub queues on `ws`, in this order and with
+    /// nothing of the topic between them: the frame `answer` makes of the
+    /// [`Subscribed`]; if it says `recovered`, every publication after `since` up to
+    /// its position, framed by `framing`; then every later one, live. Subscribing again
+    /// replaces the subscription (from a new `since`).
+    ///
+    /// A recovery is queued whole, past the backlog bound (its size is bounded by the
+    /// history's). On a hub whose backend keeps the history (Redis), live publications
+    /// that arrive while it is read are held back (at most 65,536; past them the
+    /// subscriber is closed as slow) and queued after it, without the ones it
+    /// already holds.
+    ///
+    /// Errors: those of [`subscribe`](Self::subscribe); [`Error::InvalidAccess`] on a
+    /// hub without history; the backend's error when it cannot read the history
+    /// (nothing is subscribed then).
+    pub async fn subscribe_from(
+        &self,
+        ws: &WebSocket,
+        topic: &str,
+        since: Option<&Position>,
+        framing: Arc<dyn Framing>,
+        answer: impl FnOnce(&Subscribed) -> Message,
+    ) -> Result<Subscribed> {
+        check_subscriber(ws)?;
+        let Some(config) = self.inner.history else {
+            return Err(Error::InvalidAccess("this hub keeps no history".into()));
+        };
+        if !self.inner.history_in_backend {
+            let subscribed = {
+                let mut state = self.inner.state();
+                self.join(&mut state, ws, topic, Some(framing.clone()), None);
+                let recovery =
+                    history_of(&mut state, topic).recover(since, &config, Instant::now());
+                self.inner
+                    .answer(ws, topic, recovery, &*framing, answer, Vec::new())
             };
-            let member = state.members.entry(id).or_insert_with(|| {
-                let hub = Arc::downgrade(&self.inner);
-                let listener = ws.add_event_listener(EventType::Close, move |_| {
-                    if let Some(hub) = hub.upgrade() {
-                        hub.leave_all(id);
-                    }
-                });
-                Member {
-                    topics: HashSet::new(),
-                    socket: ws.downgrade(),
-                    listener,
+            self.check_still_open(ws)?;
+            return Ok(subscribed);
+        }
+        {
+            let mut state = self.inner.state();
+            self.join(
+                &mut state,
+                ws,
+                topic,
+                Some(framing.clone()),
+                Some(Vec::new()),
+            );
+        }
+        self.check_still_open(ws)?;
+        let recovery = self.inner.backend.recover(topic, since).await;
+        let mut state = self.inner.state();
+        let held = state
+            .topics
+            .get_mut(topic)
+            .and_then(|subscribers| subscribers.get_mut(&ws.id()))
+            .and_then(|subscriber| subscriber.held.take());
+        let Some(held) = held else {
+            // Closed (or unsubscribed) meanwhile.
+            return Err(Error::InvalidState);
+        };
+        match recovery {
+            Ok(recovery) => Ok(self
+                .inner
+                .answer(ws, topic, recovery, &*framing, answer, held)),
+            Err(error) => {
+                self.inner.leave(&mut state, ws.id(), topic);
+                Err(error)
+            }
+        }
+    }
+
+    /// Add `ws` to `topic` (replacing its subscription there); true if it was not in
+    /// it yet.
+    fn join(
+        &self,
+        state: &mut State,
+        ws: &WebSocket,
+        topic: &str,
+        framing: Option<Arc<dyn Framing>>,
+        held: Option<Vec<Publication>>,
+    ) -> bool {
+        let id = ws.id();
+        let name: Topic = match state.topics.get_key_value(topic) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(topic),
+        };
+        let member = state.members.entry(id).or_insert_with(|| {
+            let hub = Arc::downgrade(&self.inner);
+            let listener = ws.add_event_listener(EventType::Close, move |_| {
+                if let Some(hub) = hub.upgrade() {
+                    hub.leave_all(id);
                 }
             });
-            let added = member.topics.insert(name.clone());
-            if added {
-                let subscribers = state.topics.entry(name).or_default();
-                subscribers.insert(id, ws.downgrade());
-                if subscribers.len() == 1 {
-                    self.inner.backend.subscribe(topic);
-                }
+            Member {
+                topics: HashSet::new(),
+                socket: ws.downgrade(),
+                listener,
             }
-            added
-        };
-        // The close event may have been dispatched after the check above and before
-        // the listener was registered: then nobody else will take the socket out.
+        });
+        let added = member.topics.insert(name.clone());
+        let subscribers = state.topics.entry(name).or_default();
+        subscribers.insert(
+            id,
+            Subscriber {
+                socket: ws.downgrade(),
+                framing,
+                held,
+            },
+        );
+        if added && subscribers.len() == 1 {
+            self.inner.backend.subscribe(topic);
+        }
+        added
+    }
+
+    /// The close event may have been dispatched after the socket was checked and
+    /// before its listener was registered: then nobody else will take it out.
+    fn check_still_open(&self, ws: &WebSocket) -> Result<()> {
         if ws.is_closed() {
-            self.inner.leave_all(id);
+            self.inner.leave_all(ws.id());
             return Err(Error::InvalidState);
         }
-        Ok(added)
+        Ok(())
     }
 
     /// Unsubscribe `ws` from `topic`: true if it was subscribed.
@@ -360,6 +522,12 @@ impl Hub {
     /// subscribers it was queued for (slow ones closed instead are not counted).
     /// Never waits.
     ///
+    /// On a hub with [history](HubBuilder::history) the publication gets a
+    /// [`Position`] first; where the backend keeps the history (Redis), the position
+    /// comes from it, so local delivery waits for it too and this returns 0 (use
+    /// [`publish_confirmed`](Self::publish_confirmed) to learn the position, or that
+    /// there is none).
+    ///
     /// ```
     /// let hub = wsevents::hub::Hub::new();
     /// assert_eq!(hub.publish("chat", "hello"), 0);
@@ -369,10 +537,63 @@ impl Hub {
     pub fn publish(&self, topic: &str, message: impl IntoMessage) -> usize {
         let message = message.into_message();
         self.inner.published.fetch_add(1, Ordering::Relaxed);
-        let prepared = PreparedMessage::new(&message);
-        let queued = self.inner.deliver(topic, &prepared);
-        self.inner.backend.publish(topic, &message);
-        queued
+        match self.inner.history {
+            None => {
+                let queued = self.inner.deliver(topic, &message, None);
+                self.inner.backend.publish(topic, &message);
+                queued
+            }
+            Some(_) if self.inner.history_in_backend => {
+                // Delivered when the backend hands it back with its position.
+                drop(self.inner.backend.store(topic, &message, None));
+                0
+            }
+            Some(config) => self.inner.store_here(topic, &message, None, &config).1,
+        }
+    }
+
+    /// Publish `message` to `topic` on a hub with history and learn its position;
+    /// with a `key` (at most [`MAX_KEY_LEN`] bytes), a publish whose key the topic has
+    /// seen within its history's age is not stored again, and the position is the
+    /// first one's. Resolves once the publication is stored (at once in process; on
+    /// Redis, after its round trip).
+    ///
+    /// Errors: [`Error::InvalidAccess`] on a hub without history or for a key too
+    /// long; the backend's when it could not store it (Redis unreachable: nothing was
+    /// delivered anywhere; retry with the same key).
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use wsevents::hub::{History, Hub};
+    /// let hub = Hub::builder().history(History::default()).build();
+    /// let first = hub.publish_confirmed("news", "hello", Some("k1")).await?;
+    /// let again = hub.publish_confirmed("news", "hello", Some("k1")).await?;
+    /// assert_eq!((first.offset(), again), (1, first));
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_confirmed(
+        &self,
+        topic: &str,
+        message: impl IntoMessage,
+        key: Option<&str>,
+    ) -> Pending<Position> {
+        let message = message.into_message();
+        let Some(config) = self.inner.history else {
+            return Pending::ready(Err(Error::InvalidAccess(
+                "this hub keeps no history".into(),
+            )));
+        };
+        if key.is_some_and(|k| k.len() > MAX_KEY_LEN) {
+            return Pending::ready(Err(Error::InvalidAccess(format!(
+                "an idempotency key is at most {MAX_KEY_LEN} bytes"
+            ))));
+        }
+        self.inner.published.fetch_add(1, Ordering::Relaxed);
+        if self.inner.history_in_backend {
+            return self.inner.backend.store(topic, &message, key);
+        }
+        let (position, _) = self.inner.store_here(topic, &message, key, &config);
+        Pending::ready(Ok(position))
     }
 
     /// The topics `ws` is subscribed to, sorted.
@@ -418,19 +639,95 @@ impl HubInner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue `prepared` on every local subscriber of `topic`; the count queued.
-    pub(crate) fn deliver(&self, topic: &str, prepared: &PreparedMessage) -> usize {
+    /// Store `message` in this process's history of `topic` and deliver it, under one
+    /// lock (so positions and delivery agree); its position and the count queued.
+    fn store_here(
+        &self,
+        topic: &str,
+        message: &Message,
+        key: Option<&str>,
+        config: &History,
+    ) -> (Position, usize) {
+        let now = Instant::now();
         let mut state = self.state();
-        let Some(subscribers) = state.topics.get(topic) else {
+        state.since_sweep += 1;
+        if state.since_sweep >= SWEEP_EVERY {
+            state.since_sweep = 0;
+            sweep(&mut state, config, now);
+        }
+        match history_of(&mut state, topic).store(message, key, config, now) {
+            Stored::Repeat(position) => (position, 0),
+            Stored::New(position) => {
+                let publication = Publication {
+                    position,
+                    message: message.clone(),
+                };
+                let queued =
+                    self.deliver_locked(state, topic, &publication.message, Some(&publication));
+                (publication.position, queued)
+            }
+        }
+    }
+
+    /// Queue `message` (with its position, on a hub with history) on every local
+    /// subscriber of `topic`; the count queued.
+    pub(crate) fn deliver(
+        &self,
+        topic: &str,
+        message: &Message,
+        publication: Option<&Publication>,
+    ) -> usize {
+        let state = self.state();
+        self.deliver_locked(state, topic, message, publication)
+    }
+
+    fn deliver_locked(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        topic: &str,
+        message: &Message,
+        publication: Option<&Publication>,
+    ) -> usize {
+        let Some(subscribers) = state.topics.get_mut(topic) else {
             return 0;
         };
+        let mut bare: Option<PreparedMessage> = None;
+        let mut framed: Vec<(Arc<dyn Framing>, PreparedMessage)> = Vec::new();
         let mut queued = 0;
         let mut slow = 0;
         let mut gone = Vec::new();
-        for (&id, socket) in subscribers {
-            let Some(ws) = socket.upgrade() else {
+        for (&id, subscriber) in subscribers.iter_mut() {
+            let Some(ws) = subscriber.socket.upgrade() else {
                 gone.push(id);
                 continue;
+            };
+            if let Some(held) = &mut subscriber.held {
+                if let Some(publication) = publication {
+                    if held.len() < MAX_HELD {
+                        held.push(publication.clone());
+                    } else {
+                        subscriber.held = None;
+                        let _ = ws.close_with_code(self.slow_code, SLOW_CLOSE_REASON);
+                        slow += 1;
+                    }
+                }
+                continue;
+            }
+            let prepared = match (&subscriber.framing, publication) {
+                (None, _) => &*bare.get_or_insert_with(|| PreparedMessage::new(message)),
+                (Some(framing), Some(publication)) => {
+                    let at = match framed.iter().position(|(f, _)| Arc::ptr_eq(f, framing)) {
+                        Some(at) => at,
+                        None => {
+                            let frame = framing.frame(topic, publication);
+                            framed.push((framing.clone(), PreparedMessage::new(&frame)));
+                            framed.len() - 1
+                        }
+                    };
+                    &framed[at].1
+                }
+                // A positioned subscriber on a hub without positions: not made.
+                (Some(_), None) => continue,
             };
             match ws.offer_prepared(
                 prepared,
@@ -459,6 +756,49 @@ impl HubInner {
         self.delivered.fetch_add(queued as u64, Ordering::Relaxed);
         self.dropped_slow.fetch_add(slow, Ordering::Relaxed);
         queued
+    }
+
+    /// Queue on `ws` the answer to its subscription, then what it recovered, then
+    /// what was held back for it past that (called under the hub's lock, so nothing
+    /// of the topic comes between).
+    fn answer(
+        &self,
+        ws: &WebSocket,
+        topic: &str,
+        recovery: Recovery,
+        framing: &dyn Framing,
+        answer: impl FnOnce(&Subscribed) -> Message,
+        held: Vec<Publication>,
+    ) -> Subscribed {
+        let subscribed = Subscribed {
+            topic: topic.to_owned(),
+            recovered: recovery.publications.is_some(),
+            position: recovery.position.clone(),
+            count: recovery.publications.as_ref().map_or(0, Vec::len),
+        };
+        let queue = |message: &Message| {
+            ws.offer_prepared(
+                &PreparedMessage::new(message),
+                usize::MAX,
+                self.slow_code,
+                SLOW_CLOSE_REASON,
+            )
+        };
+        queue(&answer(&subscribed));
+        for publication in recovery.publications.iter().flatten() {
+            queue(&framing.frame(topic, publication));
+        }
+        // Held back while the recovery was read: the ones it did not already cover
+        // (same epoch, past its position), and those of a new epoch as they come
+        // (the client sees the change and recovers).
+        let last = &recovery.position;
+        for publication in held {
+            let p = &publication.position;
+            if p.epoch() != last.epoch() || p.offset() > last.offset() {
+                queue(&framing.frame(topic, &publication));
+            }
+        }
+        subscribed
     }
 
     /// Take socket `id` out of every topic (its close listener).
@@ -505,9 +845,23 @@ impl Inbound {
     /// for (0 once the hub is gone).
     pub fn deliver(&self, topic: &str, message: &Message) -> usize {
         match self.hub.upgrade() {
-            Some(hub) => hub.deliver(topic, &PreparedMessage::new(message)),
+            Some(hub) => hub.deliver(topic, message, None),
             None => 0,
         }
+    }
+
+    /// Queue `publication` on the local subscribers of `topic` (a backend that keeps
+    /// the history hands back every publication so, this node's own included).
+    pub fn deliver_at(&self, topic: &str, publication: &Publication) -> usize {
+        match self.hub.upgrade() {
+            Some(hub) => hub.deliver(topic, &publication.message, Some(publication)),
+            None => 0,
+        }
+    }
+
+    /// The hub's history settings, when it keeps history.
+    pub fn history(&self) -> Option<History> {
+        self.hub.upgrade().and_then(|hub| hub.history)
     }
 
     /// Whether the hub still exists (a backend's tasks end when it is gone).
@@ -526,3 +880,43 @@ impl Inbound {
 }
 
 pub(crate) type WeakHub = Weak<HubInner>;
+
+/// The subscriber checks of [`Hub::subscribe`]: an open server socket.
+fn check_subscriber(ws: &WebSocket) -> Result<()> {
+    match ws.role() {
+        Some(Role::Server) => {}
+        Some(_) => {
+            return Err(Error::InvalidAccess(
+                "a hub serves server connections only".into(),
+            ));
+        }
+        None => return Err(Error::InvalidState),
+    }
+    if !ws.is_open_server() {
+        return Err(Error::InvalidState);
+    }
+    Ok(())
+}
+
+/// `topic`'s history in this process, made (with a new epoch) if it has none.
+fn history_of<'a>(state: &'a mut State, topic: &str) -> &'a mut TopicHistory {
+    if !state.history.contains_key(topic) {
+        let name: Topic = match state.topics.get_key_value(topic) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(topic),
+        };
+        state
+            .history
+            .insert(name.clone(), TopicHistory::new(Instant::now()));
+    }
+    state.history.get_mut(topic).expect("inserted just above")
+}
+
+/// Forget the histories of topics that hold nothing, have no subscriber and were idle
+/// past [`META_TTL`].
+fn sweep(state: &mut State, config: &History, now: Instant) {
+    let topics = &state.topics;
+    state
+        .history
+        .retain(|topic, history| topics.contains_key(topic) || !history.is_stale(config, now));
+}
