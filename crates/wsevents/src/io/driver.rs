@@ -84,7 +84,8 @@ pub(crate) struct Driver<S> {
     last_read: usize,
     /// The peer was failed by keepalive (it answered nothing, not even a pong): it is
     /// presumed gone, so the teardown makes one try at the 1011 and the shutdown and
-    /// does not wait for an end of stream that will not come.
+    /// does not wait for an end of stream that will not come. Also set when the
+    /// connection was aborted (no close handshake to wait for).
     peer_gone: bool,
     /// The server's hold on this connection, if a server tracks it; given back once
     /// the teardown is done.
@@ -196,7 +197,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     self.teardown = Teardown::Closing;
                     continue;
                 }
-                if let Event::Error(wsevents_proto::Error::Timeout(Timeout::Pong)) = event {
+                // Aborted (`close()` while connecting): no close handshake will come
+                // either, and the peer may be waiting for ours; drop the transport at
+                // once rather than linger for the close timeout.
+                if let Event::Error(
+                    wsevents_proto::Error::Timeout(Timeout::Pong) | wsevents_proto::Error::Aborted,
+                ) = event
+                {
                     self.peer_gone = true;
                 }
                 // An auto-pong or a close reply the core just queued leaves at once (a
