@@ -102,6 +102,11 @@ pub enum Error {
         /// The bound on the offline queue, in messages.
         limit: usize,
     },
+    /// A wsevents.v1 server answered a request with an error
+    /// ([`pubsub::Client`](crate::pubsub::Client): a publish or a subscription it
+    /// refused for good; temporary errors are retried, not reported).
+    #[error("the server refused: {0}")]
+    Rejected(crate::pubsub::wire::WireError),
     /// The opening or closing handshake, or the TCP connect, took too long.
     #[error("timed out: {0}")]
     Timeout(String),

@@ -430,3 +430,39 @@ async fn max_retries_gives_up() {
         ["close:1006:true", "close:1006:true", "close:1006:false"]
     );
 }
+
+#[tokio::test]
+async fn the_callers_close_during_a_handshake_ends_it_at_once() {
+    // A server that reads the upgrade request and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (got, mut requested) = mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await;
+        got.send(()).unwrap();
+        // Hold the connection open, silent, without ever closing it first.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(tcp);
+    });
+    let (ws, _) = client(&url, fast());
+    let run = tokio::spawn({
+        let ws = ws.clone();
+        async move { ws.run().await }
+    });
+    tokio::time::timeout(TIMEOUT, requested.recv())
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    ws.close().unwrap();
+    let last = finish(run).await;
+    // Not the close timeout (5 s) waiting for a close handshake that was never begun.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!last.will_reconnect());
+    server.abort();
+}

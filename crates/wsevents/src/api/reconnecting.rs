@@ -155,7 +155,7 @@ impl Reconnect {
     }
 
     /// The wait before retry `n`, for `unit` uniform in `[0, 1)`.
-    fn delay(&self, n: u32, unit: f64) -> Duration {
+    pub(crate) fn delay(&self, n: u32, unit: f64) -> Duration {
         self.delay_bound(n).mul_f64(unit.clamp(0.0, 1.0))
     }
 }
@@ -407,6 +407,18 @@ impl ReconnectingWebSocket {
     /// Messages waiting for the next connection.
     pub fn queued(&self) -> usize {
         self.state().queue.len()
+    }
+
+    /// `protocol` of the current connection: the subprotocol its server chose, empty
+    /// when none (or no connection is open).
+    pub fn protocol(&self) -> String {
+        let current = self.state().current.clone();
+        current.map(|ws| ws.protocol()).unwrap_or_default()
+    }
+
+    /// The bound of the offline queue ([`Reconnect::max_queued`]).
+    pub(crate) fn max_queued(&self) -> usize {
+        self.inner.options.max_queued
     }
 
     /// `binaryType` of every connection.
@@ -768,7 +780,7 @@ pub(crate) fn random_u64() -> u64 {
 }
 
 /// Uniform in `[0, 1)`.
-fn unit_random() -> f64 {
+pub(crate) fn unit_random() -> f64 {
     // 53 bits: the mantissa of an f64.
     (random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -3,6 +3,9 @@
 //! once, or is told plainly that it cannot (the protocol: `docs/protocol.md`).
 //!
 //! - [`wire`]: the protocol's messages, both directions (one codec for every end);
+//! - [`Client`]: the client, on a [`ReconnectingWebSocket`](crate::ReconnectingWebSocket):
+//!   subscriptions resumed from their positions after every reconnect, publishes
+//!   re-sent by key until answered;
 //! - [`PubsubServer`]: serves it on server sockets, on a [`Hub`](crate::hub::Hub) with
 //!   [history](crate::hub::HubBuilder::history) (in process, or on Redis so that
 //!   every node shares it);
@@ -23,7 +26,10 @@
 //! # Ok(()) }
 //! ```
 
+mod client;
 mod server;
 pub mod wire;
+
+pub use client::{Client, PublicationEvent, Publishing, SubscribedEvent};
 
 pub use server::{DEFAULT_MAX_TOPICS, PubsubServer};

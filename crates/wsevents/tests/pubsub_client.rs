@@ -1,0 +1,372 @@
+//! `wsevents::pubsub::Client` over real sockets on 127.0.0.1: against the library's
+//! own `PubsubServer` on a hub with history (recovery across a server's death), and
+//! against a scripted server for the publish retries (a connection lost before the
+//! answer, a temporary error).
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use wsevents::hub::{History, Hub, Position};
+use wsevents::pubsub::wire::{ErrorCode, PROTOCOL, Reply, Request};
+use wsevents::pubsub::{Client, PubsubServer};
+use wsevents::{Acceptor, ClientBuilder, Data, Error, Message, Reconnect, WebSocket};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn entries(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+/// Accepts wsevents.v1 connections on `listener` and hands each socket to `serve`;
+/// dropping it (aborting) kills every connection at once, like a crashed process.
+struct Node {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// Replies a scripted connection sends (JSON text), from the test.
+type Replies = mpsc::UnboundedSender<String>;
+
+impl Node {
+    /// `serve` sees each socket (its connection's number, 0 first) and the sender of
+    /// its replies. No handler may hold the socket itself: killing the node must drop
+    /// it, and with it the TCP connection.
+    fn start(
+        listener: TcpListener,
+        serve: impl Fn(usize, &WebSocket, Replies) + Send + 'static,
+    ) -> Node {
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            let acceptor = Arc::new(Acceptor::new().protocols(&[PROTOCOL]));
+            for n in 0.. {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok((stream, _)) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let ws = WebSocket::from_stream(stream, "ws://client/");
+                let (replies, mut queued) = mpsc::unbounded_channel::<String>();
+                serve(n, &ws, replies);
+                connections.spawn(async move {
+                    let sender = ws.clone();
+                    tokio::select! {
+                        _ = ws.run() => {}
+                        () = async {
+                            while let Some(reply) = queued.recv().await {
+                                let _ = sender.send(reply);
+                            }
+                            std::future::pending::<()>().await;
+                        } => {}
+                    }
+                });
+            }
+        });
+        Node { addr, task }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/pubsub", self.addr)
+    }
+
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+async fn listen(addr: &str) -> TcpListener {
+    for _ in 0..50 {
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            return listener;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+/// A node serving `pubsub`.
+async fn pubsub_node(addr: &str, pubsub: &PubsubServer) -> Node {
+    let pubsub = pubsub.clone();
+    Node::start(listen(addr).await, move |_, ws, _| pubsub.serve(ws))
+}
+
+fn fast() -> Reconnect {
+    Reconnect::new()
+        .initial_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_millis(100))
+}
+
+fn client(url: &str) -> Client {
+    let builder = ClientBuilder::new(url).unwrap().no_proxy();
+    Client::with_options(builder, fast()).unwrap()
+}
+
+/// `client`, driven, with its publications logged as `OFFSET:DATA` and its
+/// subscriptions as `subscribed:RECOVERED`.
+fn logged(url: &str) -> (Client, Log, JoinHandle<()>) {
+    let c = client(url);
+    let log: Log = Arc::default();
+    let l = log.clone();
+    c.on_publication(move |p| {
+        let data = match &p.data {
+            Message::Text(t) => t.to_string(),
+            Message::Binary(b) => format!("{b:?}"),
+        };
+        l.lock()
+            .unwrap()
+            .push(format!("{}:{data}", p.position.offset()));
+    });
+    let l = log.clone();
+    c.on_subscribed(move |s| {
+        l.lock()
+            .unwrap()
+            .push(format!("subscribed:{}", s.recovered));
+    });
+    let driver = c.clone();
+    let run = tokio::spawn(async move {
+        driver.run().await;
+    });
+    (c, log, run)
+}
+
+async fn until(what: &str, f: impl Fn() -> bool) {
+    tokio::time::timeout(TIMEOUT, async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+fn history_hub() -> PubsubServer {
+    PubsubServer::new(Hub::builder().history(History::default()).build())
+}
+
+#[tokio::test]
+async fn client_subscribes_publishes_and_receives_its_publication() {
+    let pubsub = history_hub();
+    let node = pubsub_node("127.0.0.1:0", &pubsub).await;
+    let (c, log, _run) = logged(&node.url());
+    c.subscribe("news", None).unwrap();
+    until("subscribed", || entries(&log) == ["subscribed:false"]).await;
+    let position = tokio::time::timeout(TIMEOUT, c.publish("news", "hello"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(position.offset(), 1);
+    until("the publication", || entries(&log).len() == 2).await;
+    assert_eq!(entries(&log), ["subscribed:false", "1:hello"]);
+    assert_eq!(c.positions()["news"], position);
+    let binary = c.publish("news", vec![0u8, 1, 2]).await.unwrap();
+    assert_eq!(binary.offset(), 2);
+    until("the binary one", || entries(&log).len() == 3).await;
+    assert_eq!(entries(&log)[2], "2:b\"\\0\\x01\\x02\"");
+    c.close().unwrap();
+}
+
+#[tokio::test]
+async fn client_recovers_what_it_missed_while_its_server_was_down() {
+    let pubsub = history_hub();
+    let node = pubsub_node("127.0.0.1:0", &pubsub).await;
+    let addr = node.addr.to_string();
+    // A second node on the same hub, for the publisher.
+    let other = pubsub_node("127.0.0.1:0", &pubsub).await;
+    let (subscriber, log, _run) = logged(&node.url());
+    subscriber.subscribe("news", None).unwrap();
+    until("subscribed", || entries(&log).len() == 1).await;
+    let publisher = client(&other.url());
+    let driver = publisher.clone();
+    tokio::spawn(async move { driver.run().await });
+    for i in 1..=3 {
+        publisher.publish("news", format!("m{i}")).await.unwrap();
+    }
+    until("three", || entries(&log).len() == 4).await;
+
+    node.kill().await;
+    until("the loss", || {
+        !subscriber
+            .socket()
+            .ready_state()
+            .eq(&wsevents::ReadyState::Open)
+    })
+    .await;
+    for i in 4..=6 {
+        publisher.publish("news", format!("m{i}")).await.unwrap();
+    }
+    let _node = pubsub_node(&addr, &pubsub).await;
+    until("the recovery", || entries(&log).len() == 8).await;
+    assert_eq!(
+        entries(&log),
+        [
+            "subscribed:false",
+            "1:m1",
+            "2:m2",
+            "3:m3",
+            "subscribed:true",
+            "4:m4",
+            "5:m5",
+            "6:m6"
+        ]
+    );
+    // Live again after the recovery, no repeat.
+    publisher.publish("news", "m7").await.unwrap();
+    until("live", || entries(&log).len() == 9).await;
+    assert_eq!(entries(&log)[8], "7:m7");
+    assert_eq!(subscriber.positions()["news"].offset(), 7);
+}
+
+#[tokio::test]
+async fn client_subscribes_since_a_kept_position() {
+    let pubsub = history_hub();
+    let node = pubsub_node("127.0.0.1:0", &pubsub).await;
+    let publisher = client(&node.url());
+    let driver = publisher.clone();
+    tokio::spawn(async move { driver.run().await });
+    let mut first = None;
+    for i in 1..=4 {
+        let p = publisher.publish("t", format!("m{i}")).await.unwrap();
+        first.get_or_insert(p);
+    }
+    // From 2: gets 3 and 4, recovered.
+    let since = Position::new(first.unwrap().epoch(), 2).unwrap();
+    let (c, log, _run) = logged(&node.url());
+    c.subscribe("t", Some(since)).unwrap();
+    until("recovered", || entries(&log).len() == 3).await;
+    assert_eq!(entries(&log), ["subscribed:true", "3:m3", "4:m4"]);
+    // From another epoch: not recovered, nothing of the past.
+    let (c, log, _run) = logged(&node.url());
+    c.subscribe("t", Some(Position::new("gone", 2).unwrap()))
+        .unwrap();
+    until("answered", || !entries(&log).is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(entries(&log), ["subscribed:false"]);
+    assert_eq!(c.positions()["t"].offset(), 4);
+}
+
+/// A scripted server: every request, with the sender of replies of the connection it came on and the number of
+/// its connection (0 first), goes to the test.
+fn scripted(listener: TcpListener) -> (Node, mpsc::UnboundedReceiver<(usize, Replies, Request)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let node = Node::start(listener, move |n, ws, replies| {
+        let tx = tx.clone();
+        ws.on_message(move |e| {
+            if let Data::Text(text) = &e.data {
+                let request = Request::parse(text.as_str()).unwrap();
+                let _ = tx.send((n, replies.clone(), request));
+            }
+        });
+    });
+    (node, rx)
+}
+
+/// The next publish the scripted server got: (connection, socket, id, key).
+async fn next_publish(
+    rx: &mut mpsc::UnboundedReceiver<(usize, Replies, Request)>,
+) -> (usize, Replies, u64, String) {
+    loop {
+        let (n, ws, request) = tokio::time::timeout(TIMEOUT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Request::Publish { id, key, .. } = request {
+            return (n, ws, id, key.unwrap());
+        }
+    }
+}
+
+fn published(id: u64, offset: u64) -> String {
+    Reply::Published {
+        id,
+        topic: "t".into(),
+        position: Position::new("e1", offset).unwrap(),
+    }
+    .to_json()
+}
+
+#[tokio::test]
+async fn a_publish_is_resent_with_its_key_after_the_connection_is_lost_unanswered() {
+    let listener = listen("127.0.0.1:0").await;
+    let addr = listener.local_addr().unwrap().to_string();
+    let (node, mut rx) = scripted(listener);
+    let c = client(&node.url());
+    let driver = c.clone();
+    tokio::spawn(async move { driver.run().await });
+    let answer = tokio::spawn(c.publish("t", "once"));
+    let (n, _, _, first_key) = next_publish(&mut rx).await;
+    assert_eq!(n, 0);
+    // Stored, perhaps, but the server dies before answering.
+    node.kill().await;
+    let (node, mut rx) = scripted(listen(&addr).await);
+    let (n, ws, id, key) = next_publish(&mut rx).await;
+    assert_eq!(
+        (n, &key),
+        (0, &first_key),
+        "the same key on the new connection"
+    );
+    ws.send(published(id, 1)).unwrap();
+    let position = tokio::time::timeout(TIMEOUT, answer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(position.unwrap().offset(), 1);
+    assert_eq!(c.pending(), 0);
+    drop(node);
+}
+
+#[tokio::test]
+async fn a_publish_is_retried_with_its_key_after_a_temporary_error() {
+    let (node, mut rx) = scripted(listen("127.0.0.1:0").await);
+    let c = client(&node.url());
+    let driver = c.clone();
+    tokio::spawn(async move { driver.run().await });
+    let first = tokio::spawn(c.publish("t", "a"));
+    let second = tokio::spawn(c.publish("t", "b"));
+    let (_, ws, id_a, key_a) = next_publish(&mut rx).await;
+    let (_, _, id_b, key_b) = next_publish(&mut rx).await;
+    assert_ne!(key_a, key_b);
+    let unavailable = Reply::Error {
+        id: Some(id_a),
+        code: ErrorCode::Unavailable,
+        message: "Redis is unreachable".into(),
+    };
+    ws.send(unavailable.to_json()).unwrap();
+    // Too large: refused for good.
+    let too_large = Reply::Error {
+        id: Some(id_b),
+        code: ErrorCode::TooLarge,
+        message: "over 1 bytes".into(),
+    };
+    ws.send(too_large.to_json()).unwrap();
+    let (_, ws, id, key) = next_publish(&mut rx).await;
+    assert_eq!((id, &key), (id_a, &key_a));
+    ws.send(published(id, 9)).unwrap();
+    assert_eq!(first.await.unwrap().unwrap().offset(), 9);
+    match second.await.unwrap() {
+        Err(Error::Rejected(e)) => assert_eq!(e.code, ErrorCode::TooLarge),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pending_publishes_fail_when_the_client_is_closed_for_good() {
+    let listener = listen("127.0.0.1:0").await;
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    drop(listener);
+    let c = client(&url);
+    let answer = c.publish("t", "never");
+    assert_eq!(c.pending(), 1);
+    c.close().unwrap();
+    tokio::time::timeout(TIMEOUT, c.run()).await.unwrap();
+    assert!(matches!(answer.await, Err(Error::Closed)));
+    assert!(matches!(c.publish("t", "late").await, Err(Error::Closed)));
+}
