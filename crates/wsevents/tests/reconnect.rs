@@ -128,6 +128,12 @@ async fn bind(addr: &str) -> TcpListener {
     }
 }
 
+/// A port nothing listens on (for now).
+async fn free_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
 /// Fast options for tests.
 fn fast() -> Reconnect {
     Reconnect::new()
@@ -226,9 +232,12 @@ async fn client_reconnects_after_the_server_drops_it_and_open_says_reconnect() {
 async fn messages_sent_while_disconnected_arrive_in_order_after_reconnect() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let first = TestServer::start("127.0.0.1:0", Behavior::Record, tx.clone()).await;
-    // The next server in turn: a second process of the same service.
-    let second = TestServer::start("127.0.0.1:0", Behavior::Record, tx).await;
-    let options = fast().servers(&[second.url()]).unwrap();
+    // The next server in turn, a second process of the same service: its port now,
+    // the server itself only once the messages are queued (until then every attempt
+    // to reach it is refused).
+    let second_addr = free_port().await;
+    let second_url = format!("ws://{second_addr}/");
+    let options = fast().servers(&[&second_url]).unwrap();
     let (ws, log) = client(&first.url(), options);
     // Before the first connection: queued.
     ws.send("q1").unwrap();
@@ -251,13 +260,16 @@ async fn messages_sent_while_disconnected_arrive_in_order_after_reconnect() {
     for i in 0..50 {
         ws.send(format!("m{i}")).unwrap();
     }
+    assert_eq!(ws.queued(), 50);
+    let second = TestServer::start(&second_addr, Behavior::Record, tx).await;
     for i in 0..50 {
         assert_eq!(next(&mut rx).await, format!("m{i}"));
     }
     assert_eq!(next(&mut rx).await, "hello true");
     assert_eq!(ws.url(), second.url());
     assert_eq!(ws.queued(), 0);
-    // on_open was replaced above: only the closes are logged.
+    // on_open was replaced above: only the closes are logged (the loss, then every
+    // refused attempt).
     assert_eq!(entries(&log)[0], "close:1006:true");
     ws.close().unwrap();
     finish(run).await;
