@@ -1,6 +1,6 @@
 //! # `wsevents`: the command-line face of the wsevents library
 //!
-//! Three subcommands, one module each:
+//! The subcommands, one module each:
 //!
 //! - `serve` ([`serve`]): a WebSocket server with the demo page at `/` (the seed's
 //!   JavaScript examples, run by the browser against this server), an echo endpoint at
@@ -13,6 +13,8 @@
 //!   wasClean`).
 //! - `bench URL` ([`mod@bench`]): a load generator for echo servers, with latency
 //!   percentiles.
+//! - `sub URL TOPIC…` and `pub URL TOPIC [MESSAGE]` ([`pubsub`]): the wsevents.v1
+//!   protocol (docs/protocol.md), reconnecting and recovering what was missed.
 //!
 //! This file only parses the command line, sets up logging and the runtime, and turns
 //! results into exit codes: 0 for success, 1 for a failure (an unclean close, a server
@@ -31,6 +33,7 @@ mod bench;
 mod connect;
 mod hex;
 mod printer;
+mod pubsub;
 mod serve;
 mod stats;
 mod tls;
@@ -111,6 +114,33 @@ enum Command {
         wsevents bench ws://127.0.0.1:9001/ --binary --size 16384 --pipeline 4 --json\n  \
         wsevents bench ws://127.0.0.1:9001/ --connections 16 --rate 50000 --duration 10")]
     Bench(bench::Args),
+    /// Subscribe to topics of a wsevents.v1 server and print each publication
+    ///
+    /// Prints each publication's data on a line of its own (binary as hex), with
+    /// `EPOCH:OFFSET ` before it under --positions. Reconnects by itself (full-jitter
+    /// backoff, across URL and every --server) and subscribes again from the last
+    /// position it printed: what was published meanwhile follows, in order, exactly once,
+    /// when the server still has it. Notes go to stderr: `subscribed TOPIC at POSITION
+    /// recovered true|false` (false: what was published meanwhile is lost to it), lost
+    /// connections and reconnects. Runs until Ctrl-C (exit 0), --count publications
+    /// (exit 0), or a close that is final (a 4xx refusal, a protocol error: exit 1).
+    #[command(after_help = "Examples:\n  \
+        wsevents sub ws://127.0.0.1:8080/pubsub news\n  \
+        wsevents sub ws://node-1:8080/pubsub news --server ws://node-2:8080/pubsub --positions\n  \
+        wsevents sub ws://127.0.0.1:8080/pubsub news --since 7kq3v9xb:41 -n 10")]
+    Sub(pubsub::SubArgs),
+    /// Publish to a topic of a wsevents.v1 server: MESSAGE, or each line of stdin
+    ///
+    /// Each line of standard input is one message, published in order (up to 256
+    /// unanswered at once). A publish not answered when a connection is lost is sent
+    /// again, with the same idempotency key, on the next one: no line is lost or
+    /// stored twice. Exits 0 once every message is stored (--positions prints where,
+    /// one line each, in input order), 1 if one is refused or the client is closed for
+    /// good.
+    #[command(after_help = "Examples:\n  \
+        wsevents pub ws://127.0.0.1:8080/pubsub news 'hello'\n  \
+        tail -f app.log | wsevents pub ws://127.0.0.1:8080/pubsub logs --server ws://node-2:8080/pubsub")]
+    Pub(pubsub::PubArgs),
 }
 
 fn main() -> ExitCode {
@@ -138,6 +168,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Connect(args) => connect::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Sub(args) => pubsub::sub(args).await,
+            Command::Pub(args) => pubsub::publish(args).await,
         }
     });
     // Tasks still blocked on stdin would keep the runtime alive: do not wait for them.
@@ -174,7 +206,7 @@ fn usage_error(error: clap::Error) -> ExitCode {
             let first = message.strip_prefix("error: ").unwrap_or(&message);
             let help = std::env::args()
                 .nth(1)
-                .filter(|arg| ["serve", "connect", "bench"].contains(&arg.as_str()))
+                .filter(|arg| ["serve", "connect", "bench", "sub", "pub"].contains(&arg.as_str()))
                 .map_or_else(
                     || "wsevents --help".to_owned(),
                     |sub| format!("wsevents {sub} --help"),

@@ -1,0 +1,251 @@
+//! `wsevents sub` and `wsevents pub`: the wsevents.v1 protocol (docs/protocol.md) from
+//! the command line, on the library's [`wsevents::pubsub::Client`], so both reconnect
+//! (full-jitter backoff, across the URL and every `--server`), resume their topics
+//! from the positions they kept, and re-send unanswered publishes by key.
+//!
+//! - `sub` prints each publication's data on a line of its own (binary as hex, like
+//!   `connect`), with `EPOCH:OFFSET ` before it under `--positions`; its notes
+//!   (subscribed, recovered or not, connection lost, reconnected) go to stderr, so
+//!   stdout carries data only.
+//! - `pub` publishes MESSAGE, or each line of standard input as one message, in order,
+//!   with up to [`WINDOW`] unanswered at once; it exits 0 once every one is answered.
+//!   A line is never lost or stored twice across a reconnect: each keeps its key until
+//!   the server answers.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+use wsevents::hub::Position;
+use wsevents::pubsub::{Client, Publishing};
+use wsevents::{ClientBuilder, Message, Reconnect};
+
+use crate::Result;
+
+/// The most publishes `pub` keeps unanswered at once (pipelined); the next line waits
+/// for the oldest answer.
+pub(crate) const WINDOW: usize = 256;
+
+/// How the commands connect (shared by `sub` and `pub`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Connection {
+    /// The server's wsevents.v1 endpoint: ws://HOST[:PORT]/pubsub or wss://…
+    url: String,
+    /// Another URL of the same service, tried in turn when a connection fails or is
+    /// lost (repeatable)
+    #[arg(long = "server", value_name = "URL")]
+    servers: Vec<String>,
+    /// Add a header to the upgrade request (repeatable)
+    #[arg(long = "header", short = 'H', value_name = "K:V", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Trust the CA certificate(s) in this PEM file for wss://
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Do not check the server's certificate (self-signed test servers)
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
+    /// Connect directly, whatever the proxy variables of the environment say
+    #[arg(long)]
+    no_proxy: bool,
+    /// Give up after N failed reconnects in a row (default: never)
+    #[arg(long, value_name = "N")]
+    max_retries: Option<u32>,
+    /// The longest wait between two attempts, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
+    max_delay: f64,
+}
+
+/// `wsevents sub`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SubArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The topics (one or more)
+    #[arg(required = true, value_name = "TOPIC")]
+    topics: Vec<String>,
+    /// Start after this position (as printed by --positions): what was published since
+    /// is received first, if the server still has it (stderr says `recovered true`)
+    #[arg(long, value_name = "EPOCH:OFFSET")]
+    since: Option<Position>,
+    /// Print `EPOCH:OFFSET ` before each publication's data
+    #[arg(long)]
+    positions: bool,
+    /// Exit (0) after N publications
+    #[arg(long, short = 'n', value_name = "N")]
+    count: Option<u64>,
+}
+
+/// `wsevents pub`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PubArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The topic
+    topic: String,
+    /// The message; without it, each line of standard input is one message
+    message: Option<String>,
+    /// Print each publication's position (`EPOCH:OFFSET`), in input order, once stored
+    #[arg(long)]
+    positions: bool,
+}
+
+/// `wsevents sub`: print publications until Ctrl-C, `--count`, or a permanent close.
+pub(crate) async fn sub(args: SubArgs) -> Result<ExitCode> {
+    let client = client(&args.connection)?;
+    let positions = args.positions;
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    let count = args.count;
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    client.on_publication(move |p| {
+        // Past --count (publications already read when it was reached): not printed.
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if count.is_some_and(|max| n > max) {
+            return;
+        }
+        let data = match &p.data {
+            Message::Text(text) => text.to_string(),
+            Message::Binary(bytes) => crate::hex::encode(bytes),
+        };
+        if positions {
+            say(&format!("{} {data}", p.position));
+        } else {
+            say(&data);
+        }
+        if count == Some(n) {
+            let _ = done.send(());
+        }
+    });
+    client.on_subscribed(|s| {
+        eprintln!(
+            "wsevents: subscribed {} at {} recovered {}",
+            s.topic, s.position, s.recovered
+        );
+    });
+    notes(&client);
+    for topic in &args.topics {
+        client.subscribe(topic, args.since.clone())?;
+    }
+    let driver = client.clone();
+    let run = tokio::spawn(async move { driver.run().await });
+    tokio::select! {
+        last = run => {
+            let last = last.map_err(|e| format!("the client stopped: {e}"))?;
+            return Err(format!("closed for good: {} {}", last.code, last.reason).into());
+        }
+        _ = finished.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    close(&client).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wsevents pub`: publish MESSAGE or every line of stdin, in order, each until
+/// answered; exit 0 once all are.
+pub(crate) async fn publish(args: PubArgs) -> Result<ExitCode> {
+    let client = client(&args.connection)?;
+    notes(&client);
+    let driver = client.clone();
+    let run = tokio::spawn(async move { driver.run().await });
+    let outcome = tokio::select! {
+        outcome = publish_all(&client, &args) => outcome,
+        _ = tokio::signal::ctrl_c() => Err("interrupted before every message was answered".into()),
+    };
+    close(&client).await;
+    run.abort();
+    outcome.map(|()| ExitCode::SUCCESS)
+}
+
+async fn publish_all(client: &Client, args: &PubArgs) -> Result<()> {
+    let mut window: VecDeque<Publishing> = VecDeque::new();
+    let answered = |position: wsevents::Result<Position>| -> Result<()> {
+        let position = position.map_err(|e| format!("publish failed: {e}"))?;
+        if args.positions {
+            say(&position.to_string());
+        }
+        Ok(())
+    };
+    if let Some(message) = &args.message {
+        return answered(client.publish(&args.topic, message.as_str()).await);
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        if window.len() >= WINDOW {
+            if let Some(oldest) = window.pop_front() {
+                answered(oldest.await)?;
+            }
+        }
+        window.push_back(client.publish(&args.topic, line));
+    }
+    for pending in window {
+        answered(pending.await)?;
+    }
+    Ok(())
+}
+
+/// The client the options describe.
+fn client(args: &Connection) -> Result<Client> {
+    let mut builder = ClientBuilder::new(&args.url)?;
+    for (name, value) in &args.headers {
+        builder = builder.header(name.clone(), value.clone());
+    }
+    if let Some(config) = crate::tls::client_config(args.ca.as_deref(), args.insecure)? {
+        builder = builder.tls_config(config);
+    }
+    if args.no_proxy {
+        builder = builder.no_proxy();
+    }
+    if !(args.max_delay.is_finite() && args.max_delay >= 0.0) {
+        return Err(format!("--max-delay: {} is not a number of seconds", args.max_delay).into());
+    }
+    let options = Reconnect::new()
+        .servers(&args.servers)?
+        .max_delay(Duration::from_secs_f64(args.max_delay))
+        .max_retries(args.max_retries);
+    Ok(Client::with_options(builder, options)?)
+}
+
+/// Notes on stderr: connections lost and made again, errors.
+fn notes(client: &Client) {
+    client.on_open(|e| {
+        if e.reconnect {
+            eprintln!("wsevents: reconnected to {} (attempt {})", e.url, e.attempt);
+        }
+    });
+    client.on_close(|e| match e.reconnect_in {
+        Some(delay) => eprintln!(
+            "wsevents: connection to {} lost ({}{}), reconnecting in {:.1}s",
+            e.url,
+            e.code,
+            if e.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", e.reason)
+            },
+            delay.as_secs_f64()
+        ),
+        None => eprintln!("wsevents: closed for good ({})", e.code),
+    });
+    client.on_error(|e| eprintln!("wsevents: {}", e.message()));
+}
+
+/// Close, and let the close handshake finish (bounded).
+async fn close(client: &Client) {
+    let _ = client.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.run()).await;
+}
+
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("a header is NAME:VALUE, not {text:?}"))?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
+}
