@@ -170,6 +170,9 @@ struct Subscriber {
     /// Publications held back while the subscriber's recovery is read from the
     /// backend; `None` once it is live.
     held: Option<Vec<Publication>>,
+    /// The position its recovery went up to: a publication at or before it that the
+    /// backend delivers late is not queued again.
+    through: Option<Position>,
 }
 
 /// How publications look to the subscribers of a protocol that carries positions
@@ -484,6 +487,7 @@ impl Hub {
                 socket: ws.downgrade(),
                 framing,
                 held,
+                through: None,
             },
         );
         if added && subscribers.len() == 1 {
@@ -712,6 +716,12 @@ impl HubInner {
                     }
                 }
                 continue;
+            }
+            if let (Some(through), Some(publication)) = (&subscriber.through, publication) {
+                let at = &publication.position;
+                if at.epoch() == through.epoch() && at.offset() <= through.offset() {
+                    continue;
+                }
             }
             let prepared = match (&subscriber.framing, publication) {
                 (None, _) => &*bare.get_or_insert_with(|| PreparedMessage::new(message)),
