@@ -6,13 +6,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A `redis-server` of the test's own, stopped by PID when dropped.
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     port: u16,
     child: Child,
 }
 
 impl RedisServer {
-    pub fn start() -> RedisServer {
+    pub(crate) fn start() -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -24,22 +24,22 @@ impl RedisServer {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Kill it (SIGKILL: no goodbye to the clients) and wait until it is gone.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Start it again on the same port.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.child = spawn(self.port);
     }
 
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+    pub(crate) async fn connection(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.url()).unwrap();
         for _ in 0..500 {
             if let Ok(conn) = client.get_multiplexed_async_connection().await {
@@ -51,7 +51,7 @@ impl RedisServer {
     }
 
     /// `PUBSUB CHANNELS`, sorted.
-    pub async fn channels(&self) -> Vec<String> {
+    pub(crate) async fn channels(&self) -> Vec<String> {
         let mut conn = self.connection().await;
         let mut channels: Vec<String> = redis::cmd("PUBSUB")
             .arg("CHANNELS")
@@ -63,7 +63,7 @@ impl RedisServer {
     }
 
     /// `PUBSUB NUMSUB channel`.
-    pub async fn numsub(&self, channel: &str) -> u64 {
+    pub(crate) async fn numsub(&self, channel: &str) -> u64 {
         let mut conn = self.connection().await;
         let (_, n): (String, u64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")

@@ -9,14 +9,14 @@ use wsevents::hub::Position;
 use wsevents::pubsub::wire::{PROTOCOL, Reply, Request};
 use wsevents::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
 
-pub struct Peer {
-    pub ws: WebSocketStream<MaybeTlsStream>,
+pub(crate) struct Peer {
+    pub(crate) ws: WebSocketStream<MaybeTlsStream>,
     next_id: u64,
 }
 
 impl Peer {
     /// Connect to a `/pubsub`-like URL, offering wsevents.v1.
-    pub async fn connect(url: &str) -> Peer {
+    pub(crate) async fn connect(url: &str) -> Peer {
         let ws = ClientBuilder::new(url)
             .unwrap()
             .protocols(&[PROTOCOL])
@@ -33,19 +33,19 @@ impl Peer {
         self.next_id - 1
     }
 
-    pub async fn send(&mut self, request: &Request) {
+    pub(crate) async fn send(&mut self, request: &Request) {
         self.ws
             .send(Message::text(request.to_json()))
             .await
             .unwrap();
     }
 
-    pub async fn send_raw(&mut self, text: &str) {
+    pub(crate) async fn send_raw(&mut self, text: &str) {
         self.ws.send(Message::text(text.to_owned())).await.unwrap();
     }
 
     /// The next frame, parsed; `None` when the connection ended.
-    pub async fn next(&mut self) -> Option<Reply> {
+    pub(crate) async fn next(&mut self) -> Option<Reply> {
         let next = tokio::time::timeout(Duration::from_secs(20), self.ws.next())
             .await
             .expect("no frame within 20 s");
@@ -56,12 +56,12 @@ impl Peer {
         }
     }
 
-    pub async fn reply(&mut self) -> Reply {
+    pub(crate) async fn reply(&mut self) -> Reply {
         self.next().await.expect("the connection ended")
     }
 
     /// Subscribe and return the answer's (recovered, position).
-    pub async fn subscribe(&mut self, topic: &str, since: Option<Position>) -> (bool, Position) {
+    pub(crate) async fn subscribe(&mut self, topic: &str, since: Option<Position>) -> (bool, Position) {
         let id = self.id();
         self.send(&Request::Subscribe {
             id,
@@ -81,7 +81,7 @@ impl Peer {
     }
 
     /// Publish and return the position (the answer must come next).
-    pub async fn publish(&mut self, topic: &str, text: &str, key: Option<&str>) -> Position {
+    pub(crate) async fn publish(&mut self, topic: &str, text: &str, key: Option<&str>) -> Position {
         let id = self.id();
         self.send(&Request::Publish {
             id,
@@ -99,7 +99,7 @@ impl Peer {
     }
 
     /// Send a publish without waiting for its answer; its id.
-    pub async fn publish_later(&mut self, topic: &str, text: &str, key: Option<&str>) -> u64 {
+    pub(crate) async fn publish_later(&mut self, topic: &str, text: &str, key: Option<&str>) -> u64 {
         let id = self.id();
         self.send(&Request::Publish {
             id,
@@ -112,7 +112,7 @@ impl Peer {
     }
 
     /// The next `n` publications: (position, text).
-    pub async fn pubs(&mut self, n: usize) -> Vec<(Position, String)> {
+    pub(crate) async fn pubs(&mut self, n: usize) -> Vec<(Position, String)> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             match self.reply().await {
@@ -129,7 +129,7 @@ impl Peer {
         out
     }
 
-    pub async fn nothing_for(&mut self, wait: Duration) {
+    pub(crate) async fn nothing_for(&mut self, wait: Duration) {
         if let Ok(Some(frame)) = tokio::time::timeout(wait, self.ws.next()).await {
             panic!("expected nothing, got {frame:?}");
         }
@@ -137,6 +137,6 @@ impl Peer {
 }
 
 /// Offsets of publications.
-pub fn offsets(pubs: &[(Position, String)]) -> Vec<u64> {
+pub(crate) fn offsets(pubs: &[(Position, String)]) -> Vec<u64> {
     pubs.iter().map(|(p, _)| p.offset()).collect()
 }
