@@ -144,6 +144,23 @@ impl Default for RedisConfig {
 /// published while the publisher is cut off is not carried to other nodes (counted in
 /// [`BackendStatus::Reconnecting::dropped`]); Redis pub/sub has no history to replay.
 ///
+/// **On a hub with history** ([`HubBuilder::history`](super::HubBuilder::history)),
+/// Redis keeps it, so it outlives every node: per topic a hash
+/// (`{prefix}meta:TOPIC`: epoch, latest offset) and a stream
+/// (`{prefix}history:TOPIC`, entry ids `0-OFFSET`, trimmed to about the history size
+/// with `XADD … MAXLEN ~` and expiring with its age). A publication is one Lua script,
+/// pipelined in queue order on the publisher connection: it makes the epoch if the
+/// topic has none (a new history: Redis lost or expired the old one), takes the next
+/// offset, appends the entry, remembers the publish key for the history's age, and
+/// `PUBLISH`es `wse2 EPOCH:OFFSET KIND PAYLOAD`; every node (this one too) delivers
+/// what arrives on the channel, so positions and order are Redis's, the same
+/// everywhere. A recovery waits until this node is subscribed to the topic's
+/// channel, then reads the missed entries with a second script (all of them, none
+/// older than the age and no more than the size, or none). While Redis is
+/// unreachable a publication is refused with [`Error::Unavailable`] and delivered
+/// nowhere: never a position without a stored publication. Topics and keys of one
+/// topic must live on one Redis (standalone or Sentinel; not Cluster).
+///
 /// The envelope: `b"wse1"`, the node id (8 bytes, big-endian), the kind (`0x01` text,
 /// `0x02` binary), the payload. Channels are the topics behind a prefix
 /// ([`RedisConfig::prefix`], `"wsevents:"` by default).

@@ -61,7 +61,11 @@ impl Peer {
     }
 
     /// Subscribe and return the answer's (recovered, position).
-    pub(crate) async fn subscribe(&mut self, topic: &str, since: Option<Position>) -> (bool, Position) {
+    pub(crate) async fn subscribe(
+        &mut self,
+        topic: &str,
+        since: Option<Position>,
+    ) -> (bool, Position) {
         let id = self.id();
         self.send(&Request::Subscribe {
             id,
@@ -99,7 +103,12 @@ impl Peer {
     }
 
     /// Send a publish without waiting for its answer; its id.
-    pub(crate) async fn publish_later(&mut self, topic: &str, text: &str, key: Option<&str>) -> u64 {
+    pub(crate) async fn publish_later(
+        &mut self,
+        topic: &str,
+        text: &str,
+        key: Option<&str>,
+    ) -> u64 {
         let id = self.id();
         self.send(&Request::Publish {
             id,
