@@ -65,6 +65,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 use wsevents::hub::{BackendStatus, History, Hub, RedisBackend};
 use wsevents::pubsub::PubsubServer;
+use wsevents::pubsub::wire::PROTOCOL;
 use wsevents::{
     AcceptBackoff, Acceptor, CancellationToken, HandshakePermit, Lifecycle, MaybeTlsStream,
     ServerLimits, ShutdownReport, WebSocket, WebSocketStream,
@@ -273,26 +274,29 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let acceptor = match mode {
         Mode::Demo => Acceptor::new().on_request(|request| async move {
             match route(Mode::Demo, request.path()) {
+                // `/pubsub` speaks wsevents.v1, whatever --protocol says; a client
+                // that does not offer it is told so.
+                Some(Route::Pubsub) if request.protocols().iter().any(|p| p == PROTOCOL) => {
+                    Ok(wsevents::Accept::new().protocol(PROTOCOL))
+                }
+                Some(Route::Pubsub) => Err(refuse(
+                    ::http::StatusCode::BAD_REQUEST,
+                    format!(
+                        "/pubsub speaks the subprotocol {PROTOCOL} (docs/protocol.md): offer it"
+                    ),
+                )),
                 Some(_) => Ok(wsevents::Accept::new()),
-                None => Err(::http::Response::builder()
-                    .status(::http::StatusCode::NOT_FOUND)
-                    .body(format!("no WebSocket endpoint at {}", request.path()))
-                    .unwrap_or_default()),
+                None => Err(refuse(
+                    ::http::StatusCode::NOT_FOUND,
+                    format!("no WebSocket endpoint at {}", request.path()),
+                )),
             }
         }),
         Mode::Echo | Mode::Broadcast => Acceptor::new(),
     }
     .protocols(&args.protocols)
-    .config(config.clone())
+    .config(config)
     .deflate((!args.no_deflate).then(wsevents::DeflateConfig::default));
-    // `/pubsub` speaks wsevents.v1 whatever --protocol says.
-    let acceptor = acceptor.at(
-        "/pubsub",
-        Acceptor::new()
-            .protocols(&[wsevents::pubsub::wire::PROTOCOL])
-            .config(config)
-            .deflate((!args.no_deflate).then(wsevents::DeflateConfig::default)),
-    );
     let limits = ServerLimits {
         max_connections: args.max_connections as usize,
         max_handshakes: args.max_handshakes as usize,
@@ -640,6 +644,13 @@ async fn subscriber<S>(
         clean = close.was_clean,
         "closed"
     );
+}
+
+/// The hook's refusal: `status` with `body`.
+fn refuse(status: ::http::StatusCode, body: String) -> ::http::Response<String> {
+    let mut response = ::http::Response::new(body);
+    *response.status_mut() = status;
+    response
 }
 
 /// A wsevents.v1 connection: its requests go to the hub, until it leaves or the
