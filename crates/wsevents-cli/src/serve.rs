@@ -63,7 +63,9 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
-use wsevents::hub::{BackendStatus, Hub, RedisBackend};
+use wsevents::hub::{BackendStatus, History, Hub, RedisBackend};
+use wsevents::pubsub::PubsubServer;
+use wsevents::pubsub::wire::PROTOCOL;
 use wsevents::{
     AcceptBackoff, Acceptor, CancellationToken, HandshakePermit, Lifecycle, MaybeTlsStream,
     ServerLimits, ShutdownReport, WebSocket, WebSocketStream,
@@ -98,6 +100,14 @@ pub(crate) struct Args {
     /// them
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// Publications kept per topic for clients that come back (/pubsub's recovery;
+    /// in Redis with --redis); 0 keeps none
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    history_size: usize,
+    /// Seconds a publication is kept for clients that come back (and a publish key
+    /// is remembered)
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = positive_seconds)]
+    history_ttl: Duration,
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
@@ -190,6 +200,8 @@ enum Route {
     Echo,
     /// Subscribed to this topic, and publishing to it what it sends.
     Topic(String),
+    /// wsevents.v1: topics with history, as the client asks (docs/protocol.md).
+    Pubsub,
 }
 
 /// The route of `path` in `mode`; `None`: 404.
@@ -199,6 +211,7 @@ fn route(mode: Mode, path: &str) -> Option<Route> {
         (Mode::Broadcast, _) => Some(Route::Topic("chat".into())),
         (Mode::Demo, "/ws") => Some(Route::Echo),
         (Mode::Demo, "/chat") => Some(Route::Topic("chat".into())),
+        (Mode::Demo, "/pubsub") => Some(Route::Pubsub),
         (Mode::Demo, path) => match path.strip_prefix("/topic/") {
             Some(name) if !name.is_empty() => Some(Route::Topic(name.to_owned())),
             _ => None,
@@ -215,8 +228,10 @@ struct Shared {
     lifecycle: Lifecycle,
     /// TLS, the request head and the answer, together.
     handshake_timeout: Duration,
-    /// The topics of `/chat` and `/topic/NAME`.
+    /// The topics of `/chat`, `/topic/NAME` and `/pubsub`.
     hub: Hub,
+    /// `/pubsub`, on the same hub.
+    pubsub: PubsubServer,
     next_id: AtomicU64,
     /// `--dir`.
     files: Option<files::Dir>,
@@ -259,11 +274,22 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let acceptor = match mode {
         Mode::Demo => Acceptor::new().on_request(|request| async move {
             match route(Mode::Demo, request.path()) {
+                // `/pubsub` speaks wsevents.v1, whatever --protocol says; a client
+                // that does not offer it is told so.
+                Some(Route::Pubsub) if request.protocols().iter().any(|p| p == PROTOCOL) => {
+                    Ok(wsevents::Accept::new().protocol(PROTOCOL))
+                }
+                Some(Route::Pubsub) => Err(refuse(
+                    ::http::StatusCode::BAD_REQUEST,
+                    format!(
+                        "/pubsub speaks the subprotocol {PROTOCOL} (docs/protocol.md): offer it"
+                    ),
+                )),
                 Some(_) => Ok(wsevents::Accept::new()),
-                None => Err(::http::Response::builder()
-                    .status(::http::StatusCode::NOT_FOUND)
-                    .body(format!("no WebSocket endpoint at {}", request.path()))
-                    .unwrap_or_default()),
+                None => Err(refuse(
+                    ::http::StatusCode::NOT_FOUND,
+                    format!("no WebSocket endpoint at {}", request.path()),
+                )),
             }
         }),
         Mode::Echo | Mode::Broadcast => Acceptor::new(),
@@ -276,9 +302,14 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         max_handshakes: args.max_handshakes as usize,
         retry_after: Duration::from_secs(args.retry_after),
     };
+    let history = History {
+        size: args.history_size,
+        ttl: args.history_ttl,
+    };
     let hub = match &args.redis {
-        None => Hub::new(),
+        None => Hub::builder().history(history).build(),
         Some(url) => Hub::builder()
+            .history(history)
             .backend(RedisBackend::new(url).map_err(|e| format!("--redis: {e}"))?)
             .build(),
     };
@@ -288,6 +319,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         tls,
         lifecycle: Lifecycle::new(limits, CancellationToken::new()),
         handshake_timeout: args.handshake_timeout,
+        pubsub: PubsubServer::new(hub.clone()),
         hub,
         next_id: AtomicU64::new(1),
         files,
@@ -340,6 +372,7 @@ fn print_banner(addr: SocketAddr, mode: Mode, secure: bool, redis: Option<&str>)
             banner += &format!("  echo       {ws}://{addr}/ws\n");
             banner += &format!("  chat       {ws}://{addr}/chat\n");
             banner += &format!("  topics     {ws}://{addr}/topic/NAME\n");
+            banner += &format!("  pubsub     {ws}://{addr}/pubsub (wsevents.v1, with history)\n");
         }
         Mode::Echo => banner += &format!("  echo       {ws}://{addr}/ (every path)\n"),
         Mode::Broadcast => banner += &format!("  broadcast  {ws}://{addr}/ (every path)\n"),
@@ -510,6 +543,7 @@ async fn respond(
                 Some(Route::Topic(topic)) => {
                     subscriber(stream, url, &task_shared.hub, topic, typed).await;
                 }
+                Some(Route::Pubsub) => pubsub(stream, url, &task_shared.pubsub).await,
                 None => {}
             }
         }
@@ -602,6 +636,31 @@ async fn subscriber<S>(
     ws.on_message(move |e| {
         publish_to.publish(&to, &e.data);
     });
+    ws.on_error(|e| tracing::info!(error = %e.message(), "error"));
+    let close = ws.run().await;
+    tracing::info!(
+        code = close.code,
+        reason = %close.reason,
+        clean = close.was_clean,
+        "closed"
+    );
+}
+
+/// The hook's refusal: `status` with `body`.
+fn refuse(status: ::http::StatusCode, body: String) -> ::http::Response<String> {
+    let mut response = ::http::Response::new(body);
+    *response.status_mut() = status;
+    response
+}
+
+/// A wsevents.v1 connection: its requests go to the hub, until it leaves or the
+/// server shuts down.
+async fn pubsub<S>(stream: WebSocketStream<S>, url: String, server: &PubsubServer)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug + 'static,
+{
+    let ws = WebSocket::from_stream(stream, url);
+    server.serve(&ws);
     ws.on_error(|e| tracing::info!(error = %e.message(), "error"));
     let close = ws.run().await;
     tracing::info!(

@@ -13,7 +13,7 @@ use wsevents::{CloseCode, Message};
 
 mod support;
 
-use support::{BIN, Serve};
+use support::{BIN, Redis, Serve};
 
 /// What only these tests ask of a `serve` child.
 impl Serve {
@@ -706,59 +706,6 @@ async fn serve_topics_keep_to_themselves_and_chat_is_the_topic_chat() {
     assert_eq!(next_text(&mut chat).await, "to chat");
     // An empty topic name is no endpoint.
     assert!(wsevents::connect(&serve.url("/topic/")).await.is_err());
-}
-
-/// A `redis-server` of the test's own on a free loopback port (`scripts/redis
-/// install`), killed by PID when dropped.
-struct Redis(Child, u16);
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}): run scripts/redis install")
-            });
-        Redis(child, port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.1)
-    }
-
-    /// `PUBSUB NUMSUB channel`, once Redis answers.
-    async fn numsub(&self, channel: &str) -> u64 {
-        let client = redis::Client::open(self.url()).unwrap();
-        for _ in 0..500 {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                let (_, n): (String, u64) = redis::cmd("PUBSUB")
-                    .arg("NUMSUB")
-                    .arg(channel)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("redis-server never answered");
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Two `serve` processes on one Redis are one chat: what a client of one says reaches

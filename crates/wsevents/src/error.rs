@@ -117,6 +117,10 @@ pub enum Error {
     /// The connection is closed.
     #[error("the connection is closed")]
     Closed,
+    /// What the hub needs from its backend (Redis) is out of reach: nothing was
+    /// stored or read. Temporary: retry later (a publish with the same key).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {

@@ -5,99 +5,16 @@
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+#[path = "support/redis.rs"]
+mod redis_server;
+
 use std::time::Duration;
+
+use redis_server::RedisServer;
 
 use futures_util::StreamExt;
 use wsevents::hub::{BackendStatus, Hub, RedisBackend, RedisConfig};
 use wsevents::{Message, Server, WebSocket};
-
-/// A `redis-server` of the test's own, stopped by PID when dropped.
-struct RedisServer {
-    port: u16,
-    child: Child,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        RedisServer {
-            port,
-            child: spawn(port),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kill it (SIGKILL: no goodbye to the clients) and wait until it is gone.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Start it again on the same port.
-    fn restart(&mut self) {
-        self.child = spawn(self.port);
-    }
-
-    async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(self.url()).unwrap();
-        for _ in 0..500 {
-            if let Ok(conn) = client.get_multiplexed_async_connection().await {
-                return conn;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("redis-server on port {} never answered", self.port);
-    }
-
-    /// `PUBSUB CHANNELS`, sorted.
-    async fn channels(&self) -> Vec<String> {
-        let mut conn = self.connection().await;
-        let mut channels: Vec<String> = redis::cmd("PUBSUB")
-            .arg("CHANNELS")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        channels.sort();
-        channels
-    }
-
-    /// `PUBSUB NUMSUB channel`.
-    async fn numsub(&self, channel: &str) -> u64 {
-        let mut conn = self.connection().await;
-        let (_, n): (String, u64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        n
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn(port: u16) -> Child {
-    let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-    Command::new(&binary)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): run scripts/redis install"))
-}
 
 async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let waited = tokio::time::timeout(Duration::from_secs(30), async {

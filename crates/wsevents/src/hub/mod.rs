@@ -25,9 +25,21 @@
 //! - **Exactly once, while connected.** A publish reaches each local subscriber once,
 //!   and through a backend each subscriber on every other node once: a node subscribes
 //!   in the backend once per topic it has local subscribers for, and drops its own
-//!   messages when they come back. What is published while a node is cut off from the
-//!   backend reaches that node's own subscribers only (at most once elsewhere: there is
-//!   no history to replay yet).
+//!   messages when they come back. Without history, what is published while a node is
+//!   cut off from the backend reaches that node's own subscribers only.
+//! - **With history** ([`HubBuilder::history`]), every publication gets a
+//!   [`Position`] (an epoch and an offset, contiguous within the epoch) and stays in
+//!   the topic's history, bounded by count and age ([`History`]), so a subscriber
+//!   that comes back from a position ([`Hub::subscribe_from`]) gets everything it
+//!   missed, in order, then the live publications with no gap and no repeat between
+//!   them, or is told `recovered: false` and given nothing of it, never a part. On
+//!   the in-process backend the history is this process's (under the hub's lock, so
+//!   positions follow delivery order); on Redis it is in Redis (one script per
+//!   publication assigns the position, stores it and publishes it to every node, the
+//!   publishing one included), so every node delivers one order of each topic and the
+//!   history outlives any node. A publication Redis could not store is delivered
+//!   nowhere and its publisher told ([`Error::Unavailable`]); a retry with the same
+//!   key is stored once. The wire protocol on top is [`crate::pubsub`]'s.
 //! - **Slow subscribers are closed, never waited for.** A publish that would take a
 //!   subscriber's [`buffered_amount`](crate::WebSocket::buffered_amount) over the hub's
 //!   bound ([`HubBuilder::max_backlog`], 1 MiB by default; a message alone on an empty
@@ -170,6 +182,9 @@ struct Subscriber {
     /// Publications held back while the subscriber's recovery is read from the
     /// backend; `None` once it is live.
     held: Option<Vec<Publication>>,
+    /// The position its recovery went up to: a publication at or before it that the
+    /// backend delivers late is not queued again.
+    through: Option<Position>,
 }
 
 /// How publications look to the subscribers of a protocol that carries positions
@@ -484,6 +499,7 @@ impl Hub {
                 socket: ws.downgrade(),
                 framing,
                 held,
+                through: None,
             },
         );
         if added && subscribers.len() == 1 {
@@ -712,6 +728,12 @@ impl HubInner {
                     }
                 }
                 continue;
+            }
+            if let (Some(through), Some(publication)) = (&subscriber.through, publication) {
+                let at = &publication.position;
+                if at.epoch() == through.epoch() && at.offset() <= through.offset() {
+                    continue;
+                }
             }
             let prepared = match (&subscriber.framing, publication) {
                 (None, _) => &*bare.get_or_insert_with(|| PreparedMessage::new(message)),

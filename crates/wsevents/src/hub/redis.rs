@@ -3,16 +3,81 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use wsevents_proto::{Message, Utf8Bytes};
 
-use super::backend::{Backend, BackendStatus, Inbound};
+use super::backend::{Backend, BackendStatus, Inbound, Pending};
+use super::history::{History, META_TTL, Position, Publication, Recovery, new_epoch};
 use crate::error::{Error, Result};
+
+/// Store a publication and carry it (a hub with history), in one step: the topic's
+/// epoch (made if it has none: a new history, so any old stream goes), the next
+/// offset, the entry in the stream (trimmed to about the history size), the
+/// idempotency key, and the `PUBLISH` of `wse2 EPOCH:OFFSET KIND PAYLOAD` to every
+/// node. A key seen before: nothing, and the first one's position.
+///
+/// KEYS: meta (hash: epoch, offset), stream, key ('' for none).
+/// ARGV: channel, a fresh epoch, kind (`t`/`b`), payload, size, ttl ms, meta ttl ms.
+const STORE_SCRIPT: &str = r"
+if KEYS[3] ~= '' then
+  local prior = redis.call('GET', KEYS[3])
+  if prior then return {0, prior} end
+end
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2]) == 1 then redis.call('DEL', KEYS[2]) end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '0-' .. offset, 'k', ARGV[3], 'd', ARGV[4], 't', ms)
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+local position = epoch .. ':' .. offset
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], position, 'PX', ARGV[6]) end
+redis.call('PUBLISH', ARGV[1], 'wse2 ' .. position .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
+return {1, position}
+";
+
+/// What a subscriber that last saw (ARGV[2], ARGV[3]) missed: the epoch, the latest
+/// offset, 1 if all of it is there (no more than the size, none older than the ttl,
+/// none trimmed) followed by each one's kind and payload, else 0.
+///
+/// KEYS: meta, stream. ARGV: a fresh epoch, since epoch ('' for none), since offset,
+/// size, ttl ms, meta ttl ms.
+const RECOVER_SCRIPT: &str = r"
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local top = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+local result = {epoch, top, 0}
+if ARGV[2] ~= epoch then return result end
+local since = tonumber(ARGV[3])
+if since > top or top - since > tonumber(ARGV[4]) then return result end
+if since == top then result[3] = 1 return result end
+local entries = redis.call('XRANGE', KEYS[2], '0-' .. (since + 1), '0-' .. top)
+if #entries ~= top - since then return result end
+local now = redis.call('TIME')
+local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[5])
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  local f = {}
+  for j = 1, #fields, 2 do f[fields[j]] = fields[j + 1] end
+  if tonumber(f['t']) < cutoff then return {epoch, top, 0} end
+  table.insert(result, f['k'])
+  table.insert(result, f['d'])
+end
+result[3] = 1
+return result
+";
+
+/// The envelope of a stored publication: `wse2 EPOCH:OFFSET KIND PAYLOAD`.
+const MAGIC_STORED: &[u8] = b"wse2 ";
 
 const MAGIC: &[u8; 4] = b"wse1";
 const KIND_TEXT: u8 = 0x01;
@@ -79,6 +144,23 @@ impl Default for RedisConfig {
 /// published while the publisher is cut off is not carried to other nodes (counted in
 /// [`BackendStatus::Reconnecting::dropped`]); Redis pub/sub has no history to replay.
 ///
+/// **On a hub with history** ([`HubBuilder::history`](super::HubBuilder::history)),
+/// Redis keeps it, so it outlives every node: per topic a hash
+/// (`{prefix}meta:TOPIC`: epoch, latest offset) and a stream
+/// (`{prefix}history:TOPIC`, entry ids `0-OFFSET`, trimmed to about the history size
+/// with `XADD … MAXLEN ~` and expiring with its age). A publication is one Lua script,
+/// pipelined in queue order on the publisher connection: it makes the epoch if the
+/// topic has none (a new history: Redis lost or expired the old one), takes the next
+/// offset, appends the entry, remembers the publish key for the history's age, and
+/// `PUBLISH`es `wse2 EPOCH:OFFSET KIND PAYLOAD`; every node (this one too) delivers
+/// what arrives on the channel, so positions and order are Redis's, the same
+/// everywhere. A recovery waits until this node is subscribed to the topic's
+/// channel, then reads the missed entries with a second script (all of them, none
+/// older than the age and no more than the size, or none). While Redis is
+/// unreachable a publication is refused with [`Error::Unavailable`] and delivered
+/// nowhere: never a position without a stored publication. Topics and keys of one
+/// topic must live on one Redis (standalone or Sentinel; not Cluster).
+///
 /// The envelope: `b"wse1"`, the node id (8 bytes, big-endian), the kind (`0x01` text,
 /// `0x02` binary), the payload. Channels are the topics behind a prefix
 /// ([`RedisConfig::prefix`], `"wsevents:"` by default).
@@ -98,7 +180,20 @@ pub struct RedisBackend {
     client: redis::Client,
     config: RedisConfig,
     shared: Arc<Shared>,
-    queue: Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
+    queue: Mutex<Option<mpsc::Receiver<Job>>>,
+}
+
+/// What the publisher task does, in queue order.
+enum Job {
+    /// A publish of a hub without history: `PUBLISH` this envelope.
+    Publish(String, Bytes),
+    /// Store a publication and carry it (a hub with history); answer on `done`.
+    Store {
+        topic: String,
+        message: Message,
+        key: Option<String>,
+        done: oneshot::Sender<Result<Position>>,
+    },
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -120,7 +215,16 @@ struct Shared {
     wanted: Mutex<HashSet<String>>,
     changed: Notify,
     /// The publisher's queue.
-    publish: mpsc::Sender<(String, Bytes)>,
+    publish: mpsc::Sender<Job>,
+    /// The hub's history, when it keeps one (set at start): publications are
+    /// stored, and positioned, in Redis.
+    history: OnceLock<History>,
+    /// The publisher's connection while it is up (recoveries read through it).
+    conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// The channels the subscriber connection is subscribed to now, and a counter
+    /// bumped whenever they change (recoveries wait for their channel).
+    subscribed: Mutex<HashSet<String>>,
+    subscribed_changed: watch::Sender<u64>,
     links: Mutex<Links>,
     dropped: AtomicU64,
     /// Set when the backend (so the hub) is dropped: the tasks end.
@@ -163,6 +267,10 @@ impl RedisBackend {
             wanted: Mutex::new(HashSet::new()),
             changed: Notify::new(),
             publish,
+            history: OnceLock::new(),
+            conn: Mutex::new(None),
+            subscribed: Mutex::new(HashSet::new()),
+            subscribed_changed: watch::channel(0).0,
             links: Mutex::new(Links::default()),
             dropped: AtomicU64::new(0),
             stop: tokio_util::sync::CancellationToken::new(),
@@ -192,6 +300,9 @@ impl Backend for RedisBackend {
         let Some(queue) = lock(&self.queue).take() else {
             return;
         };
+        if let Some(history) = inbound.history() {
+            let _ = self.shared.history.set(history);
+        }
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => runtime,
             Err(error) => {
@@ -242,7 +353,7 @@ impl Backend for RedisBackend {
         if self
             .shared
             .publish
-            .try_send((self.shared.channel(topic), envelope))
+            .try_send(Job::Publish(self.shared.channel(topic), envelope))
             .is_err()
         {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -271,11 +382,189 @@ impl Backend for RedisBackend {
             },
         }
     }
+
+    fn stores_history(&self) -> bool {
+        true
+    }
+
+    fn store(&self, topic: &str, message: &Message, key: Option<&str>) -> Pending<Position> {
+        // Cut off: refused at once (the caller retries with the same key); while the
+        // first connection is being made, it waits in the queue.
+        if let Link::Down { error, .. } = &lock(&self.shared.links).publisher {
+            return Pending::ready(Err(Error::Unavailable(format!("Redis: {error}"))));
+        }
+        let (done, answer) = oneshot::channel();
+        let job = Job::Store {
+            topic: topic.to_owned(),
+            message: message.clone(),
+            key: key.map(str::to_owned),
+            done,
+        };
+        if self.shared.publish.try_send(job).is_err() {
+            return Pending::ready(Err(Error::Unavailable(
+                "the Redis publisher queue is full".into(),
+            )));
+        }
+        Pending::new(async move {
+            answer.await.unwrap_or_else(|_| {
+                Err(Error::Unavailable("Redis: the connection was lost".into()))
+            })
+        })
+    }
+
+    fn recover(&self, topic: &str, since: Option<&Position>) -> Pending<Recovery> {
+        let shared = self.shared.clone();
+        let timeout = self.config.timeout;
+        let topic = topic.to_owned();
+        let since = since.cloned();
+        Pending::new(async move {
+            let read = async {
+                wait_subscribed(&shared, &shared.channel(&topic)).await;
+                recover(&shared, &topic, since.as_ref()).await
+            };
+            match tokio::time::timeout(timeout, read).await {
+                Ok(recovery) => recovery,
+                Err(_) => Err(Error::Unavailable(format!(
+                    "Redis: the history of {topic:?} was not read within {timeout:?}"
+                ))),
+            }
+        })
+    }
+}
+
+/// Until the subscriber connection is subscribed to `channel` (so that every
+/// publication after the history read arrives live).
+async fn wait_subscribed(shared: &Shared, channel: &str) {
+    let mut changed = shared.subscribed_changed.subscribe();
+    while !lock(&shared.subscribed).contains(channel) {
+        if changed.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Read what a subscriber of `topic` that last saw `since` missed
+/// ([`RECOVER_SCRIPT`]).
+async fn recover(shared: &Shared, topic: &str, since: Option<&Position>) -> Result<Recovery> {
+    let history = shared.history.get().copied().unwrap_or_default();
+    let conn = lock(&shared.conn).clone();
+    let Some(mut conn) = conn else {
+        return Err(Error::Unavailable("Redis is not connected".into()));
+    };
+    let reply: redis::Value = redis::Script::new(RECOVER_SCRIPT)
+        .key(shared.meta_key(topic))
+        .key(shared.stream_key(topic))
+        .arg(new_epoch())
+        .arg(since.map_or("", Position::epoch))
+        .arg(since.map_or(0, Position::offset))
+        .arg(history.size)
+        .arg(millis(history.ttl))
+        .arg(millis(META_TTL.max(history.ttl)))
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| Error::Unavailable(format!("Redis: {e}")))?;
+    parse_recovery(reply, since).ok_or_else(|| {
+        Error::Unavailable("Redis answered the history read with something else".into())
+    })
+}
+
+fn parse_recovery(reply: redis::Value, since: Option<&Position>) -> Option<Recovery> {
+    let redis::Value::Array(items) = reply else {
+        return None;
+    };
+    let mut items = items.into_iter();
+    let epoch: String = redis::from_redis_value(items.next()?).ok()?;
+    let top: u64 = redis::from_redis_value(items.next()?).ok()?;
+    let complete: i64 = redis::from_redis_value(items.next()?).ok()?;
+    let position = Position::new(&epoch, top).ok()?;
+    let publications = match (complete, since) {
+        (1, Some(since)) => {
+            let mut publications = Vec::new();
+            let mut offset = since.offset();
+            while let Some(kind) = items.next() {
+                let kind: Vec<u8> = redis::from_redis_value(kind).ok()?;
+                let payload: Vec<u8> = redis::from_redis_value(items.next()?).ok()?;
+                offset += 1;
+                publications.push(Publication {
+                    position: Position::new(&epoch, offset).ok()?,
+                    message: message_of(&kind, Bytes::from(payload))?,
+                });
+            }
+            (offset == top).then_some(publications)
+        }
+        _ => None,
+    };
+    Some(Recovery {
+        position,
+        publications,
+    })
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// The kind of a stored publication: `t` text, `b` binary.
+fn kind_and_payload(message: &Message) -> (&'static str, &[u8]) {
+    match message {
+        Message::Text(text) => ("t", text.as_bytes()),
+        Message::Binary(data) => ("b", data),
+    }
+}
+
+fn message_of(kind: &[u8], payload: Bytes) -> Option<Message> {
+    match kind {
+        b"t" => Some(Message::Text(Utf8Bytes::try_from(payload).ok()?)),
+        b"b" => Some(Message::Binary(payload)),
+        _ => None,
+    }
+}
+
+/// Open `wse2 EPOCH:OFFSET KIND PAYLOAD`.
+fn open_stored(data: &[u8]) -> Option<Publication> {
+    let rest = data.strip_prefix(MAGIC_STORED)?;
+    let space = rest.iter().position(|&b| b == b' ')?;
+    let position: Position = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+    let rest = &rest[space + 1..];
+    let (kind, payload) = (rest.get(..1)?, rest.get(2..)?);
+    if rest.get(1) != Some(&b' ') {
+        return None;
+    }
+    Some(Publication {
+        position,
+        message: message_of(kind, Bytes::copy_from_slice(payload))?,
+    })
 }
 
 impl Shared {
     fn channel(&self, topic: &str) -> String {
         format!("{}{topic}", self.prefix)
+    }
+
+    /// The hash of a topic's epoch and latest offset.
+    fn meta_key(&self, topic: &str) -> String {
+        format!("{}meta:{topic}", self.prefix)
+    }
+
+    /// The stream of a topic's history (entry ids `0-OFFSET`).
+    fn stream_key(&self, topic: &str) -> String {
+        format!("{}history:{topic}", self.prefix)
+    }
+
+    /// A publish key seen on a topic.
+    fn publish_key(&self, topic: &str, key: &str) -> String {
+        format!("{}key:{topic}:{key}", self.prefix)
+    }
+
+    fn set_conn(&self, conn: Option<redis::aio::MultiplexedConnection>) {
+        *lock(&self.conn) = conn;
+    }
+
+    fn set_subscribed(&self, channels: &HashSet<String>) {
+        *lock(&self.subscribed) = channels.clone();
+        self.subscribed_changed.send_modify(|n| *n += 1);
     }
 
     fn set_publisher(&self, link: Link) {
@@ -292,7 +581,7 @@ async fn publisher(
     client: redis::Client,
     config: RedisConfig,
     shared: Arc<Shared>,
-    mut queue: mpsc::Receiver<(String, Bytes)>,
+    mut queue: mpsc::Receiver<Job>,
 ) {
     let connection = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.timeout))
@@ -318,9 +607,30 @@ async fn publisher(
                 continue;
             }
         };
+        let store = redis::Script::new(STORE_SCRIPT);
+        if shared.history.get().is_some() {
+            let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(STORE_SCRIPT)
+                .query_async(&mut conn)
+                .await;
+            if let Err(error) = loaded {
+                attempts += 1;
+                shared.set_publisher(Link::Down {
+                    attempts,
+                    error: error.to_string(),
+                });
+                tracing::warn!(%error, attempts, "Redis publisher: cannot load its script; retrying");
+                if !backoff(&config, &shared, attempts, Some(&mut queue)).await {
+                    return;
+                }
+                continue;
+            }
+        }
         if attempts > 0 {
             tracing::info!(attempts, "Redis publisher reconnected");
         }
+        shared.set_conn(Some(conn.clone()));
         shared.set_publisher(Link::Up);
         let mut batch = Vec::with_capacity(BATCH);
         let error = loop {
@@ -328,27 +638,94 @@ async fn publisher(
                 received = queue.recv_many(&mut batch, BATCH) => if received == 0 { return },
                 () = shared.stop.cancelled() => return,
             }
-            let mut pipe = redis::pipe();
-            for (channel, envelope) in &batch {
-                pipe.cmd("PUBLISH").arg(channel).arg(&envelope[..]).ignore();
-            }
-            let sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            let sent = send_batch(&shared, &store, &mut conn, &mut batch).await;
             if let Err(error) = sent {
-                shared
-                    .dropped
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 break error;
             }
-            batch.clear();
         };
+        shared.set_conn(None);
         attempts = 1;
         shared.set_publisher(Link::Down {
             attempts,
             error: error.to_string(),
         });
-        tracing::warn!(%error, "Redis publisher: connection lost; local delivery goes on, reconnecting");
+        tracing::warn!(%error, "Redis publisher: connection lost; reconnecting");
         if !backoff(&config, &shared, attempts, Some(&mut queue)).await {
             return;
+        }
+    }
+}
+
+/// Send one batch of jobs in one pipeline and answer the stores; on failure every
+/// job of the batch fails (a store that Redis did run before the failure is
+/// delivered, and a retry with its key finds it).
+async fn send_batch(
+    shared: &Shared,
+    store: &redis::Script,
+    conn: &mut redis::aio::MultiplexedConnection,
+    batch: &mut Vec<Job>,
+) -> redis::RedisResult<()> {
+    let history = shared.history.get().copied().unwrap_or_default();
+    let mut pipe = redis::pipe();
+    for job in batch.iter() {
+        match job {
+            Job::Publish(channel, envelope) => {
+                pipe.cmd("PUBLISH").arg(channel).arg(&envelope[..]).ignore();
+            }
+            Job::Store {
+                topic,
+                message,
+                key,
+                ..
+            } => {
+                let (kind, payload) = kind_and_payload(message);
+                let key = key
+                    .as_deref()
+                    .map(|k| shared.publish_key(topic, k))
+                    .unwrap_or_default();
+                pipe.cmd("EVALSHA")
+                    .arg(store.get_hash())
+                    .arg(3)
+                    .arg(shared.meta_key(topic))
+                    .arg(shared.stream_key(topic))
+                    .arg(key)
+                    .arg(shared.channel(topic))
+                    .arg(new_epoch())
+                    .arg(kind)
+                    .arg(payload)
+                    .arg(history.size)
+                    .arg(millis(history.ttl))
+                    .arg(millis(META_TTL.max(history.ttl)));
+            }
+        }
+    }
+    let sent: redis::RedisResult<Vec<(i64, String)>> = pipe.query_async(conn).await;
+    let jobs = batch.drain(..);
+    match sent {
+        Ok(stored) => {
+            let mut stored = stored.into_iter();
+            for job in jobs {
+                if let Job::Store { done, .. } = job {
+                    let position = stored
+                        .next()
+                        .and_then(|(_, position)| position.parse().ok())
+                        .ok_or_else(|| {
+                            Error::Unavailable("Redis answered a store with something else".into())
+                        });
+                    let _ = done.send(position);
+                }
+            }
+            Ok(())
+        }
+        Err(error) => {
+            let lost = jobs.len() as u64;
+            shared.dropped.fetch_add(lost, Ordering::Relaxed);
+            for job in jobs {
+                if let Job::Store { done, .. } = job {
+                    let _ = done.send(Err(Error::Unavailable(format!("Redis: {error}"))));
+                }
+            }
+            Err(error)
         }
     }
 }
@@ -375,6 +752,9 @@ async fn subscriber(
                     if let Err(error) = sync(&mut sink, &shared, &mut subscribed).await {
                         break error;
                     }
+                    if *lock(&shared.subscribed) != subscribed {
+                        shared.set_subscribed(&subscribed);
+                    }
                     if !matches!(lock(&shared.links).subscriber, Link::Up) {
                         if attempts > 0 {
                             tracing::info!(
@@ -399,6 +779,7 @@ async fn subscriber(
             Ok(Err(error)) => error.to_string(),
             Err(_) => format!("connecting took over {:?}", config.timeout),
         };
+        shared.set_subscribed(&HashSet::new());
         if !inbound.is_alive() {
             return;
         }
@@ -453,6 +834,18 @@ fn deliver(shared: &Shared, inbound: &Inbound, message: &redis::Msg) {
     let Some(topic) = message.get_channel_name().strip_prefix(&shared.prefix) else {
         return;
     };
+    if shared.history.get().is_some() {
+        match open_stored(message.get_payload_bytes()) {
+            Some(publication) => {
+                inbound.deliver_at(topic, &publication);
+            }
+            None => tracing::warn!(
+                topic,
+                "a Redis message that is not a stored wsevents publication: dropped"
+            ),
+        }
+        return;
+    }
     match open_envelope(message.get_payload_bytes()) {
         Some((node, _)) if node == shared.node => {}
         Some((_, message)) => {
@@ -472,7 +865,7 @@ async fn backoff(
     config: &RedisConfig,
     shared: &Shared,
     attempts: u32,
-    mut queue: Option<&mut mpsc::Receiver<(String, Bytes)>>,
+    mut queue: Option<&mut mpsc::Receiver<Job>>,
 ) -> bool {
     let ceiling = config
         .backoff_min

@@ -1,7 +1,7 @@
 //! The messages of wsevents.v1 (docs/protocol.md), both directions, as Rust values:
 //! parsed from and written to the JSON text frames the protocol is made of.
 //!
-//! One module for both ends, so the server ([`super::server`]) and the clients cannot
+//! One module for both ends, so the server ([`PubsubServer`](super::PubsubServer)) and the clients cannot
 //! drift apart: every message type has one `parse` and one `to_json`, and the tests
 //! check that each reads back what it wrote.
 
