@@ -85,7 +85,8 @@ pub(crate) struct Driver<S> {
     /// The peer was failed by keepalive (it answered nothing, not even a pong): it is
     /// presumed gone, so the teardown makes one try at the 1011 and the shutdown and
     /// does not wait for an end of stream that will not come. Also set when the
-    /// connection was aborted (no close handshake to wait for).
+    /// connection was aborted, or a client's handshake failed (no close handshake to
+    /// wait for).
     peer_gone: bool,
     /// The server's hold on this connection, if a server tracks it; given back once
     /// the teardown is done.
@@ -197,14 +198,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     self.teardown = Teardown::Closing;
                     continue;
                 }
-                // Aborted (`close()` while connecting): no close handshake will come
-                // either, and the peer may be waiting for ours; drop the transport at
-                // once rather than linger for the close timeout.
-                if let Event::Error(
-                    wsevents_proto::Error::Timeout(Timeout::Pong) | wsevents_proto::Error::Aborted,
-                ) = event
-                {
-                    self.peer_gone = true;
+                // Aborted (`close()` while connecting), or a client's handshake that
+                // failed (a 404, a bad answer): no close handshake will come either,
+                // and the server may be keeping its HTTP connection alive; drop the
+                // transport at once rather than linger for the close timeout (as the
+                // stream API's `connect` does, which drops it with the error).
+                if let Event::Error(error) = &event {
+                    use wsevents_proto::Error as E;
+                    self.peer_gone |= match error {
+                        E::Timeout(Timeout::Pong) | E::Aborted => true,
+                        E::Handshake(_) | E::Timeout(Timeout::Handshake) => {
+                            conn.role() == Role::Client
+                        }
+                        _ => false,
+                    };
                 }
                 // An auto-pong or a close reply the core just queued leaves at once (a
                 // full socket is fine). The caller's own messages wait for its flush,
