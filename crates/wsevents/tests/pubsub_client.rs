@@ -370,3 +370,83 @@ async fn pending_publishes_fail_when_the_client_is_closed_for_good() {
     assert!(matches!(answer.await, Err(Error::Closed)));
     assert!(matches!(c.publish("t", "late").await, Err(Error::Closed)));
 }
+
+#[tokio::test]
+async fn a_subscription_is_retried_after_a_temporary_error_and_dropped_after_a_final_one() {
+    let (node, mut rx) = scripted(listen("127.0.0.1:0").await);
+    let (c, log, _run) = logged(&node.url());
+    let errors: Log = Arc::default();
+    let e2 = errors.clone();
+    c.on_error(move |e| e2.lock().unwrap().push(e.message().to_owned()));
+    c.subscribe("flaky", None).unwrap();
+    c.subscribe("bad", None).unwrap();
+    let mut next_subscribe = async || loop {
+        let (_, replies, request) = tokio::time::timeout(TIMEOUT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Request::Subscribe { id, topic, .. } = request {
+            return (replies, id, topic);
+        }
+    };
+    let mut asked = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let (replies, id, topic) = next_subscribe().await;
+        asked.insert(topic, (replies, id));
+    }
+    let (replies, id) = asked.remove("bad").unwrap();
+    let refused = Reply::Error {
+        id: Some(id),
+        code: ErrorCode::BadTopic,
+        message: "no such topic here".into(),
+    };
+    replies.send(refused.to_json()).unwrap();
+    let (replies, id) = asked.remove("flaky").unwrap();
+    let unavailable = Reply::Error {
+        id: Some(id),
+        code: ErrorCode::Unavailable,
+        message: "Redis is unreachable".into(),
+    };
+    replies.send(unavailable.to_json()).unwrap();
+    // Asked again, after a wait, on the same connection.
+    let (replies, id, topic) = next_subscribe().await;
+    assert_eq!(topic, "flaky");
+    let answer = Reply::Subscribed {
+        id,
+        topic: "flaky".into(),
+        recovered: false,
+        position: Position::new("e1", 0).unwrap(),
+    };
+    replies.send(answer.to_json()).unwrap();
+    until("subscribed", || entries(&log) == ["subscribed:false"]).await;
+    let errors = entries(&errors);
+    assert!(
+        errors.len() == 1 && errors[0].contains("bad_topic"),
+        "{errors:?}"
+    );
+    let positions = c.positions();
+    assert!(positions.contains_key("flaky") && !positions.contains_key("bad"));
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_speak_wsevents_v1_ends_it() {
+    // A plain echo server: it selects no subprotocol.
+    let server = wsevents::Server::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    tokio::spawn(async move {
+        while let Some(ws) = server.accept().await {
+            tokio::spawn(async move { ws.run().await });
+        }
+    });
+    let c = client(&url);
+    let errors: Log = Arc::default();
+    let e2 = errors.clone();
+    c.on_error(move |e| e2.lock().unwrap().push(e.message().to_owned()));
+    let last = tokio::time::timeout(TIMEOUT, c.run()).await.unwrap();
+    assert!(!last.will_reconnect());
+    assert!(
+        entries(&errors)[0].contains("wsevents.v1"),
+        "{:?}",
+        entries(&errors)
+    );
+}
