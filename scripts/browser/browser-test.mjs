@@ -260,8 +260,46 @@ try {
   });
   await other.close();
 
+  // The page's "Topics with history" card: wsevents.v1 on /pubsub through /wsevents.js.
+  // It subscribes to "demo" on load; a message published from the form comes back with
+  // its position; "drop the connection" reconnects and the subscription recovers from
+  // the kept position (recovered=true); the next message follows at the next offset.
+  const demoTopics = await (async () => {
+    const until = (fn, arg) => page.waitForFunction(fn, arg, { timeout: 10_000 });
+    await until(() => window.pubsubDemo && window.pubsubDemo.subscribed.length >= 1);
+    await page.fill("#topics-input", "hello, history");
+    await page.click("#topics-publish");
+    await until(() => window.pubsubDemo.received.length >= 1 && window.pubsubDemo.published.length >= 1);
+    await page.click("#topics-drop");
+    await until(() => window.pubsubDemo.subscribed.length >= 2);
+    await page.fill("#topics-input", "after the drop");
+    await page.press("#topics-input", "Enter");
+    await until(() => window.pubsubDemo.received.length >= 2 && window.pubsubDemo.published.length >= 2);
+    return page.evaluate(() => window.pubsubDemo);
+  })().catch((error) => ({ error: String(error) }));
+  check("topics card: publish, see it with its position, drop the connection, recovered=true, next offset", () => {
+    assert.equal(demoTopics.error, undefined);
+    const [first, second] = demoTopics.subscribed;
+    assert.equal(first.since, null);
+    assert.equal(first.recovered, false);
+    assert.deepEqual(demoTopics.received.map((r) => r.data), ["hello, history", "after the drop"]);
+    const [one, two] = demoTopics.received;
+    assert.deepEqual(demoTopics.published, [
+      { data: one.data, epoch: one.epoch, offset: one.offset },
+      { data: two.data, epoch: two.epoch, offset: two.offset },
+    ]);
+    assert.equal(two.epoch, one.epoch);
+    assert.equal(two.offset, one.offset + 1);
+    assert.deepEqual(second.since, { epoch: one.epoch, offset: one.offset });
+    assert.equal(second.recovered, true);
+    assert.equal(demoTopics.opens, 2);
+    assert.deepEqual(demoTopics.errors, []);
+  });
+
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(`info  screenshot: ${screenshot}`);
+
+  if (process.env.FAILOVER_A) await failover();
 } finally {
   await context.close();
 }
@@ -271,3 +309,164 @@ if (failed) {
   process.exit(1);
 }
 console.log("every seed example behaved as the seed says in Chromium");
+
+// Failover through /wsevents.js: two `serve` processes on one Redis (FAILOVER_A,
+// FAILOVER_B; FAILOVER_A_PID). A page loads the module from A and subscribes with the
+// URL list [A, B]; a second page publishes N numbered messages through B at a steady
+// rate, and a third publishes M through [A, B] on another topic; A is killed (SIGKILL)
+// once the subscriber has half of the N. The subscriber must reconnect to B, recover
+// (recovered=true), and have every message exactly once, in order, at the position its
+// publisher was given; the third page's publishes, cut off by the kill, are re-sent
+// with their keys to B and stored once each.
+async function failover() {
+  const n = Number(process.env.FAILOVER_MESSAGES || 2000);
+  const rate = Number(process.env.FAILOVER_RATE || 400); // messages per second
+  const m = Math.floor(n / 2);
+  const [httpA, httpB] = [process.env.FAILOVER_A, process.env.FAILOVER_B];
+  const pidA = Number(process.env.FAILOVER_A_PID);
+  const [wsA, wsB] = [httpA, httpB].map((u) => u.replace(/^http/, "ws") + "/pubsub");
+  const run = Date.now().toString(36);
+  const topic = `failover-${run}`;
+  const topic2 = `failover-keys-${run}`;
+
+  const open = async (origin) => {
+    const p = await context.newPage();
+    p.on("pageerror", (error) => {
+      failed = true;
+      console.log(`FAIL  uncaught exception in a failover page: ${error}`);
+    });
+    // The module's own URL: a page on that origin, nothing else running in it.
+    await p.goto(origin + "/wsevents.js");
+    return p;
+  };
+  const sub = await open(httpA);
+  await sub.evaluate(
+    async ([urls, topics]) => {
+      const { WseventsClient } = await import("/wsevents.js");
+      const s = (window.s = { got: {}, events: [] });
+      const client = (window.client = new WseventsClient(urls));
+      for (const t of topics) s.got[t] = [];
+      client.addEventListener("publication", (e) => {
+        const d = e.detail;
+        s.got[d.topic].push([d.epoch, d.offset, d.data]);
+      });
+      for (const type of ["open", "close", "subscribed"]) {
+        client.addEventListener(type, (e) => s.events.push({ type, at: Date.now(), ...e.detail }));
+      }
+      await Promise.all(topics.map((t) => client.subscribe(t)));
+    },
+    [[wsA, wsB], [topic, topic2]],
+  );
+
+  // publisher(urls, topic, count, rate): publishes "0", "1", ... at `rate` per second;
+  // window.p: {sent, done, positions[k] = [epoch, offset], errors}.
+  const publisher = async (page, urls, t, count, perSecond) =>
+    page.evaluate(
+      async ([urls, t, count, perSecond]) => {
+        const { WseventsClient } = await import("/wsevents.js");
+        const client = (window.client = new WseventsClient(urls));
+        const p = (window.p = { sent: 0, done: 0, positions: new Array(count), errors: [] });
+        const start = Date.now();
+        const timer = setInterval(() => {
+          const due = Math.min(count, Math.floor(((Date.now() - start) * perSecond) / 1000) + 1);
+          while (p.sent < due) {
+            const k = p.sent++;
+            client.publish(t, String(k)).then(
+              (pos) => {
+                p.positions[k] = [pos.epoch, pos.offset];
+                p.done++;
+              },
+              (error) => p.errors.push(`${k}: ${error.code} ${error.message}`),
+            );
+          }
+          if (p.sent === count) clearInterval(timer);
+        }, 5);
+      },
+      [urls, t, count, perSecond],
+    );
+  const pubB = await open(httpB);
+  const pubAB = await open(httpA);
+  const started = Date.now();
+  await publisher(pubB, [wsB], topic, n, rate);
+  await publisher(pubAB, [wsA, wsB], topic2, m, rate / 2);
+
+  await sub.waitForFunction((want) => window.s.got[Object.keys(window.s.got)[0]].length >= want, n / 2, {
+    timeout: 60_000,
+    polling: 5,
+  });
+  const killedAt = Date.now();
+  process.kill(pidA, "SIGKILL");
+  const receivedAtKill = await sub.evaluate((t) => window.s.got[t].length, topic);
+
+  const settle = async (p, want, what) =>
+    p
+      .waitForFunction((want) => window.p.done + window.p.errors.length >= want, want, { timeout: 60_000 })
+      .catch(() => console.log(`info  ${what}: not all publishes answered in 60 s`));
+  await settle(pubB, n, "publisher on B");
+  await settle(pubAB, m, "publisher on [A, B]");
+  await sub
+    .waitForFunction(
+      ([t, n, t2, m]) => window.s.got[t].length >= n && window.s.got[t2].length >= m,
+      [topic, n, topic2, m],
+      { timeout: 60_000 },
+    )
+    .catch(() => {});
+  await new Promise((r) => setTimeout(r, 500)); // room for a late duplicate to show
+  const s = await sub.evaluate(() => ({ ...window.s, stats: window.client.stats }));
+  const pB = await pubB.evaluate(() => window.p);
+  const pAB = await pubAB.evaluate(() => ({ ...window.p, stats: window.client.stats }));
+  const elapsed = Date.now() - started;
+
+  const opens = s.events.filter((e) => e.type === "open");
+  const closes = s.events.filter((e) => e.type === "close");
+  const subscribed = s.events.filter((e) => e.type === "subscribed" && e.topic === topic);
+  const reopen = opens[1];
+  const drop = closes[0];
+  const resub = subscribed[1];
+  const got = s.got[topic];
+  const recoveredCount = resub ? got.filter(([, o]) => o > resub.since.offset && o <= resub.offset).length : 0;
+  console.log(
+    `info  failover: ${n} messages at ${rate}/s through B (and ${m} through [A, B]), A killed (SIGKILL) ` +
+      `after ${receivedAtKill} received; ${got.length} received in ${elapsed} ms; ` +
+      `close ${drop ? drop.code : "-"} -> open on ${reopen ? reopen.url : "-"} in ` +
+      `${reopen && drop ? reopen.at - drop.at : "-"} ms (kill to open ${reopen ? reopen.at - killedAt : "-"} ms, ` +
+      `backoff ${drop ? drop.delay : "-"} ms); recovered=${resub ? resub.recovered : "-"} ` +
+      `(${recoveredCount} from history, since offset ${resub ? resub.since.offset : "-"} to ${resub ? resub.offset : "-"}); ` +
+      `repeats dropped ${s.stats.repeats}, holes ${s.stats.holes}; publishes re-sent with their keys by the [A, B] page ${pAB.stats.resent}`,
+  );
+
+  check(`failover: the subscriber reconnected to B after A's SIGKILL and recovered (recovered=true)`, () => {
+    assert.equal(opens.length, 2, `opens: ${JSON.stringify(opens)}`);
+    assert.equal(opens[0].url, wsA);
+    assert.equal(reopen.url, wsB);
+    assert.equal(reopen.reconnect, true);
+    assert.equal(drop.willReconnect, true);
+    assert.equal(subscribed.length, 2, `subscribed: ${JSON.stringify(subscribed)}`);
+    assert.equal(subscribed[0].recovered, false);
+    assert.equal(subscribed[0].since, null);
+    assert.equal(resub.recovered, true);
+  });
+  check(`failover: ${n} messages published through B, every one received exactly once, in order`, () => {
+    assert.deepEqual(pB.errors, []);
+    assert.equal(pB.done, n);
+    assert.equal(got.length, n, `received ${got.length} of ${n}`);
+    const epoch = got[0][0];
+    got.forEach(([e, o, data], k) => {
+      assert.equal(data, String(k), `message ${k} is ${data}`);
+      assert.equal(e, epoch);
+      assert.equal(o, got[0][1] + k, `message ${k} at offset ${o}`);
+      assert.deepEqual([e, o], pB.positions[k], `message ${k}: received at ${e}:${o}, published at ${pB.positions[k]}`);
+    });
+  });
+  check(`failover: ${m} publishes through [A, B], cut off by the kill, stored once each (keys), in order`, () => {
+    assert.deepEqual(pAB.errors, []);
+    assert.equal(pAB.done, m);
+    const got2 = s.got[topic2];
+    assert.deepEqual(
+      got2.map(([, , data]) => data),
+      Array.from({ length: m }, (_, k) => String(k)),
+    );
+    got2.forEach(([e, o], k) => assert.deepEqual([e, o], pAB.positions[k], `message ${k}`));
+  });
+  for (const p of [sub, pubB, pubAB]) await p.close();
+}
