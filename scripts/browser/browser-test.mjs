@@ -296,6 +296,61 @@ try {
     assert.deepEqual(demoTopics.errors, []);
   });
 
+  // wsevents.js itself, on this server: a relative URL, binary data both ways (base64
+  // on the wire), errors as rejections, the bounded queue while offline, close().
+  const api = await page
+    .evaluate(async () => {
+      const { WseventsClient } = await import("/wsevents.js");
+      const out = {};
+      const client = new WseventsClient("/pubsub");
+      const t = "api-" + Math.random().toString(36).slice(2);
+      const got = [];
+      client.addEventListener("publication", (e) => got.push(e.detail));
+      await client.subscribe(t);
+      const one = await client.publish(t, new Uint8Array([0, 1, 2, 127, 128, 255]));
+      const two = await client.publish(t, "text");
+      for (let i = 0; got.length < 2 && i < 500; i++) await new Promise((r) => setTimeout(r, 10));
+      out.url = client.url;
+      out.binary = {
+        arrayBuffer: got[0].data instanceof ArrayBuffer,
+        bytes: Array.from(new Uint8Array(got[0].data)),
+        flag: got[0].binary,
+      };
+      out.text = [got[1].data, got[1].binary];
+      out.offsets = [one.offset, two.offset, got[0].offset, got[1].offset];
+      out.positions = client.positions()[t];
+      out.epoch = one.epoch;
+      out.badTopic = await client.publish("x".repeat(300), "no").then(() => "resolved", (e) => e.code);
+      client.close();
+      // Nothing listens there: publishes wait, the third is past maxQueued.
+      const offline = new WseventsClient("ws://127.0.0.1:9/pubsub", { maxQueued: 2, initialDelay: 50 });
+      const waiting = [offline.publish(t, "1"), offline.publish(t, "2")];
+      out.full = await offline.publish(t, "3").then(() => "resolved", (e) => e.code);
+      offline.close();
+      out.closed = (await Promise.allSettled(waiting)).map((r) => `${r.status}:${r.reason && r.reason.code}`);
+      try {
+        new WseventsClient("ftp://127.0.0.1/");
+        out.badUrl = "accepted";
+      } catch (e) {
+        out.badUrl = e.name;
+      }
+      return out;
+    })
+    .catch((error) => ({ error: String(error) }));
+  check("wsevents.js: a relative URL, binary data as an ArrayBuffer, errors, the bounded offline queue", () => {
+    assert.equal(api.error, undefined);
+    assert.equal(api.url, wsBase + "/pubsub");
+    assert.deepEqual(api.binary, { arrayBuffer: true, bytes: [0, 1, 2, 127, 128, 255], flag: true });
+    assert.deepEqual(api.text, ["text", false]);
+    const [a, b, c, d] = api.offsets;
+    assert.deepEqual([b, c, d], [a + 1, a, a + 1]);
+    assert.deepEqual(api.positions, { epoch: api.epoch, offset: b });
+    assert.equal(api.badTopic, "bad_topic");
+    assert.equal(api.full, "queue_full");
+    assert.deepEqual(api.closed, ["rejected:closed", "rejected:closed"]);
+    assert.equal(api.badUrl, "TypeError");
+  });
+
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(`info  screenshot: ${screenshot}`);
 

@@ -3,6 +3,7 @@
 //
 //   import { WseventsClient } from "/wsevents.js";
 //
+//   // ws(s): URLs, or relative to the page ("/pubsub"); a bad one throws a TypeError.
 //   const client = new WseventsClient(["ws://a.example/pubsub", "ws://b.example/pubsub"], {
 //     initialDelay: 500,  // ms: the first reconnect waits at most this long
 //     maxDelay: 20000,    // ms: no reconnect waits longer
@@ -121,7 +122,7 @@ export class WseventsClient extends EventTarget {
    */
   constructor(urls, options = {}) {
     super();
-    this.#urls = Array.isArray(urls) ? [...urls] : [urls];
+    this.#urls = (Array.isArray(urls) ? urls : [urls]).map(socketUrl);
     if (this.#urls.length === 0) throw new TypeError("WseventsClient: no URL");
     this.#options = { ...DEFAULTS, ...options };
     this.#keyPrefix = randomHex(8);
@@ -256,18 +257,8 @@ export class WseventsClient extends EventTarget {
     if (this.#ended) return;
     const url = this.#urls[this.#next % this.#urls.length];
     this.#next++;
-    let ws;
-    try {
-      ws = new WebSocket(url, PROTOCOL);
-    } catch (error) {
-      // A malformed URL: the caller's fault, for good.
-      this.#ended = true;
-      this.#fail("bad_url", String(error));
-      this.#dispatch("close", {
-        url, code: 1002, reason: String(error), wasClean: false, opened: false, willReconnect: false, delay: null,
-      });
-      return;
-    }
+    // The URLs were checked by the constructor.
+    const ws = new WebSocket(url, PROTOCOL);
     this.#ws = ws;
     let opened = false;
     this.#openTimer = setTimeout(() => ws.close(), this.#options.openTimeout);
@@ -482,6 +473,23 @@ export class WseventsClient extends EventTarget {
   #dispatch(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+// A WebSocket URL from `url`: absolute, or relative to the page ("/pubsub"); http(s)
+// becomes ws(s). Anything else is the caller's mistake: a TypeError, at once.
+function socketUrl(url) {
+  const base = typeof location !== "undefined" ? location.href : undefined;
+  let u;
+  try {
+    u = new URL(String(url), base);
+  } catch {
+    throw new TypeError(`WseventsClient: not a URL: ${url}`);
+  }
+  if (u.protocol === "http:") u.protocol = "ws:";
+  else if (u.protocol === "https:") u.protocol = "wss:";
+  if (u.protocol !== "ws:" && u.protocol !== "wss:") throw new TypeError(`WseventsClient: not a WebSocket URL: ${url}`);
+  if (u.hash) throw new TypeError(`WseventsClient: a WebSocket URL has no fragment: ${url}`);
+  return u.href;
 }
 
 // ---- base64 (RFC 4648, with padding), over bytes ----
