@@ -10,6 +10,7 @@
 // Chromium must also have negotiated permessage-deflate (ws.extensions), so every
 // example's messages went through the compressor and decompressor of both sides.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import { chromium } from "playwright-core";
 
@@ -72,6 +73,16 @@ function check(name, fn) {
     console.log(`FAIL  ${name}\n      ${error.message.split("\n").join("\n      ")}`);
   }
 }
+
+// The module the server serves is this tree's (a stale binary would serve another).
+const served = await fetch(base + "/wsevents.js");
+const module = readFileSync(new URL("../../crates/wsevents-cli/assets/wsevents.js", import.meta.url), "utf8");
+check("GET /wsevents.js: text/javascript, this tree's crates/wsevents-cli/assets/wsevents.js", () => {
+  assert.equal(served.status, 200);
+  assert.equal(served.headers.get("content-type"), "text/javascript; charset=utf-8");
+});
+const servedText = await served.text();
+check("GET /wsevents.js: the body is the file", () => assert.ok(servedText === module, "another wsevents.js"));
 
 try {
   const page = await context.newPage();
