@@ -10,7 +10,8 @@
 // Chromium must also have negotiated permessage-deflate (ws.extensions), so every
 // example's messages went through the compressor and decompressor of both sides.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { chromium } from "playwright-core";
 
@@ -534,5 +535,104 @@ async function failover() {
     );
     got2.forEach(([e, o], k) => assert.deepEqual([e, o], pAB.positions[k], `message ${k}`));
   });
+  if (process.env.REDIS_PID && process.env.REDIS_SERVER && got.length) await redisLost(sub, pubB, topic, got[got.length - 1]);
   for (const p of [sub, pubB, pubAB]) await p.close();
+}
+
+// Redis dies (SIGKILL) and comes back empty, under the failover's subscriber and its
+// publisher (both on B now). A publish during the outage is answered `unavailable` and
+// re-sent with its key until Redis is back; the topic has a new epoch, so the subscriber
+// is told recovered=false (from its position in the old epoch) and then receives every
+// later publication once, in order.
+async function redisLost(sub, pub, topic, [oldEpoch, oldOffset]) {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const port = Number(process.env.REDIS_PORT);
+  process.kill(Number(process.env.REDIS_PID), "SIGKILL");
+  const killedAt = Date.now();
+  await pub.evaluate((t) => {
+    const d = (window.during = { errors: [], pos: null, failed: null });
+    window.client.addEventListener("error", (e) => d.errors.push(e.detail));
+    window.client.publish(t, "during the outage").then(
+      (p) => (d.pos = p),
+      (e) => (d.failed = `${e.code}: ${e.message}`),
+    );
+  }, topic);
+  await pub.waitForFunction(() => window.during.errors.length > 0, null, { timeout: 10_000 }).catch(() => {});
+  await sleep(1000);
+  const redis = spawn(
+    process.env.REDIS_SERVER,
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    { stdio: "ignore", detached: true },
+  );
+  redis.unref();
+  writeFileSync(process.env.REDIS_RESTARTED_PID_FILE, String(redis.pid));
+  const restartedAt = Date.now();
+  await pub
+    .waitForFunction(() => window.during.pos || window.during.failed, null, { timeout: 30_000 })
+    .catch(() => {});
+  const during = await pub.evaluate(() => window.during);
+  const storedAt = Date.now();
+
+  // The subscriber learns of the new epoch from a publication in it: probes, one at a
+  // time, until it has resubscribed in the new epoch.
+  const resubscribed = () =>
+    sub.evaluate(
+      ([t, e]) => window.s.events.find((x) => x.type === "subscribed" && x.topic === t && x.epoch !== e) || null,
+      [topic, oldEpoch],
+    );
+  let told = await resubscribed();
+  let probes = 0;
+  for (; !told && probes < 50; probes++) {
+    await pub.evaluate((t) => window.client.publish(t, "probe"), topic).catch(() => {});
+    await sleep(100);
+    told = await resubscribed();
+  }
+  const count = 20;
+  const after = await pub
+    .evaluate(
+      async ([t, count]) => {
+        const positions = [];
+        for (let k = 0; k < count; k++) {
+          const p = await window.client.publish(t, `after ${k}`);
+          positions.push([p.epoch, p.offset]);
+        }
+        return positions;
+      },
+      [topic, count],
+    )
+    .catch((error) => ({ error: String(error) }));
+  await sub
+    .waitForFunction(
+      ([t, count]) => window.s.got[t].filter(([, , d]) => d.startsWith("after ")).length >= count,
+      [topic, count],
+      { timeout: 10_000 },
+    )
+    .catch(() => {});
+  await sleep(300);
+  const received = await sub.evaluate((t) => window.s.got[t].filter(([, , d]) => d !== "probe" && !/^\d+$/.test(d)), topic);
+  const unavailable = during.errors.filter((e) => e.code === "unavailable").length;
+  console.log(
+    `info  Redis lost: killed, started again empty after ${restartedAt - killedAt} ms; the publish during the outage ` +
+      `answered unavailable ${unavailable} time(s), stored ${storedAt - restartedAt} ms after the restart at ` +
+      `${during.pos ? `${during.pos.epoch}:${during.pos.offset}` : during.failed}; the subscriber, at ${oldEpoch}:${oldOffset}, ` +
+      `told ${told ? `recovered=${told.recovered} at ${told.epoch}:${told.offset}` : "nothing"} after ${probes} probe(s); ` +
+      `then ${received.filter(([, , d]) => d.startsWith("after ")).length} of ${count} later messages`,
+  );
+  check("Redis lost and back empty: a publish meanwhile is retried on unavailable (same key) and stored in a new epoch", () => {
+    assert.equal(during.failed, null);
+    assert.ok(unavailable >= 1, `errors: ${JSON.stringify(during.errors)}`);
+    assert.ok(during.pos, "never stored");
+    assert.notEqual(during.pos.epoch, oldEpoch);
+  });
+  check("Redis lost and back empty: the subscriber is told recovered=false, then gets every later message once, in order", () => {
+    assert.ok(told, "no subscribed answer in a new epoch");
+    assert.equal(told.recovered, false);
+    assert.deepEqual(told.since, { epoch: oldEpoch, offset: oldOffset });
+    assert.equal(after.error, undefined);
+    const later = received.filter(([, , d]) => d.startsWith("after "));
+    assert.deepEqual(
+      later.map(([e, o, d]) => [e, o, d]),
+      after.map(([e, o], k) => [e, o, `after ${k}`]),
+    );
+  });
 }

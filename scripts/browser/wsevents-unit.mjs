@@ -170,10 +170,12 @@ test("a dropped connection: backoff, the next URL, subscriptions from the kept p
 });
 
 test("unavailable: the publish is retried with the same key after a delay; a non-temporary error rejects", async () => {
-  const { client, ws } = start();
+  const { client, ws, of } = start();
   const answered = client.publish("t", "x");
   const first = ws.last();
   ws.recv({ id: first.id, op: "error", code: "unavailable", message: "Redis is unreachable", temporary: true });
+  const told = of("error")[0];
+  assert.deepEqual([told.code, told.temporary, told.key], ["unavailable", true, first.key]);
   await until(() => ws.sent.length === 2, "a retry");
   const retry = ws.last();
   assert.equal(retry.key, first.key);

@@ -19,7 +19,8 @@
 //   client.addEventListener("open", (e) => e.detail);       // {url, reconnect}
 //   client.addEventListener("close", (e) => e.detail);      // {url, code, reason, wasClean, opened,
 //                                                           //  willReconnect, delay}
-//   client.addEventListener("error", (e) => e.detail);      // {code, message, temporary, topic}
+//   client.addEventListener("error", (e) => e.detail);      // {code, message, temporary, topic}:
+//                            // a subscribe's error, or a publish retried (+ key, delay)
 //
 //   await client.subscribe("news");                         // from now on
 //   client.subscribe("news", { since: { epoch, offset } }); // and everything after a position
@@ -426,14 +427,17 @@ export class WseventsClient extends EventTarget {
       if (!entry) return;
       entry.id = 0;
       if (temporary) {
-        // Same key, after a delay; on the connection open then.
+        // Same key, after a delay; on the connection open then. Told as an "error"
+        // event (the promise stays pending).
+        const delay = this.#backoff(entry.attempt++);
         entry.retry = setTimeout(() => {
           entry.retry = null;
           if (this.connected && this.#publishes.has(entry.key)) {
             this.#stats.resent++;
             this.#sendPublish(entry);
           }
-        }, this.#backoff(entry.attempt++));
+        }, delay);
+        this.#dispatch("error", { code, message, temporary, topic: entry.topic, key: entry.key, delay });
       } else {
         this.#publishes.delete(req.key);
         entry.reject(new WseventsError(code, message, false));
