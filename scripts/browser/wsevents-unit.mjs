@@ -169,6 +169,21 @@ test("a dropped connection: backoff, the next URL, subscriptions from the kept p
   client.close();
 });
 
+test("reconnect(): closes with 4000 and opens the next URL at once, subscriptions recovered", () => {
+  const { client, ws, of } = start();
+  client.subscribe("t");
+  ws.recv({ id: ws.last().id, op: "subscribed", topic: "t", recovered: false, epoch: "e1", offset: 4 });
+  client.reconnect();
+  assert.equal(ws.closedWith, 4000);
+  const close = of("close")[0];
+  assert.deepEqual([close.code, close.opened, close.willReconnect, close.delay], [4000, true, true, 0]);
+  assert.equal(sockets.length, 2);
+  assert.equal(sockets[1].url, URLS[1]);
+  sockets[1].open();
+  assert.deepEqual(sockets[1].last().since, { epoch: "e1", offset: 4 });
+  client.close();
+});
+
 test("unavailable: the publish is retried with the same key after a delay; a non-temporary error rejects", async () => {
   const { client, ws, of } = start();
   const answered = client.publish("t", "x");

@@ -224,10 +224,11 @@ export class WseventsClient extends EventTarget {
     if (this.#ended) return;
     if (this.#ws) {
       const ws = this.#ws;
+      const opened = ws.readyState === WebSocket.OPEN;
       this.#detach(ws);
       ws.close(4000, "reconnect");
       this.#dispatch("close", {
-        url: ws.url, code: 4000, reason: "reconnect", wasClean: true, opened: true, willReconnect: true, delay: 0,
+        url: ws.url, code: 4000, reason: "reconnect", wasClean: opened, opened, willReconnect: true, delay: 0,
       });
     }
     this.#reconnectNow();
