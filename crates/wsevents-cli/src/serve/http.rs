@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  request ─┬─ Upgrade: websocket ─► Lifecycle::upgrade (503 past the cap) ─► 101 + a task
-//!           ├─ the page, a file (--dir) ─► 200
+//!           ├─ the page, /wsevents.js, a file (--dir) ─► 200
 //!           └─ otherwise ─► 404, 405, or 426 on a WebSocket path
 //! ```
 //!
@@ -15,12 +15,18 @@
 //! before hyper.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
+use http::header::{
+    ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue,
+    UPGRADE,
+};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 
 /// The demo page, embedded in the binary.
 pub(super) const DEMO_PAGE: &str = include_str!("../../assets/demo.html");
+
+/// The browser's wsevents.v1 client (an ES module, docs/protocol.md), at `/wsevents.js`.
+pub(super) const CLIENT_MODULE: &str = include_str!("../../assets/wsevents.js");
 
 /// The largest request head read (431 past it).
 pub(super) const MAX_HEAD: usize = 16 * 1024;
@@ -67,6 +73,18 @@ pub(super) fn respond_plain(method: &Method, path: &str, demo: bool) -> Response
     }
     match (demo, path) {
         (true, "/" | "/index.html") => plain(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE),
+        (true, "/wsevents.js") => {
+            let mut response = plain(
+                StatusCode::OK,
+                "text/javascript; charset=utf-8",
+                CLIENT_MODULE,
+            );
+            // A module imported from another origin needs CORS; the file is public.
+            response
+                .headers_mut()
+                .insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            response
+        }
         (true, "/favicon.ico") => plain(StatusCode::NO_CONTENT, "text/plain", ""),
         (true, "/ws" | "/chat") | (false, _) => {
             let mut response = plain(
@@ -108,6 +126,22 @@ mod tests {
         assert!(is_upgrade(&upgrade));
         assert_eq!(respond_plain(&Method::GET, "/", true).status(), 200);
         assert_eq!(respond_plain(&Method::GET, "/", false).status(), 426);
+    }
+
+    #[test]
+    fn serves_the_client_module() {
+        let module = respond_plain(&Method::GET, "/wsevents.js", true);
+        assert_eq!(module.status(), 200);
+        assert_eq!(
+            module.headers()[CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(module.headers()["access-control-allow-origin"], "*");
+        assert!(CLIENT_MODULE.contains("export class WseventsClient"));
+        assert_eq!(
+            respond_plain(&Method::GET, "/wsevents.js", false).status(),
+            426
+        );
     }
 
     #[test]
