@@ -450,3 +450,45 @@ async fn a_server_that_does_not_speak_wsevents_v1_ends_it() {
         entries(&errors)
     );
 }
+
+#[tokio::test]
+async fn publishes_refused_together_are_retried_together_in_order() {
+    let (node, mut rx) = scripted(listen("127.0.0.1:0").await);
+    let c = client(&node.url());
+    let driver = c.clone();
+    tokio::spawn(async move { driver.run().await });
+    let answers: Vec<_> = (0..20)
+        .map(|i| tokio::spawn(c.publish("t", format!("m{i}"))))
+        .collect();
+    let mut first = Vec::new();
+    for _ in 0..20 {
+        first.push(next_publish(&mut rx).await);
+    }
+    // The broker is down for all of them.
+    for (_, replies, id, _) in first.iter().rev() {
+        let unavailable = Reply::Error {
+            id: Some(*id),
+            code: ErrorCode::Unavailable,
+            message: "Redis is unreachable".into(),
+        };
+        replies.send(unavailable.to_json()).unwrap();
+    }
+    let mut again = Vec::new();
+    for _ in 0..20 {
+        again.push(next_publish(&mut rx).await);
+    }
+    let ids = |list: &[(usize, Replies, u64, String)]| -> Vec<u64> {
+        list.iter().map(|(_, _, id, _)| *id).collect()
+    };
+    assert_eq!(
+        ids(&again),
+        ids(&first),
+        "one retry, in the order of the calls"
+    );
+    for (offset, (_, replies, id, _)) in again.iter().enumerate() {
+        replies.send(published(*id, offset as u64 + 1)).unwrap();
+    }
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.await.unwrap().unwrap().offset(), i as u64 + 1);
+    }
+}

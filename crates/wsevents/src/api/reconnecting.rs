@@ -491,6 +491,17 @@ impl ReconnectingWebSocket {
         Ok(())
     }
 
+    /// Send on the open connection only: [`Error::InvalidState`] while there is none,
+    /// and nothing is queued (for a protocol on top that re-sends what matters itself
+    /// on every open, so that nothing from the offline queue overtakes it).
+    pub(crate) fn send_if_open(&self, data: impl IntoMessage) -> Result<()> {
+        let state = self.state();
+        match (&state.current, state.open) {
+            (Some(ws), true) => ws.send(data),
+            _ => Err(Error::InvalidState),
+        }
+    }
+
     /// Close for good, with no status code: the open connection starts its closing
     /// handshake, an attempt in progress is abandoned, no other is made. Does nothing
     /// when already closed.

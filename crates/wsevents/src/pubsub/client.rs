@@ -95,8 +95,8 @@ struct Pending {
     topic: String,
     data: Message,
     key: String,
-    /// Temporary failures in a row (the retry's backoff).
-    failures: u32,
+    /// Refused with a temporary error: waits for the next retry (or open).
+    refused: bool,
     answer: oneshot::Sender<Result<Position>>,
 }
 
@@ -113,6 +113,10 @@ struct State {
     publishes: BTreeMap<u64, Pending>,
     /// The bound on `publishes`.
     max_pending: usize,
+    /// Temporary publish errors in a row (the retry's backoff); reset by an answer.
+    publish_failures: u32,
+    /// A retry of the refused publishes is scheduled.
+    retry_scheduled: bool,
 }
 
 struct Shared {
@@ -199,6 +203,8 @@ impl Client {
                 topics: BTreeMap::new(),
                 publishes: BTreeMap::new(),
                 max_pending,
+                publish_failures: 0,
+                retry_scheduled: false,
             }),
             handlers: Mutex::new(Handlers::default()),
         });
@@ -285,7 +291,7 @@ impl Client {
                 id,
                 topic: topic.to_owned(),
             };
-            let _ = self.inner.ws.send(request.to_json());
+            let _ = self.inner.ws.send_if_open(request.to_json());
         }
     }
 
@@ -321,7 +327,7 @@ impl Client {
             topic: topic.to_owned(),
             data: data.into_message(),
             key,
-            failures: 0,
+            refused: false,
             answer,
         };
         if state.open {
@@ -378,6 +384,9 @@ impl Client {
             let topics: Vec<String> = state.topics.keys().cloned().collect();
             for topic in topics {
                 self.send_subscribe(&mut state, &topic);
+            }
+            for pending in state.publishes.values_mut() {
+                pending.refused = false;
             }
             for (id, pending) in &state.publishes {
                 self.send_publish(*id, pending);
@@ -495,6 +504,7 @@ impl Client {
             }
             Reply::Published { id, position, .. } => {
                 let pending = state.publishes.remove(&id)?;
+                state.publish_failures = 0;
                 let _ = pending.answer.send(Ok(position));
                 None
             }
@@ -507,9 +517,15 @@ impl Client {
                 };
                 if state.publishes.contains_key(&id) {
                     if code.is_temporary() {
-                        let pending = state.publishes.get_mut(&id)?;
-                        pending.failures += 1;
-                        self.retry_later(Retry::Publish(id), pending.failures);
+                        // One retry for every publish refused meanwhile, re-sent in the
+                        // order of the calls: a burst refused together (the broker
+                        // down) is stored in order when it comes back.
+                        state.publishes.get_mut(&id)?.refused = true;
+                        if !state.retry_scheduled {
+                            state.retry_scheduled = true;
+                            state.publish_failures += 1;
+                            self.retry_later(Retry::Publishes, state.publish_failures);
+                        }
                         return None;
                     }
                     let pending = state.publishes.remove(&id)?;
@@ -550,7 +566,7 @@ impl Client {
             since,
         };
         // Refused only when the connection is going: the next open sends it again.
-        let _ = self.inner.ws.send(request.to_json());
+        let _ = self.inner.ws.send_if_open(request.to_json());
     }
 
     fn send_publish(&self, id: u64, pending: &Pending) {
@@ -560,8 +576,10 @@ impl Client {
             data: pending.data.clone(),
             key: Some(pending.key.clone()),
         };
-        // Refused only when the connection is going: the next open sends it again.
-        let _ = self.inner.ws.send(request.to_json());
+        // Refused only when the connection is going (or gone: then not queued behind
+        // the offline queue, which could overtake older publishes): the next open
+        // sends it again, after the older ones.
+        let _ = self.inner.ws.send_if_open(request.to_json());
     }
 
     /// After a temporary error: try again after a full-jitter backoff, if still
@@ -576,12 +594,17 @@ impl Client {
             with(&weak, |c| {
                 let mut state = c.state();
                 if !state.open {
+                    // The next open re-sends everything pending anyway.
+                    state.retry_scheduled = false;
                     return;
                 }
                 match what {
-                    Retry::Publish(id) => {
-                        if let Some(pending) = state.publishes.get(&id) {
-                            c.send_publish(id, pending);
+                    Retry::Publishes => {
+                        state.retry_scheduled = false;
+                        for (id, pending) in state.publishes.iter_mut() {
+                            if std::mem::take(&mut pending.refused) {
+                                c.send_publish(*id, pending);
+                            }
                         }
                     }
                     Retry::Subscribe(topic) => {
@@ -615,7 +638,8 @@ impl Client {
 
 /// What a retry after a temporary error re-sends.
 enum Retry {
-    Publish(u64),
+    /// Every publish refused since the last retry, in the order of the calls.
+    Publishes,
     Subscribe(String),
 }
 
