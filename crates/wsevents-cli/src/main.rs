@@ -132,7 +132,7 @@ enum Command {
     /// Publish to a topic of a wsevents.v1 server: MESSAGE, or each line of stdin
     ///
     /// Each line of standard input is one message, published in order (up to 256
-    /// unanswered at once). A publish not answered when a connection is lost is sent
+    /// unanswered at once; --pipeline 1 waits for each answer). A publish not answered when a connection is lost is sent
     /// again, with the same idempotency key, on the next one: no line is lost or
     /// stored twice. Exits 0 once every message is stored (--positions prints where,
     /// one line each, in input order), 1 if one is refused or the client is closed for

@@ -8,9 +8,13 @@
 //!   (subscribed, recovered or not, connection lost, reconnected) go to stderr, so
 //!   stdout carries data only.
 //! - `pub` publishes MESSAGE, or each line of standard input as one message, in order,
-//!   with up to [`WINDOW`] unanswered at once; it exits 0 once every one is answered.
-//!   A line is never lost or stored twice across a reconnect: each keeps its key until
-//!   the server answers.
+//!   with up to [`WINDOW`] unanswered at once (`--pipeline`); it exits 0 once every one
+//!   is answered. A line is never lost or stored twice across a reconnect: each keeps
+//!   its key until the server answers. The order holds across reconnects (the
+//!   unanswered ones are sent again oldest first) and across a burst of temporary
+//!   errors (retried together, in order); only a temporary error on one line while a
+//!   later one, already in flight, is stored could let the later one first:
+//!   `--pipeline 1` waits for each answer and rules that out too.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -24,9 +28,9 @@ use wsevents::{ClientBuilder, Message, Reconnect};
 
 use crate::Result;
 
-/// The most publishes `pub` keeps unanswered at once (pipelined); the next line waits
-/// for the oldest answer.
-pub(crate) const WINDOW: usize = 256;
+/// The most publishes `pub` keeps unanswered at once by default (`--pipeline`); the
+/// next line waits for the oldest answer.
+pub(crate) const WINDOW: u16 = 256;
 
 /// How the commands connect (shared by `sub` and `pub`).
 #[derive(Debug, clap::Args)]
@@ -89,6 +93,10 @@ pub(crate) struct PubArgs {
     /// Print each publication's position (`EPOCH:OFFSET`), in input order, once stored
     #[arg(long)]
     positions: bool,
+    /// Keep at most N publishes unanswered at once (1: each line waits for the answer to
+    /// the one before, the strictest order, one round trip a line)
+    #[arg(long, value_name = "N", default_value_t = WINDOW, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pipeline: u16,
 }
 
 /// `wsevents sub`: print publications until Ctrl-C, `--count`, or a permanent close.
@@ -171,7 +179,7 @@ async fn publish_all(client: &Client, args: &PubArgs) -> Result<()> {
     }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
-        if window.len() >= WINDOW {
+        if window.len() >= usize::from(args.pipeline) {
             if let Some(oldest) = window.pop_front() {
                 answered(oldest.await)?;
             }

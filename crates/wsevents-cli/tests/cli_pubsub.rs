@@ -175,7 +175,10 @@ fn sub_since_a_position_gets_what_was_published_after_it() {
     let serve = Serve::start(&[]);
     let url = serve.url("/pubsub");
     let lines: Vec<String> = (1..=5).map(|i| format!("m{i}")).collect();
-    let positions = publish(&url, "t", &lines, &[]);
+    // One at a time, each waiting for its answer.
+    let positions = publish(&url, "t", &lines, &["--pipeline", "1"]);
+    let offsets: Vec<u64> = positions.iter().map(|p| position(p).1).collect();
+    assert_eq!(offsets, [1, 2, 3, 4, 5]);
     let (epoch, _) = position(&positions[0]);
     let since = format!("{epoch}:3");
     let mut sub = Client::spawn(&["sub", &url, "t", "--since", &since, "-n", "2"], None);
