@@ -108,6 +108,10 @@ pub(crate) struct Args {
     /// is remembered)
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = positive_seconds)]
     history_ttl: Duration,
+    /// Bytes of payload kept per topic for clients that come back (the oldest go
+    /// first; the latest publication always stays)
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    history_bytes: usize,
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
@@ -305,6 +309,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let history = History {
         size: args.history_size,
         ttl: args.history_ttl,
+        max_bytes: args.history_bytes,
     };
     let hub = match &args.redis {
         None => Hub::builder().history(history).build(),

@@ -44,6 +44,7 @@ fn small(size: usize) -> History {
     History {
         size,
         ttl: Duration::from_secs(60),
+        ..History::default()
     }
 }
 
