@@ -642,7 +642,11 @@ async fn subscriber<S>(
         publish_to.publish(&to, &e.data);
     });
     ws.on_error(|e| tracing::info!(error = %e.message(), "error"));
-    let close = ws.run().await;
+    log_close(&ws.run().await);
+}
+
+/// The end of an event-API connection, in its span.
+fn log_close(close: &wsevents::CloseEvent) {
     tracing::info!(
         code = close.code,
         reason = %close.reason,
@@ -667,13 +671,7 @@ where
     let ws = WebSocket::from_stream(stream, url);
     server.serve(&ws);
     ws.on_error(|e| tracing::info!(error = %e.message(), "error"));
-    let close = ws.run().await;
-    tracing::info!(
-        code = close.code,
-        reason = %close.reason,
-        clean = close.was_clean,
-        "closed"
-    );
+    log_close(&ws.run().await);
 }
 
 /// Log the Redis backend's changes of state (the backend logs the details).

@@ -17,8 +17,7 @@ use redis_server::RedisServer;
 use v1::{Peer, offsets};
 use wsevents::hub::{BackendStatus, History, Hub, Position, RedisBackend, RedisConfig};
 use wsevents::pubsub::PubsubServer;
-use wsevents::pubsub::wire::{ErrorCode, PROTOCOL, Reply};
-use wsevents::{Acceptor, Server};
+use wsevents::pubsub::wire::{ErrorCode, Reply};
 
 /// A node: wsevents.v1 on a hub with history on `redis`; its URL.
 async fn node(redis: &RedisServer, history: History) -> (String, Hub) {
@@ -28,18 +27,7 @@ async fn node(redis: &RedisServer, history: History) -> (String, Hub) {
     };
     let backend = RedisBackend::with_config(&redis.url(), config).unwrap();
     let hub = Hub::builder().history(history).backend(backend).build();
-    let pubsub = PubsubServer::new(hub.clone());
-    let server = Server::builder(Acceptor::new().protocols(&[PROTOCOL]))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let url = format!("ws://{}/pubsub", server.local_addr());
-    tokio::spawn(async move {
-        while let Some(ws) = server.accept().await {
-            pubsub.serve(&ws);
-            tokio::spawn(async move { ws.run().await });
-        }
-    });
+    let url = v1::serve(PubsubServer::new(hub.clone())).await;
     connected(&hub).await;
     (url, hub)
 }
