@@ -108,6 +108,10 @@ pub(crate) struct Args {
     /// is remembered)
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = positive_seconds)]
     history_ttl: Duration,
+    /// Bytes of payload kept per topic for clients that come back (the oldest go
+    /// first; the latest publication always stays)
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    history_bytes: usize,
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
@@ -305,6 +309,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let history = History {
         size: args.history_size,
         ttl: args.history_ttl,
+        max_bytes: args.history_bytes,
     };
     let hub = match &args.redis {
         None => Hub::builder().history(history).build(),
@@ -637,7 +642,11 @@ async fn subscriber<S>(
         publish_to.publish(&to, &e.data);
     });
     ws.on_error(|e| tracing::info!(error = %e.message(), "error"));
-    let close = ws.run().await;
+    log_close(&ws.run().await);
+}
+
+/// The end of an event-API connection, in its span.
+fn log_close(close: &wsevents::CloseEvent) {
     tracing::info!(
         code = close.code,
         reason = %close.reason,
@@ -662,13 +671,7 @@ where
     let ws = WebSocket::from_stream(stream, url);
     server.serve(&ws);
     ws.on_error(|e| tracing::info!(error = %e.message(), "error"));
-    let close = ws.run().await;
-    tracing::info!(
-        code = close.code,
-        reason = %close.reason,
-        clean = close.was_clean,
-        "closed"
-    );
+    log_close(&ws.run().await);
 }
 
 /// Log the Redis backend's changes of state (the backend logs the details).

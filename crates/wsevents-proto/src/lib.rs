@@ -46,7 +46,9 @@ mod role;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Config, Connection, PreparedMessage, State, TransmitQueue};
+pub use connection::{
+    COPIED_PAYLOAD_LEN, Config, Connection, PreparedMessage, State, TransmitQueue,
+};
 pub use error::{Error, ProtocolError, Timeout};
 pub use event::{Closure, Event, Fragment, Initiator, Message, MessageKind, Pong, Utf8Bytes};
 pub use handshake::HandshakeError;

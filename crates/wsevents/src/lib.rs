@@ -67,7 +67,7 @@ mod io {
     pub(crate) mod url;
 }
 
-pub use api::data::{BinaryType, Blob, Data, IntoMessage};
+pub use api::data::{BinaryType, Blob, Data, IntoMessage, MessageRef};
 pub use api::events::{
     CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent, PongEvent,
 };

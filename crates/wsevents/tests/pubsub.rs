@@ -11,32 +11,16 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use v1::{Peer, offsets};
+use wsevents::Message;
 use wsevents::hub::{History, Hub, Position};
 use wsevents::pubsub::PubsubServer;
-use wsevents::pubsub::wire::{ErrorCode, PROTOCOL, Reply};
-use wsevents::{Acceptor, Message, Server};
+use wsevents::pubsub::wire::{ErrorCode, Reply};
 
-/// A server that speaks wsevents.v1 on every path, on a hub with `history`; and the
-/// hub.
+/// A server of wsevents.v1 on a hub with `history` (at most 3 topics per
+/// connection); its URL and the hub.
 async fn start(history: History) -> (String, Hub) {
     let hub = Hub::builder().history(history).build();
-    let pubsub = PubsubServer::new(hub.clone()).max_topics(3);
-    let server = Server::builder(Acceptor::new().protocols(&[PROTOCOL]))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let url = format!("ws://{}/pubsub", server.local_addr());
-    tokio::spawn(async move {
-        while let Some(ws) = server.accept().await {
-            if ws.protocol() == PROTOCOL {
-                pubsub.serve(&ws);
-            } else {
-                // A plain subscriber of the topic "plain" (what serve's /topic/NAME is).
-                let _ = pubsub.hub().subscribe(&ws, "plain");
-            }
-            tokio::spawn(async move { ws.run().await });
-        }
-    });
+    let url = v1::serve(PubsubServer::new(hub.clone()).max_topics(3)).await;
     (url, hub)
 }
 
@@ -44,6 +28,7 @@ fn small(size: usize) -> History {
     History {
         size,
         ttl: Duration::from_secs(60),
+        ..History::default()
     }
 }
 

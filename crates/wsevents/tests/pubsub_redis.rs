@@ -17,8 +17,7 @@ use redis_server::RedisServer;
 use v1::{Peer, offsets};
 use wsevents::hub::{BackendStatus, History, Hub, Position, RedisBackend, RedisConfig};
 use wsevents::pubsub::PubsubServer;
-use wsevents::pubsub::wire::{ErrorCode, PROTOCOL, Reply};
-use wsevents::{Acceptor, Server};
+use wsevents::pubsub::wire::{ErrorCode, Reply};
 
 /// A node: wsevents.v1 on a hub with history on `redis`; its URL.
 async fn node(redis: &RedisServer, history: History) -> (String, Hub) {
@@ -28,18 +27,7 @@ async fn node(redis: &RedisServer, history: History) -> (String, Hub) {
     };
     let backend = RedisBackend::with_config(&redis.url(), config).unwrap();
     let hub = Hub::builder().history(history).backend(backend).build();
-    let pubsub = PubsubServer::new(hub.clone());
-    let server = Server::builder(Acceptor::new().protocols(&[PROTOCOL]))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let url = format!("ws://{}/pubsub", server.local_addr());
-    tokio::spawn(async move {
-        while let Some(ws) = server.accept().await {
-            pubsub.serve(&ws);
-            tokio::spawn(async move { ws.run().await });
-        }
-    });
+    let url = v1::serve(PubsubServer::new(hub.clone())).await;
     connected(&hub).await;
     (url, hub)
 }
@@ -162,6 +150,7 @@ async fn away_past_the_history_in_redis_recovers_nothing() {
     let history = History {
         size: 10,
         ttl: Duration::from_secs(60),
+        ..History::default()
     };
     let (a, _) = node(&redis, history).await;
     let mut p = Peer::connect(&a).await;
@@ -179,10 +168,28 @@ async fn away_past_the_history_in_redis_recovers_nothing() {
         .await;
     assert!(recovered, "45 is within the 10 kept");
     assert_eq!(offsets(&back.pubs(5).await), [46, 47, 48, 49, 50]);
+    // Bytes: 4 KiB of history, 1 KiB publications: the latest 4 kept.
+    let light = History {
+        max_bytes: 4096,
+        ..History::default()
+    };
+    let (d, _) = node(&redis, light).await;
+    let mut p = Peer::connect(&d).await;
+    let mut positions = Vec::new();
+    for _ in 0..10 {
+        positions.push(p.publish("heavy", &"x".repeat(1024), None).await);
+    }
+    let mut back = Peer::connect(&d).await;
+    let (recovered, _) = back.subscribe("heavy", Some(positions[4].clone())).await;
+    assert!(!recovered, "6 of 1 KiB do not fit in 4 KiB");
+    let (recovered, _) = back.subscribe("heavy", Some(positions[5].clone())).await;
+    assert!(recovered, "the latest 4 do");
+    assert_eq!(offsets(&back.pubs(4).await), [7, 8, 9, 10]);
     // Age: a history of 1 s, a client back after 1.5 s.
     let aged = History {
         size: 100,
         ttl: Duration::from_secs(1),
+        ..History::default()
     };
     let (c, _) = node(&redis, aged).await;
     let mut p = Peer::connect(&c).await;

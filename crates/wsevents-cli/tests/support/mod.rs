@@ -81,74 +81,9 @@ impl Drop for Serve {
     }
 }
 
-/// A `redis-server` of the test's own on a free loopback port (`scripts/redis
-/// install`), without persistence, killed by PID when dropped.
-pub(crate) struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    pub(crate) fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Redis {
-            child: Redis::spawn(port),
-            port,
-        }
-    }
-
-    fn spawn(port: u16) -> Child {
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}): run scripts/redis install")
-            })
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: it keeps nothing.
-    pub(crate) fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Start it again on the same port (empty).
-    pub(crate) fn restart(&mut self) {
-        self.child = Redis::spawn(self.port);
-    }
-
-    /// `PUBSUB NUMSUB channel`, once Redis answers.
-    pub(crate) async fn numsub(&self, channel: &str) -> u64 {
-        let client = redis::Client::open(self.url()).unwrap();
-        for _ in 0..500 {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                let (_, n): (String, u64) = redis::cmd("PUBSUB")
-                    .arg("NUMSUB")
-                    .arg(channel)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("redis-server never answered");
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+/// The library's `redis-server` guard (a free loopback port, no persistence, killed
+/// by PID), shared rather than written twice.
+#[path = "../../../wsevents/tests/support/redis.rs"]
+mod redis_server;
+#[allow(unused_imports)]
+pub(crate) use redis_server::RedisServer as Redis;

@@ -43,6 +43,12 @@ pub use state::State;
 use state::{Liveness, Phase};
 pub use transmit::{PreparedMessage, TransmitQueue};
 
+/// Payloads shorter than this are copied into the send queue (a longer one is queued
+/// as its own chunk, by reference): the bound under which
+/// [`Connection::send_text_ref`] and [`Connection::send_binary_ref`] cost what `send`
+/// costs, without the caller owning the bytes.
+pub const COPIED_PAYLOAD_LEN: usize = transmit::OWN_CHUNK_THRESHOLD;
+
 /// The frame being received: its header is parsed and consumed from the input; the
 /// first `processed` bytes of its payload, at the front of the input, are unmasked and
 /// (for text) checked.
@@ -506,6 +512,57 @@ impl Connection {
         self.transmit
             .push_shared_frame(message.frame().clone(), message.payload_len());
         Ok(())
+    }
+
+    /// Send a text message from borrowed text. A payload shorter than
+    /// [`COPIED_PAYLOAD_LEN`] (without an extension that encodes it) is copied straight
+    /// into the send queue, which is what [`send`](Self::send) does with such a payload
+    /// too: a caller that holds the text elsewhere (an event handler echoing what it
+    /// received) saves the owned copy or the shared reference it would make for
+    /// `send`. A longer one is copied into a message of its own first (prefer `send`
+    /// with the bytes you own).
+    ///
+    /// ```
+    /// use wsevents_proto::{Config, Connection, Role};
+    /// let mut conn = Connection::open(Role::Server, Config::default());
+    /// conn.send_text_ref("hi")?;
+    /// assert_eq!(conn.buffered_amount(), 2);
+    /// # Ok::<(), wsevents_proto::Error>(())
+    /// ```
+    pub fn send_text_ref(&mut self, text: &str) -> Result<(), Error> {
+        self.send_borrowed(MessageKind::Text, text.as_bytes())
+    }
+
+    /// Send a binary message from borrowed bytes, as
+    /// [`send_text_ref`](Self::send_text_ref) does text.
+    pub fn send_binary_ref(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.send_borrowed(MessageKind::Binary, data)
+    }
+
+    /// `payload` is valid UTF-8 when `kind` is text (the two callers above).
+    fn send_borrowed(&mut self, kind: MessageKind, payload: &[u8]) -> Result<(), Error> {
+        if self.extension.is_none() && payload.len() < COPIED_PAYLOAD_LEN {
+            self.check_open()?;
+            if self.sending.is_some() {
+                return Err(Error::MessageInProgress);
+            }
+            self.active = true;
+            if payload.len() <= MAX_SHORT_PAYLOAD {
+                let mask = self.mask_keys.as_mut().map(MaskKeys::next_key);
+                self.transmit
+                    .push_short_data_frame(data_opcode(kind), payload, mask);
+            } else {
+                let header = self.outgoing_header(data_opcode(kind), 0, true, payload.len());
+                self.transmit.push_copied_data_frame(&header, payload);
+            }
+            return Ok(());
+        }
+        let payload = Bytes::copy_from_slice(payload);
+        let message = match kind {
+            MessageKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
+            MessageKind::Binary => Message::Binary(payload),
+        };
+        self.send_message(message, true)
     }
 
     /// Send a text message.

@@ -32,7 +32,7 @@ use crate::mask;
 /// into the coalescing buffer (when they need no masking).
 /// Below it, copying costs less than the allocation and the extra iovec a chunk of its
 /// own needs.
-const OWN_CHUNK_THRESHOLD: usize = 4 * 1024;
+pub(crate) const OWN_CHUNK_THRESHOLD: usize = 4 * 1024;
 
 /// The least the coalescing buffer starts with once it has been given back: room for
 /// a burst of small frames without regrowing, and still a small allocation.
@@ -178,6 +178,18 @@ impl TransmitQueue {
     pub(crate) fn push_data_frame(&mut self, header: &FrameHeader, payload: Bytes, app_len: usize) {
         self.push_frame(header, payload);
         self.mark_data(app_len);
+    }
+
+    /// Queue one data frame whose payload (shorter than [`OWN_CHUNK_THRESHOLD`]) is
+    /// copied in, masked if the header has a key: what
+    /// [`push_data_frame`](Self::push_data_frame) does with such a payload, from a
+    /// borrowed one.
+    pub(crate) fn push_copied_data_frame(&mut self, header: &FrameHeader, payload: &[u8]) {
+        debug_assert!(payload.len() < OWN_CHUNK_THRESHOLD);
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let head_len = header.encode(&mut head);
+        self.push_copied(&head[..head_len], payload, header.mask);
+        self.mark_data(payload.len());
     }
 
     /// Queue a whole data message of at most [`MAX_SHORT_PAYLOAD`] bytes as one frame

@@ -223,6 +223,11 @@ impl From<Bytes> for Blob {
 /// `String`, [`Utf8Bytes`]) goes as a text message; bytes (`&[u8]`, `Vec<u8>`, `Bytes`,
 /// [`Blob`]) as a binary message; a received [`Data`] (or `&Data`) as the kind it came
 /// as. Owned and shared forms are taken without a copy; borrowed slices are copied.
+/// A borrowed form (`&str`, `&[u8]`, `&Data`, …) shorter than
+/// [`COPIED_PAYLOAD_LEN`](wsevents_proto::COPIED_PAYLOAD_LEN) (4 KiB) is copied
+/// straight into the send queue, as any payload that short is, with no owned or
+/// shared copy made first: `ws.send(&e.data)` in a handler costs what sending owned
+/// bytes costs.
 ///
 /// ```
 /// use wsevents::{Data, IntoMessage, Message};
@@ -234,11 +239,47 @@ impl From<Bytes> for Blob {
 pub trait IntoMessage {
     /// The message to send.
     fn into_message(self) -> Message;
+
+    /// The message's text or bytes, when it is a borrowed form that can be sent
+    /// without being owned first; `None` (the default): by [`into_message`](Self::into_message).
+    #[doc(hidden)]
+    fn borrowed(&self) -> Option<MessageRef<'_>> {
+        None
+    }
+}
+
+/// A message's payload as borrowed by [`IntoMessage::borrowed`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum MessageRef<'a> {
+    /// Text.
+    Text(&'a str),
+    /// Bytes.
+    Binary(&'a [u8]),
+}
+
+impl MessageRef<'_> {
+    /// The payload's length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            MessageRef::Text(text) => text.len(),
+            MessageRef::Binary(data) => data.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl IntoMessage for &str {
     fn into_message(self) -> Message {
         Message::text(self.to_owned())
+    }
+
+    fn borrowed(&self) -> Option<MessageRef<'_>> {
+        Some(MessageRef::Text(self))
     }
 }
 
@@ -252,6 +293,10 @@ impl IntoMessage for &String {
     fn into_message(self) -> Message {
         Message::text(self.clone())
     }
+
+    fn borrowed(&self) -> Option<MessageRef<'_>> {
+        Some(MessageRef::Text(self.as_str()))
+    }
 }
 
 impl IntoMessage for Utf8Bytes {
@@ -263,6 +308,10 @@ impl IntoMessage for Utf8Bytes {
 impl IntoMessage for &Utf8Bytes {
     fn into_message(self) -> Message {
         Message::Text(self.clone())
+    }
+
+    fn borrowed(&self) -> Option<MessageRef<'_>> {
+        Some(MessageRef::Text(self.as_str()))
     }
 }
 
@@ -280,11 +329,23 @@ impl IntoMessage for &Data {
     fn into_message(self) -> Message {
         self.clone().into_message()
     }
+
+    fn borrowed(&self) -> Option<MessageRef<'_>> {
+        Some(match self {
+            Data::Text(text) => MessageRef::Text(text.as_str()),
+            Data::Blob(blob) => MessageRef::Binary(&blob.data),
+            Data::ArrayBuffer(buffer) => MessageRef::Binary(buffer),
+        })
+    }
 }
 
 impl IntoMessage for &Bytes {
     fn into_message(self) -> Message {
         Message::binary(self.clone())
+    }
+
+    fn borrowed(&self) -> Option<MessageRef<'_>> {
+        Some(MessageRef::Binary(self))
     }
 }
 
@@ -292,11 +353,19 @@ impl IntoMessage for &[u8] {
     fn into_message(self) -> Message {
         Message::binary(Bytes::copy_from_slice(self))
     }
+
+    fn borrowed(&self) -> Option<MessageRef<'_>> {
+        Some(MessageRef::Binary(self))
+    }
 }
 
 impl<const N: usize> IntoMessage for &[u8; N] {
     fn into_message(self) -> Message {
         Message::binary(Bytes::copy_from_slice(self))
+    }
+
+    fn borrowed(&self) -> Option<MessageRef<'_>> {
+        Some(MessageRef::Binary(&self[..]))
     }
 }
 
@@ -321,6 +390,10 @@ impl IntoMessage for Blob {
 impl IntoMessage for &Blob {
     fn into_message(self) -> Message {
         Message::binary(self.data.clone())
+    }
+
+    fn borrowed(&self) -> Option<MessageRef<'_>> {
+        Some(MessageRef::Binary(&self.data))
     }
 }
 

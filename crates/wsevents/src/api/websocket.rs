@@ -35,7 +35,7 @@ use std::task::{Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite};
 use wsevents_proto::{CloseCode, CloseFrame, Connection, PreparedMessage, Role, State};
 
-use crate::api::data::{BinaryType, IntoMessage, data_of};
+use crate::api::data::{BinaryType, IntoMessage, MessageRef, data_of};
 use crate::api::events::{
     Callback, CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent,
     PongEvent, Registry, Snapshot,
@@ -558,7 +558,19 @@ impl WebSocket {
     /// ([`backpressure`](Self::backpressure)); nothing is queued then, and with
     /// [`WhenFull::Close`] the socket starts closing.
     pub fn send(&self, data: impl IntoMessage) -> Result<()> {
-        self.queue(data.into_message(), Connection::send)
+        match data.borrowed() {
+            // Copied into the send queue as it is: no owned or shared copy first.
+            Some(borrowed) if borrowed.len() < wsevents_proto::COPIED_PAYLOAD_LEN => {
+                self.queue(borrowed.len(), |conn| match borrowed {
+                    MessageRef::Text(text) => conn.send_text_ref(text),
+                    MessageRef::Binary(data) => conn.send_binary_ref(data),
+                })
+            }
+            _ => {
+                let message = data.into_message();
+                self.queue(message.payload().len(), |conn| conn.send(message))
+            }
+        }
     }
 
     /// Like [`send`](Self::send), but the message goes out as it is even when
@@ -572,7 +584,10 @@ impl WebSocket {
     /// # Ok(()) }
     /// ```
     pub fn send_uncompressed(&self, data: impl IntoMessage) -> Result<()> {
-        self.queue(data.into_message(), Connection::send_uncompressed)
+        let message = data.into_message();
+        self.queue(message.payload().len(), |conn| {
+            conn.send_uncompressed(message)
+        })
     }
 
     /// Server: queue a message framed once for many sockets ([`PreparedMessage`]):
@@ -690,13 +705,11 @@ impl WebSocket {
 
     /// Hand `message` to the core with `send` (compressing or not) and wake the
     /// driving task to write it.
+    /// Queue a message of `len` bytes with `send`, under the backpressure rule.
     fn queue(
         &self,
-        message: wsevents_proto::Message,
-        send: fn(
-            &mut Connection,
-            wsevents_proto::Message,
-        ) -> std::result::Result<(), wsevents_proto::Error>,
+        len: usize,
+        send: impl FnOnce(&mut Connection) -> std::result::Result<(), wsevents_proto::Error>,
     ) -> Result<()> {
         let mut core = self.core();
         if core.closed {
@@ -705,7 +718,6 @@ impl WebSocket {
         let backpressure = core.backpressure;
         let conn = core.conn.as_mut().ok_or(Error::InvalidState)?;
         let buffered = conn.buffered_amount();
-        let len = message.payload().len();
         if conn.state() == State::Open && !backpressure.admits(buffered, len) {
             if let WhenFull::Close(code) = backpressure.when_full {
                 let frame = CloseFrame::new(code, Backpressure::CLOSE_REASON);
@@ -718,7 +730,7 @@ impl WebSocket {
                 limit: backpressure.limit,
             });
         }
-        send(conn, message)?;
+        send(conn)?;
         crate::metrics::message_sent(conn.role());
         self.wake_driver(core);
         Ok(())

@@ -110,8 +110,9 @@ impl std::str::FromStr for Position {
 /// ```
 /// use std::time::Duration;
 /// use wsevents::hub::History;
-/// let history = History { size: 500, ttl: Duration::from_secs(60) };
+/// let history = History { size: 500, ttl: Duration::from_secs(60), ..History::default() };
 /// assert_eq!(History::default().size, 10_000);
+/// assert_eq!(History::default().max_bytes, 8 << 20);
 /// # let _ = history;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +122,9 @@ pub struct History {
     /// The oldest a kept publication may be (300 s); older ones are trimmed. Also how
     /// long an idempotency key is remembered.
     pub ttl: Duration,
+    /// The most bytes of payload kept per topic (8 MiB); the oldest publications are
+    /// trimmed past it (the latest one is always kept).
+    pub max_bytes: usize,
 }
 
 impl Default for History {
@@ -128,6 +132,7 @@ impl Default for History {
         History {
             size: 10_000,
             ttl: Duration::from_secs(300),
+            max_bytes: 8 << 20,
         }
     }
 }
@@ -157,6 +162,8 @@ pub(crate) struct TopicHistory {
     offset: u64,
     /// (offset, published at, message, key), oldest first; offsets contiguous.
     entries: VecDeque<Entry>,
+    /// The payload bytes of `entries`.
+    bytes: usize,
     keys: HashMap<Box<str>, u64>,
     touched: Instant,
 }
@@ -182,6 +189,7 @@ impl TopicHistory {
             epoch: new_epoch().into(),
             offset: 0,
             entries: VecDeque::new(),
+            bytes: 0,
             keys: HashMap::new(),
             touched: now,
         }
@@ -211,6 +219,7 @@ impl TopicHistory {
             if let Some(key) = &key {
                 self.keys.insert(key.clone(), self.offset);
             }
+            self.bytes += payload_len(message);
             self.entries.push_back(Entry {
                 offset: self.offset,
                 at: now,
@@ -271,15 +280,24 @@ impl TopicHistory {
     fn trim(&mut self, config: &History, now: Instant) {
         while let Some(front) = self.entries.front() {
             let old = now.duration_since(front.at) > config.ttl;
-            if !old && self.entries.len() <= config.size {
+            let heavy = self.bytes > config.max_bytes && self.entries.len() > 1;
+            if !old && !heavy && self.entries.len() <= config.size {
                 break;
             }
-            if let Some(entry) = self.entries.pop_front()
-                && let Some(key) = entry.key
-            {
-                self.keys.remove(&key);
+            if let Some(entry) = self.entries.pop_front() {
+                self.bytes -= payload_len(&entry.message);
+                if let Some(key) = entry.key {
+                    self.keys.remove(&key);
+                }
             }
         }
+    }
+}
+
+fn payload_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) => data.len(),
     }
 }
 
@@ -320,6 +338,7 @@ mod tests {
         History {
             size,
             ttl: Duration::from_secs(ttl_secs),
+            ..History::default()
         }
     }
 
@@ -388,6 +407,32 @@ mod tests {
             matches!(h.store(&Message::text("a"), Some("k1"), &c, later), Stored::New(p) if p.offset() == 2)
         );
         assert!(!h.is_stale(&c, later));
+    }
+
+    #[test]
+    fn bytes_trim_the_oldest_but_keep_the_latest() {
+        let now = Instant::now();
+        let c = History {
+            max_bytes: 10,
+            ..config(100, 60)
+        };
+        let mut h = TopicHistory::new(now);
+        let zero = h.position();
+        for _ in 0..4 {
+            h.store(&Message::binary(vec![0u8; 4]), None, &c, now);
+        }
+        let recovery = h.recover(
+            Some(&Position::from_parts(zero.epoch_arc().clone(), 2)),
+            &c,
+            now,
+        );
+        assert_eq!(offsets(&recovery), Some(vec![3, 4]), "8 of 10 bytes kept");
+        h.store(&Message::binary(vec![0u8; 64]), None, &c, now);
+        assert_eq!(
+            (h.entries.len(), h.bytes),
+            (1, 64),
+            "one larger than the bound stays alone"
+        );
     }
 
     #[test]

@@ -17,12 +17,14 @@ use crate::error::{Error, Result};
 
 /// Store a publication and carry it (a hub with history), in one step: the topic's
 /// epoch (made if it has none: a new history, so any old stream goes), the next
-/// offset, the entry in the stream (trimmed to about the history size), the
-/// idempotency key, and the `PUBLISH` of `wse2 EPOCH:OFFSET KIND PAYLOAD` to every
-/// node. A key seen before: nothing, and the first one's position.
+/// offset, the entry in the stream, the oldest entries trimmed past the history's
+/// count or bytes (the latest one always stays unless the size is 0), the idempotency
+/// key, and the `PUBLISH` of `wse2 EPOCH:OFFSET KIND PAYLOAD` to every node. A key
+/// seen before: nothing, and the first one's position.
 ///
-/// KEYS: meta (hash: epoch, offset), stream, key ('' for none).
-/// ARGV: channel, a fresh epoch, kind (`t`/`b`), payload, size, ttl ms, meta ttl ms.
+/// KEYS: meta (hash: epoch, offset, bytes), stream, key ('' for none).
+/// ARGV: channel, a fresh epoch, kind (`t`/`b`), payload, size, ttl ms, meta ttl ms,
+/// max bytes.
 const STORE_SCRIPT: &str = r"
 if KEYS[3] ~= '' then
   local prior = redis.call('GET', KEYS[3])
@@ -33,7 +35,28 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '0-' .. offset, 'k', ARGV[3], 'd', ARGV[4], 't', ms)
+redis.call('XADD', KEYS[2], '0-' .. offset, 'k', ARGV[3], 'd', ARGV[4], 't', ms)
+local bytes = string.len(ARGV[4])
+if redis.call('XLEN', KEYS[2]) == 1 then
+  -- A stream that had expired: count from this entry.
+  redis.call('HSET', KEYS[1], 'bytes', bytes)
+else
+  bytes = redis.call('HINCRBY', KEYS[1], 'bytes', bytes)
+end
+local size = tonumber(ARGV[5])
+local max = tonumber(ARGV[8])
+while true do
+  local count = redis.call('XLEN', KEYS[2])
+  if count == 0 or (count <= size and (bytes <= max or count == 1)) then break end
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  local fields = oldest[2]
+  local n = 0
+  for j = 1, #fields, 2 do
+    if fields[j] == 'd' then n = string.len(fields[j + 1]) end
+  end
+  redis.call('XDEL', KEYS[2], oldest[1])
+  bytes = redis.call('HINCRBY', KEYS[1], 'bytes', -n)
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 local position = epoch .. ':' .. offset
@@ -147,8 +170,8 @@ impl Default for RedisConfig {
 /// **On a hub with history** ([`HubBuilder::history`](super::HubBuilder::history)),
 /// Redis keeps it, so it outlives every node: per topic a hash
 /// (`{prefix}meta:TOPIC`: epoch, latest offset) and a stream
-/// (`{prefix}history:TOPIC`, entry ids `0-OFFSET`, trimmed to about the history size
-/// with `XADD … MAXLEN ~` and expiring with its age). A publication is one Lua script,
+/// (`{prefix}history:TOPIC`, entry ids `0-OFFSET`, its oldest entries trimmed past the
+/// history's count and bytes by the script that adds one, expiring with its age). A publication is one Lua script,
 /// pipelined in queue order on the publisher connection: it makes the epoch if the
 /// topic has none (a new history: Redis lost or expired the old one), takes the next
 /// offset, appends the entry, remembers the publish key for the history's age, and
@@ -638,6 +661,7 @@ async fn publisher(
                 received = queue.recv_many(&mut batch, BATCH) => if received == 0 { return },
                 () = shared.stop.cancelled() => return,
             }
+            settle(&shared, config.timeout, &batch).await;
             let sent = send_batch(&shared, &store, &mut conn, &mut batch).await;
             if let Err(error) = sent {
                 break error;
@@ -654,6 +678,38 @@ async fn publisher(
             return;
         }
     }
+}
+
+/// Before storing publications of a topic this node has just subscribed to, wait until
+/// the subscription is in place (at most `timeout`): every node, this one included,
+/// delivers what arrives on the channel, so a publication stored earlier would miss
+/// this node's own subscribers (a publish right after a subscribe, or the first ones
+/// after Redis came back while the subscriber connection resubscribes).
+async fn settle(shared: &Shared, timeout: Duration, batch: &[Job]) {
+    let pending: Vec<String> = {
+        let wanted = lock(&shared.wanted);
+        let subscribed = lock(&shared.subscribed);
+        if wanted.len() == subscribed.len() && wanted.iter().all(|c| subscribed.contains(c)) {
+            return;
+        }
+        batch
+            .iter()
+            .filter_map(|job| match job {
+                Job::Store { topic, .. } => Some(shared.channel(topic)),
+                Job::Publish(..) => None,
+            })
+            .filter(|channel| wanted.contains(channel) && !subscribed.contains(channel))
+            .collect()
+    };
+    if pending.is_empty() || matches!(lock(&shared.links).subscriber, Link::Down { .. }) {
+        return;
+    }
+    let settled = async {
+        for channel in &pending {
+            wait_subscribed(shared, channel).await;
+        }
+    };
+    let _ = tokio::time::timeout(timeout, settled).await;
 }
 
 /// Send one batch of jobs in one pipeline and answer the stores; on failure every
@@ -695,7 +751,8 @@ async fn send_batch(
                     .arg(payload)
                     .arg(history.size)
                     .arg(millis(history.ttl))
-                    .arg(millis(META_TTL.max(history.ttl)));
+                    .arg(millis(META_TTL.max(history.ttl)))
+                    .arg(history.max_bytes);
             }
         }
     }

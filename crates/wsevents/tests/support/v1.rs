@@ -6,8 +6,31 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use wsevents::hub::Position;
+use wsevents::pubsub::PubsubServer;
 use wsevents::pubsub::wire::{PROTOCOL, Reply, Request};
-use wsevents::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
+use wsevents::{Acceptor, ClientBuilder, MaybeTlsStream, Message, Server, WebSocketStream};
+
+/// A server on 127.0.0.1 that speaks wsevents.v1 with `pubsub` to clients that offer
+/// it, and subscribes the others to the topic "plain" as bare hub subscribers (what
+/// serve's `/topic/NAME` is); its `/pubsub` URL.
+pub(crate) async fn serve(pubsub: PubsubServer) -> String {
+    let server = Server::builder(Acceptor::new().protocols(&[PROTOCOL]))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = format!("ws://{}/pubsub", server.local_addr());
+    tokio::spawn(async move {
+        while let Some(ws) = server.accept().await {
+            if ws.protocol() == PROTOCOL {
+                pubsub.serve(&ws);
+            } else {
+                let _ = pubsub.hub().subscribe(&ws, "plain");
+            }
+            tokio::spawn(async move { ws.run().await });
+        }
+    });
+    url
+}
 
 pub(crate) struct Peer {
     pub(crate) ws: WebSocketStream<MaybeTlsStream>,
@@ -86,14 +109,7 @@ impl Peer {
 
     /// Publish and return the position (the answer must come next).
     pub(crate) async fn publish(&mut self, topic: &str, text: &str, key: Option<&str>) -> Position {
-        let id = self.id();
-        self.send(&Request::Publish {
-            id,
-            topic: topic.into(),
-            data: Message::text(text.to_owned()),
-            key: key.map(Into::into),
-        })
-        .await;
+        let id = self.publish_later(topic, text, key).await;
         match self.reply().await {
             Reply::Published {
                 id: got, position, ..
