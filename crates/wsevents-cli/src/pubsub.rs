@@ -69,8 +69,9 @@ pub(crate) struct SubArgs {
     /// The topics (one or more)
     #[arg(required = true, value_name = "TOPIC")]
     topics: Vec<String>,
-    /// Start after this position (as printed by --positions): what was published since
-    /// is received first, if the server still has it (stderr says `recovered true`)
+    /// Start after this position (as printed by --positions), for every TOPIC: what was
+    /// published since is received first, if the server still has it (stderr says
+    /// `recovered true`)
     #[arg(long, value_name = "EPOCH:OFFSET")]
     since: Option<Position>,
     /// Print `EPOCH:OFFSET ` before each publication's data

@@ -418,6 +418,11 @@ impl Client {
         if let Some(f) = self.handlers().close.clone() {
             f(e);
         }
+        if !e.will_reconnect() {
+            // Handlers often hold a clone of the client: drop them to break the cycle.
+            let handlers = std::mem::take(&mut *self.handlers());
+            drop(handlers);
+        }
     }
 
     fn received(&self, text: &str) {
