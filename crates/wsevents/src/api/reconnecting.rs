@@ -512,18 +512,7 @@ impl ReconnectingWebSocket {
     /// Close for good with `code` (1000 or 3000–4999, else [`Error::InvalidAccess`])
     /// and `reason` (at most 123 bytes, else [`Error::Syntax`]).
     pub fn close_with(&self, code: u16, reason: &str) -> Result<()> {
-        let code = CloseCode::from(code);
-        if !code.is_valid_for_application() {
-            return Err(Error::InvalidAccess(format!(
-                "close code {code} is neither 1000 nor in 3000-4999"
-            )));
-        }
-        if reason.len() > wsevents_proto::close::MAX_REASON_LEN {
-            return Err(Error::Syntax(format!(
-                "close reason of {} bytes is over 123",
-                reason.len()
-            )));
-        }
+        let code = crate::api::websocket::check_close_with(code, reason)?;
         self.close_for_good(Some((code, reason.to_owned())))
     }
 

@@ -747,18 +747,7 @@ impl WebSocket {
     /// ([`Error::InvalidAccess`] otherwise), `reason` at most 123 bytes of UTF-8
     /// ([`Error::Syntax`] otherwise).
     pub fn close_with(&self, code: u16, reason: &str) -> Result<()> {
-        let code = CloseCode::from(code);
-        if !code.is_valid_for_application() {
-            return Err(Error::InvalidAccess(format!(
-                "close code {code} is neither 1000 nor in 3000-4999"
-            )));
-        }
-        if reason.len() > wsevents_proto::close::MAX_REASON_LEN {
-            return Err(Error::Syntax(format!(
-                "close reason of {} bytes is over 123",
-                reason.len()
-            )));
-        }
+        let code = check_close_with(code, reason)?;
         self.close_frame(CloseFrame::new(code, reason))
     }
 
@@ -1126,4 +1115,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// The checks of `close(code, reason)`: `code` 1000 or 3000–4999
+/// ([`Error::InvalidAccess`]), `reason` at most 123 bytes ([`Error::Syntax`]).
+pub(crate) fn check_close_with(code: u16, reason: &str) -> Result<CloseCode> {
+    let code = CloseCode::from(code);
+    if !code.is_valid_for_application() {
+        return Err(Error::InvalidAccess(format!(
+            "close code {code} is neither 1000 nor in 3000-4999"
+        )));
+    }
+    if reason.len() > wsevents_proto::close::MAX_REASON_LEN {
+        return Err(Error::Syntax(format!(
+            "close reason of {} bytes is over 123",
+            reason.len()
+        )));
+    }
+    Ok(code)
 }
