@@ -143,7 +143,9 @@ pub(crate) async fn sub(args: SubArgs) -> Result<ExitCode> {
             let last = last.map_err(|e| format!("the client stopped: {e}"))?;
             return Err(format!("closed for good: {} {}", last.code, last.reason).into());
         }
-        _ = finished.recv() => {}
+        // `None` is not --count reached: the handlers (and `done` with them) are dropped
+        // at a final close, which the `run` branch reports.
+        Some(()) = finished.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     close(&client).await;
