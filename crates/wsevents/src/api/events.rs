@@ -359,6 +359,21 @@ impl Registry {
         self.entries.clone()
     }
 
+    /// Make `snapshot` the callbacks as they are now: nothing to do (not even a
+    /// reference count) when it already is, which is every event but the first after
+    /// a change. The same allocation means the same list: `snapshot` holds it, so it
+    /// cannot have been freed and reused.
+    pub(crate) fn refresh(&self, snapshot: &mut Snapshot) {
+        let same = match (&self.entries.0, &snapshot.0) {
+            (Some(now), Some(held)) => Arc::ptr_eq(now, held),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            *snapshot = self.snapshot();
+        }
+    }
+
     /// Drop every callback (after the close event: breaks cycles through handlers that
     /// hold a clone of their socket).
     pub(crate) fn clear(&mut self) {
@@ -412,6 +427,27 @@ mod tests {
         log.lock().expect("not poisoned").clear();
         run(&registry.snapshot(), EventType::Open);
         assert_eq!(*log.lock().expect("not poisoned"), ["on_open 2"]);
+    }
+
+    #[test]
+    fn a_refreshed_snapshot_follows_every_change() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut registry = Registry::default();
+        let mut held = Snapshot::default();
+        registry.refresh(&mut held);
+        assert_eq!(held.callbacks(EventType::Open).count(), 0);
+        registry.set_handler(EventType::Open, recorder(&log, "handler"));
+        registry.refresh(&mut held);
+        assert_eq!(held.callbacks(EventType::Open).count(), 1);
+        let listener = registry.add(EventType::Open, recorder(&log, "listener"));
+        registry.refresh(&mut held);
+        assert_eq!(held.callbacks(EventType::Open).count(), 2);
+        registry.remove(listener);
+        registry.refresh(&mut held);
+        assert_eq!(held.callbacks(EventType::Open).count(), 1);
+        registry.clear();
+        registry.refresh(&mut held);
+        assert_eq!(held.callbacks(EventType::Open).count(), 0);
     }
 
     #[test]

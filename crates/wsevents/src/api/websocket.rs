@@ -831,9 +831,18 @@ impl WebSocket {
     /// clone's `next_event` waits until the end, then returns `None`.
     pub async fn run(&self) -> CloseEvent {
         let mut drive = self.inner.drive.lock().await;
-        while let Some(event) = self.next_event_on(&mut drive).await {
-            if let Event::Close(close) = event {
-                return close;
+        loop {
+            if let Drive::Running(driver) = &mut *drive {
+                let close = self.dispatch_all(driver).await;
+                *drive = Drive::Finished;
+                if let Some(close) = close {
+                    return close;
+                }
+            }
+            match self.next_event_on(&mut drive).await {
+                Some(Event::Close(close)) => return close,
+                Some(_) => {}
+                None => break,
             }
         }
         // Another clone dispatched the close event already.
@@ -842,6 +851,39 @@ impl WebSocket {
             reason: String::new(),
             was_clean: false,
         }
+    }
+
+    /// `run`'s loop once the transport exists: every event of the core, dispatched as
+    /// it comes, until the close event (returned) or the end of the connection
+    /// (`None`). One poll goes on from event to event while they are ready, where
+    /// `next_event` is a future per event; the callbacks are taken again only when
+    /// they changed ([`Registry::refresh`]). So a message costs one lock of the core
+    /// and the handlers, and its reply (a `send` from a handler) a second lock.
+    /// Messages already in the core's buffer come without reading the socket, and a
+    /// read is bounded (one buffer) and counts into tokio's cooperative budget, so the
+    /// loop yields to other tasks like any socket reader.
+    async fn dispatch_all(&self, driver: &mut BoxedDriver) -> Option<CloseEvent> {
+        let mut callbacks = Snapshot::default();
+        std::future::poll_fn(|cx| {
+            loop {
+                let event = {
+                    let mut core = self.core();
+                    match self.poll_locked(&mut core, driver, cx) {
+                        Poll::Ready(Some(event)) => {
+                            core.registry.refresh(&mut callbacks);
+                            event
+                        }
+                        Poll::Ready(None) => return Poll::Ready(None),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                };
+                self.dispatch(&event, &callbacks);
+                if let Event::Close(close) = event {
+                    return Poll::Ready(Some(close));
+                }
+            }
+        })
+        .await
     }
 
     /// Drive the connection until the next event, dispatch it to the handlers, and
@@ -935,54 +977,70 @@ impl WebSocket {
     }
 
     /// The next event of the core, driving the transport, with the callbacks to run
-    /// for it, in one critical section. Events queued here (the `open` of an accepted
-    /// socket) come first; a message already in the core's buffer is taken without
-    /// going through the driver's loop (as the stream API does).
+    /// for it, in one critical section.
     async fn poll_core(&self, driver: &mut BoxedDriver) -> Polled {
         std::future::poll_fn(|cx| {
-            let mut guard = self.core();
-            let core = &mut *guard;
-            core.parked = false;
-            if !core.queued.is_empty() {
-                if let Some(event) = core.queued.pop_front() {
-                    if core.queued.is_empty() {
-                        // Once: an accepted socket's `open`; keep no buffer for it.
-                        core.queued = VecDeque::new();
-                    }
-                    return Poll::Ready(Polled::Event(event, core.registry.snapshot()));
+            let mut core = self.core();
+            match self.poll_locked(&mut core, driver, cx) {
+                Poll::Ready(Some(event)) => {
+                    Poll::Ready(Polled::Event(event, core.registry.snapshot()))
                 }
+                Poll::Ready(None) => Poll::Ready(Polled::End),
+                Poll::Pending => Poll::Pending,
             }
-            let Some(conn) = core.conn.as_mut() else {
-                return Poll::Ready(Polled::End);
-            };
-            let event = loop {
-                if let Some(message) = driver.poll_message(conn) {
-                    break self.message_event(message);
-                }
-                match driver.poll_event(conn, cx) {
-                    Poll::Ready(Some(event)) => {
-                        if let Some(event) = self.translate(event) {
-                            break event;
-                        }
-                    }
-                    Poll::Ready(None) => return Poll::Ready(Polled::End),
-                    Poll::Pending => {
-                        // Parked: now a `send` from another clone must wake us.
-                        match &core.driver_waker {
-                            Some(waker) if waker.will_wake(cx.waker()) => {}
-                            _ => core.driver_waker = Some(cx.waker().clone()),
-                        }
-                        core.parked = true;
-                        return Poll::Pending;
-                    }
-                }
-            };
-            if let Event::Close(_) = event {
-                core.closed = true;
-            }
-            Poll::Ready(Polled::Event(event, core.registry.snapshot()))
         })
         .await
+    }
+
+    /// One poll for the next event, with the core locked; `None` once the connection
+    /// is over. Events queued here (the `open` of an accepted socket) come first; a
+    /// message already in the core's buffer is taken without going through the
+    /// driver's loop (as the stream API does). `Pending` parks the driving task: a
+    /// `send` from another clone wakes it then.
+    fn poll_locked(
+        &self,
+        core: &mut Core,
+        driver: &mut BoxedDriver,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Event>> {
+        core.parked = false;
+        if !core.queued.is_empty() {
+            if let Some(event) = core.queued.pop_front() {
+                if core.queued.is_empty() {
+                    // Once: an accepted socket's `open`; keep no buffer for it.
+                    core.queued = VecDeque::new();
+                }
+                return Poll::Ready(Some(event));
+            }
+        }
+        let Some(conn) = core.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let event = loop {
+            if let Some(message) = driver.poll_message(conn) {
+                break self.message_event(message);
+            }
+            match driver.poll_event(conn, cx) {
+                Poll::Ready(Some(event)) => {
+                    if let Some(event) = self.translate(event) {
+                        break event;
+                    }
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    match &core.driver_waker {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        _ => core.driver_waker = Some(cx.waker().clone()),
+                    }
+                    core.parked = true;
+                    return Poll::Pending;
+                }
+            }
+        };
+        if let Event::Close(_) = event {
+            core.closed = true;
+        }
+        Poll::Ready(Some(event))
     }
 
     /// Wake the driving task if it is parked, after releasing the lock: what was just
@@ -1058,6 +1116,7 @@ impl WebSocket {
         }
     }
 
+    #[inline]
     fn core(&self) -> MutexGuard<'_, Core> {
         // A poisoned lock means a panic while it was held; the core's state is still
         // consistent between polls, so carry on with it.
