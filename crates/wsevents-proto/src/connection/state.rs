@@ -119,6 +119,7 @@ impl Phase {
     }
 
     /// The next deadline of this phase.
+    #[inline]
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self {
             Phase::AwaitingResponse { deadline, .. }
@@ -181,6 +182,7 @@ impl Liveness {
         }
     }
 
+    #[inline]
     fn deadline(&self) -> Option<Instant> {
         match *self {
             Liveness::Unarmed { asap } => asap,
@@ -200,6 +202,7 @@ impl Keepalive {
             .map_or(Keepalive::Off, |interval| Keepalive::Check(now + interval))
     }
 
+    #[inline]
     fn deadline(self) -> Option<Instant> {
         match self {
             Keepalive::Off => None,

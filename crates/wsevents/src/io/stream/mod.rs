@@ -316,6 +316,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         if let Some(message) = self.driver.poll_message(&mut self.conn) {
             return Poll::Ready(Some(Ok(StreamEvent::Message(message))));
         }
+        self.poll_next_driven(cx, control)
+    }
+
+    /// [`poll_next_inner`](Self::poll_next_inner) once no message was ready in the
+    /// core: through the driver (writing, reading, timing).
+    fn poll_next_driven(
+        &mut self,
+        cx: &mut Context<'_>,
+        control: bool,
+    ) -> Poll<Option<Result<StreamEvent>>> {
         loop {
             let event = match ready!(self.driver.poll_event(&mut self.conn, cx)) {
                 None | Some(Event::Closed(_)) => return Poll::Ready(None),
@@ -388,7 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
         if let Some(message) = this.driver.poll_message(&mut this.conn) {
             return Poll::Ready(Some(Ok(message)));
         }
-        Poll::Ready(match ready!(this.poll_next_inner(cx, false)) {
+        Poll::Ready(match ready!(this.poll_next_driven(cx, false)) {
             Some(Ok(StreamEvent::Message(message))) => Some(Ok(message)),
             Some(Err(error)) => Some(Err(error)),
             // Without `control` only messages come out.
