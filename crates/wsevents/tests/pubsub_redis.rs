@@ -25,6 +25,10 @@ async fn node(redis: &RedisServer, history: History) -> (String, Hub) {
         backoff_max: Duration::from_millis(200),
         ..RedisConfig::default()
     };
+    node_with(redis, history, config).await
+}
+
+async fn node_with(redis: &RedisServer, history: History, config: RedisConfig) -> (String, Hub) {
     let backend = RedisBackend::with_config(&redis.url(), config).unwrap();
     let hub = Hub::builder().history(history).backend(backend).build();
     let url = v1::serve(PubsubServer::new(hub.clone())).await;
@@ -117,6 +121,78 @@ async fn a_client_recovers_on_another_node_with_a_clean_seam() {
     assert!(rest.iter().all(|(p, t)| *t == p.offset().to_string()));
     back.nothing_for(Duration::from_millis(200)).await;
     publisher.await.unwrap();
+}
+
+/// A node's subscription to Redis is lost (Redis drops its pub/sub connections) while
+/// another node publishes, and nothing is published after that: once resubscribed,
+/// the node reads what its subscribers missed from the history and delivers it, in
+/// order, with no hole. (Without it, the subscriber would wait for ever: no later
+/// publication shows it the gap.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_subscription_catches_up_from_the_history() {
+    let redis = RedisServer::start();
+    // A comes back slowly (up to a second), so that B's publications fall into its
+    // outage.
+    let slow = RedisConfig {
+        backoff_min: Duration::from_millis(500),
+        backoff_max: Duration::from_secs(1),
+        ..RedisConfig::default()
+    };
+    let (a, hub_a) = node_with(&redis, History::default(), slow).await;
+    let (b, _) = node(&redis, History::default()).await;
+    let mut sub = Peer::connect(&a).await;
+    sub.subscribe("t", None).await;
+    let mut publisher = Peer::connect(&b).await;
+    publisher.publish("t", "1", None).await;
+    assert_eq!(offsets(&sub.pubs(1).await), [1]);
+    let mut expected = 1;
+    let mut missed_by_a = 0;
+    for _ in 0..20 {
+        let mut conn = redis.connection().await;
+        let _: () = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for _ in 0..500 {
+            if hub_a.backend_status() != BackendStatus::Connected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut published = Vec::new();
+        for _ in 0..3 {
+            expected += 1;
+            published.push(publisher.publish("t", &expected.to_string(), None).await);
+        }
+        // Stored and sent on the channel while A was not subscribed: A never got
+        // them live.
+        let fell_in = matches!(hub_a.backend_status(), BackendStatus::Reconnecting { .. });
+        let got = sub.pubs(3).await;
+        assert_eq!(
+            got.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+            published,
+            "in order, each once"
+        );
+        assert!(got.iter().all(|(p, t)| *t == p.offset().to_string()));
+        if fell_in {
+            missed_by_a += 3;
+            break;
+        }
+        connected(&hub_a).await;
+    }
+    assert_eq!(
+        missed_by_a, 3,
+        "the publications never fell into A's outage"
+    );
+    connected(&hub_a).await;
+    sub.nothing_for(Duration::from_millis(300)).await;
+    // And live again after the catch-up.
+    expected += 1;
+    let at = publisher.publish("t", &expected.to_string(), None).await;
+    assert_eq!(sub.pubs(1).await[0].0, at);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

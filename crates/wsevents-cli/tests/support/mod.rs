@@ -18,6 +18,8 @@ pub(crate) struct Serve {
     pub(crate) addr: String,
     /// Standard output after the banner's first line, as it comes.
     stdout: Arc<Mutex<String>>,
+    /// Standard error (its log), as it comes.
+    stderr: Arc<Mutex<String>>,
 }
 
 impl Serve {
@@ -33,9 +35,10 @@ impl Serve {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = drain(BufReader::new(child.stderr.take().unwrap()));
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         stdout.read_line(&mut first).unwrap();
@@ -44,20 +47,11 @@ impl Serve {
             .strip_prefix("wsevents serve: listening on ")
             .unwrap_or_else(|| panic!("serve {args:?} did not start: {first:?}"))
             .to_owned();
-        // Keep draining stdout so the child never blocks on it.
-        let output = Arc::new(Mutex::new(String::new()));
-        let collected = output.clone();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
-                collected.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
         Serve {
             child,
             addr,
-            stdout: output,
+            stdout: drain(stdout),
+            stderr,
         }
     }
 
@@ -68,10 +62,30 @@ impl Serve {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// What the child logged so far (its standard error).
+    pub(crate) fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// `ws://ADDR` + `path`.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
+}
+
+/// Keep reading `from` on a thread of its own, so the child never blocks on a full
+/// pipe; what it read so far is in the returned buffer.
+fn drain(mut from: impl BufRead + Send + 'static) -> Arc<Mutex<String>> {
+    let output = Arc::new(Mutex::new(String::new()));
+    let collected = output.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while from.read_line(&mut line).is_ok_and(|n| n > 0) {
+            collected.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    output
 }
 
 impl Drop for Serve {

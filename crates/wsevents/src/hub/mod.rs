@@ -39,7 +39,11 @@
 //!   publishing one included), so every node delivers one order of each topic and the
 //!   history outlives any node. A publication Redis could not store is delivered
 //!   nowhere and its publisher told ([`Error::Unavailable`]); a retry with the same
-//!   key is stored once. The wire protocol on top is [`crate::pubsub`]'s.
+//!   key is stored once. A node whose subscription to Redis was lost catches up when
+//!   it is back: what was stored meanwhile never came on the channel, so the hub reads
+//!   it from the history after the latest position its subscribers were given and
+//!   delivers it ([`Inbound::resubscribed`]); a subscriber waiting for a topic that
+//!   went quiet is not left behind without knowing. The wire protocol on top is [`crate::pubsub`]'s.
 //! - **Slow subscribers are closed, never waited for.** A publish that would take a
 //!   subscriber's [`buffered_amount`](crate::WebSocket::buffered_amount) over the hub's
 //!   bound ([`HubBuilder::max_backlog`], 1 MiB by default; a message alone on an empty
@@ -167,6 +171,10 @@ struct State {
     members: HashMap<u64, Member>,
     /// Topic → its history, on a hub that keeps it in process.
     history: HashMap<Topic, TopicHistory>,
+    /// Topic → the latest position its local subscribers were given (by a delivery or
+    /// a recovery), on a hub with positions: where a catch-up reads from once the
+    /// backend's lost subscription is back ([`Inbound::resubscribed`]).
+    latest: HashMap<Topic, Position>,
     /// Publications since the last sweep of stale histories.
     since_sweep: u32,
 }
@@ -453,9 +461,12 @@ impl Hub {
             return Err(Error::InvalidState);
         };
         match recovery {
-            Ok(recovery) => Ok(self
-                .inner
-                .answer(ws, topic, recovery, &*framing, answer, held)),
+            Ok(recovery) => {
+                advance(&mut state, topic, &recovery.position);
+                Ok(self
+                    .inner
+                    .answer(ws, topic, recovery, &*framing, answer, held))
+            }
             Err(error) => {
                 self.inner.leave(&mut state, ws.id(), topic);
                 Err(error)
@@ -771,6 +782,9 @@ impl HubInner {
                 Offer::Gone => {}
             }
         }
+        if let Some(publication) = publication {
+            advance(&mut state, topic, &publication.position);
+        }
         for id in gone {
             self.remove_member(&mut state, id);
         }
@@ -856,6 +870,7 @@ impl HubInner {
             subscribers.remove(&id);
             if subscribers.is_empty() {
                 state.topics.remove(topic);
+                state.latest.remove(topic);
                 self.backend.unsubscribe(topic);
             }
         }
@@ -879,6 +894,29 @@ impl Inbound {
             Some(hub) => hub.deliver(topic, &publication.message, Some(publication)),
             None => 0,
         }
+    }
+
+    /// The backend's subscription to `topic` is back after it was lost (its connection
+    /// to the broker dropped): what was published meanwhile did not reach this node,
+    /// and if nothing is published after it, no subscriber would ever see the gap. So
+    /// the hub reads the history from the latest position its subscribers were given
+    /// and delivers what they missed, in order. Past what the history holds, or in a
+    /// new epoch (the broker lost its data), it delivers the latest publication only:
+    /// each subscriber sees the hole or the new epoch and resubscribes from its own
+    /// position, and is told whether it recovered. Nothing happens on a hub without
+    /// positions, or for a topic whose subscribers were given nothing yet (their
+    /// subscription's recovery reads the history itself).
+    pub fn resubscribed(&self, topic: &str) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        if !hub.history_in_backend {
+            return;
+        }
+        let Some(since) = hub.state().latest.get(topic).cloned() else {
+            return;
+        };
+        tokio::spawn(catch_up(self.clone(), topic.to_owned(), since));
     }
 
     /// The hub's history settings, when it keeps history.
@@ -918,6 +956,91 @@ fn check_subscriber(ws: &WebSocket) -> Result<()> {
         return Err(Error::InvalidState);
     }
     Ok(())
+}
+
+/// How often a catch-up ([`Inbound::resubscribed`]) reads the history before it gives
+/// up (the broker failing again brings another catch-up when it is back), and the
+/// first wait between tries (doubling).
+const CATCH_UP_TRIES: u32 = 8;
+const CATCH_UP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Deliver what `topic`'s subscribers missed after `since` (see
+/// [`Inbound::resubscribed`]).
+async fn catch_up(inbound: Inbound, topic: String, since: Position) {
+    let read = |from: Position| {
+        let hub = inbound.hub.clone();
+        let topic = topic.clone();
+        async move {
+            let mut wait = CATCH_UP_RETRY;
+            for _ in 0..CATCH_UP_TRIES {
+                // Not kept alive by its own catch-up.
+                let pending = hub.upgrade()?.backend.recover(&topic, Some(&from));
+                match pending.await {
+                    Ok(recovery) => return Some(recovery),
+                    Err(error) => {
+                        tracing::debug!(%error, topic, "catching up: the history read failed; again");
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                }
+            }
+            tracing::warn!(
+                topic,
+                "catching up after a lost subscription: the history could not be read"
+            );
+            None
+        }
+    };
+    let missed = match read(since.clone()).await {
+        Some(Recovery {
+            publications: Some(missed),
+            ..
+        }) => missed,
+        // Not all in the history, or another epoch: the latest publication, so that
+        // every subscriber notices.
+        Some(Recovery { position, .. }) => {
+            let Some(before) = position
+                .offset()
+                .checked_sub(1)
+                .and_then(|offset| Position::new(position.epoch(), offset).ok())
+            else {
+                return;
+            };
+            match read(before).await {
+                Some(Recovery {
+                    publications: Some(latest),
+                    ..
+                }) => latest.into_iter().last().into_iter().collect(),
+                _ => Vec::new(),
+            }
+        }
+        None => return,
+    };
+    if !missed.is_empty() {
+        tracing::info!(topic, count = missed.len(), since = %since, "caught up after a lost subscription");
+    }
+    for publication in &missed {
+        inbound.deliver_at(&topic, publication);
+    }
+}
+
+/// `topic`'s subscribers were given `position`: the latest they were given moves to it
+/// if it is later (or of another epoch: the backend's history started again).
+fn advance(state: &mut State, topic: &str, position: &Position) {
+    match state.latest.get_mut(topic) {
+        Some(latest) if latest.epoch() == position.epoch() => {
+            if position.offset() > latest.offset() {
+                *latest = position.clone();
+            }
+        }
+        Some(latest) => *latest = position.clone(),
+        None => {
+            if let Some((name, _)) = state.topics.get_key_value(topic) {
+                let name = name.clone();
+                state.latest.insert(name, position.clone());
+            }
+        }
+    }
 }
 
 /// `topic`'s history in this process, made (with a new epoch) if it has none.

@@ -160,7 +160,8 @@ impl Default for RedisConfig {
 ///
 /// When Redis goes away, local delivery goes on unchanged; each task reconnects with
 /// full-jitter exponential backoff (100 ms doubling to 5 s), the subscriber
-/// resubscribes to every topic the hub has then, and both say so in the log
+/// resubscribes to every topic the hub has then (on a hub with history, the hub then
+/// catches up on what was stored while it was away), and both say so in the log
 /// (`tracing`: a warning on loss, info on recovery) and in
 /// [`Hub::backend_status`](super::Hub::backend_status). What is published before the
 /// first connection is made waits for it (up to [`RedisConfig::max_pending`]); what is
@@ -813,15 +814,23 @@ async fn subscriber(
                         shared.set_subscribed(&subscribed);
                     }
                     if !matches!(lock(&shared.links).subscriber, Link::Up) {
+                        shared.set_subscriber(Link::Up);
                         if attempts > 0 {
                             tracing::info!(
                                 attempts,
                                 topics = subscribed.len(),
                                 "Redis subscriber reconnected and resubscribed"
                             );
+                            // What was published while the subscription was down
+                            // never came on the channel: the hub catches up from
+                            // the history.
+                            for channel in &subscribed {
+                                if let Some(topic) = channel.strip_prefix(&shared.prefix) {
+                                    inbound.resubscribed(topic);
+                                }
+                            }
                         }
                         attempts = 0;
-                        shared.set_subscriber(Link::Up);
                     }
                     tokio::select! {
                         message = stream.next() => match message {
