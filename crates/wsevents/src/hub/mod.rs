@@ -708,6 +708,21 @@ impl HubInner {
         self.deliver_locked(state, topic, message, publication)
     }
 
+    /// Deliver `publication` of a catch-up unless the topic's subscribers were given it
+    /// or a later one of its epoch meanwhile (live, while the history was read): never
+    /// twice to a subscriber that does not check positions. A positioned subscriber that
+    /// got a later one first saw the hole and recovers by itself.
+    fn deliver_missed(&self, topic: &str, publication: &Publication) {
+        let state = self.state();
+        if let Some(latest) = state.latest.get(topic)
+            && latest.epoch() == publication.position.epoch()
+            && latest.offset() >= publication.position.offset()
+        {
+            return;
+        }
+        self.deliver_locked(state, topic, &publication.message, Some(publication));
+    }
+
     fn deliver_locked(
         &self,
         mut state: MutexGuard<'_, State>,
@@ -1019,8 +1034,11 @@ async fn catch_up(inbound: Inbound, topic: String, since: Position) {
     if !missed.is_empty() {
         tracing::info!(topic, count = missed.len(), since = %since, "caught up after a lost subscription");
     }
+    let Some(hub) = inbound.hub.upgrade() else {
+        return;
+    };
     for publication in &missed {
-        inbound.deliver_at(&topic, publication);
+        hub.deliver_missed(&topic, publication);
     }
 }
 

@@ -154,6 +154,15 @@ impl Peer {
         out
     }
 
+    /// Read frames until none comes for `quiet`; how many came.
+    pub(crate) async fn drain(&mut self, quiet: Duration) -> usize {
+        let mut n = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(quiet, self.ws.next()).await {
+            n += 1;
+        }
+        n
+    }
+
     pub(crate) async fn nothing_for(&mut self, wait: Duration) {
         if let Ok(Some(frame)) = tokio::time::timeout(wait, self.ws.next()).await {
             panic!("expected nothing, got {frame:?}");
