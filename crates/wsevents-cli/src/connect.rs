@@ -148,8 +148,8 @@ const CHUNK: usize = 64 * 1024;
 /// failing.
 const SEND_AHEAD: u64 = 1 << 20;
 
-/// `Name: value` (or `Name:value`) as a header.
-fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
+/// `Name: value` (or `Name:value`) as a header (`connect`, `sub` and `pub`).
+pub(crate) fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
     match text.split_once(':') {
         Some((name, value)) if !name.trim().is_empty() => {
             Ok((name.trim().to_owned(), value.trim().to_owned()))

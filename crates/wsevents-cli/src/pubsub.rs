@@ -42,7 +42,7 @@ pub(crate) struct Connection {
     #[arg(long = "server", value_name = "URL")]
     servers: Vec<String>,
     /// Add a header to the upgrade request (repeatable)
-    #[arg(long = "header", short = 'H', value_name = "K:V", value_parser = parse_header)]
+    #[arg(long = "header", short = 'H', value_name = "K:V", value_parser = crate::connect::parse_header)]
     headers: Vec<(String, String)>,
     /// Trust the CA certificate(s) in this PEM file for wss://
     #[arg(long, value_name = "FILE")]
@@ -252,11 +252,4 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
-}
-
-fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
-    let (name, value) = text
-        .split_once(':')
-        .ok_or_else(|| format!("a header is NAME:VALUE, not {text:?}"))?;
-    Ok((name.trim().to_owned(), value.trim().to_owned()))
 }
