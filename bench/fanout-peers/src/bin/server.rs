@@ -71,7 +71,7 @@ async fn wsevents_server(addr: &str, redis: Option<&str>) -> Result {
     while let Some((stream, request)) = server.accept_stream().await {
         let hub = hub.clone();
         tokio::spawn(async move {
-            if request.target == "/pub" {
+            if request.uri().path() == "/pub" {
                 // The publisher as a stream: each message read goes to the hub, which
                 // frames it once and queues it on every subscriber. Messages read
                 // together are published one after the other before any subscriber's
@@ -81,7 +81,12 @@ async fn wsevents_server(addr: &str, redis: Option<&str>) -> Result {
                     hub.publish(TOPIC, message);
                 }
             } else {
-                let url = format!("ws://{}{}", request.host, request.target);
+                let host = request
+                    .headers()
+                    .get(tokio_tungstenite::tungstenite::http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("localhost");
+                let url = format!("ws://{host}{}", request.uri());
                 let ws = wsevents::WebSocket::from_stream(stream, url);
                 if let Err(error) = hub.subscribe(&ws, TOPIC) {
                     eprintln!("subscribe: {error}");
