@@ -75,6 +75,12 @@ impl Position {
         self.offset
     }
 
+    /// Whether this position comes after `other` for a subscriber that is at `other`:
+    /// a later offset of the same epoch, or another epoch (the history started again).
+    pub(crate) fn is_past(&self, other: &Position) -> bool {
+        self.epoch != other.epoch || self.offset > other.offset
+    }
+
     #[cfg(test)]
     pub(crate) fn epoch_arc(&self) -> &Arc<str> {
         &self.epoch

@@ -715,8 +715,7 @@ impl HubInner {
     fn deliver_missed(&self, topic: &str, publication: &Publication) {
         let state = self.state();
         if let Some(latest) = state.latest.get(topic)
-            && latest.epoch() == publication.position.epoch()
-            && latest.offset() >= publication.position.offset()
+            && !publication.position.is_past(latest)
         {
             return;
         }
@@ -756,8 +755,7 @@ impl HubInner {
                 continue;
             }
             if let (Some(through), Some(publication)) = (&subscriber.through, publication) {
-                let at = &publication.position;
-                if at.epoch() == through.epoch() && at.offset() <= through.offset() {
+                if !publication.position.is_past(through) {
                     continue;
                 }
             }
@@ -844,8 +842,7 @@ impl HubInner {
         // (the client sees the change and recovers).
         let last = &recovery.position;
         for publication in held {
-            let p = &publication.position;
-            if p.epoch() != last.epoch() || p.offset() > last.offset() {
+            if publication.position.is_past(last) {
                 queue(&framing.frame(topic, &publication));
             }
         }
@@ -1046,12 +1043,11 @@ async fn catch_up(inbound: Inbound, topic: String, since: Position) {
 /// if it is later (or of another epoch: the backend's history started again).
 fn advance(state: &mut State, topic: &str, position: &Position) {
     match state.latest.get_mut(topic) {
-        Some(latest) if latest.epoch() == position.epoch() => {
-            if position.offset() > latest.offset() {
+        Some(latest) => {
+            if position.is_past(latest) {
                 *latest = position.clone();
             }
         }
-        Some(latest) => *latest = position.clone(),
         None => {
             if let Some((name, _)) = state.topics.get_key_value(topic) {
                 let name = name.clone();

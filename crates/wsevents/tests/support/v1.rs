@@ -154,13 +154,9 @@ impl Peer {
         out
     }
 
-    /// Read frames until none comes for `quiet`; how many came.
-    pub(crate) async fn drain(&mut self, quiet: Duration) -> usize {
-        let mut n = 0;
-        while let Ok(Some(_)) = tokio::time::timeout(quiet, self.ws.next()).await {
-            n += 1;
-        }
-        n
+    /// Read frames until none comes for `quiet`.
+    pub(crate) async fn drain(&mut self, quiet: Duration) {
+        while let Ok(Some(_)) = tokio::time::timeout(quiet, self.ws.next()).await {}
     }
 
     pub(crate) async fn nothing_for(&mut self, wait: Duration) {
