@@ -277,6 +277,21 @@ impl TopicHistory {
         }
     }
 
+    /// How many publications are kept, and their payload bytes.
+    pub(crate) fn kept(&self) -> (usize, usize) {
+        (self.entries.len(), self.bytes)
+    }
+
+    /// Drop every kept publication and idempotency key, keeping the epoch and the
+    /// offset: a recovery from before the latest position is then `recovered: false`,
+    /// and the next publication still takes the next offset (the hub's memory bound
+    /// evicts so, [`super::budget`]).
+    pub(crate) fn forget_kept(&mut self) {
+        self.entries = VecDeque::new();
+        self.keys = HashMap::new();
+        self.bytes = 0;
+    }
+
     /// Whether the record can go: nothing kept and idle past [`META_TTL`].
     pub(crate) fn is_stale(&mut self, config: &History, now: Instant) -> bool {
         self.trim(config, now);
