@@ -23,12 +23,14 @@ use super::history::{History, TopicHistory};
 use super::topics::{SHARDS, TopicState};
 
 /// What a topic's record costs beyond its payloads: its cell, its maps' entries, its
-/// name and epoch, its queue (measured: about 450 bytes on x86_64, rounded up).
-pub(crate) const TOPIC_COST: usize = 512;
+/// name and epoch, the allocations around them. With [`PUBLICATION_COST`], fitted to
+/// what the process really grows by (`tests/hub_bounds.rs` with `FLOOD_TOPICS=60000`
+/// and no eviction: about 2,100 bytes per topic of one 1 KiB publication, x86_64).
+pub(crate) const TOPIC_COST: usize = 896;
 
 /// What a kept publication costs beyond its payload: its entry in the ring and the
-/// allocation around its bytes.
-pub(crate) const PUBLICATION_COST: usize = 96;
+/// allocations around its bytes.
+pub(crate) const PUBLICATION_COST: usize = 160;
 
 /// Sweep one shard of idle histories every this many publications.
 const SWEEP_EVERY: u64 = 1024;

@@ -226,6 +226,10 @@ impl TopicHistory {
                 self.keys.insert(key.clone(), self.offset);
             }
             self.bytes += payload_len(message);
+            if self.entries.capacity() == 0 {
+                // Most topics keep few publications: grow from one, not four.
+                self.entries.reserve_exact(1);
+            }
             self.entries.push_back(Entry {
                 offset: self.offset,
                 at: now,
