@@ -112,6 +112,12 @@ pub(crate) struct Args {
     /// first; the latest publication always stays)
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     history_bytes: usize,
+    /// Bytes of history kept in this process, all topics together (payloads plus a
+    /// fixed cost per topic and per publication); past it the least recently published
+    /// topics are evicted (a client recovering from one is told recovered: false). Not
+    /// used with --redis, where Redis keeps the history
+    #[arg(long, value_name = "BYTES", default_value_t = wsevents::hub::DEFAULT_MAX_HISTORY_BYTES)]
+    max_history_bytes: usize,
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
@@ -312,7 +318,10 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         max_bytes: args.history_bytes,
     };
     let hub = match &args.redis {
-        None => Hub::builder().history(history).build(),
+        None => Hub::builder()
+            .history(history)
+            .max_history_bytes(args.max_history_bytes)
+            .build(),
         Some(url) => Hub::builder()
             .history(history)
             .backend(RedisBackend::new(url).map_err(|e| format!("--redis: {e}"))?)
