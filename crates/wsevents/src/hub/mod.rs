@@ -138,7 +138,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use wsevents_proto::{CloseCode, Message, Role};
+use wsevents_proto::{CloseCode, Message, PreparedMessage, Role};
 
 use crate::api::websocket::WebSocket;
 use crate::error::{Error, Result};
@@ -221,6 +221,14 @@ pub(crate) type WeakHub = Weak<HubInner>;
 pub trait Framing: Send + Sync + 'static {
     /// The frame that carries `publication` of `topic`.
     fn frame(&self, topic: &str, publication: &Publication) -> Message;
+
+    /// The same, framed for the wire: what the hub queues. By default
+    /// [`frame`](Self::frame)'s message copied behind its header; a framing that
+    /// builds its text can write it in place with [`PreparedMessage::text_with`]
+    /// instead, so that the payload is copied once on its way out.
+    fn prepare(&self, topic: &str, publication: &Publication) -> PreparedMessage {
+        PreparedMessage::new(&self.frame(topic, publication))
+    }
 }
 
 /// The answer to a subscription from a position

@@ -129,8 +129,8 @@ impl HubInner {
             Some(publication) => framings
                 .into_iter()
                 .map(|framing| {
-                    let frame = framing.frame(&cell.name, publication);
-                    (framing, PreparedMessage::new(&frame))
+                    let prepared = framing.prepare(&cell.name, publication);
+                    (framing, prepared)
                 })
                 .collect(),
             None => Vec::new(),
@@ -198,7 +198,7 @@ impl HubInner {
 
         if let Some(publication) = &publication {
             for (id, ws, framing) in late {
-                let frame = PreparedMessage::new(&framing.frame(&cell.name, publication));
+                let frame = framing.prepare(&cell.name, publication);
                 let state = cell.lock();
                 let still = state
                     .subscribers
@@ -269,7 +269,7 @@ impl HubInner {
                 if !publication.position.is_past(&last) {
                     continue;
                 }
-                let frame = PreparedMessage::new(&framing.frame(&cell.name, publication));
+                let frame = framing.prepare(&cell.name, publication);
                 // Bounded already: held publications are at most the backlog bound.
                 self.offer(&ws, &frame, usize::MAX);
                 last = publication.position.clone();

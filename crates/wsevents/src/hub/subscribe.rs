@@ -265,7 +265,7 @@ impl HubInner {
             .publications
             .iter()
             .flatten()
-            .map(|publication| PreparedMessage::new(&framing.frame(topic, publication)))
+            .map(|publication| framing.prepare(topic, publication))
             .collect();
         if ws.buffered_amount() > self.max_backlog as u64 {
             tracing::info!(
