@@ -73,6 +73,7 @@ use wsevents::{
 
 use self::shutdown::ShutdownSignal;
 use crate::Result;
+use crate::seconds::{positive_seconds, seconds, unless_zero};
 
 /// Options of `wsevents serve`.
 #[derive(Debug, clap::Args)]
@@ -170,27 +171,6 @@ pub(crate) struct Args {
     /// in Prometheus' text format at http://ADDR/metrics
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
-}
-
-/// A duration of the connection's `Config`: 0 turns it off.
-fn unless_zero(duration: Duration) -> Option<Duration> {
-    (!duration.is_zero()).then_some(duration)
-}
-
-/// A number of seconds (fractions allowed), 0 or more.
-fn seconds(text: &str) -> std::result::Result<Duration, String> {
-    let secs: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is not a duration"))
-}
-
-/// A number of seconds over 0.
-fn positive_seconds(text: &str) -> std::result::Result<Duration, String> {
-    match seconds(text)? {
-        Duration::ZERO => Err("must be over 0".into()),
-        duration => Ok(duration),
-    }
 }
 
 /// What the server does with each WebSocket path.
