@@ -1,0 +1,45 @@
+//! The names a topic has in Redis: its channel and, on a hub with history, its keys.
+//! One place, so that every name is made the same way.
+//!
+//! Under the prefix ([`RedisConfig::prefix`](super::RedisConfig::prefix)), a topic `T` is
+//! the channel `T`, the hash `meta:T` (epoch, latest offset, bytes), the stream
+//! `history:T` and, per idempotency key `K`, the string `key:T:K`.
+
+/// Makes the channel and key names of topics, under a prefix.
+#[derive(Debug, Clone)]
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The channel a topic's publications go on.
+    pub(super) fn channel(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix)
+    }
+
+    /// The topic of a channel; `None` for a channel not under the prefix.
+    pub(super) fn topic<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel.strip_prefix(&self.prefix)
+    }
+
+    /// The hash of a topic's epoch and latest offset.
+    pub(super) fn meta(&self, topic: &str) -> String {
+        format!("{}meta:{topic}", self.prefix)
+    }
+
+    /// The stream of a topic's history (entry ids `0-OFFSET`).
+    pub(super) fn stream(&self, topic: &str) -> String {
+        format!("{}history:{topic}", self.prefix)
+    }
+
+    /// An idempotency key seen on a topic.
+    pub(super) fn publish_key(&self, topic: &str, key: &str) -> String {
+        format!("{}key:{topic}:{key}", self.prefix)
+    }
+}
