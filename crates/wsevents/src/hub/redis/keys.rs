@@ -1,9 +1,12 @@
 //! The names a topic has in Redis: its channel and, on a hub with history, its keys.
-//! One place, so that every name is made the same way.
+//! One place, so that every name is made the same way and none stands for two topics.
 //!
 //! Under the prefix ([`RedisConfig::prefix`](super::RedisConfig::prefix)), a topic `T` is
 //! the channel `T`, the hash `meta:T` (epoch, latest offset, bytes), the stream
-//! `history:T` and, per idempotency key `K`, the string `key:T:K`.
+//! `history:T` and, per idempotency key `K`, the string `key:LEN:T:K` where `LEN` is the
+//! length of `T` in bytes (decimal): without it, topic `a` with key `b:c` and topic
+//! `a:b` with key `c` would be one key. (Keys written as `key:T:K` before are not found
+//! after the upgrade: a retry across it may be stored twice.)
 
 /// Makes the channel and key names of topics, under a prefix.
 #[derive(Debug, Clone)]
@@ -38,8 +41,26 @@ impl Keys {
         format!("{}history:{topic}", self.prefix)
     }
 
-    /// An idempotency key seen on a topic.
+    /// An idempotency key seen on a topic: the topic's length first, so that where
+    /// the topic ends is never in doubt.
     pub(super) fn publish_key(&self, topic: &str, key: &str) -> String {
-        format!("{}key:{topic}:{key}", self.prefix)
+        format!("{}key:{}:{topic}:{key}", self.prefix, topic.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_key_names_its_topic_unambiguously() {
+        let keys = Keys::new("p:");
+        assert_eq!(keys.publish_key("a", "b:c"), "p:key:1:a:b:c");
+        assert_eq!(keys.publish_key("a:b", "c"), "p:key:3:a:b:c");
+        assert_ne!(keys.publish_key("a", "b:c"), keys.publish_key("a:b", "c"));
+        assert_ne!(keys.publish_key("", "1:x"), keys.publish_key("1", "x"));
+        assert_eq!(keys.channel("t"), "p:t");
+        assert_eq!(keys.topic("p:t"), Some("t"));
+        assert_eq!(keys.topic("q:t"), None);
     }
 }
