@@ -37,7 +37,7 @@ mod recover;
 mod subscriber;
 
 use keys::Keys;
-use publisher::Job;
+use publisher::{Budget, Job};
 
 /// Options for a [`RedisBackend`].
 ///
@@ -45,16 +45,27 @@ use publisher::Job;
 /// use wsevents::hub::RedisConfig;
 /// let config = RedisConfig { prefix: "chat:".into(), ..RedisConfig::default() };
 /// assert_eq!(RedisConfig::default().max_pending, 65_536);
+/// assert_eq!(RedisConfig::default().max_pending_bytes, 64 << 20);
 /// # let _ = config;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// Put before each topic to make its Redis channel; `"wsevents:"` by default.
     pub prefix: String,
-    /// Publishes waiting for the publisher connection, at most; past it a publish is
-    /// not carried to other nodes (counted as dropped; local delivery is not
-    /// affected). 65,536 by default.
+    /// Publications waiting for the publisher connection, at most (65,536). Past it,
+    /// and past [`max_pending_bytes`](Self::max_pending_bytes), a publish of a hub
+    /// without history is not carried to other nodes (counted as dropped; local
+    /// delivery is not affected) and a publication of a hub with history is refused
+    /// with [`Error::Unavailable`] (stored nowhere, delivered nowhere; retry with its
+    /// key).
     pub max_pending: usize,
+    /// The bytes those waiting publications may hold, at most: 64 MiB. A publication
+    /// counts its payload, its topic and its key (or channel and envelope); it holds
+    /// them from the moment it is queued until Redis has answered for it (or it was
+    /// given up), then gives them back. One that would take the total past the bound
+    /// is refused as when the queue is full, unless nothing is held (so a publication
+    /// larger than the bound is carried alone, never refused for ever).
+    pub max_pending_bytes: usize,
     /// The first reconnection delay's ceiling (100 ms); it doubles per attempt.
     pub backoff_min: Duration,
     /// The most a reconnection delay's ceiling grows to (5 s).
@@ -68,6 +79,7 @@ impl Default for RedisConfig {
         RedisConfig {
             prefix: "wsevents:".into(),
             max_pending: 65_536,
+            max_pending_bytes: 64 << 20,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
@@ -155,8 +167,9 @@ struct Shared {
     /// the subscriber task when they change.
     wanted: Mutex<HashSet<String>>,
     changed: Notify,
-    /// The publisher's queue.
+    /// The publisher's queue, and the bytes its jobs hold.
     publish: mpsc::Sender<Job>,
+    pending: Arc<Budget>,
     /// The hub's history, when it keeps one (set at start): publications are
     /// stored, and positioned, in Redis.
     history: OnceLock<History>,
@@ -208,6 +221,7 @@ impl RedisBackend {
             wanted: Mutex::new(HashSet::new()),
             changed: Notify::new(),
             publish,
+            pending: Arc::new(Budget::new(config.max_pending_bytes)),
             history: OnceLock::new(),
             conn: Mutex::new(None),
             subscribed: Mutex::new(HashSet::new()),
@@ -227,6 +241,27 @@ impl RedisBackend {
     /// This node's id (what its envelopes carry).
     pub fn node_id(&self) -> u64 {
         self.shared.node
+    }
+
+    /// Publications not carried to other nodes since the backend was made (the
+    /// publisher cut off or its queue full, a batch lost with its connection), the
+    /// figure [`BackendStatus::Reconnecting::dropped`] reports.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The bytes the publisher's queue holds now (at most about
+    /// [`RedisConfig::max_pending_bytes`]).
+    pub fn pending_bytes(&self) -> usize {
+        self.shared.pending.held()
+    }
+}
+
+/// The payload's length.
+fn payload_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) => data.len(),
     }
 }
 
@@ -290,17 +325,25 @@ impl Backend for RedisBackend {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let channel = self.shared.keys.channel(topic);
         let envelope = envelope::seal(self.shared.node, message);
-        if self
-            .shared
-            .publish
-            .try_send(Job::Publish(self.shared.keys.channel(topic), envelope))
-            .is_err()
-        {
+        let queued = match self.shared.pending.reserve(channel.len() + envelope.len()) {
+            Some(held) => self
+                .shared
+                .publish
+                .try_send(Job::Publish {
+                    channel,
+                    envelope,
+                    _held: held,
+                })
+                .is_ok(),
+            None => false,
+        };
+        if !queued {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 topic,
-                "Redis publisher queue full: not carried to other nodes"
+                "Redis publisher queue full (in jobs or bytes): not carried to other nodes"
             );
         }
     }
@@ -334,12 +377,20 @@ impl Backend for RedisBackend {
         if let Link::Down { error, .. } = &lock(&self.shared.links).publisher {
             return Pending::ready(Err(Error::Unavailable(format!("Redis: {error}"))));
         }
+        let bytes = topic.len() + payload_len(message) + key.map_or(0, str::len);
+        let Some(held) = self.shared.pending.reserve(bytes) else {
+            return Pending::ready(Err(Error::Unavailable(format!(
+                "the Redis publisher queue is full ({} bytes waiting)",
+                self.shared.pending.held()
+            ))));
+        };
         let (done, answer) = oneshot::channel();
         let job = Job::Store {
             topic: topic.to_owned(),
             message: message.clone(),
             key: key.map(str::to_owned),
             done,
+            _held: held,
         };
         if self.shared.publish.try_send(job).is_err() {
             return Pending::ready(Err(Error::Unavailable(
@@ -370,6 +421,54 @@ impl Backend for RedisBackend {
                 ))),
             }
         })
+    }
+}
+
+/// A backend shared with its maker, so that its counters ([`RedisBackend::dropped`],
+/// [`RedisBackend::pending_bytes`]) stay readable once a hub has it: build the hub
+/// with a clone of the `Arc`. One hub per backend (a second one is never started).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), wsevents::Error> {
+/// use std::sync::Arc;
+/// use wsevents::hub::{Hub, RedisBackend};
+/// let backend = Arc::new(RedisBackend::new("redis://127.0.0.1:6379")?);
+/// let hub = Hub::builder().backend(backend.clone()).build();
+/// hub.publish("news", "hello");
+/// println!("{} bytes wait for Redis", backend.pending_bytes());
+/// # Ok(()) }
+/// ```
+impl Backend for Arc<RedisBackend> {
+    fn start(&self, inbound: Inbound) {
+        (**self).start(inbound);
+    }
+
+    fn subscribe(&self, topic: &str) {
+        (**self).subscribe(topic);
+    }
+
+    fn unsubscribe(&self, topic: &str) {
+        (**self).unsubscribe(topic);
+    }
+
+    fn publish(&self, topic: &str, message: &Message) {
+        (**self).publish(topic, message);
+    }
+
+    fn status(&self) -> BackendStatus {
+        (**self).status()
+    }
+
+    fn stores_history(&self) -> bool {
+        (**self).stores_history()
+    }
+
+    fn store(&self, topic: &str, message: &Message, key: Option<&str>) -> Pending<Position> {
+        (**self).store(topic, message, key)
+    }
+
+    fn recover(&self, topic: &str, since: Option<&Position>) -> Pending<Recovery> {
+        (**self).recover(topic, since)
     }
 }
 

@@ -6,9 +6,14 @@
 //! store script (`store.lua`) per publication of a hub with history, answered with its
 //! position. Redis runs a connection's commands in the order they were sent, so a
 //! node's publications keep their order on every node.
+//!
+//! The queue is bounded twice: in jobs (a `tokio::sync::mpsc` channel of
+//! [`RedisConfig::max_pending`]) and in bytes ([`Budget`], of
+//! [`RedisConfig::max_pending_bytes`]): each job holds a [`Reservation`] of its bytes
+//! from the moment it is queued until it is dropped (answered, or given up).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,15 +36,82 @@ pub(super) const BATCH: usize = 512;
 
 /// What the publisher task does, in queue order.
 pub(super) enum Job {
-    /// A publish of a hub without history: `PUBLISH` this envelope.
-    Publish(String, Bytes),
+    /// A publish of a hub without history: `PUBLISH` this envelope on this channel.
+    Publish {
+        channel: String,
+        envelope: Bytes,
+        /// Its bytes, given back when the job is dropped.
+        _held: Reservation,
+    },
     /// Store a publication and carry it (a hub with history); answer on `done`.
     Store {
         topic: String,
         message: Message,
         key: Option<String>,
         done: oneshot::Sender<Result<Position>>,
+        /// Its bytes, given back when the job is dropped.
+        _held: Reservation,
     },
+}
+
+/// The bytes the publisher's jobs hold, against a bound.
+#[derive(Debug)]
+pub(super) struct Budget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    pub(super) fn new(max: usize) -> Budget {
+        Budget {
+            held: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Hold `bytes` more, unless that takes the total past the bound while something
+    /// is held already (a job alone always fits). Given back when the reservation is
+    /// dropped.
+    pub(super) fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        let mut held = self.held.load(Ordering::Relaxed);
+        loop {
+            if held != 0 && held.saturating_add(bytes) > self.max {
+                return None;
+            }
+            match self.held.compare_exchange_weak(
+                held,
+                held.saturating_add(bytes),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Reservation {
+                        budget: self.clone(),
+                        bytes,
+                    });
+                }
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    /// The bytes held now.
+    pub(super) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes held in a [`Budget`] by one job, given back when it is dropped.
+#[derive(Debug)]
+pub(super) struct Reservation {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// The publisher task: one connection, pipelined jobs in queue order.
@@ -139,7 +211,7 @@ async fn settle(shared: &Shared, timeout: Duration, batch: &[Job]) {
             .iter()
             .filter_map(|job| match job {
                 Job::Store { topic, .. } => Some(shared.keys.channel(topic)),
-                Job::Publish(..) => None,
+                Job::Publish { .. } => None,
             })
             .filter(|channel| wanted.contains(channel) && !subscribed.contains(channel))
             .collect()
@@ -168,7 +240,9 @@ async fn send_batch(
     let mut pipe = redis::pipe();
     for job in batch.iter() {
         match job {
-            Job::Publish(channel, envelope) => {
+            Job::Publish {
+                channel, envelope, ..
+            } => {
                 pipe.cmd("PUBLISH").arg(channel).arg(&envelope[..]).ignore();
             }
             Job::Store {
@@ -227,5 +301,27 @@ async fn send_batch(
             }
             Err(error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_refuses_past_its_bound_unless_empty_and_gives_back_on_drop() {
+        let budget = Arc::new(Budget::new(100));
+        let big = budget.reserve(500).expect("alone, larger than the bound");
+        assert!(budget.reserve(1).is_none(), "something is held");
+        drop(big);
+        assert_eq!(budget.held(), 0);
+        let a = budget.reserve(60).unwrap();
+        let b = budget.reserve(40).unwrap();
+        assert!(budget.reserve(1).is_none(), "100 of 100");
+        drop(a);
+        let c = budget.reserve(60).unwrap();
+        assert_eq!(budget.held(), 100);
+        drop((b, c));
+        assert_eq!(budget.held(), 0);
     }
 }
