@@ -9,6 +9,8 @@
 
 #[path = "support/redis.rs"]
 mod redis_server;
+#[path = "support/v1.rs"]
+mod v1;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis_server::RedisServer;
 use tokio::sync::mpsc::UnboundedReceiver;
-use wsevents::hub::{BackendStatus, History, Hub, RedisBackend, RedisConfig};
+use v1::{Peer, offsets};
+use wsevents::hub::{BackendStatus, History, Hub, Position, RedisBackend, RedisConfig};
+use wsevents::pubsub::PubsubServer;
 use wsevents::{Error, Message, Server, WebSocket};
 
 async fn connected(hub: &Hub) {
@@ -157,5 +161,193 @@ async fn a_publish_past_the_publisher_byte_bound_is_not_carried_and_is_counted()
         );
     }
     assert_eq!(next(&mut remote, Duration::from_millis(300)).await, None);
-    assert_eq!(backend_a.pending_bytes(), 0);
+    let given_back = tokio::time::timeout(Duration::from_secs(10), async {
+        while backend_a.pending_bytes() != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        given_back.is_ok(),
+        "the bytes are given back once Redis answered"
+    );
+}
+
+/// Node B, on a thread and runtime of its own, so that it publishes while the test's
+/// thread (node A's, a current-thread runtime) is blocked: each batch of texts it is
+/// sent is published to "t" at once with `publish_confirmed` (one pipeline), and
+/// answered with the positions once Redis has stored them all.
+struct OtherNode {
+    batches: tokio::sync::mpsc::UnboundedSender<Vec<String>>,
+    stored: std::sync::mpsc::Receiver<Vec<Position>>,
+}
+
+impl OtherNode {
+    fn start(url: String) -> OtherNode {
+        let (batches, mut to_publish) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
+        let (answer, stored) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let hub = Hub::builder()
+                    .history(History::default())
+                    .backend(RedisBackend::new(&url).unwrap())
+                    .build();
+                connected(&hub).await;
+                while let Some(texts) = to_publish.recv().await {
+                    let pending: Vec<_> = texts
+                        .into_iter()
+                        .map(|text| hub.publish_confirmed("t", text, None))
+                        .collect();
+                    let mut positions = Vec::new();
+                    for position in pending {
+                        positions.push(position.await.unwrap());
+                    }
+                    if answer.send(positions).is_err() {
+                        break;
+                    }
+                }
+            });
+        });
+        OtherNode { batches, stored }
+    }
+
+    /// Publish `texts` and wait, blocking this thread, until Redis stored them all.
+    fn publish_blocking(&self, texts: Vec<String>) -> Vec<Position> {
+        self.batches.send(texts).unwrap();
+        self.stored
+            .recv_timeout(Duration::from_secs(30))
+            .expect("node B stored the burst")
+    }
+}
+
+/// Wait, blocking this thread, for a round trip to Redis after the burst: whatever
+/// Redis wrote to node A's connection for the burst went out before the burst's last
+/// answer, so by this answer it is all in A's socket.
+fn fence(redis: &RedisServer) {
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+/// Node A's inbound queue holds one message (1 byte: each message alone); node B
+/// publishes a burst of 100 while A's thread is blocked, so that the whole burst is in
+/// A's socket when A reads it: A's reader queues the first, the others do not fit
+/// (counted), and the topic is caught up from the history once the queue has room. A
+/// real wsevents.v1 subscriber on A gets every publication once, in order, then live
+/// ones again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_past_the_inbound_bound_is_caught_up_from_the_history() {
+    const BURST: usize = 100;
+    let redis = RedisServer::start();
+    let config = RedisConfig {
+        max_inbound_bytes: 1,
+        ..RedisConfig::default()
+    };
+    let backend = Arc::new(RedisBackend::with_config(&redis.url(), config).unwrap());
+    let hub = Hub::builder()
+        .history(History::default())
+        .backend(backend.clone())
+        .build();
+    connected(&hub).await;
+    let url = v1::serve(PubsubServer::new(hub.clone())).await;
+    let mut sub = Peer::connect(&url).await;
+    sub.subscribe("t", None).await;
+    let b = OtherNode::start(redis.url());
+    b.batches.send(vec!["1".into()]).unwrap();
+    assert_eq!(
+        sub.pubs(1).await,
+        [(b.stored.recv().unwrap()[0].clone(), "1".into())]
+    );
+
+    let burst: Vec<String> = (2..=BURST + 1).map(|i| i.to_string()).collect();
+    let positions = b.publish_blocking(burst.clone());
+    fence(&redis);
+    let got = sub.pubs(BURST).await;
+    assert_eq!(
+        got,
+        positions.into_iter().zip(burst).collect::<Vec<_>>(),
+        "every publication once, in order"
+    );
+    assert_eq!(offsets(&got), (2..=BURST as u64 + 1).collect::<Vec<_>>());
+    sub.nothing_for(Duration::from_millis(300)).await;
+    assert_eq!(
+        backend.inbound_dropped(),
+        BURST as u64 - 1,
+        "all but the first of the burst were past the bound"
+    );
+    assert_eq!(backend.inbound_bytes(), 0);
+    // Live again.
+    b.batches.send(vec!["after".into()]).unwrap();
+    let live = sub.pubs(1).await;
+    assert_eq!(live[0].1, "after");
+    assert_eq!(live[0].0.offset(), BURST as u64 + 2);
+}
+
+/// The same on a hub without history: what does not fit is lost for this node's
+/// subscribers and counted (in `dropped`, what `BackendStatus` reports); the queue takes
+/// messages again once delivered. The burst is another program's `PUBLISH`es of
+/// `wse1` envelopes, in one pipeline while A's thread is blocked.
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_past_the_inbound_bound_without_history_is_counted() {
+    const BURST: usize = 50;
+    let redis = RedisServer::start();
+    let config = RedisConfig {
+        max_inbound_bytes: 1,
+        ..RedisConfig::default()
+    };
+    let (hub, backend) = node(&redis, None, config).await;
+    let (mut rx, _ws) = subscriber(&hub, "t").await;
+    let subscribed = tokio::time::timeout(Duration::from_secs(30), async {
+        while redis.numsub("wsevents:t").await != 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(subscribed.is_ok(), "subscribed in Redis");
+    // Another node's envelope (docs on RedisBackend): "wse1", its id, 0x01 (text).
+    let other = !backend.node_id();
+    let envelope = |text: &str| {
+        let mut envelope = b"wse1".to_vec();
+        envelope.extend_from_slice(&other.to_be_bytes());
+        envelope.push(0x01);
+        envelope.extend_from_slice(text.as_bytes());
+        envelope
+    };
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for i in 1..=BURST {
+        pipe.cmd("PUBLISH")
+            .arg("wsevents:t")
+            .arg(envelope(&format!("m{i}")))
+            .ignore();
+    }
+    let () = pipe.query(&mut conn).unwrap();
+    fence(&redis);
+    assert_eq!(
+        next(&mut rx, Duration::from_secs(10)).await.as_deref(),
+        Some("m1")
+    );
+    let received: u64 = redis::cmd("PUBLISH")
+        .arg("wsevents:t")
+        .arg(envelope("after"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(received, 1);
+    assert_eq!(
+        next(&mut rx, Duration::from_secs(10)).await.as_deref(),
+        Some("after"),
+        "the rest of the burst is lost; the queue takes messages again"
+    );
+    assert_eq!(backend.inbound_dropped(), BURST as u64 - 1);
+    assert_eq!(backend.dropped(), BURST as u64 - 1);
 }

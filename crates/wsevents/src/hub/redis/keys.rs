@@ -31,6 +31,16 @@ impl Keys {
         channel.strip_prefix(&self.prefix)
     }
 
+    /// The topic of a channel, made of the channel's own bytes; `None` for a channel
+    /// not under the prefix.
+    pub(super) fn topic_of_channel(&self, mut channel: String) -> Option<String> {
+        if !channel.starts_with(&self.prefix) {
+            return None;
+        }
+        channel.drain(..self.prefix.len());
+        Some(channel)
+    }
+
     /// The hash of a topic's epoch and latest offset.
     pub(super) fn meta(&self, topic: &str) -> String {
         format!("{}meta:{topic}", self.prefix)
@@ -62,5 +72,7 @@ mod tests {
         assert_eq!(keys.channel("t"), "p:t");
         assert_eq!(keys.topic("p:t"), Some("t"));
         assert_eq!(keys.topic("q:t"), None);
+        assert_eq!(keys.topic_of_channel("p:t".into()).as_deref(), Some("t"));
+        assert_eq!(keys.topic_of_channel("q:t".into()), None);
     }
 }

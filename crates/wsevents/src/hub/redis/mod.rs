@@ -31,11 +31,13 @@ use crate::error::{Error, Result};
 
 mod backoff;
 mod envelope;
+mod inbound_queue;
 mod keys;
 mod publisher;
 mod recover;
 mod subscriber;
 
+use inbound_queue::InboundQueue;
 use keys::Keys;
 use publisher::{Budget, Job};
 
@@ -46,6 +48,7 @@ use publisher::{Budget, Job};
 /// let config = RedisConfig { prefix: "chat:".into(), ..RedisConfig::default() };
 /// assert_eq!(RedisConfig::default().max_pending, 65_536);
 /// assert_eq!(RedisConfig::default().max_pending_bytes, 64 << 20);
+/// assert_eq!(RedisConfig::default().max_inbound_bytes, 64 << 20);
 /// # let _ = config;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +69,17 @@ pub struct RedisConfig {
     /// is refused as when the queue is full, unless nothing is held (so a publication
     /// larger than the bound is carried alone, never refused for ever).
     pub max_pending_bytes: usize,
+    /// The bytes of messages from Redis waiting for delivery to the hub, at most:
+    /// 64 MiB. The subscriber connection is read at once, whatever the hub's pace; a
+    /// message (payload and topic) that would take what waits past the bound is not
+    /// queued, unless nothing waits. On a hub with history its topic's later messages
+    /// are not queued either, and once the queue is down to half the bound the topic
+    /// catches up from the history, as after a lost subscription
+    /// ([`Inbound::resubscribed`]): its subscribers get every publication once, in
+    /// order, or see the gap and recover. On a hub without history the message is lost
+    /// for this node (counted in [`RedisBackend::dropped`], logged once per overflow).
+    /// [`RedisBackend::inbound_dropped`] counts both.
+    pub max_inbound_bytes: usize,
     /// The first reconnection delay's ceiling (100 ms); it doubles per attempt.
     pub backoff_min: Duration,
     /// The most a reconnection delay's ceiling grows to (5 s).
@@ -80,6 +94,7 @@ impl Default for RedisConfig {
             prefix: "wsevents:".into(),
             max_pending: 65_536,
             max_pending_bytes: 64 << 20,
+            max_inbound_bytes: 64 << 20,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
@@ -96,8 +111,11 @@ impl Default for RedisConfig {
 ///   them), each in an envelope with this node's id;
 /// - the **subscriber** holds a `SUBSCRIBE` for exactly the topics that have local
 ///   subscribers (it follows the hub: subscribe on the first, unsubscribe after the
-///   last), delivers what other nodes publish, and drops what carries its own id (the
-///   hub delivered that locally already).
+///   last). It speaks RESP3 (Redis 6 or later), so what arrives is read at once, as
+///   it is parsed, into an inbound queue bounded in bytes
+///   ([`RedisConfig::max_inbound_bytes`]); a task of its own delivers the queue to the
+///   hub, in order, and drops what carries this node's id (the hub delivered that
+///   locally already).
 ///
 /// When Redis goes away, local delivery goes on unchanged; each task reconnects with
 /// full-jitter exponential backoff (100 ms doubling to 5 s), the subscriber
@@ -105,15 +123,19 @@ impl Default for RedisConfig {
 /// catches up on what was stored while it was away), and both say so in the log
 /// (`tracing`: a warning on loss, info on recovery) and in
 /// [`Hub::backend_status`](super::Hub::backend_status). What is published before the
-/// first connection is made waits for it (up to [`RedisConfig::max_pending`]); what is
-/// published while the publisher is cut off is not carried to other nodes (counted in
-/// [`BackendStatus::Reconnecting::dropped`]); Redis pub/sub has no history to replay.
+/// first connection is made waits for it (up to [`RedisConfig::max_pending`]
+/// publications and [`RedisConfig::max_pending_bytes`]); what is published while the
+/// publisher is cut off is not carried to other nodes (counted in
+/// [`BackendStatus::Reconnecting::dropped`] and [`RedisBackend::dropped`]); Redis
+/// pub/sub has no history to replay.
 ///
 /// **On a hub with history** ([`HubBuilder::history`](super::HubBuilder::history)),
 /// Redis keeps it, so it outlives every node: per topic a hash
-/// (`{prefix}meta:TOPIC`: epoch, latest offset) and a stream
+/// (`{prefix}meta:TOPIC`: epoch, latest offset, bytes) and a stream
 /// (`{prefix}history:TOPIC`, entry ids `0-OFFSET`, its oldest entries trimmed past the
-/// history's count and bytes by the script that adds one, expiring with its age). A publication is one Lua script,
+/// history's count and bytes by the script that adds one, expiring with its age), and
+/// per idempotency key a string (`{prefix}key:LEN:TOPIC:KEY`, `LEN` the topic's length
+/// in bytes, so that keys of two topics never meet). A publication is one Lua script,
 /// pipelined in queue order on the publisher connection: it makes the epoch if the
 /// topic has none (a new history: Redis lost or expired the old one), takes the next
 /// offset, appends the entry, remembers the publish key for the history's age, and
@@ -122,13 +144,20 @@ impl Default for RedisConfig {
 /// everywhere. A recovery waits until this node is subscribed to the topic's
 /// channel, then reads the missed entries with a second script (all of them, none
 /// older than the age and no more than the size, or none). While Redis is
-/// unreachable a publication is refused with [`Error::Unavailable`] and delivered
-/// nowhere: never a position without a stored publication. Topics and keys of one
-/// topic must live on one Redis (standalone or Sentinel; not Cluster).
+/// unreachable, or the publisher's queue is full, a publication is refused with
+/// [`Error::Unavailable`] and delivered nowhere: never a position without a stored
+/// publication. A node whose inbound queue overflows catches the topic up from the
+/// history, as after a lost subscription. Topics and keys of one topic must live on
+/// one Redis (standalone or Sentinel; not Cluster).
 ///
 /// The envelope: `b"wse1"`, the node id (8 bytes, big-endian), the kind (`0x01` text,
 /// `0x02` binary), the payload. Channels are the topics behind a prefix
-/// ([`RedisConfig::prefix`], `"wsevents:"` by default).
+/// ([`RedisConfig::prefix`], `"wsevents:"` by default). A payload is copied into the
+/// Redis command on its way out, and taken as Redis's reply parser made it on its way
+/// in (the envelope is sliced off, not copied).
+///
+/// To read the backend's counters once a hub has it, give the hub an
+/// `Arc<RedisBackend>` (see the `Backend` impl for it).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), wsevents::Error> {
@@ -143,6 +172,8 @@ impl Default for RedisConfig {
 /// ```
 pub struct RedisBackend {
     client: redis::Client,
+    /// The same, speaking RESP3 (the subscriber connection).
+    subscriber_client: redis::Client,
     config: RedisConfig,
     shared: Arc<Shared>,
     queue: Mutex<Option<mpsc::Receiver<Job>>>,
@@ -173,6 +204,8 @@ struct Shared {
     /// The hub's history, when it keeps one (set at start): publications are
     /// stored, and positioned, in Redis.
     history: OnceLock<History>,
+    /// Messages from Redis on their way to the hub.
+    inbound: InboundQueue,
     /// The publisher's connection while it is up (recoveries read through it).
     conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
     /// The channels the subscriber connection is subscribed to now, and a counter
@@ -214,6 +247,8 @@ impl RedisBackend {
     pub fn with_config(url: &str, config: RedisConfig) -> Result<RedisBackend> {
         let client = redis::Client::open(url)
             .map_err(|e| Error::Syntax(format!("Redis URL {url:?}: {e}")))?;
+        let subscriber_client = subscriber::resp3(&client)
+            .map_err(|e| Error::Syntax(format!("Redis URL {url:?}: {e}")))?;
         let (publish, queue) = mpsc::channel(config.max_pending.max(1));
         let shared = Arc::new(Shared {
             node: node_id(),
@@ -223,6 +258,7 @@ impl RedisBackend {
             publish,
             pending: Arc::new(Budget::new(config.max_pending_bytes)),
             history: OnceLock::new(),
+            inbound: InboundQueue::new(config.max_inbound_bytes),
             conn: Mutex::new(None),
             subscribed: Mutex::new(HashSet::new()),
             subscribed_changed: watch::channel(0).0,
@@ -232,6 +268,7 @@ impl RedisBackend {
         });
         Ok(RedisBackend {
             client,
+            subscriber_client,
             config,
             shared,
             queue: Mutex::new(Some(queue)),
@@ -254,6 +291,18 @@ impl RedisBackend {
     /// [`RedisConfig::max_pending_bytes`]).
     pub fn pending_bytes(&self) -> usize {
         self.shared.pending.held()
+    }
+
+    /// Messages from Redis not queued for delivery, since the backend was made: past
+    /// [`RedisConfig::max_inbound_bytes`], or of a topic waiting to catch up.
+    pub fn inbound_dropped(&self) -> u64 {
+        self.shared.inbound.dropped()
+    }
+
+    /// The bytes of messages from Redis waiting for delivery now (at most about
+    /// [`RedisConfig::max_inbound_bytes`]).
+    pub fn inbound_bytes(&self) -> usize {
+        self.shared.inbound.bytes()
     }
 }
 
@@ -299,8 +348,9 @@ impl Backend for RedisBackend {
             self.shared.clone(),
             queue,
         ));
+        runtime.spawn(subscriber::delivery(self.shared.clone(), inbound.clone()));
         runtime.spawn(subscriber::subscriber(
-            self.client.clone(),
+            self.subscriber_client.clone(),
             self.config.clone(),
             self.shared.clone(),
             inbound,
@@ -326,14 +376,14 @@ impl Backend for RedisBackend {
             return;
         }
         let channel = self.shared.keys.channel(topic);
-        let envelope = envelope::seal(self.shared.node, message);
-        let queued = match self.shared.pending.reserve(channel.len() + envelope.len()) {
+        let bytes = channel.len() + envelope::HEADER_LEN + payload_len(message);
+        let queued = match self.shared.pending.reserve(bytes) {
             Some(held) => self
                 .shared
                 .publish
                 .try_send(Job::Publish {
                     channel,
-                    envelope,
+                    message: message.clone(),
                     _held: held,
                 })
                 .is_ok(),

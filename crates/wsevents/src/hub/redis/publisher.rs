@@ -16,12 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use wsevents_proto::Message;
 
 use super::backoff::backoff;
-use super::envelope::kind_and_payload;
+use super::envelope::{Sealed, kind_and_payload};
 use super::recover::millis;
 use super::subscriber::wait_subscribed;
 use super::{Link, RedisConfig, Shared, lock};
@@ -36,10 +35,11 @@ pub(super) const BATCH: usize = 512;
 
 /// What the publisher task does, in queue order.
 pub(super) enum Job {
-    /// A publish of a hub without history: `PUBLISH` this envelope on this channel.
+    /// A publish of a hub without history: `PUBLISH` it on this channel, in a `wse1`
+    /// envelope.
     Publish {
         channel: String,
-        envelope: Bytes,
+        message: Message,
         /// Its bytes, given back when the job is dropped.
         _held: Reservation,
     },
@@ -241,9 +241,13 @@ async fn send_batch(
     for job in batch.iter() {
         match job {
             Job::Publish {
-                channel, envelope, ..
+                channel, message, ..
             } => {
-                pipe.cmd("PUBLISH").arg(channel).arg(&envelope[..]).ignore();
+                let envelope = Sealed {
+                    node: shared.node,
+                    message,
+                };
+                pipe.cmd("PUBLISH").arg(channel).arg(envelope).ignore();
             }
             Job::Store {
                 topic,
@@ -279,13 +283,19 @@ async fn send_batch(
         Ok(stored) => {
             let mut stored = stored.into_iter();
             for job in jobs {
-                if let Job::Store { done, .. } = job {
+                if let Job::Store {
+                    done, _held: held, ..
+                } = job
+                {
                     let position = stored
                         .next()
                         .and_then(|(_, position)| position.parse().ok())
                         .ok_or_else(|| {
                             Error::Unavailable("Redis answered a store with something else".into())
                         });
+                    // The bytes are given back before the answer: whoever awaits it
+                    // finds them free.
+                    drop(held);
                     let _ = done.send(position);
                 }
             }
@@ -295,7 +305,11 @@ async fn send_batch(
             let lost = jobs.len() as u64;
             shared.dropped.fetch_add(lost, Ordering::Relaxed);
             for job in jobs {
-                if let Job::Store { done, .. } = job {
+                if let Job::Store {
+                    done, _held: held, ..
+                } = job
+                {
+                    drop(held);
                     let _ = done.send(Err(Error::Unavailable(format!("Redis: {error}"))));
                 }
             }
