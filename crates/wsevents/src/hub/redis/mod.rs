@@ -306,6 +306,32 @@ impl RedisBackend {
     }
 }
 
+/// What the fuzz targets reach ([`crate::fuzzing`]): compiled only with
+/// `--cfg fuzzing`, hidden, not an API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+impl RedisBackend {
+    /// Open a `wse1` envelope.
+    pub fn fuzz_open_envelope(data: &[u8]) -> Option<(u64, Message)> {
+        envelope::open(bytes::Bytes::copy_from_slice(data))
+    }
+
+    /// Seal a `wse1` envelope, as the publisher writes it.
+    pub fn fuzz_seal_envelope(node: u64, message: &Message) -> bytes::Bytes {
+        envelope::seal(node, message)
+    }
+
+    /// Open a `wse2` envelope.
+    pub fn fuzz_open_stored(data: &[u8]) -> Option<super::Publication> {
+        envelope::open_stored(bytes::Bytes::copy_from_slice(data))
+    }
+
+    /// Parse `resp` as a Redis reply, then as the history read's answer.
+    pub fn fuzz_parse_recovery(resp: &[u8], since: Option<&Position>) -> Option<Recovery> {
+        recover::parse_recovery(redis::parse_redis_value(resp).ok()?, since)
+    }
+}
+
 /// The payload's length.
 fn payload_len(message: &Message) -> usize {
     match message {
