@@ -36,16 +36,16 @@ fuzz_target!(|data: &[u8]| {
         Some(&b) if b & 0x80 == 0 => Position::new("since", u64::from(b & 0x0f)).ok(),
         _ => None,
     };
-    if let Some(recovery) = parse_recovery(data, since.as_ref()) {
-        if let Some(publications) = &recovery.publications {
-            let since = since.expect("publications only for a position asked from");
-            let mut offset = since.offset();
-            for publication in publications {
-                offset += 1;
-                assert_eq!(publication.position.offset(), offset);
-                assert_eq!(publication.position.epoch(), recovery.position.epoch());
-            }
-            assert_eq!(offset, recovery.position.offset());
+    if let Some(recovery) = parse_recovery(data, since.as_ref())
+        && let Some(publications) = &recovery.publications
+    {
+        let since = since.expect("publications only for a position asked from");
+        let mut offset = since.offset();
+        for publication in publications {
+            offset += 1;
+            assert_eq!(publication.position.offset(), offset);
+            assert_eq!(publication.position.epoch(), recovery.position.epoch());
         }
+        assert_eq!(offset, recovery.position.offset());
     }
 });
