@@ -20,7 +20,9 @@
 //!   lost subscription; the topic's messages are queued again from then on;
 //! - **on a hub without history** the message is lost for this node's subscribers
 //!   (there is nothing to catch up from): counted with the publishes the backend
-//!   could not carry, and a warning is logged once per overflow.
+//!   could not carry.
+//!
+//! A warning is logged once per overflow (until a message is queued again).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -59,7 +61,7 @@ struct State {
     /// Topics with messages dropped, to catch up once there is room (a hub with
     /// history).
     lost: HashSet<String>,
-    /// Dropping since the last message queued (a hub without history): warned once.
+    /// Dropping since the last message queued: warned once.
     overflowing: bool,
 }
 
@@ -93,9 +95,16 @@ impl InboundQueue {
         let lost = catch_up && state.lost.contains(&topic);
         if lost || (state.bytes != 0 && state.bytes.saturating_add(size) > self.max) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            if !catch_up {
-                if !state.overflowing {
-                    state.overflowing = true;
+            if !state.overflowing {
+                state.overflowing = true;
+                if catch_up {
+                    tracing::warn!(
+                        topic,
+                        bytes = state.bytes,
+                        limit = self.max,
+                        "Redis inbound queue full: topics are caught up from the history once there is room"
+                    );
+                } else {
                     tracing::warn!(
                         topic,
                         bytes = state.bytes,
@@ -103,15 +112,11 @@ impl InboundQueue {
                         "Redis inbound queue full: messages from other nodes dropped"
                     );
                 }
+            }
+            if !catch_up {
                 return Queued::Dropped;
             }
             if !lost {
-                tracing::warn!(
-                    topic,
-                    bytes = state.bytes,
-                    limit = self.max,
-                    "Redis inbound queue full: the topic is caught up from the history once there is room"
-                );
                 state.lost.insert(topic);
             }
             return Queued::Lost;

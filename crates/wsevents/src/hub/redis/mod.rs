@@ -4,8 +4,10 @@
 //! - `mod.rs`: [`RedisBackend`], [`RedisConfig`], the [`Backend`] methods (each queues
 //!   work for a task and returns at once), and what the tasks share.
 //! - `publisher.rs`: the publisher task and its queue of jobs, sent in pipelined batches.
-//! - `subscriber.rs`: the subscriber task, its `SUBSCRIBE`s that follow the hub's
-//!   topics, and delivery to the hub.
+//! - `subscriber.rs`: the subscriber task and its `SUBSCRIBE`s that follow the hub's
+//!   topics, the connection's reader, and the delivery task.
+//! - `inbound_queue.rs`: what arrived from Redis and waits for the delivery task,
+//!   bounded in bytes.
 //! - `envelope.rs`: what a publication looks like on a channel (`wse1`, `wse2`).
 //! - `keys.rs`: a topic's channel and key names.
 //! - `recover.rs`: the history read and the parsing of its answer.
@@ -13,9 +15,10 @@
 //! - `store.lua`, `recover.lua`: the two scripts that keep a topic's history in Redis.
 //!
 //! Locks: every `Mutex` here guards one small piece of state and is held for one
-//! insert, remove, read or assignment; none is held across an `.await` or while
-//! another is taken, except `wanted` then `subscribed` (in that order) in the
-//! publisher's settle step.
+//! insert, remove, read or assignment (the inbound queue's for one arrival or one
+//! take); none is held across an `.await`, while calling the hub, or while another is
+//! taken, except `wanted` then `subscribed` (in that order) in the publisher's settle
+//! step.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,7 +107,8 @@ impl Default for RedisConfig {
 
 /// A [`Backend`] on Redis pub/sub: many server processes, one hub.
 ///
-/// Each node keeps two connections to Redis, each owned by a task of its own:
+/// Each node keeps two connections to Redis, each owned by a task of its own (and a
+/// third task delivers what arrives):
 ///
 /// - the **publisher** sends this node's publishes, in order, as pipelined `PUBLISH`es
 ///   on one connection (Redis delivers a connection's messages in the order it sent
@@ -188,7 +192,7 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-/// What the backend and its two tasks share.
+/// What the backend and its tasks share.
 struct Shared {
     /// This node's id, in every envelope it publishes.
     node: u64,
@@ -280,9 +284,11 @@ impl RedisBackend {
         self.shared.node
     }
 
-    /// Publications not carried to other nodes since the backend was made (the
-    /// publisher cut off or its queue full, a batch lost with its connection), the
-    /// figure [`BackendStatus::Reconnecting::dropped`] reports.
+    /// Publications lost between nodes since the backend was made, the figure
+    /// [`BackendStatus::Reconnecting::dropped`] reports: not carried to other nodes
+    /// (the publisher cut off or its queue full, a batch lost with its connection) and,
+    /// on a hub without history, other nodes' not delivered here (past
+    /// [`RedisConfig::max_inbound_bytes`]).
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
