@@ -63,7 +63,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
-use wsevents::hub::{BackendStatus, History, Hub, RedisBackend};
+use wsevents::hub::{BackendStatus, History, Hub, RedisBackend, RedisConfig};
 use wsevents::pubsub::PubsubServer;
 use wsevents::pubsub::wire::PROTOCOL;
 use wsevents::{
@@ -101,6 +101,14 @@ pub(crate) struct Args {
     /// them
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// With --redis: bytes of publications waiting to be sent to Redis at most; past
+    /// them a publish is refused (unavailable) until Redis catches up
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "redis")]
+    redis_max_pending_bytes: usize,
+    /// With --redis: bytes of messages from Redis waiting to be delivered at most; past
+    /// them a topic's messages are dropped and the topic caught up from the history
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "redis")]
+    redis_max_inbound_bytes: usize,
     /// Publications kept per topic for clients that come back (/pubsub's recovery;
     /// in Redis with --redis); 0 keeps none
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -304,7 +312,17 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             .build(),
         Some(url) => Hub::builder()
             .history(history)
-            .backend(RedisBackend::new(url).map_err(|e| format!("--redis: {e}"))?)
+            .backend(
+                RedisBackend::with_config(
+                    url,
+                    RedisConfig {
+                        max_pending_bytes: args.redis_max_pending_bytes,
+                        max_inbound_bytes: args.redis_max_inbound_bytes,
+                        ..RedisConfig::default()
+                    },
+                )
+                .map_err(|e| format!("--redis: {e}"))?,
+            )
             .build(),
     };
     let shared = Arc::new(Shared {
