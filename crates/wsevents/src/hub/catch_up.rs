@@ -3,12 +3,17 @@
 //! What was published meanwhile never reached this node, and if nothing is published
 //! after it, no subscriber would ever see the gap. So the hub reads the history from
 //! the latest position its subscribers were given and delivers what they missed, in
-//! order, on the topic's queue (a delivery from [`Source::Missed`]: skipped when the
-//! subscribers were given it or a later one live meanwhile, so never twice).
+//! order, on the topic's queue. What the backend delivers live while the history is
+//! read waits ([`CatchingUp`], at most 16 MiB per topic; past it live deliveries
+//! resume) until the missed publications are delivered, then goes next
+//! ([`Work::CaughtUp`]): no hole even for a subscriber without positions, and nothing
+//! twice (a missed publication the subscribers were given already is skipped,
+//! [`Source::Missed`]). One catch-up per topic at a time; a subscription lost again
+//! meanwhile brings another once it is done.
 
 use super::backend::Inbound;
-use super::history::{Position, Recovery};
-use super::topics::Source;
+use super::history::{Position, Publication, Recovery};
+use super::topics::{CatchingUp, Source, Work};
 
 impl Inbound {
     /// The backend's subscription to `topic` is back after it was lost (its connection
@@ -28,14 +33,31 @@ impl Inbound {
         if !hub.history_in_backend {
             return;
         }
-        let Some(since) = hub
-            .topics
-            .get(topic)
-            .and_then(|cell| cell.lock().latest.clone())
-        else {
+        let Some(cell) = hub.topics.get(topic) else {
             return;
         };
-        tokio::spawn(catch_up(self.clone(), topic.to_owned(), since));
+        let mut state = cell.lock();
+        let Some(since) = state.latest.clone() else {
+            return;
+        };
+        match &mut state.catching_up {
+            // One at a time: the one under way catches up again when it is done.
+            Some(catching_up) => catching_up.again = true,
+            None => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    tracing::error!(
+                        topic,
+                        "a backend reported a lost subscription outside a tokio runtime: no catch-up"
+                    );
+                    return;
+                };
+                state.catching_up = Some(CatchingUp {
+                    runtime: Some(runtime.clone()),
+                    ..CatchingUp::default()
+                });
+                runtime.spawn(catch_up(self.clone(), topic.to_owned(), since));
+            }
+        }
     }
 }
 
@@ -47,10 +69,42 @@ const CATCH_UP_RETRY: std::time::Duration = std::time::Duration::from_millis(100
 
 /// Deliver what `topic`'s subscribers missed after `since` (see
 /// [`Inbound::resubscribed`]).
-async fn catch_up(inbound: Inbound, topic: String, since: Position) {
+pub(super) async fn catch_up(inbound: Inbound, topic: String, since: Position) {
+    let missed = read_missed(&inbound, &topic, &since).await;
+    if !missed.is_empty() {
+        tracing::info!(topic, count = missed.len(), since = %since, "caught up after a lost subscription");
+    }
+    let Some(hub) = inbound.hub.upgrade() else {
+        return;
+    };
+    for publication in missed {
+        hub.deliver_existing(
+            &topic,
+            publication.message.clone(),
+            Some(publication),
+            Source::Missed,
+        );
+    }
+    // What the backend delivered meanwhile was held back: it goes next.
+    loop {
+        let Some(cell) = hub.topics.get(&topic) else {
+            return;
+        };
+        let state = cell.lock();
+        if state.removed {
+            continue;
+        }
+        hub.push_work(&cell, state, Work::CaughtUp);
+        return;
+    }
+}
+
+/// What `topic`'s subscribers missed after `since` (nothing when the history cannot be
+/// read).
+async fn read_missed(inbound: &Inbound, topic: &str, since: &Position) -> Vec<Publication> {
     let read = |from: Position| {
         let hub = inbound.hub.clone();
-        let topic = topic.clone();
+        let topic = topic.to_owned();
         async move {
             let mut wait = CATCH_UP_RETRY;
             for _ in 0..CATCH_UP_TRIES {
@@ -72,7 +126,7 @@ async fn catch_up(inbound: Inbound, topic: String, since: Position) {
             None
         }
     };
-    let missed = match read(since.clone()).await {
+    match read(since.clone()).await {
         Some(Recovery {
             publications: Some(missed),
             ..
@@ -85,7 +139,7 @@ async fn catch_up(inbound: Inbound, topic: String, since: Position) {
                 .checked_sub(1)
                 .and_then(|offset| Position::new(position.epoch(), offset).ok())
             else {
-                return;
+                return Vec::new();
             };
             match read(before).await {
                 Some(Recovery {
@@ -95,20 +149,6 @@ async fn catch_up(inbound: Inbound, topic: String, since: Position) {
                 _ => Vec::new(),
             }
         }
-        None => return,
-    };
-    if !missed.is_empty() {
-        tracing::info!(topic, count = missed.len(), since = %since, "caught up after a lost subscription");
-    }
-    let Some(hub) = inbound.hub.upgrade() else {
-        return;
-    };
-    for publication in missed {
-        hub.deliver_existing(
-            &topic,
-            publication.message.clone(),
-            Some(publication),
-            Source::Missed,
-        );
+        None => Vec::new(),
     }
 }

@@ -190,6 +190,8 @@ pub struct Hub {
 }
 
 pub(crate) struct HubInner {
+    /// Itself, for the tasks it starts (they do not keep it alive).
+    me: Weak<HubInner>,
     topics: Topics,
     members: Members,
     max_backlog: usize,
@@ -370,7 +372,8 @@ impl HubBuilder {
     /// The hub. A backend that runs tasks (Redis) starts them here, so call it inside
     /// a tokio runtime.
     pub fn build(self) -> Hub {
-        let inner = Arc::new(HubInner {
+        let inner = Arc::new_cyclic(|me| HubInner {
+            me: me.clone(),
             topics: Topics::new(),
             members: Members::new(),
             max_backlog: self.max_backlog,

@@ -20,9 +20,13 @@ use std::sync::atomic::Ordering;
 use wsevents_proto::PreparedMessage;
 
 use super::history::Position;
-use super::topics::{Delivery, Mode, Source, TopicCell, TopicState, Work};
+use super::topics::{CatchingUp, Delivery, Mode, Source, TopicCell, TopicState, Work};
 use super::{Framing, HubInner, SLOW_CLOSE_REASON, payload_len};
 use crate::api::websocket::{Offer, WebSocket};
+
+/// The most payload bytes of live deliveries held back for one topic while it catches
+/// up (past it they resume, and the catch-up's older publications are skipped).
+const MAX_HELD_WHILE_CATCHING_UP: usize = 16 << 20;
 
 /// What a delivery left to do once the topic's lock is released.
 #[derive(Default)]
@@ -60,6 +64,7 @@ impl HubInner {
                     generation,
                     through,
                 } => (self.go_live(cell, state, id, generation, through), 0),
+                Work::CaughtUp => (self.caught_up(cell, state), 0),
             };
             first.get_or_insert(queued);
         }
@@ -82,6 +87,36 @@ impl HubInner {
             publication,
             source,
         } = delivery;
+        if source == Source::Backend
+            && let Some(catching_up) = &mut state.catching_up
+        {
+            let len = payload_len(&message);
+            if catching_up.bytes + len <= MAX_HELD_WHILE_CATCHING_UP {
+                catching_up.bytes += len;
+                catching_up.held.push(Delivery {
+                    message,
+                    publication,
+                    source,
+                });
+                return (state, 0);
+            }
+            // Past the bound: give up holding (what the catch-up then finds past the
+            // live deliveries is skipped; positioned subscribers see the hole).
+            tracing::warn!(
+                topic = &*cell.name,
+                "catching up took too long: live deliveries resume"
+            );
+            let held = state.catching_up.take().map(|c| c.held).unwrap_or_default();
+            state.work.push_front(Work::Deliver(Delivery {
+                message,
+                publication,
+                source,
+            }));
+            for delivery in held.into_iter().rev() {
+                state.work.push_front(Work::Deliver(delivery));
+            }
+            return (state, 0);
+        }
         if let Some(publication) = &publication {
             let position = &publication.position;
             let skip = match source {
@@ -283,6 +318,39 @@ impl HubInner {
         {
             subscriber.mode = Mode::Live;
             subscriber.through = Some(last);
+        }
+        state
+    }
+
+    /// A catch-up delivered what it read: what the backend delivered meanwhile goes
+    /// next, before anything queued after it; then, if the subscription was lost again
+    /// meanwhile, another catch-up.
+    fn caught_up<'a>(
+        &self,
+        cell: &'a Arc<TopicCell>,
+        mut state: MutexGuard<'a, TopicState>,
+    ) -> MutexGuard<'a, TopicState> {
+        let Some(catching_up) = state.catching_up.take() else {
+            return state;
+        };
+        for delivery in catching_up.held.into_iter().rev() {
+            state.work.push_front(Work::Deliver(delivery));
+        }
+        if catching_up.again
+            && let Some(since) = state.latest.clone()
+            && let Some(runtime) = catching_up.runtime
+        {
+            state.catching_up = Some(CatchingUp {
+                runtime: Some(runtime.clone()),
+                ..CatchingUp::default()
+            });
+            runtime.spawn(super::catch_up::catch_up(
+                super::backend::Inbound {
+                    hub: self.me.clone(),
+                },
+                cell.name.to_string(),
+                since,
+            ));
         }
         state
     }

@@ -75,6 +75,20 @@ pub(super) struct TopicState {
     pub(super) charged: usize,
     /// Subscriptions made, to tell a subscription from the one that replaced it.
     pub(super) generation: u64,
+    /// A catch-up is reading the history: deliveries from the backend wait here until
+    /// what it read is delivered ([`super::catch_up`]).
+    pub(super) catching_up: Option<CatchingUp>,
+}
+
+/// The live deliveries held back while a topic catches up, and their payload bytes.
+#[derive(Default)]
+pub(super) struct CatchingUp {
+    pub(super) held: Vec<Delivery>,
+    pub(super) bytes: usize,
+    /// The backend's subscription was lost again meanwhile: catch up once more after.
+    pub(super) again: bool,
+    /// Where the catch-up runs (a runner may be any thread): the next one runs there.
+    pub(super) runtime: Option<tokio::runtime::Handle>,
 }
 
 /// One socket's subscription to one topic.
@@ -113,6 +127,9 @@ pub(super) enum Work {
         generation: u64,
         through: Position,
     },
+    /// A catch-up's missed publications are delivered: deliver what was held back
+    /// meanwhile, in order.
+    CaughtUp,
 }
 
 /// A message to deliver, and where it came from (which decides whether it is
