@@ -18,7 +18,7 @@
 //!
 //! - **Order.** A subscriber receives each topic's messages in the order they were
 //!   published on this node: each topic has a queue of deliveries, run by one thread at
-//!   a time in order ([`run`]). A socket's own [`send`](crate::WebSocket::send)s and
+//!   a time in order (`hub/run.rs`). A socket's own [`send`](crate::WebSocket::send)s and
 //!   the hub's publishes to it keep program order: both go through the core's one
 //!   transmit queue. Across nodes (a [`Backend`] such as Redis): each node's publishes
 //!   arrive in that node's order; publishes from different nodes are not put in one
@@ -83,12 +83,12 @@
 //! Publishes to different topics take different locks, so they run in parallel on a
 //! multi-thread runtime. Locks, in the only order in which they nest:
 //!
-//! 1. the history budget's eviction lock ([`budget`]);
-//! 2. one shard of the topic map ([`topics`]);
+//! 1. the history budget's eviction lock (`hub/budget.rs`);
+//! 2. one shard of the topic map (`hub/topics.rs`);
 //! 3. one topic's state;
 //! 4. one socket's core (queueing a frame on it, closing it).
 //!
-//! A shard of the members map ([`members`]) is taken alone. **No hub lock is held
+//! A shard of the members map (`hub/members.rs`) is taken alone. **No hub lock is held
 //! while code that is not the hub's runs**: a [`Framing`] frames, a [`Backend`] is
 //! called, a subscription's `answer` is made, or a close listener is registered, each
 //! with every hub lock released, so each of them may call back into the hub (the tests
