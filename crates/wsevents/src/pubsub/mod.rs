@@ -27,6 +27,7 @@
 //! ```
 
 mod client;
+mod json;
 mod server;
 pub mod wire;
 
