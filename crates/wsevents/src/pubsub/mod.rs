@@ -31,7 +31,7 @@ mod json;
 mod server;
 pub mod wire;
 
-pub use client::{Client, PublicationEvent, Publishing, SubscribedEvent};
+pub use client::{Client, PublicationEvent, Publishing, SUBSCRIBE_WINDOW, SubscribedEvent};
 
 pub use server::{
     DEFAULT_MAX_PUBLICATION, DEFAULT_MAX_TOPICS, MAX_PENDING_PUBLISHES, MIN_WAITING_SUBSCRIPTIONS,
