@@ -37,8 +37,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use wsevents_proto::{CloseCode, Message};
 
@@ -62,8 +62,9 @@ pub const DEFAULT_MAX_TOPICS: usize = 1024;
 pub const DEFAULT_MAX_PUBLICATION: usize = 8 << 20;
 
 /// The most publishes of one connection handed to the hub and not yet stored (on
-/// Redis, waiting for its round trip); past it a publish is answered
-/// `too_many_requests` (temporary). `wsevents pub` keeps at most 1,024 unanswered
+/// Redis, waiting for its round trip; in process a publish is stored, and answered, at
+/// once); past it a publish is answered `too_many_requests` (temporary: nothing was
+/// done). `wsevents pub` keeps at most 1,024 unanswered
 /// (`--pipeline`), the Rust client and wsevents.js [`Reconnect::max_queued`] (1,024
 /// by default).
 ///
@@ -261,7 +262,7 @@ struct Connection {
     publishing: Arc<AtomicUsize>,
 }
 
-/// A publish handed to the hub: its id, topic and store.
+/// A publish handed to the hub and not stored yet: its id, topic and store.
 struct Store {
     id: u64,
     topic: String,
@@ -270,7 +271,8 @@ struct Store {
 
 impl Connection {
     /// Check a publish and hand it to the hub, now, in the order the requests came;
-    /// its store, to be answered when it completes (`None`: answered already).
+    /// its store, to be answered when it completes (`None`: answered already, refused
+    /// or stored at once).
     fn publish(
         &self,
         ws: &WebSocket,
@@ -289,11 +291,16 @@ impl Connection {
             answer(ws, error(Some(id), ErrorCode::TooManyRequests, &message));
             return None;
         }
-        self.publishing.fetch_add(1, Ordering::Relaxed);
-        let stored = self
+        let mut stored = self
             .server
             .hub
             .publish_confirmed(&topic, data, key.as_deref());
+        // Stored already (in process): answered now, in order, without the task.
+        if let Some(result) = (&mut stored).now_or_never() {
+            answer(ws, published(id, topic, result));
+            return None;
+        }
+        self.publishing.fetch_add(1, Ordering::Relaxed);
         Some(Store { id, topic, stored })
     }
 }
@@ -320,11 +327,7 @@ async fn run(
             Some((id, topic, result)) = stored.next(), if !stored.is_empty() => {
                 connection.publishing.fetch_sub(1, Ordering::Relaxed);
                 let Some(ws) = connection.ws.upgrade() else { return };
-                let reply = match result {
-                    Ok(position) => Reply::Published { id, topic, position },
-                    Err(e) => hub_error(Some(id), &e),
-                };
-                answer(&ws, reply);
+                answer(&ws, published(id, topic, result));
             }
             (topic, joined) = async {
                 match subscribing.as_mut() {
@@ -431,6 +434,18 @@ async fn subscribe(
             answer(&ws, hub_error(Some(id), &e));
             (topic, false)
         }
+    }
+}
+
+/// The answer to a publish.
+fn published(id: u64, topic: String, stored: Result<Position, Error>) -> Reply {
+    match stored {
+        Ok(position) => Reply::Published {
+            id,
+            topic,
+            position,
+        },
+        Err(e) => hub_error(Some(id), &e),
     }
 }
 
