@@ -236,7 +236,9 @@ async fn a_hub_without_history_refuses_positioned_subscriptions() {
 async fn a_publication_at_the_limit_is_stored_and_one_byte_past_it_is_too_large() {
     let (url, _) = start(History::default()).await;
     let limit = DEFAULT_MAX_PUBLICATION;
-    let mut peer = Peer::connect(&url).await;
+    // Frames as they are: permessage-deflate would shrink them under the frame limit.
+    let plain = wsevents::ClientBuilder::new(&url).unwrap().deflate(None);
+    let mut peer = Peer::connect_with(plain).await;
     let text = |len: usize| Message::text("x".repeat(len));
     let binary = |len: usize| Message::binary(vec![0xa5u8; len]);
     for (kind, data) in [("text", text(limit)), ("binary", binary(limit))] {
@@ -275,7 +277,8 @@ async fn a_socket_with_smaller_frames_gets_the_publication_limit_they_can_carry(
     let url = v1::serve_with(Server::builder(acceptor), PubsubServer::new(hub)).await;
     let limit = max_publication_in(frame);
     assert!(limit < DEFAULT_MAX_PUBLICATION);
-    let mut peer = Peer::connect(&url).await;
+    let plain = wsevents::ClientBuilder::new(&url).unwrap().deflate(None);
+    let mut peer = Peer::connect_with(plain).await;
     let reply = peer
         .publish_data("t", Message::binary(vec![1u8; limit]))
         .await;
