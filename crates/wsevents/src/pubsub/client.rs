@@ -368,7 +368,7 @@ impl Client {
         };
         match removed.sub {
             Sub::Waiting => state.subscribes.retain(|t| t != topic),
-            Sub::Sent { .. } => state.in_flight -= 1,
+            Sub::Sent { .. } => state.in_flight = state.in_flight.saturating_sub(1),
             Sub::Backoff(_) | Sub::Active => {}
         }
         if state.open {
@@ -570,7 +570,7 @@ impl Client {
                 };
                 entry.sub = Sub::Active;
                 entry.failures = 0;
-                state.in_flight -= 1;
+                state.in_flight = state.in_flight.saturating_sub(1);
                 Some(Action::Subscribed(SubscribedEvent {
                     topic,
                     recovered,
@@ -640,7 +640,7 @@ impl Client {
                     matches!(&t.sub, Sub::Sent { id: sent, .. } if *sent == id)
                         .then(|| topic.clone())
                 })?;
-                state.in_flight -= 1;
+                state.in_flight = state.in_flight.saturating_sub(1);
                 if code.is_temporary() {
                     state.retries += 1;
                     let retry = state.retries;
@@ -730,7 +730,7 @@ impl Client {
     /// Write `request` on the open connection: true if it was queued. Refused for want
     /// of room, the pump waits for the buffer to drain; refused because the connection
     /// is going, the next open sends it again; refused otherwise, the connection is
-    /// ended, and the next one sends it again.
+    /// ended (1011), and the next one sends it again.
     fn write(&self, state: &mut State, request: &Request) -> bool {
         let Some(ws) = self.inner.ws.open_socket() else {
             return false;
@@ -746,8 +746,9 @@ impl Client {
                 false
             }
             Err(error) => {
+                // Not reported to the error handler here: it could call back into the
+                // client, whose state is locked. The close event tells.
                 tracing::warn!(%error, "wsevents.v1: a request could not be sent; reconnecting");
-                self.report(error);
                 self.inner.ws.drop_connection(
                     wsevents_proto::CloseCode::INTERNAL_ERROR,
                     "a request could not be sent",
@@ -850,7 +851,7 @@ fn resubscribe(state: &mut State, topic: &str) {
             // Replaced: its answer, when it comes, is ignored; the window keeps its place
             // for the new one, sent first.
             entry.sub = Sub::Waiting;
-            state.in_flight -= 1;
+            state.in_flight = state.in_flight.saturating_sub(1);
             state.subscribes.push_front(topic.to_owned());
         }
         Sub::Backoff(_) | Sub::Active => {

@@ -180,7 +180,11 @@ impl PubsubServer {
     /// Drive the socket as usual (`ws.run().await`); it leaves its topics when it
     /// closes.
     pub fn serve(&self, ws: &WebSocket) {
-        let (requests, waiting) = mpsc::channel(self.max_topics.max(MIN_WAITING_SUBSCRIPTIONS));
+        let waiting_bound = self.max_topics.clamp(
+            MIN_WAITING_SUBSCRIPTIONS,
+            tokio::sync::Semaphore::MAX_PERMITS,
+        );
+        let (requests, waiting) = mpsc::channel(waiting_bound);
         let (stores, stored) = mpsc::unbounded_channel();
         let publishing = Arc::new(AtomicUsize::new(0));
         let connection = Connection {
