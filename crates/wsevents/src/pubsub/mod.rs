@@ -27,7 +27,6 @@
 //! ```
 
 mod client;
-mod json;
 mod server;
 pub mod wire;
 

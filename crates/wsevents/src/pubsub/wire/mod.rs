@@ -6,9 +6,9 @@
 //! `to_json`, and the tests check that each reads back what it wrote.
 //!
 //! The codec is serde's derive: each direction is a `#[serde(tag = "op")]` enum whose
-//! variants are the frames, with borrowed fields (`RequestIn`/`ReplyIn` read,
-//! `RequestOut`/`ReplyOut` write), so a field cannot be read on one side and forgotten
-//! on the other. The public [`Request`] and [`Reply`] own their data and are checked
+//! variants are the frames, with borrowed fields (`read.rs`: `RequestIn`/`ReplyIn`;
+//! `write.rs`: `RequestOut`/`ReplyOut`), so a field cannot be read on one side and
+//! forgotten on the other. The public [`Request`] and [`Reply`] own their data and are checked
 //! as they are made from them (ids, topic lengths, positions, keys, base64).
 //!
 //! A publication's data is copied **once on the way in** (a text `data` borrowed from
@@ -23,20 +23,13 @@
 //!  Publication ──count, then write──► one String ──► Message         (data: one copy)
 //! ```
 
-use std::borrow::Cow;
-use std::fmt;
-
-use base64::Engine;
-use base64::display::Base64Display;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
-use serde::de::{IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{Map, Value};
 use wsevents_proto::Message;
 
-use super::json;
-use crate::hub::{Framing, MAX_KEY_LEN, Position, Publication};
+use crate::hub::{Framing, Position, Publication};
+
+mod json;
+mod read;
+mod write;
 
 /// The subprotocol name: `wsevents.v1`.
 pub const PROTOCOL: &str = "wsevents.v1";
@@ -240,14 +233,6 @@ impl WireError {
         WireError::new(id, ErrorCode::BadRequest, message)
     }
 }
-
-// What the errors say, one place for the fast path and the diagnosis.
-const NO_ID: &str = "no id (an integer >= 1)";
-const BAD_SINCE: &str = "since is {epoch, offset}";
-const BAD_DATA: &str = "data is a string (base64 when binary)";
-const BAD_KEY: &str = "key is a string of at most 128 bytes";
-const BAD_TOPIC: &str = "a topic is 1 to 256 bytes";
-
 impl Request {
     /// Read a client's frame.
     ///
@@ -265,53 +250,12 @@ impl Request {
     /// # Ok::<(), wsevents::pubsub::wire::WireError>(())
     /// ```
     pub fn parse(text: &str) -> Result<Request, WireError> {
-        // serde reads an internally tagged enum from an array too (`["subscribe", 1,
-        // "news"]`): the protocol's frames are objects.
-        if !is_object(text) {
-            return Err(diagnose(text, None, &RequestRules));
-        }
-        match serde_json::from_str::<RequestIn<'_>>(text) {
-            Ok(request) => request.check(),
-            Err(error) => Err(diagnose(text, Some(&error), &RequestRules)),
-        }
+        read::request(text)
     }
 
     /// The frame's JSON.
     pub fn to_json(&self) -> String {
-        let (out, data_len) = match self {
-            Request::Subscribe { id, topic, since } => (
-                RequestOut::Subscribe {
-                    id: *id,
-                    topic,
-                    since: since.as_ref().map(PositionOut::from),
-                },
-                0,
-            ),
-            Request::Unsubscribe { id, topic } => (RequestOut::Unsubscribe { id: *id, topic }, 0),
-            Request::Publish {
-                id,
-                topic,
-                data,
-                key,
-            } => (
-                RequestOut::Publish {
-                    id: *id,
-                    topic,
-                    data: DataOut(data),
-                    binary: matches!(data, Message::Binary(_)),
-                    key: key.as_deref(),
-                },
-                data_len(data) + key.as_deref().map_or(0, json::str_len),
-            ),
-        };
-        let topic = match self {
-            Request::Subscribe { topic, .. }
-            | Request::Unsubscribe { topic, .. }
-            | Request::Publish { topic, .. } => topic,
-        };
-        // One allocation: the data, key and topic counted, the rest (at most 200
-        // bytes) bounded.
-        to_json_sized(&out, data_len + json::str_len(topic) + 256)
+        write::request(self)
     }
 }
 
@@ -326,66 +270,17 @@ impl Reply {
     /// # Ok::<(), wsevents::pubsub::wire::WireError>(())
     /// ```
     pub fn parse(text: &str) -> Result<Reply, WireError> {
-        if !is_object(text) {
-            return Err(diagnose(text, None, &ReplyRules));
-        }
-        match serde_json::from_str::<ReplyIn<'_>>(text) {
-            Ok(reply) => reply.check(),
-            Err(error) => Err(diagnose(text, Some(&error), &ReplyRules)),
-        }
+        read::reply(text)
     }
 
     /// The frame's JSON.
     pub fn to_json(&self) -> String {
-        let out = match self {
-            Reply::Pub { topic, publication } => return pub_frame(topic, publication),
-            Reply::Subscribed {
-                id,
-                topic,
-                recovered,
-                position,
-            } => ReplyOut::Subscribed {
-                id: *id,
-                topic,
-                recovered: *recovered,
-                epoch: position.epoch(),
-                offset: position.offset(),
-            },
-            Reply::Unsubscribed { id, topic } => ReplyOut::Unsubscribed { id: *id, topic },
-            Reply::Published {
-                id,
-                topic,
-                position,
-            } => ReplyOut::Published {
-                id: *id,
-                topic,
-                epoch: position.epoch(),
-                offset: position.offset(),
-            },
-            Reply::Error { id, code, message } => ReplyOut::Error {
-                id: *id,
-                code: code.as_str(),
-                message,
-                temporary: code.is_temporary(),
-            },
-        };
-        to_json_sized(&out, 512 + self.text_len())
+        write::reply(self)
     }
 
     /// The frame: a text message of the JSON.
     pub fn to_message(&self) -> Message {
         Message::text(self.to_json())
-    }
-
-    /// The length of the strings of an answer, counted for its buffer.
-    fn text_len(&self) -> usize {
-        match self {
-            Reply::Subscribed { topic, .. }
-            | Reply::Unsubscribed { topic, .. }
-            | Reply::Published { topic, .. } => json::str_len(topic),
-            Reply::Error { message, .. } => json::str_len(message),
-            Reply::Pub { .. } => 0,
-        }
     }
 }
 
@@ -397,568 +292,20 @@ pub struct V1Framing;
 
 impl Framing for V1Framing {
     fn frame(&self, topic: &str, publication: &Publication) -> Message {
-        Message::text(pub_frame(topic, publication))
+        Message::text(write::pub_frame(topic, publication))
     }
-}
-
-// ----- reading -----
-
-/// A client's frame as serde reads it: borrowed from the frame where it can be (a
-/// string with escapes is unescaped into its own `String`).
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum RequestIn<'a> {
-    Subscribe {
-        id: u64,
-        #[serde(borrow)]
-        topic: Cow<'a, str>,
-        #[serde(default)]
-        since: Option<PositionIn>,
-    },
-    Unsubscribe {
-        id: u64,
-        #[serde(borrow)]
-        topic: Cow<'a, str>,
-    },
-    Publish {
-        id: u64,
-        #[serde(borrow)]
-        topic: Cow<'a, str>,
-        #[serde(borrow)]
-        data: Cow<'a, str>,
-        /// Binary only when `true`; any other value is text (as it always was).
-        #[serde(default)]
-        binary: Option<Value>,
-        #[serde(default)]
-        key: Option<String>,
-    },
-}
-
-impl RequestIn<'_> {
-    /// The checks serde's types do not make, in the order of [`Request::parse`]'s doc.
-    fn check(self) -> Result<Request, WireError> {
-        let (id, topic) = match &self {
-            RequestIn::Subscribe { id, topic, .. }
-            | RequestIn::Unsubscribe { id, topic }
-            | RequestIn::Publish { id, topic, .. } => (*id, topic),
-        };
-        if id == 0 {
-            return Err(WireError::bad(None, NO_ID));
-        }
-        check_topic(topic, Some(id))?;
-        let bad = |message| WireError::bad(Some(id), message);
-        Ok(match self {
-            RequestIn::Subscribe { topic, since, .. } => Request::Subscribe {
-                id,
-                topic: topic.into_owned(),
-                since: since
-                    .map(|since| since.position().ok_or_else(|| bad(BAD_SINCE)))
-                    .transpose()?,
-            },
-            RequestIn::Unsubscribe { topic, .. } => Request::Unsubscribe {
-                id,
-                topic: topic.into_owned(),
-            },
-            RequestIn::Publish {
-                topic,
-                data,
-                binary,
-                key,
-                ..
-            } => {
-                let data =
-                    message_of(data, is_true(binary.as_ref())).ok_or_else(|| bad(BAD_DATA))?;
-                if key.as_ref().is_some_and(|key| key.len() > MAX_KEY_LEN) {
-                    return Err(bad(BAD_KEY));
-                }
-                Request::Publish {
-                    id,
-                    topic: topic.into_owned(),
-                    data,
-                    key,
-                }
-            }
-        })
-    }
-}
-
-/// A server's frame as serde reads it.
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum ReplyIn<'a> {
-    Subscribed {
-        id: u64,
-        #[serde(borrow)]
-        topic: Cow<'a, str>,
-        recovered: bool,
-        #[serde(borrow)]
-        epoch: Cow<'a, str>,
-        offset: u64,
-    },
-    Unsubscribed {
-        id: u64,
-        #[serde(borrow)]
-        topic: Cow<'a, str>,
-    },
-    Published {
-        id: u64,
-        #[serde(borrow)]
-        topic: Cow<'a, str>,
-        #[serde(borrow)]
-        epoch: Cow<'a, str>,
-        offset: u64,
-    },
-    Error {
-        #[serde(default)]
-        id: Option<u64>,
-        #[serde(borrow)]
-        code: Cow<'a, str>,
-        #[serde(default)]
-        message: Option<String>,
-    },
-    Pub {
-        #[serde(borrow)]
-        topic: Cow<'a, str>,
-        #[serde(borrow)]
-        epoch: Cow<'a, str>,
-        offset: u64,
-        #[serde(borrow)]
-        data: Cow<'a, str>,
-        #[serde(default)]
-        binary: Option<Value>,
-    },
-}
-
-impl ReplyIn<'_> {
-    fn check(self) -> Result<Reply, WireError> {
-        let id = match &self {
-            ReplyIn::Subscribed { id, .. }
-            | ReplyIn::Unsubscribed { id, .. }
-            | ReplyIn::Published { id, .. } => Some(*id),
-            ReplyIn::Error { id, .. } => *id,
-            ReplyIn::Pub { .. } => None,
-        };
-        let bad = |message| WireError::bad(id, message);
-        let position = |epoch: &str, offset| {
-            Position::new(epoch, offset).map_err(|_| bad("an epoch is 1 to 64 letters or digits"))
-        };
-        Ok(match self {
-            ReplyIn::Subscribed {
-                id,
-                topic,
-                recovered,
-                epoch,
-                offset,
-            } => Reply::Subscribed {
-                id,
-                topic: checked_topic(topic, Some(id))?,
-                recovered,
-                position: position(&epoch, offset)?,
-            },
-            ReplyIn::Unsubscribed { id, topic } => Reply::Unsubscribed {
-                id,
-                topic: checked_topic(topic, Some(id))?,
-            },
-            ReplyIn::Published {
-                id,
-                topic,
-                epoch,
-                offset,
-            } => Reply::Published {
-                id,
-                topic: checked_topic(topic, Some(id))?,
-                position: position(&epoch, offset)?,
-            },
-            ReplyIn::Error { id, code, message } => Reply::Error {
-                id,
-                code: ErrorCode::parse(&code).ok_or_else(|| bad("an unknown error code"))?,
-                message: message.unwrap_or_default(),
-            },
-            ReplyIn::Pub {
-                topic,
-                epoch,
-                offset,
-                data,
-                binary,
-            } => {
-                let topic = checked_topic(topic, None)?;
-                let position = position(&epoch, offset)?;
-                let message =
-                    message_of(data, is_true(binary.as_ref())).ok_or_else(|| bad(BAD_DATA))?;
-                Reply::Pub {
-                    topic,
-                    publication: Publication { position, message },
-                }
-            }
-        })
-    }
-}
-
-/// `since`: `{"epoch": …, "offset": …}`, an object only (serde's derive would take
-/// `["e1", 4]` too), unknown fields ignored, a field given twice the last one.
-struct PositionIn {
-    epoch: Option<String>,
-    offset: Option<u64>,
-}
-
-impl PositionIn {
-    fn position(self) -> Option<Position> {
-        Position::new(&self.epoch?, self.offset?).ok()
-    }
-}
-
-impl<'de> Deserialize<'de> for PositionIn {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = PositionIn;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("{epoch, offset}")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PositionIn, A::Error> {
-                let mut since = PositionIn {
-                    epoch: None,
-                    offset: None,
-                };
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    match &*key {
-                        "epoch" => since.epoch = Some(map.next_value()?),
-                        "offset" => since.offset = Some(map.next_value()?),
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(since)
-            }
-        }
-        deserializer.deserialize_map(Fields)
-    }
-}
-
-/// A frame's `data` as the message it carries: the text (one copy out of the frame,
-/// none when serde_json already unescaped it into its own `String`), or the bytes the
-/// base64 decodes to; `None` for bad base64.
-fn message_of(data: Cow<'_, str>, binary: bool) -> Option<Message> {
-    if binary {
-        let bytes = BASE64.decode(data.as_bytes()).ok()?;
-        return Some(Message::Binary(Bytes::from(bytes)));
-    }
-    Some(Message::text(data.into_owned()))
-}
-
-fn is_true(value: Option<&Value>) -> bool {
-    matches!(value, Some(Value::Bool(true)))
-}
-
-fn check_topic(topic: &str, id: Option<u64>) -> Result<(), WireError> {
-    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
-        return Err(WireError::new(id, ErrorCode::BadTopic, BAD_TOPIC));
-    }
-    Ok(())
-}
-
-fn checked_topic(topic: Cow<'_, str>, id: Option<u64>) -> Result<String, WireError> {
-    check_topic(&topic, id)?;
-    Ok(topic.into_owned())
-}
-
-/// Whether `text` is a JSON object, from its first byte: the rest is serde's to judge.
-fn is_object(text: &str) -> bool {
-    text.trim_start_matches([' ', '\t', '\n', '\r'])
-        .starts_with('{')
-}
-
-/// The rules of one direction's frames, for [`diagnose`].
-trait Rules {
-    /// The id of a frame whose id can be read (`None`: the frame is refused for it).
-    fn id(&self, object: &Map<String, Value>) -> Result<Option<u64>, WireError>;
-    /// Whether the op has a topic, `None` for an unknown op.
-    fn has_topic(&self, op: &str) -> Option<bool>;
-    /// The op's own fields, checked by hand: the message of the first one wrong.
-    fn fields(&self, op: &str, object: &Map<String, Value>) -> Option<&'static str>;
-}
-
-struct RequestRules;
-
-impl Rules for RequestRules {
-    fn id(&self, object: &Map<String, Value>) -> Result<Option<u64>, WireError> {
-        match object
-            .get("id")
-            .and_then(Value::as_u64)
-            .filter(|&id| id >= 1)
-        {
-            Some(id) => Ok(Some(id)),
-            None => Err(WireError::bad(None, NO_ID)),
-        }
-    }
-
-    fn has_topic(&self, op: &str) -> Option<bool> {
-        matches!(op, "subscribe" | "unsubscribe" | "publish").then_some(true)
-    }
-
-    fn fields(&self, op: &str, object: &Map<String, Value>) -> Option<&'static str> {
-        let absent = |field| matches!(object.get(field), None | Some(Value::Null));
-        match op {
-            "subscribe" => {
-                let since = object.get("since").filter(|_| !absent("since"));
-                let readable = |since: &Value| {
-                    let epoch = since.get("epoch")?.as_str()?;
-                    let offset = since.get("offset")?.as_u64()?;
-                    Position::new(epoch, offset).ok()
-                };
-                since
-                    .is_some_and(|since| readable(since).is_none())
-                    .then_some(BAD_SINCE)
-            }
-            "publish" => {
-                let binary = is_true(object.get("binary"));
-                let data = object.get("data").and_then(Value::as_str);
-                let data_ok = data.is_some_and(|d| !binary || BASE64.decode(d).is_ok());
-                let key_ok = absent("key")
-                    || object
-                        .get("key")
-                        .and_then(Value::as_str)
-                        .is_some_and(|k| k.len() <= MAX_KEY_LEN);
-                if !data_ok {
-                    Some(BAD_DATA)
-                } else if !key_ok {
-                    Some(BAD_KEY)
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        }
-    }
-}
-
-struct ReplyRules;
-
-impl Rules for ReplyRules {
-    fn id(&self, object: &Map<String, Value>) -> Result<Option<u64>, WireError> {
-        Ok(object.get("id").and_then(Value::as_u64))
-    }
-
-    fn has_topic(&self, op: &str) -> Option<bool> {
-        match op {
-            "subscribed" | "unsubscribed" | "published" | "pub" => Some(true),
-            "error" => Some(false),
-            _ => None,
-        }
-    }
-
-    fn fields(&self, _: &str, _: &Map<String, Value>) -> Option<&'static str> {
-        None
-    }
-}
-
-/// Why a frame serde refused (or that is not an object) is wrong, by the rules read
-/// by hand, in the order of [`Request::parse`]'s doc, so that the answer says which
-/// field is wrong and carries the id whenever it can be read. Runs only for a frame
-/// that is refused (it reads it again, as a `serde_json::Value`).
-fn diagnose(text: &str, error: Option<&serde_json::Error>, rules: &dyn Rules) -> WireError {
-    let object = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(object)) => object,
-        Ok(_) => return WireError::bad(None, "not a JSON object"),
-        Err(e) => return WireError::bad(None, format!("not JSON: {e}")),
-    };
-    let id = match rules.id(&object) {
-        Ok(id) => id,
-        Err(error) => return error,
-    };
-    let Some(op) = object.get("op").and_then(Value::as_str) else {
-        return WireError::bad(id, "no op");
-    };
-    let has_topic = rules.has_topic(op);
-    if has_topic != Some(false) {
-        match object.get("topic") {
-            Some(Value::String(topic)) => {
-                if let Err(error) = check_topic(topic, id) {
-                    return error;
-                }
-            }
-            _ => return WireError::bad(id, "no topic"),
-        }
-    }
-    if has_topic.is_none() {
-        return WireError::bad(id, format!("unknown op {op:?}"));
-    }
-    if let Some(message) = rules.fields(op, &object) {
-        return WireError::bad(id, message);
-    }
-    // Nothing the rules name: what serde said (a field given twice, a field missing or
-    // of the wrong type in an answer).
-    let message = error.map_or_else(|| "not a JSON object".to_owned(), ToString::to_string);
-    WireError::bad(id, message)
-}
-
-// ----- writing -----
-
-/// A client's frame as serde writes it.
-#[derive(Serialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum RequestOut<'a> {
-    Subscribe {
-        id: u64,
-        topic: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        since: Option<PositionOut<'a>>,
-    },
-    Unsubscribe {
-        id: u64,
-        topic: &'a str,
-    },
-    Publish {
-        id: u64,
-        topic: &'a str,
-        data: DataOut<'a>,
-        #[serde(skip_serializing_if = "is_false")]
-        binary: bool,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        key: Option<&'a str>,
-    },
-}
-
-#[derive(Serialize)]
-struct PositionOut<'a> {
-    epoch: &'a str,
-    offset: u64,
-}
-
-impl<'a> From<&'a Position> for PositionOut<'a> {
-    fn from(position: &'a Position) -> Self {
-        PositionOut {
-            epoch: position.epoch(),
-            offset: position.offset(),
-        }
-    }
-}
-
-/// A server's frame as serde writes it (the `pub` is written by [`pub_frame`], byte
-/// for byte the same: the tests compare them).
-#[derive(Serialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum ReplyOut<'a> {
-    Subscribed {
-        id: u64,
-        topic: &'a str,
-        recovered: bool,
-        epoch: &'a str,
-        offset: u64,
-    },
-    Unsubscribed {
-        id: u64,
-        topic: &'a str,
-    },
-    Published {
-        id: u64,
-        topic: &'a str,
-        epoch: &'a str,
-        offset: u64,
-    },
-    Error {
-        id: Option<u64>,
-        code: &'a str,
-        message: &'a str,
-        temporary: bool,
-    },
-    #[cfg_attr(not(test), allow(dead_code))]
-    Pub {
-        topic: &'a str,
-        epoch: &'a str,
-        offset: u64,
-        data: DataOut<'a>,
-        #[serde(skip_serializing_if = "is_false")]
-        binary: bool,
-    },
-}
-
-/// A message as `data`: the text, or the base64 of the bytes (written in chunks
-/// straight into the frame, no base64 string first).
-struct DataOut<'a>(&'a Message);
-
-impl Serialize for DataOut<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Message::Text(text) => serializer.serialize_str(text.as_str()),
-            Message::Binary(bytes) => serializer.collect_str(&Base64Display::new(bytes, &BASE64)),
-        }
-    }
-}
-
-fn is_false(value: &bool) -> bool {
-    !value
-}
-
-/// The length of a message as `data` (quoted).
-fn data_len(message: &Message) -> usize {
-    match message {
-        Message::Text(text) => json::str_len(text.as_str()),
-        Message::Binary(bytes) => base64_len(bytes.len()) + 2,
-    }
-}
-
-fn base64_len(bytes: usize) -> usize {
-    bytes.div_ceil(3) * 4
-}
-
-/// `value` as JSON, in one buffer of `capacity` bytes (enough for it: no copy as it
-/// grows).
-fn to_json_sized(value: &impl Serialize, capacity: usize) -> String {
-    let mut out = Vec::with_capacity(capacity);
-    // Writing these types into a Vec cannot fail: no map has a non-string key and
-    // every Serialize impl here writes plain values.
-    serde_json::to_writer(&mut out, value).expect("the wire types always serialize");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
-}
-
-/// The fixed part of a `pub`: `{"op":"pub","topic":,"epoch":,"offset":,"data":}`.
-const PUB_FIXED: usize = r#"{"op":"pub","topic":,"epoch":,"offset":,"data":}"#.len();
-const PUB_BINARY: &str = r#","binary":true"#;
-
-/// A `pub` frame, counted then written into one `String` of its exact length (the
-/// hot path: every publication to wsevents.v1 subscribers). The bytes are serde's
-/// (`ReplyOut::Pub`) exactly.
-fn pub_frame(topic: &str, publication: &Publication) -> String {
-    use std::fmt::Write;
-    let position = &publication.position;
-    let message = &publication.message;
-    let binary = matches!(message, Message::Binary(_));
-    let len = PUB_FIXED
-        + json::str_len(topic)
-        + json::str_len(position.epoch())
-        + json::u64_len(position.offset())
-        + data_len(message)
-        + if binary { PUB_BINARY.len() } else { 0 };
-    let mut out = String::with_capacity(len);
-    out.push_str(r#"{"op":"pub","topic":"#);
-    json::push_str(&mut out, topic);
-    out.push_str(r#","epoch":"#);
-    json::push_str(&mut out, position.epoch());
-    out.push_str(r#","offset":"#);
-    // Writing into a String cannot fail.
-    let _ = write!(out, "{}", position.offset());
-    out.push_str(r#","data":"#);
-    match message {
-        Message::Text(text) => json::push_str(&mut out, text.as_str()),
-        Message::Binary(bytes) => {
-            out.push('"');
-            BASE64.encode_string(bytes, &mut out);
-            out.push('"');
-            out.push_str(PUB_BINARY);
-        }
-    }
-    out.push('}');
-    debug_assert_eq!(out.len(), len, "a pub frame counted wrong");
-    out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
+    use serde_json::Value;
+
+    use super::read::{BAD_DATA, BAD_KEY, BAD_SINCE, BAD_TOPIC, NO_ID, RequestIn, message_of};
+    use super::write::{DataOut, ReplyOut, pub_frame};
     use super::*;
+    use crate::hub::MAX_KEY_LEN;
 
     fn at(offset: u64) -> Position {
         Position::new("e1", offset).unwrap()
