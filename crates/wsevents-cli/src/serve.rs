@@ -63,7 +63,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
-use wsevents::hub::{BackendStatus, History, Hub, RedisBackend};
+use wsevents::hub::{BackendStatus, History, Hub, RedisBackend, RedisConfig};
 use wsevents::pubsub::PubsubServer;
 use wsevents::pubsub::wire::PROTOCOL;
 use wsevents::{
@@ -73,6 +73,7 @@ use wsevents::{
 
 use self::shutdown::ShutdownSignal;
 use crate::Result;
+use crate::seconds::{positive_seconds, seconds, unless_zero};
 
 /// Options of `wsevents serve`.
 #[derive(Debug, clap::Args)]
@@ -100,6 +101,14 @@ pub(crate) struct Args {
     /// them
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// With --redis: bytes of publications waiting to be sent to Redis at most; past
+    /// them a publish is refused (unavailable) until Redis catches up
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "redis")]
+    redis_max_pending_bytes: usize,
+    /// With --redis: bytes of messages from Redis waiting to be delivered at most; past
+    /// them a topic's messages are dropped and the topic caught up from the history
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "redis")]
+    redis_max_inbound_bytes: usize,
     /// Publications kept per topic for clients that come back (/pubsub's recovery;
     /// in Redis with --redis); 0 keeps none
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -112,6 +121,12 @@ pub(crate) struct Args {
     /// first; the latest publication always stays)
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     history_bytes: usize,
+    /// Bytes of history kept in this process, all topics together (payloads plus a
+    /// fixed cost per topic and per publication); past it the least recently published
+    /// topics are evicted (a client recovering from one is told recovered: false). Not
+    /// used with --redis, where Redis keeps the history
+    #[arg(long, value_name = "BYTES", default_value_t = wsevents::hub::DEFAULT_MAX_HISTORY_BYTES)]
+    max_history_bytes: usize,
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
@@ -164,27 +179,6 @@ pub(crate) struct Args {
     /// in Prometheus' text format at http://ADDR/metrics
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
-}
-
-/// A duration of the connection's `Config`: 0 turns it off.
-fn unless_zero(duration: Duration) -> Option<Duration> {
-    (!duration.is_zero()).then_some(duration)
-}
-
-/// A number of seconds (fractions allowed), 0 or more.
-fn seconds(text: &str) -> std::result::Result<Duration, String> {
-    let secs: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is not a duration"))
-}
-
-/// A number of seconds over 0.
-fn positive_seconds(text: &str) -> std::result::Result<Duration, String> {
-    match seconds(text)? {
-        Duration::ZERO => Err("must be over 0".into()),
-        duration => Ok(duration),
-    }
 }
 
 /// What the server does with each WebSocket path.
@@ -312,10 +306,23 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         max_bytes: args.history_bytes,
     };
     let hub = match &args.redis {
-        None => Hub::builder().history(history).build(),
+        None => Hub::builder()
+            .history(history)
+            .max_history_bytes(args.max_history_bytes)
+            .build(),
         Some(url) => Hub::builder()
             .history(history)
-            .backend(RedisBackend::new(url).map_err(|e| format!("--redis: {e}"))?)
+            .backend(
+                RedisBackend::with_config(
+                    url,
+                    RedisConfig {
+                        max_pending_bytes: args.redis_max_pending_bytes,
+                        max_inbound_bytes: args.redis_max_inbound_bytes,
+                        ..RedisConfig::default()
+                    },
+                )
+                .map_err(|e| format!("--redis: {e}"))?,
+            )
             .build(),
     };
     let shared = Arc::new(Shared {

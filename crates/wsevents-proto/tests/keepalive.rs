@@ -526,3 +526,38 @@ fn pair_close_reply_is_recorded_as_sent() {
         }
     }
 }
+
+// ----- durations too long to be deadlines -----
+
+/// Every timeout set to the longest `Duration` (or to years, as a flag might say): no
+/// deadline can be that far, so none is armed, and nothing panics on the way; the
+/// connection opens, exchanges, pings and closes as without timeouts.
+#[test]
+fn timeouts_too_long_to_be_deadlines_are_never_reached_and_never_panic() {
+    for far in [
+        Duration::MAX,
+        Duration::from_secs(10_000_000_000_000_000_000),
+    ] {
+        let config = Config {
+            handshake_timeout: Some(far),
+            ping_interval: Some(far),
+            pong_timeout: Some(far),
+            idle_timeout: Some(far),
+            close_timeout: Some(far),
+            ..Config::default()
+        };
+        let mut pair = Pair::connected_with(config.clone(), config);
+        pair.advance(Duration::from_secs(3600));
+        pair.drive();
+        assert_eq!(pair.client.state(), State::Open);
+        pair.client.send_text("still here").unwrap();
+        pair.drive();
+        assert_eq!(messages(&pair.server_events).len(), 1);
+        pair.client
+            .close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now)
+            .unwrap();
+        pair.drive();
+        assert_eq!(pair.client.state(), State::Closed);
+        assert_eq!(pair.server.state(), State::Closed);
+    }
+}

@@ -49,6 +49,9 @@ mod api {
 pub mod axum;
 mod backpressure;
 mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 #[cfg(feature = "metrics")]
 pub mod metrics;

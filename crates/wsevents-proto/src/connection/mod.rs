@@ -209,7 +209,7 @@ impl Connection {
         }
         let mut head = BytesMut::new();
         request.encode(&mut head);
-        let deadline = config.handshake_timeout.map(|t| now + t);
+        let deadline = state::later(now, config.handshake_timeout);
         let kept = Box::new(request.clone());
         let phase = Phase::AwaitingResponse {
             request: Box::new(request),
@@ -224,7 +224,7 @@ impl Connection {
 
     /// A server waiting for a client's upgrade request.
     pub fn server(config: Config, now: Instant) -> Self {
-        let deadline = config.handshake_timeout.map(|t| now + t);
+        let deadline = state::later(now, config.handshake_timeout);
         let mut conn = Connection::new(Role::Server, config, Phase::AwaitingRequest { deadline });
         conn.clock = Some(now);
         conn

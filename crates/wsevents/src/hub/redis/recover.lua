@@ -1,0 +1,31 @@
+-- What a subscriber that last saw (ARGV[2], ARGV[3]) missed: the epoch, the latest
+-- offset, 1 if all of it is there (no more than the size, none older than the ttl,
+-- none trimmed) followed by each one's kind and payload, else 0.
+--
+-- KEYS: meta, stream. ARGV: a fresh epoch, since epoch ('' for none), since offset,
+-- size, ttl ms, meta ttl ms.
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local top = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+local result = {epoch, top, 0}
+if ARGV[2] ~= epoch then return result end
+local since = tonumber(ARGV[3])
+if since > top or top - since > tonumber(ARGV[4]) then return result end
+if since == top then result[3] = 1 return result end
+local entries = redis.call('XRANGE', KEYS[2], '0-' .. (since + 1), '0-' .. top)
+if #entries ~= top - since then return result end
+local now = redis.call('TIME')
+local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[5])
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  local f = {}
+  for j = 1, #fields, 2 do f[fields[j]] = fields[j + 1] end
+  if tonumber(f['t']) < cutoff then return {epoch, top, 0} end
+  table.insert(result, f['k'])
+  table.insert(result, f['d'])
+end
+result[3] = 1
+return result
