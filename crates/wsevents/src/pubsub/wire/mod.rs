@@ -15,15 +15,15 @@
 //! the frame into the message's bytes; with escapes, serde_json's unescaped copy *is*
 //! the message's bytes; binary: base64-decoded into them) and **once on the way out**:
 //! a `pub` ([`V1Framing`], made once per publication for all its subscribers) is
-//! counted first and written into one buffer of its exact size, which becomes the
-//! message without another copy.
+//! counted first and written into one buffer of its exact size, behind room for the
+//! frame's header, which becomes the frame the hub queues without another copy.
 //!
 //! ```text
 //!  frame text ──serde_json──► RequestIn<'frame> ──check──► Request  (data: one copy)
-//!  Publication ──count, then write──► one String ──► Message         (data: one copy)
+//!  Publication ──count, then write──► one buffer ──► the hub's frame  (data: one copy)
 //! ```
 
-use wsevents_proto::Message;
+use wsevents_proto::{Message, PreparedMessage};
 
 use crate::hub::{Framing, Position, Publication};
 
@@ -284,15 +284,23 @@ impl Reply {
     }
 }
 
-/// The hub's framing for wsevents.v1 subscribers: each publication as a `pub`, one
-/// allocation of the frame's exact length (the hub makes it once per publication for
-/// all the subscribers of the topic).
+/// The hub's framing for wsevents.v1 subscribers: each publication as a `pub`, made
+/// once per publication for all the subscribers of the topic. The hub's
+/// [`prepare`](Framing::prepare) counts the frame, then writes it once, straight
+/// behind room for its header ([`PreparedMessage::text_with`]): one allocation, and
+/// the data copied once on its way out.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct V1Framing;
 
 impl Framing for V1Framing {
     fn frame(&self, topic: &str, publication: &Publication) -> Message {
         Message::text(write::pub_frame(topic, publication))
+    }
+
+    fn prepare(&self, topic: &str, publication: &Publication) -> PreparedMessage {
+        PreparedMessage::text_with(write::pub_len(topic, publication), |out| {
+            write::write_pub(out, topic, publication);
+        })
     }
 }
 
@@ -705,6 +713,8 @@ mod tests {
                     assert_eq!(frame.capacity(), frame.len(), "one exact allocation");
                     let framed = V1Framing.frame(topic, &publication);
                     assert_eq!(framed.as_text(), Some(derived.as_str()));
+                    let prepared = V1Framing.prepare(topic, &publication);
+                    assert_eq!(prepared, PreparedMessage::new(&framed), "written in place");
                     assert_eq!(
                         Reply::parse(&frame),
                         Ok(Reply::Pub {

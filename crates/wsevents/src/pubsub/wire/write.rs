@@ -221,39 +221,49 @@ fn to_json_sized(value: &impl Serialize, capacity: usize) -> String {
 const PUB_FIXED: usize = r#"{"op":"pub","topic":,"epoch":,"offset":,"data":}"#.len();
 const PUB_BINARY: &str = r#","binary":true"#;
 
-/// A `pub` frame, counted then written into one `String` of its exact length (the
-/// hot path: every publication to wsevents.v1 subscribers). The bytes are serde's
-/// (`ReplyOut::Pub`) exactly.
+/// A `pub` frame, counted then written into one `String` of its exact length. The bytes
+/// are serde's (`ReplyOut::Pub`) exactly.
 pub(super) fn pub_frame(topic: &str, publication: &Publication) -> String {
-    use std::fmt::Write;
+    let len = pub_len(topic, publication);
+    let mut out = String::with_capacity(len);
+    write_pub(&mut out, topic, publication);
+    debug_assert_eq!(out.len(), len, "a pub frame counted wrong");
+    out
+}
+
+/// The length of `publication`'s `pub` frame, exactly.
+pub(super) fn pub_len(topic: &str, publication: &Publication) -> usize {
     let position = &publication.position;
-    let message = &publication.message;
-    let binary = matches!(message, Message::Binary(_));
-    let len = PUB_FIXED
+    let binary = matches!(publication.message, Message::Binary(_));
+    PUB_FIXED
         + json::str_len(topic)
         + json::str_len(position.epoch())
         + json::u64_len(position.offset())
-        + data_len(message)
-        + if binary { PUB_BINARY.len() } else { 0 };
-    let mut out = String::with_capacity(len);
+        + data_len(&publication.message)
+        + if binary { PUB_BINARY.len() } else { 0 }
+}
+
+/// Append `publication`'s `pub` frame to `out` (the hot path: every publication to
+/// wsevents.v1 subscribers, written once).
+pub(super) fn write_pub(out: &mut String, topic: &str, publication: &Publication) {
+    use std::fmt::Write;
+    let position = &publication.position;
     out.push_str(r#"{"op":"pub","topic":"#);
-    json::push_str(&mut out, topic);
+    json::push_str(out, topic);
     out.push_str(r#","epoch":"#);
-    json::push_str(&mut out, position.epoch());
+    json::push_str(out, position.epoch());
     out.push_str(r#","offset":"#);
     // Writing into a String cannot fail.
     let _ = write!(out, "{}", position.offset());
     out.push_str(r#","data":"#);
-    match message {
-        Message::Text(text) => json::push_str(&mut out, text.as_str()),
+    match &publication.message {
+        Message::Text(text) => json::push_str(out, text.as_str()),
         Message::Binary(bytes) => {
             out.push('"');
-            BASE64.encode_string(bytes, &mut out);
+            BASE64.encode_string(bytes, out);
             out.push('"');
             out.push_str(PUB_BINARY);
         }
     }
     out.push('}');
-    debug_assert_eq!(out.len(), len, "a pub frame counted wrong");
-    out
 }
