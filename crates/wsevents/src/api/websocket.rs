@@ -102,6 +102,10 @@ struct Core {
     parked: bool,
     /// The waker of the driving task's last `Pending` poll.
     driver_waker: Option<Waker>,
+    /// Tasks waiting for `buffered_amount` to fall to a bound
+    /// ([`WebSocket::buffered_at_most`]); empty (and never looked into past one
+    /// length check) unless someone waits.
+    drain_waiters: DrainWaiters,
 }
 
 struct Inner {
@@ -323,6 +327,7 @@ impl WebSocket {
                     registry: Registry::default(),
                     parked: false,
                     driver_waker: None,
+                    drain_waiters: DrainWaiters::default(),
                 }),
                 drive: tokio::sync::Mutex::new(drive),
                 binary_type: AtomicU8::new(0),
@@ -691,6 +696,53 @@ impl WebSocket {
         self.core().closed
     }
 
+    /// Resolves once [`buffered_amount`](Self::buffered_amount) is at most `limit` (at
+    /// once if it is): `Ok` then, or [`Error::InvalidState`] once the socket is
+    /// closing, closed or dropped (what is queued will never drain). The future
+    /// holds the socket weakly, so waiting keeps no connection alive; it is woken by
+    /// the driving task after each write while it waits (and by the socket's drop),
+    /// so the socket must be driven (`run`) for it to resolve.
+    ///
+    /// For a protocol on top that paces what it queues by what the peer reads (the
+    /// wsevents.v1 server, before each subscription; its client, when a request did
+    /// not fit).
+    pub(crate) fn buffered_at_most(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let socket = self.downgrade();
+        std::future::poll_fn(move |cx| {
+            let Some(ws) = socket.upgrade() else {
+                return Poll::Ready(Err(Error::InvalidState));
+            };
+            let mut core = ws.core();
+            if core.closed {
+                return Poll::Ready(Err(Error::InvalidState));
+            }
+            let Some(conn) = core.conn.as_ref() else {
+                // Not connected yet: nothing queued.
+                return Poll::Ready(Ok(()));
+            };
+            match conn.state() {
+                State::Closing | State::Closed => Poll::Ready(Err(Error::InvalidState)),
+                _ if conn.buffered_amount() <= limit => Poll::Ready(Ok(())),
+                _ => {
+                    core.drain_waiters.register(limit, cx.waker());
+                    Poll::Pending
+                }
+            }
+        })
+    }
+
+    /// The largest message the peer can send on this connection in one frame: the
+    /// smaller of its frame and message limits ([`Config`](crate::Config)); `None`
+    /// before it has a core.
+    pub(crate) fn max_incoming_message(&self) -> Option<usize> {
+        let core = self.core();
+        let config = core.conn.as_ref()?.config();
+        Some(config.max_frame_size.min(config.max_message_size))
+    }
+
     /// Unique among the sockets of this process.
     pub(crate) fn id(&self) -> u64 {
         self.inner.id
@@ -1020,7 +1072,13 @@ impl WebSocket {
             if let Some(message) = driver.poll_message(conn) {
                 break self.message_event(message);
             }
-            match driver.poll_event(conn, cx) {
+            let polled = driver.poll_event(conn, cx);
+            // The driver writes only in `poll_event`: what it wrote may let a task
+            // waiting for room go on. One length check when nobody waits.
+            if !core.drain_waiters.is_empty() {
+                core.drain_waiters.wake_drained(conn);
+            }
+            match polled {
                 Poll::Ready(Some(event)) => {
                     if let Some(event) = self.translate(event) {
                         break event;
@@ -1135,6 +1193,49 @@ pub(crate) enum Offer {
     Gone,
 }
 
+/// The tasks waiting in [`WebSocket::buffered_at_most`], each with its bound: at most
+/// one entry per waiting task (a task polled again updates its own). Dropped with the
+/// socket, which wakes them all (their wait then ends in an error).
+#[derive(Default)]
+struct DrainWaiters(Vec<(usize, Waker)>);
+
+impl DrainWaiters {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn register(&mut self, limit: usize, waker: &Waker) {
+        match self.0.iter_mut().find(|(_, w)| w.will_wake(waker)) {
+            Some(entry) => entry.0 = limit,
+            None => self.0.push((limit, waker.clone())),
+        }
+    }
+
+    /// Wake the tasks whose bound `conn`'s buffered amount is now within, and all of
+    /// them once it is no longer open (nothing more will drain). Waking a tokio task
+    /// only schedules it, so it is done here, under the core's lock.
+    #[cold]
+    fn wake_drained(&mut self, conn: &Connection) {
+        let open = matches!(conn.state(), State::Open | State::Connecting);
+        let buffered = conn.buffered_amount();
+        self.0.retain(|(limit, waker)| {
+            let done = !open || buffered <= *limit;
+            if done {
+                waker.wake_by_ref();
+            }
+            !done
+        });
+    }
+}
+
+impl Drop for DrainWaiters {
+    fn drop(&mut self) {
+        for (_, waker) in self.0.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
 /// A [`WebSocket`] that does not keep it alive (the hub's reference to a subscriber).
 #[derive(Clone)]
 pub(crate) struct WeakWebSocket {
@@ -1192,4 +1293,96 @@ pub(crate) fn check_close_with(code: u16, reason: &str) -> Result<CloseCode> {
         )));
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+
+    use crate::Server;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A server socket with megabytes queued for a peer that reads nothing: a wait for
+    /// the queue to drain to a bound stays pending, ends once the peer reads, and fails
+    /// at once on a socket that closed.
+    #[tokio::test]
+    async fn a_wait_for_room_ends_when_the_peer_reads_and_fails_once_closed() {
+        let server = Server::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", server.local_addr());
+        let client = tokio::spawn(async move { crate::connect(&url).await.unwrap() });
+        let ws = server.accept().await.unwrap();
+        let mut client = client.await.unwrap();
+        let driver = ws.clone();
+        let run = tokio::spawn(async move { driver.run().await });
+
+        // Fill the kernel's buffers, then 2 MiB of the socket's own (uncompressed, in
+        // case permessage-deflate was negotiated: the kernel takes wire bytes).
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0usize;
+        while ws.buffered_amount() < 2 << 20 {
+            ws.send_uncompressed(chunk.clone()).unwrap();
+            sent += chunk.len();
+            assert!(sent < 256 << 20, "the peer's kernel took {sent} bytes");
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            ws.buffered_at_most(4 << 20).await.is_ok(),
+            "within: at once"
+        );
+        let wait = ws.buffered_at_most(1 << 20);
+        tokio::pin!(wait);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut wait)
+                .await
+                .is_err(),
+            "nobody reads: no room"
+        );
+
+        // The peer reads: the driver writes, and wakes the wait.
+        let reader = tokio::spawn(async move {
+            let mut received = 0usize;
+            while received < sent {
+                match client.next().await {
+                    Some(Ok(message)) => received += message.payload().len(),
+                    other => panic!("{other:?}"),
+                }
+            }
+            client
+        });
+        tokio::time::timeout(TIMEOUT, wait).await.unwrap().unwrap();
+        assert!(ws.buffered_amount() <= 1 << 20);
+
+        let mut client = tokio::time::timeout(TIMEOUT, reader)
+            .await
+            .unwrap()
+            .unwrap();
+        client
+            .close(wsevents_proto::CloseCode::NORMAL, "")
+            .await
+            .unwrap();
+        while client.next().await.is_some() {}
+        tokio::time::timeout(TIMEOUT, run).await.unwrap().unwrap();
+        assert!(ws.buffered_at_most(usize::MAX).await.is_err(), "closed");
+    }
+
+    /// A wait on a socket that is dropped ends (in an error) instead of hanging.
+    #[tokio::test]
+    async fn a_wait_ends_when_the_socket_is_dropped() {
+        let server = Server::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", server.local_addr());
+        let client = tokio::spawn(async move { crate::connect(&url).await.unwrap() });
+        let ws = server.accept().await.unwrap();
+        let _client = client.await.unwrap();
+        // Undriven, so what is sent stays queued.
+        ws.send(vec![0u8; 1024]).unwrap();
+        let wait = tokio::spawn(ws.buffered_at_most(0));
+        tokio::task::yield_now().await;
+        assert!(!wait.is_finished());
+        drop(ws);
+        let waited = tokio::time::timeout(TIMEOUT, wait).await.unwrap().unwrap();
+        assert!(waited.is_err());
+    }
 }
