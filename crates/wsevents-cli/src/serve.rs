@@ -127,6 +127,17 @@ pub(crate) struct Args {
     /// used with --redis, where Redis keeps the history
     #[arg(long, value_name = "BYTES", default_value_t = wsevents::hub::DEFAULT_MAX_HISTORY_BYTES)]
     max_history_bytes: usize,
+    /// Unsent bytes a topic subscriber may have; a publish past it closes the
+    /// subscriber with 1008 "slow subscriber" (it reconnects and recovers)
+    #[arg(long, value_name = "BYTES", default_value_t = wsevents::hub::DEFAULT_MAX_BACKLOG)]
+    max_backlog: usize,
+    /// Topics one /pubsub connection may subscribe to; past it `too_many_topics`
+    #[arg(long, value_name = "N", default_value_t = wsevents::pubsub::DEFAULT_MAX_TOPICS)]
+    max_topics: usize,
+    /// Bytes of data one /pubsub publication may have (text, or binary decoded); past
+    /// it `too_large` (lowered to what the message limit can carry)
+    #[arg(long, value_name = "BYTES", default_value_t = wsevents::pubsub::DEFAULT_MAX_PUBLICATION)]
+    max_publication: usize,
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
@@ -308,10 +319,12 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let hub = match &args.redis {
         None => Hub::builder()
             .history(history)
+            .max_backlog(args.max_backlog)
             .max_history_bytes(args.max_history_bytes)
             .build(),
         Some(url) => Hub::builder()
             .history(history)
+            .max_backlog(args.max_backlog)
             .backend(
                 RedisBackend::with_config(
                     url,
@@ -331,7 +344,9 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         tls,
         lifecycle: Lifecycle::new(limits, CancellationToken::new()),
         handshake_timeout: args.handshake_timeout,
-        pubsub: PubsubServer::new(hub.clone()),
+        pubsub: PubsubServer::new(hub.clone())
+            .max_topics(args.max_topics)
+            .max_publication(args.max_publication),
         hub,
         next_id: AtomicU64::new(1),
         files,

@@ -306,7 +306,10 @@ async fn subscriptions_past_what_waits_are_refused_for_now_and_made_as_the_clien
         .history(History::default())
         .max_backlog(64 << 20)
         .build();
-    let url = v1::serve(PubsubServer::new(hub.clone()).max_topics(3)).await;
+    let pubsub = PubsubServer::new(hub.clone())
+        .max_topics(3)
+        .max_backlog(wsevents::hub::DEFAULT_MAX_BACKLOG);
+    let url = v1::serve(pubsub).await;
     let mut peer = Peer::connect(&url).await;
     peer.subscribe("big", None).await;
     // 12 MiB for the peer, which reads nothing yet: the server's socket holds what

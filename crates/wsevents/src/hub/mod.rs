@@ -479,6 +479,11 @@ impl Hub {
         }
     }
 
+    /// The bound on a subscriber's unsent bytes ([`HubBuilder::max_backlog`]).
+    pub fn max_backlog(&self) -> usize {
+        self.inner.max_backlog
+    }
+
     /// Where the backend is: [`BackendStatus::InProcess`] for a hub of one process,
     /// else connected or reconnecting (and why).
     pub fn backend_status(&self) -> BackendStatus {

@@ -48,7 +48,7 @@ use super::wire::{
 use crate::api::data::Data;
 use crate::api::websocket::{WeakWebSocket, WebSocket};
 use crate::error::Error;
-use crate::hub::{DEFAULT_MAX_BACKLOG, Framing, Hub, Pending, Position};
+use crate::hub::{Framing, Hub, Pending, Position};
 
 /// The default most topics one connection may subscribe to: 1,024.
 pub const DEFAULT_MAX_TOPICS: usize = 1024;
@@ -124,12 +124,12 @@ impl PubsubServer {
     /// [`HubBuilder::history`]: crate::hub::HubBuilder::history
     pub fn new(hub: Hub) -> PubsubServer {
         PubsubServer {
-            hub,
             framing: Arc::new(V1Framing),
             max_topics: DEFAULT_MAX_TOPICS,
             max_publication: DEFAULT_MAX_PUBLICATION,
-            max_backlog: DEFAULT_MAX_BACKLOG,
+            max_backlog: hub.max_backlog(),
             warned: Arc::new(AtomicBool::new(false)),
+            hub,
         }
     }
 
@@ -160,11 +160,11 @@ impl PubsubServer {
     }
 
     /// The most unsent bytes a socket may have when one of its subscriptions is made:
-    /// each subscription waits until the socket is within it. Set it to the hub's
-    /// [`max_backlog`](crate::hub::HubBuilder::max_backlog) (both default to
-    /// [`DEFAULT_MAX_BACKLOG`], 1 MiB): the hub queues a subscription's answer and
-    /// its recovery only within that bound, and closes the subscriber as slow past
-    /// it.
+    /// each subscription waits until the socket is within it. By default the hub's
+    /// [`max_backlog`](crate::hub::HubBuilder::max_backlog), which is right: the hub
+    /// queues a subscription's answer and its recovery only within that bound, and
+    /// closes the subscriber as slow past it. A smaller value paces subscriptions
+    /// more; a larger one lets the hub close subscribers that would have waited.
     pub fn max_backlog(mut self, bytes: usize) -> Self {
         self.max_backlog = bytes;
         self
