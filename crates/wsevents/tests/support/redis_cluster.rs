@@ -13,6 +13,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a node may stay silent before its peers fail it.
@@ -26,7 +27,8 @@ const SETTLE: Duration = Duration::from_secs(30);
 struct Node {
     port: u16,
     bus: u16,
-    child: Option<Child>,
+    /// `None` once killed.
+    child: Mutex<Option<Child>>,
 }
 
 impl Node {
@@ -89,12 +91,12 @@ impl RedisCluster {
                     break (a, b);
                 }
             };
-            let mut node = Node {
+            let node = Node {
                 port,
                 bus,
-                child: None,
+                child: Mutex::new(None),
             };
-            node.child = Some(cluster.spawn(&node));
+            *node.child.lock().unwrap() = Some(cluster.spawn(&node));
             cluster.nodes.push(node);
         }
         for i in 0..6 {
@@ -167,7 +169,7 @@ impl RedisCluster {
     }
 
     fn is_alive(&self, i: usize) -> bool {
-        self.nodes[i].child.is_some()
+        self.nodes[i].child.lock().unwrap().is_some()
     }
 
     /// A connection to node `i` (it must be alive).
@@ -345,11 +347,22 @@ impl RedisCluster {
     }
 
     /// Kill node `i` (SIGKILL: no goodbye, no replication of what it has not sent yet).
-    pub(crate) fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.nodes[i].child.take() {
+    pub(crate) fn kill(&self, i: usize) {
+        let child = self.nodes[i].child.lock().unwrap().take();
+        if let Some(mut child) = child {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Start killed node `i` again on its port, with its directory (its `nodes.conf`):
+    /// it rejoins the cluster, as a replica of whoever took its slots; then until the
+    /// cluster settled.
+    pub(crate) async fn restart(&self, i: usize) {
+        let child = self.spawn(&self.nodes[i]);
+        *self.nodes[i].child.lock().unwrap() = Some(child);
+        self.wait_answers(i).await;
+        self.wait_settled().await;
     }
 
     /// Stop node `i` in its tracks (SIGSTOP) until [`resume`](Self::resume).
@@ -363,7 +376,13 @@ impl RedisCluster {
     }
 
     fn signal(&self, i: usize, signal: &str) {
-        let pid = self.nodes[i].child.as_ref().expect("alive").id();
+        let pid = self.nodes[i]
+            .child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("alive")
+            .id();
         let status = Command::new("kill")
             .args([signal, &pid.to_string()])
             .status()
@@ -493,7 +512,12 @@ impl RedisCluster {
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
+            let child = node
+                .child
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(mut child) = child {
                 // A paused node dies of SIGKILL too.
                 let _ = child.kill();
                 let _ = child.wait();

@@ -17,17 +17,18 @@ use crate::hub::history::{META_TTL, Position, Publication, Recovery, new_epoch};
 static RECOVER_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("recover.lua")));
 
-/// Read what a subscriber of `topic` that last saw `since` missed.
+/// Read what a subscriber of `topic` that last saw `since` missed, on `conn` (to the
+/// Redis that keeps the topic). When this node delivered `since` itself (or a later
+/// offset of its epoch), a history whose top is below it lost its tail and starts a
+/// new epoch (`recover.lua`); a position a client made up does not.
 pub(super) async fn recover(
     shared: &Shared,
+    mut conn: redis::aio::MultiplexedConnection,
     topic: &str,
     since: Option<&Position>,
 ) -> Result<Recovery> {
     let history = shared.history.get().copied().unwrap_or_default();
-    let conn = super::lock(&shared.conn).clone();
-    let Some(mut conn) = conn else {
-        return Err(Error::Unavailable("Redis is not connected".into()));
-    };
+    let delivered = since.is_some_and(|since| shared.delivered_past(topic, since));
     let reply: redis::Value = RECOVER_SCRIPT
         .key(shared.keys.meta(topic))
         .key(shared.keys.stream(topic))
@@ -37,6 +38,7 @@ pub(super) async fn recover(
         .arg(history.size)
         .arg(millis(history.ttl))
         .arg(millis(META_TTL.max(history.ttl)))
+        .arg(if delivered { "1" } else { "0" })
         .invoke_async(&mut conn)
         .await
         .map_err(|e| Error::Unavailable(format!("Redis: {e}")))?;
