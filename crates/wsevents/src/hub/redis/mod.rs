@@ -215,6 +215,17 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
+/// Topics without local subscribers whose latest stored position a node remembers.
+const MAX_LATEST: usize = 65_536;
+
+/// The latest publication of a topic this node delivered or stored.
+#[derive(Debug, Clone)]
+struct Latest {
+    position: Position,
+    /// Its message, on a topic with local subscribers.
+    message: Option<Message>,
+}
+
 /// What the backend and its tasks share.
 struct Shared {
     /// This node's id, in every envelope it publishes.
@@ -243,10 +254,12 @@ struct Shared {
     dropped: AtomicU64,
     /// On a Redis Cluster: the slot map and the publisher's connections.
     cluster: Option<Arc<Cluster>>,
-    /// Per topic with local subscribers, the latest position this node delivered (or
-    /// stored), so that a history read from there can tell a lost tail from a
-    /// position a client made up (`recover.lua`). As many entries as such topics.
-    delivered: Mutex<HashMap<String, Position>>,
+    /// Per topic, the latest position this node delivered or stored (and, for a topic
+    /// with local subscribers, its message), so that a history that lost its tail in
+    /// a failover is found out (`store.lua`, `recover.lua`). Every topic with local
+    /// subscribers, and up to [`MAX_LATEST`] others (past it, a topic without
+    /// subscribers is not remembered).
+    delivered: Mutex<HashMap<String, Latest>>,
     /// Set when the backend (so the hub) is dropped: the tasks end.
     stop: tokio_util::sync::CancellationToken,
 }
@@ -523,7 +536,9 @@ impl Backend for RedisBackend {
 
     fn unsubscribe(&self, topic: &str) {
         lock(&self.shared.wanted).remove(&self.shared.keys.channel(topic));
-        lock(&self.shared.delivered).remove(topic);
+        if let Some(latest) = lock(&self.shared.delivered).get_mut(topic) {
+            latest.message = None;
+        }
         self.shared.changed.notify_one();
     }
 
@@ -635,7 +650,7 @@ impl Backend for RedisBackend {
                 };
                 let recovery = recover::recover(&shared, conn, &topic, since.as_ref()).await?;
                 if let Some(last) = recovery.publications.as_ref().and_then(|p| p.last()) {
-                    shared.note_delivered(&topic, &last.position);
+                    shared.note_delivered(&topic, &last.position, &last.message);
                 }
                 Ok(recovery)
             };
@@ -707,31 +722,50 @@ impl Shared {
         self.subscribed_changed.send_modify(|n| *n += 1);
     }
 
-    /// Note that this node delivered (or stored) `position` of `topic`, if the topic
-    /// has local subscribers.
-    fn note_delivered(&self, topic: &str, position: &Position) {
-        if !lock(&self.wanted).contains(&self.keys.channel(topic)) {
+    /// Note that this node delivered or stored `publication` of `topic`.
+    fn note_delivered(&self, topic: &str, position: &Position, message: &Message) {
+        let wanted = lock(&self.wanted).contains(&self.keys.channel(topic));
+        let mut delivered = lock(&self.delivered);
+        if let Some(latest) = delivered.get(topic)
+            && latest.position.epoch() == position.epoch()
+            && latest.position.offset() >= position.offset()
+        {
             return;
         }
-        let mut delivered = lock(&self.delivered);
-        match delivered.get_mut(topic) {
-            Some(latest) if position.epoch() == latest.epoch() => {
-                if position.offset() > latest.offset() {
-                    *latest = position.clone();
-                }
-            }
-            Some(latest) => *latest = position.clone(),
-            None => {
-                delivered.insert(topic.to_owned(), position.clone());
-            }
+        if !wanted && delivered.len() >= MAX_LATEST && !delivered.contains_key(topic) {
+            return;
         }
+        delivered.insert(
+            topic.to_owned(),
+            Latest {
+                position: position.clone(),
+                message: wanted.then(|| message.clone()),
+            },
+        );
     }
 
-    /// Whether this node delivered `since` of `topic`, or a later offset of its epoch.
-    fn delivered_past(&self, topic: &str, since: &Position) -> bool {
-        lock(&self.delivered).get(topic).is_some_and(|latest| {
-            latest.epoch() == since.epoch() && latest.offset() >= since.offset()
-        })
+    /// The latest position of `topic` this node delivered or stored.
+    fn latest(&self, topic: &str) -> Option<Position> {
+        lock(&self.delivered)
+            .get(topic)
+            .map(|latest| latest.position.clone())
+    }
+
+    /// What this node knows of `since` of `topic`: whether it delivered it (or a later
+    /// offset of its epoch), and its message if `since` is the latest it delivered.
+    fn delivered_at(&self, topic: &str, since: &Position) -> (bool, Option<Message>) {
+        match lock(&self.delivered).get(topic) {
+            Some(latest)
+                if latest.position.epoch() == since.epoch()
+                    && latest.position.offset() >= since.offset() =>
+            {
+                let message = (latest.position == *since)
+                    .then(|| latest.message.clone())
+                    .flatten();
+                (true, message)
+            }
+            _ => (false, None),
+        }
     }
 
     fn set_publisher(&self, link: Link) {

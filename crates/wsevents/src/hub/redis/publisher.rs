@@ -248,6 +248,7 @@ async fn send_batch(
             for job in jobs {
                 if let Job::Store {
                     topic,
+                    message,
                     done,
                     _held: held,
                     ..
@@ -260,7 +261,7 @@ async fn send_batch(
                             Error::Unavailable("Redis answered a store with something else".into())
                         });
                     if let Ok(position) = &position {
-                        shared.note_delivered(&topic, position);
+                        shared.note_delivered(&topic, position, &message);
                     }
                     // The bytes are given back before the answer: whoever awaits it
                     // finds them free.
@@ -343,6 +344,12 @@ pub(super) fn add_job(
                 .arg(history.max_bytes)
                 .arg(if sharded { "SPUBLISH" } else { "PUBLISH" })
                 .arg(none);
+            // The latest position this node stored or delivered: a history below it in
+            // its epoch lost its tail, and starts a new epoch before this is stored.
+            match shared.latest(topic) {
+                Some(floor) => pipe.arg(floor.epoch()).arg(floor.offset()),
+                None => pipe.arg("").arg(0),
+            };
         }
     }
 }

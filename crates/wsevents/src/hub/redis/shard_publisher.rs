@@ -321,6 +321,7 @@ async fn send_group(
 fn answer(shared: &Shared, job: Job, reply: &Value, unconfirmed: Option<&str>) {
     if let Job::Store {
         topic,
+        message,
         done,
         _held: held,
         ..
@@ -329,7 +330,7 @@ fn answer(shared: &Shared, job: Job, reply: &Value, unconfirmed: Option<&str>) {
         let position = stored_position(reply)
             .ok_or_else(|| Error::Unavailable("Redis answered a store with something else".into()));
         if let Ok(position) = &position {
-            shared.note_delivered(&topic, position);
+            shared.note_delivered(&topic, position, &message);
         }
         let position = match unconfirmed {
             Some(why) => Err(Error::Unavailable(format!("Redis: {why}"))),

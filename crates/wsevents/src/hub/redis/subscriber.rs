@@ -226,7 +226,7 @@ fn deliver(shared: &Shared, inbound: &Inbound, topic: &str, payload: bytes::Byte
     if shared.history.get().is_some() {
         match open_stored(payload) {
             Some(publication) => {
-                shared.note_delivered(topic, &publication.position);
+                shared.note_delivered(topic, &publication.position, &publication.message);
                 inbound.deliver_at(topic, &publication);
             }
             None => tracing::warn!(
