@@ -13,12 +13,16 @@
 //! - `recover.rs`: the history read and the parsing of its answer.
 //! - `backoff.rs`: the wait before reconnecting.
 //! - `store.lua`, `recover.lua`: the two scripts that keep a topic's history in Redis.
+//! - On a Redis Cluster ([`RedisBackend::cluster`]): `slots.rs` (a topic's hash tag
+//!   and slot), `topology.rs` (the slot map, the connections to the masters),
+//!   `shard_publisher.rs` and `shard_subscriber.rs` (the two tasks, per master); the
+//!   delivery task and the inbound queue are the same.
 //!
 //! Locks: every `Mutex` here guards one small piece of state and is held for one
 //! insert, remove, read or assignment (the inbound queue's for one arrival or one
 //! take); none is held across an `.await`, while calling the hub, or while another is
 //! taken, except `wanted` then `subscribed` (in that order) in the publisher's settle
-//! step.
+//! step. (`delivered` is taken after `wanted` is released.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
