@@ -22,7 +22,9 @@
 //!   `NAME`; a connection is subscribed to its topic and what it sends is published
 //!   there, to every subscriber, itself included. Slow subscribers follow the hub's
 //!   rule (closed with 1008 past 1 MiB unsent). With `--redis redis://HOST:PORT` the
-//!   hub is on Redis, so every `serve` on that Redis is one set of topics.
+//!   hub is on Redis, so every `serve` on that Redis is one set of topics; with
+//!   `--redis-cluster redis://H1:P1,redis://H2:P2` on a Redis Cluster (sharded
+//!   pub/sub, topics spread over its masters).
 //!
 //! Bounds and shutdown are the library's [`Lifecycle`], the same types its `Server`
 //! runs on; this module only adds the signals (`shutdown.rs`):
@@ -77,6 +79,7 @@ use crate::seconds::{positive_seconds, seconds, unless_zero};
 
 /// Options of `wsevents serve`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("on_redis").args(["redis", "redis_cluster"])))]
 pub(crate) struct Args {
     /// Address to listen on; port 0 picks a free port (printed at start)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -101,13 +104,25 @@ pub(crate) struct Args {
     /// them
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
-    /// With --redis: bytes of publications waiting to be sent to Redis at most; past
-    /// them a publish is refused (unavailable) until Redis catches up
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "redis")]
+    /// Put the topics on this Redis Cluster (Redis 7; a few of its masters,
+    /// comma-separated: redis://H1:P1,redis://H2:P2): every `serve` on it shares them,
+    /// sharded by topic over the masters
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        conflicts_with = "redis"
+    )]
+    redis_cluster: Vec<String>,
+    /// With --redis or --redis-cluster: bytes of publications waiting to be sent to
+    /// Redis at most; past them a publish is refused (unavailable) until Redis catches
+    /// up
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "on_redis")]
     redis_max_pending_bytes: usize,
-    /// With --redis: bytes of messages from Redis waiting to be delivered at most; past
-    /// them a topic's messages are dropped and the topic caught up from the history
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "redis")]
+    /// With --redis or --redis-cluster: bytes of messages from Redis waiting to be
+    /// delivered at most; past them a topic's messages are dropped and the topic caught
+    /// up from the history
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "on_redis")]
     redis_max_inbound_bytes: usize,
     /// Publications kept per topic for clients that come back (/pubsub's recovery;
     /// in Redis with --redis); 0 keeps none
@@ -316,27 +331,38 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         ttl: args.history_ttl,
         max_bytes: args.history_bytes,
     };
+    let redis_config = RedisConfig {
+        max_pending_bytes: args.redis_max_pending_bytes,
+        max_inbound_bytes: args.redis_max_inbound_bytes,
+        ..RedisConfig::default()
+    };
+    let cluster: Vec<&str> = args.redis_cluster.iter().map(String::as_str).collect();
     let hub = match &args.redis {
-        None => Hub::builder()
+        None if cluster.is_empty() => Hub::builder()
             .history(history)
             .max_backlog(args.max_backlog)
             .max_history_bytes(args.max_history_bytes)
+            .build(),
+        None => Hub::builder()
+            .history(history)
+            .backend(
+                RedisBackend::cluster_with_config(&cluster, redis_config)
+                    .map_err(|e| format!("--redis-cluster: {e}"))?,
+            )
             .build(),
         Some(url) => Hub::builder()
             .history(history)
             .max_backlog(args.max_backlog)
             .backend(
-                RedisBackend::with_config(
-                    url,
-                    RedisConfig {
-                        max_pending_bytes: args.redis_max_pending_bytes,
-                        max_inbound_bytes: args.redis_max_inbound_bytes,
-                        ..RedisConfig::default()
-                    },
-                )
-                .map_err(|e| format!("--redis: {e}"))?,
+                RedisBackend::with_config(url, redis_config)
+                    .map_err(|e| format!("--redis: {e}"))?,
             )
             .build(),
+    };
+    let on_redis = match &args.redis {
+        Some(url) => Some(url.clone()),
+        None if cluster.is_empty() => None,
+        None => Some(format!("the Redis Cluster of {}", cluster.join(","))),
     };
     let shared = Arc::new(Shared {
         mode,
@@ -352,8 +378,8 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         files,
         typed: args.stdin.then(|| typed_lines(TYPED_BACKLOG)),
     });
-    print_banner(addr, mode, shared.tls.is_some(), args.redis.as_deref());
-    if args.redis.is_some() {
+    print_banner(addr, mode, shared.tls.is_some(), on_redis.as_deref());
+    if on_redis.is_some() {
         tokio::spawn(watch_backend(shared.hub.clone()));
     }
     let report = serve(listener, shared, signal, args.grace).await;

@@ -13,14 +13,18 @@
 //! - `recover.rs`: the history read and the parsing of its answer.
 //! - `backoff.rs`: the wait before reconnecting.
 //! - `store.lua`, `recover.lua`: the two scripts that keep a topic's history in Redis.
+//! - On a Redis Cluster ([`RedisBackend::cluster`]): `slots.rs` (a topic's hash tag
+//!   and slot), `topology.rs` (the slot map, the connections to the masters),
+//!   `shard_publisher.rs` and `shard_subscriber.rs` (the two tasks, per master); the
+//!   delivery task and the inbound queue are the same.
 //!
 //! Locks: every `Mutex` here guards one small piece of state and is held for one
 //! insert, remove, read or assignment (the inbound queue's for one arrival or one
 //! take); none is held across an `.await`, while calling the hub, or while another is
 //! taken, except `wanted` then `subscribed` (in that order) in the publisher's settle
-//! step.
+//! step. (`delivered` is taken after `wanted` is released.)
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -38,11 +42,16 @@ mod inbound_queue;
 mod keys;
 mod publisher;
 mod recover;
+mod shard_publisher;
+mod shard_subscriber;
+mod slots;
 mod subscriber;
+mod topology;
 
 use inbound_queue::InboundQueue;
 use keys::Keys;
 use publisher::{Budget, Job};
+use topology::Cluster;
 
 /// Options for a [`RedisBackend`].
 ///
@@ -87,8 +96,24 @@ pub struct RedisConfig {
     pub backoff_min: Duration,
     /// The most a reconnection delay's ceiling grows to (5 s).
     pub backoff_max: Duration,
-    /// How long connecting, and each command, may take (2 s).
+    /// How long connecting, and each command, may take (2 s). On a cluster also how
+    /// long a publication waits for its slot to settle (moving, failing over) before
+    /// it is refused.
     pub timeout: Duration,
+    /// On a Redis Cluster ([`RedisBackend::cluster`]), how often the slot map is read
+    /// again when nothing said it changed (10 s). A `MOVED` answer, a `sunsubscribe`
+    /// Redis pushes when a slot moves, and a master that cannot be reached make it
+    /// read at once.
+    pub topology_refresh: Duration,
+    /// Replicas that must have a stored publication before it is confirmed to its
+    /// publisher (0: confirmed when the master stored it). Above 0, each pipeline of
+    /// stores ends with `WAIT n` (waiting at most half the timeout); a store not
+    /// confirmed by as many in time is answered [`Error::Unavailable`] (it was stored
+    /// and delivered, but a failover may lose it; a retry with its key is stored once).
+    /// Whatever this says, a history that lost its tail in a failover starts a new
+    /// epoch when a node that delivered the lost offsets reads it (see
+    /// [`RedisBackend::cluster`]).
+    pub wait_replicas: u32,
 }
 
 impl Default for RedisConfig {
@@ -101,6 +126,8 @@ impl Default for RedisConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
+            topology_refresh: Duration::from_secs(10),
+            wait_replicas: 0,
         }
     }
 }
@@ -151,8 +178,8 @@ impl Default for RedisConfig {
 /// unreachable, or the publisher's queue is full, a publication is refused with
 /// [`Error::Unavailable`] and delivered nowhere: never a position without a stored
 /// publication. A node whose inbound queue overflows catches the topic up from the
-/// history, as after a lost subscription. Topics and keys of one topic must live on
-/// one Redis (standalone or Sentinel; not Cluster).
+/// history, as after a lost subscription. On one Redis (standalone or Sentinel) build
+/// it with [`new`](Self::new); on a Redis Cluster with [`cluster`](Self::cluster).
 ///
 /// The envelope: `b"wse1"`, the node id (8 bytes, big-endian), the kind (`0x01` text,
 /// `0x02` binary), the payload. Channels are the topics behind a prefix
@@ -192,6 +219,17 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
+/// Topics without local subscribers whose latest stored position a node remembers.
+const MAX_LATEST: usize = 65_536;
+
+/// The latest publication of a topic this node delivered or stored.
+#[derive(Debug, Clone)]
+struct Latest {
+    position: Position,
+    /// Its message, on a topic with local subscribers.
+    message: Option<Message>,
+}
+
 /// What the backend and its tasks share.
 struct Shared {
     /// This node's id, in every envelope it publishes.
@@ -218,6 +256,14 @@ struct Shared {
     subscribed_changed: watch::Sender<u64>,
     links: Mutex<Links>,
     dropped: AtomicU64,
+    /// On a Redis Cluster: the slot map and the publisher's connections.
+    cluster: Option<Arc<Cluster>>,
+    /// Per topic, the latest position this node delivered or stored (and, for a topic
+    /// with local subscribers, its message), so that a history that lost its tail in
+    /// a failover is found out (`store.lua`, `recover.lua`). Every topic with local
+    /// subscribers, and up to [`MAX_LATEST`] others (past it, a topic without
+    /// subscribers is not remembered).
+    delivered: Mutex<HashMap<String, Latest>>,
     /// Set when the backend (so the hub) is dropped: the tasks end.
     stop: tokio_util::sync::CancellationToken,
 }
@@ -253,10 +299,90 @@ impl RedisBackend {
             .map_err(|e| Error::Syntax(format!("Redis URL {url:?}: {e}")))?;
         let subscriber_client = subscriber::resp3(&client)
             .map_err(|e| Error::Syntax(format!("Redis URL {url:?}: {e}")))?;
+        Ok(RedisBackend::make(client, subscriber_client, config, None))
+    }
+
+    /// A backend on the Redis Cluster that any of `urls` belongs to
+    /// (`redis://HOST:PORT`, a few masters: the others are found with `CLUSTER
+    /// SLOTS`; the first one's password and options are used for every node), with
+    /// the default [`RedisConfig`]. Needs Redis 7 (sharded pub/sub) and connects when
+    /// the hub is built; a bad URL, none, or a prefix with a `{` is [`Error::Syntax`].
+    ///
+    /// A topic's names (channel, meta, history stream, idempotency keys) share one
+    /// hash slot: topics are hashed into 128 partitions, each with a hash tag spread
+    /// evenly over the slots (`PREFIX{TAG}meta:TOPIC`, `PREFIX{TAG}TOPIC`, ...). A
+    /// publication is sent to its slot's master, whose store script publishes it with
+    /// `SPUBLISH` on the topic's channel, in the same slot. Each node keeps one
+    /// publisher connection and one subscriber connection (RESP3) per master and
+    /// `SSUBSCRIBE`s there to the topics with local subscribers whose slots it serves,
+    /// in pipelines of up to 512, so a resubscription is one round trip per master.
+    ///
+    /// When the cluster changes, nothing is lost without a word: a slot that moves
+    /// (Redis pushes `sunsubscribe` for its channels; `MOVED`), a master that fails
+    /// over (its connection drops, or it pushes `sunsubscribe` when it turns replica)
+    /// and the slot map read every [`RedisConfig::topology_refresh`] make the node
+    /// read the map again, subscribe on the new owner, and catch each topic up from
+    /// the history ([`Inbound::resubscribed`]), as after a lost connection on one
+    /// Redis. A publication sent while its slot moves waits (up to
+    /// [`RedisConfig::timeout`]) and is sent to the new owner, in order.
+    ///
+    /// **Offsets are never reused after a failover** that lost writes the old master
+    /// had not replicated: a history whose latest offset is below one a node
+    /// delivered from it (read when the node catches up after the failover, or when
+    /// its client recovers) starts a new epoch, so later publications never take an
+    /// offset a subscriber saw with other data; its subscribers are told
+    /// `recovered: false`. With [`RedisConfig::wait_replicas`] a publication is
+    /// confirmed only once a replica has it, so a confirmed one survives a failover
+    /// to that replica.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use wsevents::hub::{History, Hub, RedisBackend};
+    /// let backend = RedisBackend::cluster(&["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])?;
+    /// let hub = Hub::builder().history(History::default()).backend(backend).build();
+    /// # let _ = hub;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster(urls: &[&str]) -> Result<RedisBackend> {
+        RedisBackend::cluster_with_config(urls, RedisConfig::default())
+    }
+
+    /// A backend on a Redis Cluster with `config` (see [`cluster`](Self::cluster)).
+    pub fn cluster_with_config(urls: &[&str], config: RedisConfig) -> Result<RedisBackend> {
+        if config.prefix.contains('{') {
+            return Err(Error::Syntax(format!(
+                "a Redis Cluster prefix holds no '{{' (the topic's hash tag comes first): {:?}",
+                config.prefix
+            )));
+        }
+        let cluster = Cluster::new(urls).map_err(Error::Syntax)?;
+        let first = urls.first().copied().unwrap_or_default();
+        let client = redis::Client::open(first)
+            .map_err(|e| Error::Syntax(format!("Redis URL {first:?}: {e}")))?;
+        let subscriber_client = subscriber::resp3(&client)
+            .map_err(|e| Error::Syntax(format!("Redis URL {first:?}: {e}")))?;
+        Ok(RedisBackend::make(
+            client,
+            subscriber_client,
+            config,
+            Some(Arc::new(cluster)),
+        ))
+    }
+
+    fn make(
+        client: redis::Client,
+        subscriber_client: redis::Client,
+        config: RedisConfig,
+        cluster: Option<Arc<Cluster>>,
+    ) -> RedisBackend {
         let (publish, queue) = mpsc::channel(config.max_pending.max(1));
+        let keys = match cluster {
+            Some(_) => Keys::tagged(&config.prefix),
+            None => Keys::new(&config.prefix),
+        };
         let shared = Arc::new(Shared {
             node: node_id(),
-            keys: Keys::new(&config.prefix),
+            keys,
             wanted: Mutex::new(HashSet::new()),
             changed: Notify::new(),
             publish,
@@ -268,15 +394,17 @@ impl RedisBackend {
             subscribed_changed: watch::channel(0).0,
             links: Mutex::new(Links::default()),
             dropped: AtomicU64::new(0),
+            cluster,
+            delivered: Mutex::new(HashMap::new()),
             stop: tokio_util::sync::CancellationToken::new(),
         });
-        Ok(RedisBackend {
+        RedisBackend {
             client,
             subscriber_client,
             config,
             shared,
             queue: Mutex::new(Some(queue)),
-        })
+        }
     }
 
     /// This node's id (what its envelopes carry).
@@ -374,6 +502,22 @@ impl Backend for RedisBackend {
                 return;
             }
         };
+        if let Some(cluster) = &self.shared.cluster {
+            runtime.spawn(shard_publisher::shard_publisher(
+                cluster.clone(),
+                self.config.clone(),
+                self.shared.clone(),
+                queue,
+            ));
+            runtime.spawn(subscriber::delivery(self.shared.clone(), inbound.clone()));
+            runtime.spawn(shard_subscriber::shard_subscriber(
+                cluster.clone(),
+                self.config.clone(),
+                self.shared.clone(),
+                inbound,
+            ));
+            return;
+        }
         runtime.spawn(publisher::publisher(
             self.client.clone(),
             self.config.clone(),
@@ -396,6 +540,9 @@ impl Backend for RedisBackend {
 
     fn unsubscribe(&self, topic: &str) {
         lock(&self.shared.wanted).remove(&self.shared.keys.channel(topic));
+        if let Some(latest) = lock(&self.shared.delivered).get_mut(topic) {
+            latest.message = None;
+        }
         self.shared.changed.notify_one();
     }
 
@@ -488,13 +635,28 @@ impl Backend for RedisBackend {
 
     fn recover(&self, topic: &str, since: Option<&Position>) -> Pending<Recovery> {
         let shared = self.shared.clone();
+        let config = self.config.clone();
         let timeout = self.config.timeout;
         let topic = topic.to_owned();
         let since = since.cloned();
         Pending::new(async move {
             let read = async {
                 subscriber::wait_subscribed(&shared, &shared.keys.channel(&topic)).await;
-                recover::recover(&shared, &topic, since.as_ref()).await
+                let conn = match &shared.cluster {
+                    Some(cluster) => {
+                        shard_publisher::connection_for(cluster, &config, &shared, &topic)
+                            .await
+                            .map_err(Error::Unavailable)?
+                    }
+                    None => lock(&shared.conn)
+                        .clone()
+                        .ok_or_else(|| Error::Unavailable("Redis is not connected".into()))?,
+                };
+                let recovery = recover::recover(&shared, conn, &topic, since.as_ref()).await?;
+                if let Some(last) = recovery.publications.as_ref().and_then(|p| p.last()) {
+                    shared.note_delivered(&topic, &last.position, &last.message);
+                }
+                Ok(recovery)
             };
             match tokio::time::timeout(timeout, read).await {
                 Ok(recovery) => recovery,
@@ -562,6 +724,52 @@ impl Shared {
     fn set_subscribed(&self, channels: &HashSet<String>) {
         *lock(&self.subscribed) = channels.clone();
         self.subscribed_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Note that this node delivered or stored `publication` of `topic`.
+    fn note_delivered(&self, topic: &str, position: &Position, message: &Message) {
+        let wanted = lock(&self.wanted).contains(&self.keys.channel(topic));
+        let mut delivered = lock(&self.delivered);
+        if let Some(latest) = delivered.get(topic)
+            && latest.position.epoch() == position.epoch()
+            && latest.position.offset() >= position.offset()
+        {
+            return;
+        }
+        if !wanted && delivered.len() >= MAX_LATEST && !delivered.contains_key(topic) {
+            return;
+        }
+        delivered.insert(
+            topic.to_owned(),
+            Latest {
+                position: position.clone(),
+                message: wanted.then(|| message.clone()),
+            },
+        );
+    }
+
+    /// The latest position of `topic` this node delivered or stored.
+    fn latest(&self, topic: &str) -> Option<Position> {
+        lock(&self.delivered)
+            .get(topic)
+            .map(|latest| latest.position.clone())
+    }
+
+    /// What this node knows of `since` of `topic`: whether it delivered it (or a later
+    /// offset of its epoch), and its message if `since` is the latest it delivered.
+    fn delivered_at(&self, topic: &str, since: &Position) -> (bool, Option<Message>) {
+        match lock(&self.delivered).get(topic) {
+            Some(latest)
+                if latest.position.epoch() == since.epoch()
+                    && latest.position.offset() >= since.offset() =>
+            {
+                let message = (latest.position == *since)
+                    .then(|| latest.message.clone())
+                    .flatten();
+                (true, message)
+            }
+            _ => (false, None),
+        }
     }
 
     fn set_publisher(&self, link: Link) {

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::hub::history::{META_TTL, Position, new_epoch};
 
 /// The store script ([`send_batch`]).
-const STORE_SCRIPT: &str = include_str!("store.lua");
+pub(super) const STORE_SCRIPT: &str = include_str!("store.lua");
 
 /// How many jobs go in one pipeline.
 pub(super) const BATCH: usize = 512;
@@ -200,7 +200,7 @@ pub(super) async fn publisher(
 /// delivers what arrives on the channel, so a publication stored earlier would miss
 /// this node's own subscribers (a publish right after a subscribe, or the first ones
 /// after Redis came back while the subscriber connection resubscribes).
-async fn settle(shared: &Shared, timeout: Duration, batch: &[Job]) {
+pub(super) async fn settle(shared: &Shared, timeout: Duration, batch: &[Job]) {
     let pending: Vec<String> = {
         let wanted = lock(&shared.wanted);
         let subscribed = lock(&shared.subscribed);
@@ -236,46 +236,9 @@ async fn send_batch(
     conn: &mut redis::aio::MultiplexedConnection,
     batch: &mut Vec<Job>,
 ) -> redis::RedisResult<()> {
-    let history = shared.history.get().copied().unwrap_or_default();
     let mut pipe = redis::pipe();
     for job in batch.iter() {
-        match job {
-            Job::Publish {
-                channel, message, ..
-            } => {
-                let envelope = Sealed {
-                    node: shared.node,
-                    message,
-                };
-                pipe.cmd("PUBLISH").arg(channel).arg(envelope).ignore();
-            }
-            Job::Store {
-                topic,
-                message,
-                key,
-                ..
-            } => {
-                let (kind, payload) = kind_and_payload(message);
-                let key = key
-                    .as_deref()
-                    .map(|k| shared.keys.publish_key(topic, k))
-                    .unwrap_or_default();
-                pipe.cmd("EVALSHA")
-                    .arg(store.get_hash())
-                    .arg(3)
-                    .arg(shared.keys.meta(topic))
-                    .arg(shared.keys.stream(topic))
-                    .arg(key)
-                    .arg(shared.keys.channel(topic))
-                    .arg(new_epoch())
-                    .arg(kind)
-                    .arg(payload)
-                    .arg(history.size)
-                    .arg(millis(history.ttl))
-                    .arg(millis(META_TTL.max(history.ttl)))
-                    .arg(history.max_bytes);
-            }
-        }
+        add_job(&mut pipe, shared, store, job);
     }
     let sent: redis::RedisResult<Vec<(i64, String)>> = pipe.query_async(conn).await;
     let jobs = batch.drain(..);
@@ -284,7 +247,11 @@ async fn send_batch(
             let mut stored = stored.into_iter();
             for job in jobs {
                 if let Job::Store {
-                    done, _held: held, ..
+                    topic,
+                    message,
+                    done,
+                    _held: held,
+                    ..
                 } = job
                 {
                     let position = stored
@@ -293,6 +260,9 @@ async fn send_batch(
                         .ok_or_else(|| {
                             Error::Unavailable("Redis answered a store with something else".into())
                         });
+                    if let Ok(position) = &position {
+                        shared.note_delivered(&topic, position, &message);
+                    }
                     // The bytes are given back before the answer: whoever awaits it
                     // finds them free.
                     drop(held);
@@ -315,6 +285,84 @@ async fn send_batch(
             }
             Err(error)
         }
+    }
+}
+
+/// Add the command that does `job` to `pipe`: a `PUBLISH` (`SPUBLISH` on a cluster)
+/// of a `wse1` envelope, or a run of the store script.
+pub(super) fn add_job(
+    pipe: &mut redis::Pipeline,
+    shared: &Shared,
+    store: &redis::Script,
+    job: &Job,
+) {
+    let sharded = shared.cluster.is_some();
+    match job {
+        Job::Publish {
+            channel, message, ..
+        } => {
+            let envelope = Sealed {
+                node: shared.node,
+                message,
+            };
+            if sharded {
+                // Answered like every job on a cluster (the answers are matched to jobs).
+                pipe.cmd("SPUBLISH").arg(channel).arg(envelope);
+            } else {
+                pipe.cmd("PUBLISH").arg(channel).arg(envelope).ignore();
+            }
+        }
+        Job::Store {
+            topic,
+            message,
+            key,
+            ..
+        } => {
+            let history = shared.history.get().copied().unwrap_or_default();
+            let (kind, payload) = kind_and_payload(message);
+            // No key: '' on one Redis; on a cluster a name of the topic's slot that is
+            // never written ('' is a key of another slot), so that while the slot
+            // migrates every store of it is answered alike (ASK: a key is missing).
+            let (key, none) = match key {
+                Some(key) => (shared.keys.publish_key(topic, key), "key"),
+                None if sharded => (shared.keys.no_key(topic), "none"),
+                None => (String::new(), "none"),
+            };
+            pipe.cmd("EVALSHA")
+                .arg(store.get_hash())
+                .arg(3)
+                .arg(shared.keys.meta(topic))
+                .arg(shared.keys.stream(topic))
+                .arg(key)
+                .arg(shared.keys.channel(topic))
+                .arg(new_epoch())
+                .arg(kind)
+                .arg(payload)
+                .arg(history.size)
+                .arg(millis(history.ttl))
+                .arg(millis(META_TTL.max(history.ttl)))
+                .arg(history.max_bytes)
+                .arg(if sharded { "SPUBLISH" } else { "PUBLISH" })
+                .arg(none);
+            // The latest position this node stored or delivered: a history below it in
+            // its epoch lost its tail, and starts a new epoch before this is stored.
+            match shared.latest(topic) {
+                Some(floor) => pipe.arg(floor.epoch()).arg(floor.offset()),
+                None => pipe.arg("").arg(0),
+            };
+        }
+    }
+}
+
+/// The position in the store script's answer (`[flag, "EPOCH:OFFSET"]`).
+pub(super) fn stored_position(reply: &redis::Value) -> Option<Position> {
+    let redis::Value::Array(items) = reply else {
+        return None;
+    };
+    match items.get(1)? {
+        redis::Value::BulkString(position) => std::str::from_utf8(position).ok()?.parse().ok(),
+        redis::Value::SimpleString(position) => position.parse().ok(),
+        _ => None,
     }
 }
 

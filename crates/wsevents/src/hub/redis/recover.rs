@@ -17,17 +17,25 @@ use crate::hub::history::{META_TTL, Position, Publication, Recovery, new_epoch};
 static RECOVER_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("recover.lua")));
 
-/// Read what a subscriber of `topic` that last saw `since` missed.
+/// Read what a subscriber of `topic` that last saw `since` missed, on `conn` (to the
+/// Redis that keeps the topic). When this node delivered `since` itself (or a later
+/// offset of its epoch), a history whose top is below it lost its tail and starts a
+/// new epoch (`recover.lua`); a position a client made up does not. When `since` is
+/// the latest this node delivered, its message goes along: a history that holds
+/// another one there lost its tail and had it taken by other publications (a new
+/// epoch too).
 pub(super) async fn recover(
     shared: &Shared,
+    mut conn: redis::aio::MultiplexedConnection,
     topic: &str,
     since: Option<&Position>,
 ) -> Result<Recovery> {
     let history = shared.history.get().copied().unwrap_or_default();
-    let conn = super::lock(&shared.conn).clone();
-    let Some(mut conn) = conn else {
-        return Err(Error::Unavailable("Redis is not connected".into()));
-    };
+    let (delivered, message) =
+        since.map_or((false, None), |since| shared.delivered_at(topic, since));
+    let (kind, payload) = message
+        .as_ref()
+        .map_or(("", &[][..]), super::envelope::kind_and_payload);
     let reply: redis::Value = RECOVER_SCRIPT
         .key(shared.keys.meta(topic))
         .key(shared.keys.stream(topic))
@@ -37,6 +45,9 @@ pub(super) async fn recover(
         .arg(history.size)
         .arg(millis(history.ttl))
         .arg(millis(META_TTL.max(history.ttl)))
+        .arg(if delivered { "1" } else { "0" })
+        .arg(kind)
+        .arg(payload)
         .invoke_async(&mut conn)
         .await
         .map_err(|e| Error::Unavailable(format!("Redis: {e}")))?;

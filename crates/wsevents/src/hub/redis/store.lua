@@ -5,16 +5,27 @@
 -- key, and the PUBLISH of `wse2 EPOCH:OFFSET KIND PAYLOAD` to every node. A key seen
 -- before: nothing, and the first one's position.
 --
--- KEYS: meta (hash: epoch, offset, bytes), stream, key ('' for none).
+-- KEYS: meta (hash: epoch, offset, bytes), stream, key ('' for none; on a Redis
+-- Cluster a name in the topic's slot that is never written, and ARGV[10] 'none').
 -- ARGV: channel, a fresh epoch, kind (t/b), payload, size, ttl ms, meta ttl ms,
--- max bytes.
+-- max bytes, the publish command (PUBLISH, or SPUBLISH on a cluster), 'none' when
+-- KEYS[3] is no key, the epoch and offset of the latest position the publishing node
+-- stored or delivered ('' and 0 for none): a history below it in its epoch lost its
+-- tail (a failover to a replica that had not got it), so it starts a new epoch
+-- before this is stored, and no offset a subscriber saw is given to other data.
 -- Returns {1, position} when stored, {0, position} for a key seen before.
-if KEYS[3] ~= '' then
-  local prior = redis.call('GET', KEYS[3])
+local key = KEYS[3]
+if key == '' or ARGV[10] == 'none' then key = nil end
+if key then
+  local prior = redis.call('GET', key)
   if prior then return {0, prior} end
 end
 if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2]) == 1 then redis.call('DEL', KEYS[2]) end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if ARGV[11] == epoch and tonumber(redis.call('HGET', KEYS[1], 'offset') or '0') < tonumber(ARGV[12]) then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  epoch = ARGV[2]
+end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -43,6 +54,6 @@ end
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 local position = epoch .. ':' .. offset
-if KEYS[3] ~= '' then redis.call('SET', KEYS[3], position, 'PX', ARGV[6]) end
-redis.call('PUBLISH', ARGV[1], 'wse2 ' .. position .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
+if key then redis.call('SET', key, position, 'PX', ARGV[6]) end
+redis.call(ARGV[9] or 'PUBLISH', ARGV[1], 'wse2 ' .. position .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
 return {1, position}

@@ -14,7 +14,8 @@
 //!   and hands the publications to the hub, yielding to the runtime as its budget
 //!   asks.
 //!
-//! RESP3 needs Redis 6 or later.
+//! RESP3 needs Redis 6 or later. On a Redis Cluster the subscriber is
+//! `shard_subscriber.rs`'s, the delivery task this one.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -136,7 +137,7 @@ fn reader(
 
 /// Queue a message (`[channel, payload]`), unless it is not for the hub: another
 /// channel, or this node's own `wse1` envelope (delivered locally already).
-fn arrive(shared: &Shared, data: Vec<Value>) {
+pub(super) fn arrive(shared: &Shared, data: Vec<Value>) {
     let mut data = data.into_iter();
     let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
         (data.next(), data.next())
@@ -225,6 +226,7 @@ fn deliver(shared: &Shared, inbound: &Inbound, topic: &str, payload: bytes::Byte
     if shared.history.get().is_some() {
         match open_stored(payload) {
             Some(publication) => {
+                shared.note_delivered(topic, &publication.position, &publication.message);
                 inbound.deliver_at(topic, &publication);
             }
             None => tracing::warn!(
