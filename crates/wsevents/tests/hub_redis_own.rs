@@ -1,6 +1,8 @@
-//! The publishing node's own subscribers on a Redis hub with history (issue 24): they
-//! get a publication as soon as Redis has stored it, not after it came back on the
-//! channel, and once only (the channel's copy is skipped). On a real Redis.
+//! The publishing node's own subscribers on a Redis hub with history (issue 24): each
+//! publication reaches them once, in order, whichever comes first, the answer to its
+//! store (delivered at once when it is the topic's next) or its copy on the channel
+//! (skipped when delivered already). On a real Redis; the early delivery itself is
+//! shown deterministically in `tests/hub_backend.rs`, with the channel held back.
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used)]
 
@@ -24,7 +26,7 @@ impl Framing for Offsets {
 }
 
 #[tokio::test]
-async fn a_stored_publication_is_queued_for_local_subscribers_when_the_store_answers() {
+async fn own_publications_reach_local_subscribers_once_in_order() {
     const N: u64 = 200;
     let redis = RedisServer::start();
     let _ = redis.connection().await;
@@ -60,12 +62,6 @@ async fn a_stored_publication_is_queued_for_local_subscribers_when_the_store_ans
             .await
             .unwrap();
         assert_eq!(position.offset(), first.offset() + i);
-        // Queued already, whatever the subscriber connection has read by now.
-        assert_eq!(
-            hub.stats().delivered,
-            delivered + i,
-            "publication {i} was not queued when its store was answered"
-        );
     }
     // Each once, in order: the channel's copies were skipped.
     for i in 1..=N {
