@@ -467,8 +467,9 @@ fn command(ws: &WebSocket, line: &str, pending: &Pending, out: &Printer) -> Resu
     match word {
         "/binary" => {
             let bytes = hex::decode(rest).map_err(|e| format!("/binary: {e}"))?;
-            ws.send(bytes.as_slice())?;
+            // Shown before it goes: the reply (and the exit after it) may come first.
             out.sent_binary(&bytes);
+            ws.send(bytes.as_slice())?;
         }
         "/ping" => {
             let data = Bytes::copy_from_slice(rest.as_bytes());
@@ -496,8 +497,8 @@ fn command(ws: &WebSocket, line: &str, pending: &Pending, out: &Printer) -> Resu
             ws.close_with(code, reason)?;
         }
         _ if line.starts_with("//") => {
-            ws.send(&line[1..])?;
             out.sent_text(&line[1..]);
+            ws.send(&line[1..])?;
         }
         _ if line.starts_with('/') => {
             return Err(format!(
@@ -507,8 +508,8 @@ fn command(ws: &WebSocket, line: &str, pending: &Pending, out: &Printer) -> Resu
             .into());
         }
         _ => {
-            ws.send(line)?;
             out.sent_text(line);
+            ws.send(line)?;
         }
     }
     Ok(())
