@@ -37,7 +37,11 @@
 //! HDR histogram of microseconds. A warm-up (until every subscriber has received a
 //! message, and at least `--warmup` seconds) is excluded; then the counters restart
 //! for `--duration` seconds, and the CPU times of this process and of every
-//! `--server-pid` are taken over that window.
+//! `--server-pid` are taken over that window. With `--drain S`, the publishers then
+//! stop and the tool waits up to S seconds for every message published to reach every
+//! subscriber of its topic: what is still missing then (`undelivered_after_drain`), a
+//! message lost at the end of a topic's stream with nothing after it to show the gap,
+//! is reported beside the gaps of the whole run (`skipped_whole_run`).
 //!
 //! ```text
 //! fanout-load --pub ws://127.0.0.1:PORT/pub --sub ws://127.0.0.1:PORT/sub \
@@ -48,7 +52,7 @@
 //!
 //! ```text
 //! fanout-load --pub ws://127.0.0.1:PORT/pub/tagged --sub 'ws://127.0.0.1:PORT/sub/{topic}' \
-//!     --topics 64 --publishers 8 -n 1000 -s 20 --window 64 --server-pid PID
+//!     --topics 64 --publishers 8 -n 1000 -s 20 --window 64 --drain 30 --server-pid PID
 //! ```
 //! Prints one JSON object.
 
@@ -80,6 +84,9 @@ struct Args {
     warmup: f64,
     duration: f64,
     server_pids: Vec<u32>,
+    /// After the measured window: stop publishing and wait up to this many seconds
+    /// for everything published to be delivered (0: do not wait).
+    drain: f64,
     topics: usize,
     publishers: usize,
 }
@@ -95,6 +102,7 @@ fn parse_args() -> Result<Args> {
         warmup: 1.0,
         duration: 3.0,
         server_pids: Vec::new(),
+        drain: 0.0,
         topics: 1,
         publishers: 1,
     };
@@ -111,6 +119,7 @@ fn parse_args() -> Result<Args> {
             "--warmup" => args.warmup = value()?.parse()?,
             "-d" | "--duration" => args.duration = value()?.parse()?,
             "--server-pid" => args.server_pids.push(value()?.parse()?),
+            "--drain" => args.drain = value()?.parse()?,
             "--topics" => args.topics = value()?.parse()?,
             "--publishers" => args.publishers = value()?.parse()?,
             _ => return Err(format!("unknown option {flag}").into()),
@@ -176,9 +185,13 @@ struct Shared {
     /// Subscribers that have received anything.
     started: u64,
     measuring: bool,
+    /// The publishers stop (the drain after the measured window).
+    stopped: bool,
     deliveries: u64,
-    /// Messages a subscriber never got (it received a later one first).
+    /// Messages a subscriber never got (it received a later one first), in the
+    /// measured window, and since the start.
     skipped: u64,
+    skipped_all: u64,
     latency: Histogram<u64>,
     /// The same, per `--sub` URL (with several nodes: local and cross-node).
     latency_by_url: Vec<Histogram<u64>>,
@@ -236,8 +249,10 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         notified: vec![false; args.publishers],
         started: 0,
         measuring: false,
+        stopped: false,
         deliveries: 0,
         skipped: 0,
+        skipped_all: 0,
         // 1 µs to 100 s, 3 significant digits.
         latency: Histogram::new_with_bounds(1, 100_000_000, 3)?,
         latency_by_url: vec![Histogram::new_with_bounds(1, 100_000_000, 3)?; args.subscribe.len()],
@@ -345,6 +360,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     let mut s = shared.borrow_mut();
     s.measuring = false;
+    s.stopped = args.drain > 0.0;
     let seconds = start.elapsed().as_secs_f64();
     let cpu_after = cpu_times(&args.server_pids);
     let wait_after = run_queue_waits(&args.server_pids);
@@ -368,7 +384,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     };
     let by_topic = s.topics.iter().map(|t| t.deliveries);
     let (fewest, most) = (by_topic.clone().min(), by_topic.max());
-    Ok(serde_json::json!({
+    let mut report = serde_json::json!({
         "subscribers": args.subscribers,
         "topics": args.topics,
         "publishers": args.publishers,
@@ -400,7 +416,25 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         "machine_cpu_s": machine,
         "errors": s.errors.len(),
         "first_error": s.errors.first(),
-    }))
+    });
+    drop(s);
+    if args.drain > 0.0 {
+        // Everything published is delivered, or counted as skipped, or still in
+        // flight when the drain gives up: a message lost at the end of a topic's
+        // stream, with nothing after it to show the gap, counts here.
+        let drain_start = Instant::now();
+        let give_up = drain_start + Duration::from_secs_f64(args.drain);
+        while shared.borrow().in_flight() > 0 && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let s = shared.borrow();
+        report["drain_s"] = drain_start.elapsed().as_secs_f64().into();
+        report["undelivered_after_drain"] = s.in_flight().into();
+        report["skipped_whole_run"] = s.skipped_all.into();
+        report["errors"] = s.errors.len().into();
+        report["first_error"] = s.errors.first().cloned().into();
+    }
+    Ok(report)
 }
 
 /// Time the threads of this process and of each pid spent runnable but waiting for a
@@ -650,6 +684,7 @@ fn walk(
                     if s.measuring {
                         s.skipped += seq - h - 1;
                     }
+                    s.skipped_all += seq - h - 1;
                 }
                 // This one, and any it skipped (or, for the first, missed by
                 // subscribing after they were published).
@@ -749,7 +784,7 @@ async fn publish(
         loop {
             {
                 let mut s = shared.borrow_mut();
-                if !s.errors.is_empty() {
+                if !s.errors.is_empty() || s.stopped {
                     return Ok(());
                 }
                 let now = s.now_ns();
