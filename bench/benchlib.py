@@ -1,5 +1,6 @@
-"""What the benchmark scripts in bench/ (compare, callgrind, fanout) share: a free
-loopback port, waiting for a server to listen on it, and stopping it by its PID.
+"""What the benchmark scripts in bench/ (compare, callgrind, fanout, topics) share: a
+free loopback port, waiting for a server to listen on it, stopping it by its PID,
+counting a process's events with perf, and the figures' formats.
 
 Imported from the scripts' own directory (Python puts a script's directory first on
 its path), so the scripts stay runnable as they are, from anywhere.
@@ -39,3 +40,31 @@ def stop(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def perf_counts(pid, seconds, events):
+    """Count `events` (perf event names, e.g. tracepoints) of `pid`'s threads for
+    `seconds`; {event: count}, with None for an event perf could not count."""
+    cmd = ["perf", "stat", "-x", ",", "-e", ",".join(events), "-p", str(pid),
+           "--", "sleep", str(seconds)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    counts = dict.fromkeys(events)
+    for line in res.stderr.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] in counts and fields[0].isdigit():
+            counts[fields[2]] = int(fields[0])
+    return counts
+
+
+def fmt_rate(x):
+    """A rate: 1.23 M, 456 k."""
+    return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.0f} k"
+
+
+def fmt_us(us):
+    """A duration given in microseconds: 1.23 s, 4.5 ms, 67 µs."""
+    if us >= 1e6:
+        return f"{us / 1e6:.2f} s"
+    if us >= 1e3:
+        return f"{us / 1e3:.1f} ms"
+    return f"{us:.0f} µs"

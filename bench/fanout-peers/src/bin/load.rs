@@ -1,26 +1,33 @@
-//! The load of `bench/fanout`: one publisher and N subscribers in one process, on one
-//! thread (so it needs one core and shares nothing through atomics).
+//! The load of `bench/fanout` and `bench/topics`: the publishers and N subscribers in
+//! one process, on one thread (so it needs one core and shares nothing through
+//! atomics). `bench/fanout` runs one publisher and one topic; `bench/topics` runs
+//! `--topics T` topics and `--publishers P` publishers: subscriber `i` subscribes to
+//! topic `i % T`, and publisher `p` publishes to topics `p`, `p + P`, `p + 2P`, ...,
+//! one message to each in turn.
 //!
 //! Subscribers are raw TCP connections after a hand-written opening handshake: a
 //! subscriber's task waits for its socket to be readable, reads everything there into
 //! a buffer shared by all (a connection keeps only a partial frame of its own), and
-//! walks the frames: it counts each one and reads the publish time and the sequence
-//! number from its first 16 bytes. One clock read per read serves every frame in it.
+//! walks the frames: it counts each one and reads the sequence number, the publish
+//! time, the topic and the publisher from its first 20 bytes ([`STAMP`]), and checks
+//! them: a message of another topic or publisher, or one older than one already
+//! received, is an error; a gap in the sequence (per topic) is counted as skipped, a
+//! message lost. One clock read per read serves every frame in it.
 //! No allocation, no UTF-8 check, no copy of a payload: the work per delivery is a few
 //! dozen instructions beside the `recv`, so that the server, not this tool, is what
 //! runs out of CPU first (the report has both CPU times to check).
 //!
-//! The publisher is a WebSocket client on `/pub` (masked frames, as RFC 6455 requires,
+//! A publisher is a WebSocket client on `--pub` (masked frames, as RFC 6455 requires,
 //! with the all-zero key so the payload goes out as it is) and runs a closed loop with
-//! bounded outstanding, counted in deliveries: at most `--window` × N deliveries are in
-//! flight (published, and neither received nor skipped by their subscriber; a
-//! subscriber that receives `m` after `h` skipped the ones between, as a lagging
-//! broadcast receiver does). Counting deliveries rather than waiting for each message
+//! bounded outstanding per topic, counted in deliveries: for a topic with N
+//! subscribers, at most `--window` × N deliveries are in flight (published, and
+//! neither received nor skipped by their subscriber; a subscriber that receives `m`
+//! after `h` skipped the ones between, as a lagging broadcast receiver does). Counting deliveries rather than waiting for each message
 //! to reach everyone keeps the pipeline full whatever order the server serves its
 //! subscribers in (a server that sends a subscriber all it has before the next one
 //! would otherwise run in lock-step batches), so the server always has about
 //! `--window` messages per subscriber to send and nothing piles up that it would have
-//! to drop. `--rate R` runs it open loop instead: R messages a second, each stamped
+//! to drop. `--rate R` runs it open loop instead: R messages a second per topic, each stamped
 //! with its scheduled time (so a server that falls behind shows it in the latency, not
 //! by slowing the publisher down) and sent on the first 1 ms tick at or after it
 //! (tokio's timer granularity: up to 1 ms of such a latency is the schedule's).
@@ -30,13 +37,23 @@
 //! HDR histogram of microseconds. A warm-up (until every subscriber has received a
 //! message, and at least `--warmup` seconds) is excluded; then the counters restart
 //! for `--duration` seconds, and the CPU times of this process and of every
-//! `--server-pid` are taken over that window.
+//! `--server-pid` are taken over that window. With `--drain S`, the publishers then
+//! stop and the tool waits up to S seconds for every message published to reach every
+//! subscriber of its topic: what is still missing then (`undelivered_after_drain`), a
+//! message lost at the end of a topic's stream with nothing after it to show the gap,
+//! is reported beside the gaps of the whole run (`skipped_whole_run`).
 //!
 //! ```text
 //! fanout-load --pub ws://127.0.0.1:PORT/pub --sub ws://127.0.0.1:PORT/sub \
 //!     -n 10000 -s 20 --window 64 --warmup 1 --duration 3 --server-pid PID
 //! ```
 //! `--sub` may be given several times: subscribers are spread over the URLs in turn.
+//! `{topic}` in a URL is replaced by the subscriber's topic number:
+//!
+//! ```text
+//! fanout-load --pub ws://127.0.0.1:PORT/pub/tagged --sub 'ws://127.0.0.1:PORT/sub/{topic}' \
+//!     --topics 64 --publishers 8 -n 1000 -s 20 --window 64 --drain 30 --server-pid PID
+//! ```
 //! Prints one JSON object.
 
 use std::cell::RefCell;
@@ -52,8 +69,10 @@ use tokio::time::Instant;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
-/// Sequence number and publish time, little-endian, at the start of every payload.
-const STAMP: usize = 16;
+/// At the start of every payload, little-endian: the sequence number within the topic
+/// (`u64`), the publish time (`u64`, nanoseconds on this process's clock), the topic
+/// (`u16`, what the servers' `/pub/tagged` path reads) and the publisher (`u16`).
+const STAMP: usize = 20;
 
 struct Args {
     publish: String,
@@ -65,6 +84,11 @@ struct Args {
     warmup: f64,
     duration: f64,
     server_pids: Vec<u32>,
+    /// After the measured window: stop publishing and wait up to this many seconds
+    /// for everything published to be delivered (0: do not wait).
+    drain: f64,
+    topics: usize,
+    publishers: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -78,6 +102,9 @@ fn parse_args() -> Result<Args> {
         warmup: 1.0,
         duration: 3.0,
         server_pids: Vec::new(),
+        drain: 0.0,
+        topics: 1,
+        publishers: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -92,6 +119,9 @@ fn parse_args() -> Result<Args> {
             "--warmup" => args.warmup = value()?.parse()?,
             "-d" | "--duration" => args.duration = value()?.parse()?,
             "--server-pid" => args.server_pids.push(value()?.parse()?),
+            "--drain" => args.drain = value()?.parse()?,
+            "--topics" => args.topics = value()?.parse()?,
+            "--publishers" => args.publishers = value()?.parse()?,
             _ => return Err(format!("unknown option {flag}").into()),
         }
     }
@@ -104,29 +134,64 @@ fn parse_args() -> Result<Args> {
     if args.window == 0 {
         return Err("--window must be at least 1".into());
     }
+    if args.topics == 0 || args.topics > usize::from(u16::MAX) + 1 {
+        return Err("--topics must be from 1 to 65536".into());
+    }
+    if args.publishers == 0 || args.publishers > args.topics {
+        return Err("--publishers must be from 1 to --topics".into());
+    }
+    if args.subscribers < args.topics {
+        return Err("every topic needs a subscriber: -n at least --topics".into());
+    }
     Ok(args)
 }
 
-/// What the subscribers and the publisher share (one thread: a `RefCell`).
-struct Shared {
-    epoch: Instant,
+/// One topic's closed-loop bookkeeping.
+#[derive(Clone, Default)]
+struct Topic {
     subscribers: u64,
-    /// Messages published so far; the next one's sequence number.
+    /// Messages published to it so far; the next one's sequence number.
     published: u64,
-    /// The closed loop's bound, in messages.
-    window: u64,
     /// Deliveries accounted for since the start: received, skipped by a subscriber
     /// (it received a later one first), or published before the subscriber's first.
     /// `published * subscribers - accounted` is what is in flight.
     accounted: u64,
-    /// The publisher has been told that the window has room.
-    notified: bool,
+    /// Deliveries received in the measured window.
+    deliveries: u64,
+}
+
+impl Topic {
+    /// Deliveries in flight: published to someone and not yet accounted for.
+    fn in_flight(&self) -> u64 {
+        (self.published * self.subscribers).saturating_sub(self.accounted)
+    }
+
+    /// Whether the closed loop may publish another message to it: a whole message's
+    /// deliveries (one per subscriber) of room in the window (`window` messages).
+    fn has_room(&self, window: u64) -> bool {
+        self.in_flight() + self.subscribers <= window * self.subscribers
+    }
+}
+
+/// What the subscribers and the publishers share (one thread: a `RefCell`).
+struct Shared {
+    epoch: Instant,
+    subscribers: u64,
+    topics: Vec<Topic>,
+    /// The closed loop's bound, in messages per topic.
+    window: u64,
+    /// Per publisher: it has been told that one of its topics has room.
+    notified: Vec<bool>,
     /// Subscribers that have received anything.
     started: u64,
     measuring: bool,
+    /// The publishers stop (the drain after the measured window).
+    stopped: bool,
     deliveries: u64,
-    /// Messages a subscriber never got (it received a later one first).
+    /// Messages a subscriber never got (it received a later one first), in the
+    /// measured window, and since the start.
     skipped: u64,
+    skipped_all: u64,
     latency: Histogram<u64>,
     /// The same, per `--sub` URL (with several nodes: local and cross-node).
     latency_by_url: Vec<Histogram<u64>>,
@@ -138,16 +203,26 @@ impl Shared {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// Deliveries in flight: published to someone and not yet accounted for.
-    fn in_flight(&self) -> u64 {
-        (self.published * self.subscribers).saturating_sub(self.accounted)
+    fn published(&self) -> u64 {
+        self.topics.iter().map(|t| t.published).sum()
     }
 
-    /// Whether the closed loop may publish another message: a whole message's
-    /// deliveries (one per subscriber) of room in the window.
-    fn has_room(&self) -> bool {
-        self.in_flight() + self.subscribers <= self.window * self.subscribers
+    fn accounted(&self) -> u64 {
+        self.topics.iter().map(|t| t.accounted).sum()
     }
+
+    fn in_flight(&self) -> u64 {
+        self.topics.iter().map(Topic::in_flight).sum()
+    }
+}
+
+/// Who a subscriber is: the index of its `--sub` URL, its topic, and the topic's
+/// publisher (whose messages are the only ones it may receive).
+#[derive(Clone, Copy)]
+struct Subscription {
+    url: usize,
+    topic: usize,
+    publisher: usize,
 }
 
 fn main() -> Result {
@@ -162,23 +237,31 @@ fn main() -> Result {
 }
 
 async fn run(args: Args) -> Result<serde_json::Value> {
+    let mut topics = vec![Topic::default(); args.topics];
+    for i in 0..args.subscribers {
+        topics[i % args.topics].subscribers += 1;
+    }
     let shared = Rc::new(RefCell::new(Shared {
         epoch: Instant::now(),
         subscribers: args.subscribers as u64,
-        published: 0,
+        topics,
         window: args.window,
-        accounted: 0,
-        notified: false,
+        notified: vec![false; args.publishers],
         started: 0,
         measuring: false,
+        stopped: false,
         deliveries: 0,
         skipped: 0,
+        skipped_all: 0,
         // 1 µs to 100 s, 3 significant digits.
         latency: Histogram::new_with_bounds(1, 100_000_000, 3)?,
         latency_by_url: vec![Histogram::new_with_bounds(1, 100_000_000, 3)?; args.subscribe.len()],
         errors: Vec::new(),
     }));
-    let progress = Rc::new(Notify::new());
+    // One per publisher: woken when one of its topics has room in the window.
+    let progress: Vec<Rc<Notify>> = (0..args.publishers)
+        .map(|_| Rc::new(Notify::new()))
+        .collect();
 
     // Connect the subscribers, a few hundred handshakes at a time (listen backlogs
     // are 511 to 1024).
@@ -187,13 +270,19 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     let mut handshakes = Vec::with_capacity(args.subscribers);
     let args_urls = args.subscribe.len();
     for i in 0..args.subscribers {
-        let url = args.subscribe[i % args.subscribe.len()].clone();
+        let topic = i % args.topics;
+        let subscription = Subscription {
+            url: i % args_urls,
+            topic,
+            publisher: topic % args.publishers,
+        };
+        let url = args.subscribe[subscription.url].replace("{topic}", &topic.to_string());
         let gate = gate.clone();
         handshakes.push(tokio::task::spawn_local(async move {
             let _permit = gate.acquire().await;
             open(&url)
                 .await
-                .map(|(tcp, rest)| (tcp, rest, i % args_urls))
+                .map(|(tcp, rest)| (tcp, rest, subscription))
         }));
     }
     let mut sockets = Vec::with_capacity(args.subscribers);
@@ -201,21 +290,34 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         sockets.push(handshake.await??);
     }
     let connect_s = connect_start.elapsed().as_secs_f64();
-    for (tcp, rest, url) in sockets {
-        tokio::task::spawn_local(subscriber(tcp, rest, url, shared.clone(), progress.clone()));
+    for (tcp, rest, subscription) in sockets {
+        let progress = progress[subscription.publisher].clone();
+        tokio::task::spawn_local(subscriber(
+            tcp,
+            rest,
+            subscription,
+            shared.clone(),
+            progress,
+        ));
     }
 
-    let (publisher, rest) = open(&args.publish).await?;
-    let (pub_read, pub_write) = publisher.into_split();
-    tokio::task::spawn_local(drain(pub_read, rest));
-    tokio::task::spawn_local(publish(
-        pub_write,
-        args.size,
-        args.window,
-        args.rate,
-        shared.clone(),
-        progress.clone(),
-    ));
+    for (p, progress) in progress.iter().enumerate() {
+        let (publisher, rest) = open(&args.publish).await?;
+        let (pub_read, pub_write) = publisher.into_split();
+        tokio::task::spawn_local(drain(pub_read, rest));
+        tokio::task::spawn_local(publish(
+            pub_write,
+            Publisher {
+                id: p,
+                topics: (p..args.topics).step_by(args.publishers).collect(),
+            },
+            args.size,
+            args.window,
+            args.rate,
+            shared.clone(),
+            progress.clone(),
+        ));
+    }
 
     // Warm-up: at least `warmup` seconds, and until every subscriber has a message.
     let warm_until = Instant::now() + Duration::from_secs_f64(args.warmup);
@@ -243,6 +345,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     // The measured window.
     let cpu_before = cpu_times(&args.server_pids);
     let wait_before = run_queue_waits(&args.server_pids);
+    let machine_before = machine_busy();
     let (published_before, accounted_before) = {
         let mut s = shared.borrow_mut();
         s.measuring = true;
@@ -250,15 +353,18 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         s.skipped = 0;
         s.latency.reset();
         s.latency_by_url.iter_mut().for_each(Histogram::reset);
-        (s.published, s.accounted)
+        s.topics.iter_mut().for_each(|t| t.deliveries = 0);
+        (s.published(), s.accounted())
     };
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     let mut s = shared.borrow_mut();
     s.measuring = false;
+    s.stopped = args.drain > 0.0;
     let seconds = start.elapsed().as_secs_f64();
     let cpu_after = cpu_times(&args.server_pids);
     let wait_after = run_queue_waits(&args.server_pids);
+    let machine = machine_busy() - machine_before;
     let waits: Vec<f64> = wait_after
         .iter()
         .zip(&wait_before)
@@ -276,17 +382,23 @@ async fn run(args: Args) -> Result<serde_json::Value> {
             "max": l.max(), "mean": l.mean(), "count": l.len(),
         })
     };
-    Ok(serde_json::json!({
+    let by_topic = s.topics.iter().map(|t| t.deliveries);
+    let (fewest, most) = (by_topic.clone().min(), by_topic.max());
+    let mut report = serde_json::json!({
         "subscribers": args.subscribers,
+        "topics": args.topics,
+        "publishers": args.publishers,
         "size": args.size,
-        "mode": match args.rate { Some(r) => format!("open loop, {r} msg/s"), None => format!("closed loop, window {}", args.window) },
+        "mode": match args.rate { Some(r) => format!("open loop, {r} msg/s per topic"), None => format!("closed loop, window {} per topic", args.window) },
         "connect_s": connect_s,
         "duration_s": seconds,
-        "published": s.published - published_before,
-        "accounted": s.accounted - accounted_before,
+        "published": s.published() - published_before,
+        "accounted": s.accounted() - accounted_before,
         "in_flight_at_end": s.in_flight(),
-        "publishes_per_s": (s.published - published_before) as f64 / seconds,
+        "publishes_per_s": (s.published() - published_before) as f64 / seconds,
         "deliveries": s.deliveries,
+        // The topics' shares: a server that starves some topics shows it here.
+        "deliveries_by_topic": { "min": fewest, "max": most },
         "deliveries_per_s": s.deliveries as f64 / seconds,
         "skipped": s.skipped,
         "latency_us": summary(&s.latency),
@@ -299,9 +411,30 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         "cpu_s": { "load": cpu[0], "servers": &cpu[1..] },
         // Time runnable but waiting for a CPU (other work on the same core).
         "run_queue_wait_s": { "load": waits[0], "servers": &waits[1..] },
+        // CPU time of the whole machine (every core, every process): beyond the load's
+        // and the servers', what other work took while this ran.
+        "machine_cpu_s": machine,
         "errors": s.errors.len(),
         "first_error": s.errors.first(),
-    }))
+    });
+    drop(s);
+    if args.drain > 0.0 {
+        // Everything published is delivered, or counted as skipped, or still in
+        // flight when the drain gives up: a message lost at the end of a topic's
+        // stream, with nothing after it to show the gap, counts here.
+        let drain_start = Instant::now();
+        let give_up = drain_start + Duration::from_secs_f64(args.drain);
+        while shared.borrow().in_flight() > 0 && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let s = shared.borrow();
+        report["drain_s"] = drain_start.elapsed().as_secs_f64().into();
+        report["undelivered_after_drain"] = s.in_flight().into();
+        report["skipped_whole_run"] = s.skipped_all.into();
+        report["errors"] = s.errors.len().into();
+        report["first_error"] = s.errors.first().cloned().into();
+    }
+    Ok(report)
 }
 
 /// Time the threads of this process and of each pid spent runnable but waiting for a
@@ -322,6 +455,30 @@ fn run_queue_waits(pids: &[u32]) -> Vec<f64> {
                 / 1e9
         })
         .collect()
+}
+
+/// CPU time the whole machine has spent busy since boot, in seconds, summed over the
+/// cores (`/proc/stat`'s first line: every field but idle and iowait, in clock ticks
+/// of 1/100 s; steal, the time the hypervisor gave to other machines, counts as busy;
+/// guest time is already inside user time).
+fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 3 && i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    busy as f64 / 100.0
 }
 
 /// utime + stime of this process and of each pid, in seconds (`/proc/PID/stat`,
@@ -382,7 +539,7 @@ thread_local! {
 async fn subscriber(
     tcp: TcpStream,
     mut partial: Vec<u8>,
-    url: usize,
+    subscription: Subscription,
     shared: Rc<RefCell<Shared>>,
     progress: Rc<Notify>,
 ) {
@@ -391,7 +548,14 @@ async fn subscriber(
     let result: Result = async {
         // Bytes read past the handshake's response: walk them first.
         let data = std::mem::take(&mut partial);
-        let used = walk(&data, url, &shared, &progress, &mut highest, &mut pongs)?;
+        let used = walk(
+            &data,
+            subscription,
+            &shared,
+            &progress,
+            &mut highest,
+            &mut pongs,
+        )?;
         partial.extend_from_slice(&data[used..]);
         loop {
             tcp.readable().await?;
@@ -409,8 +573,14 @@ async fn subscriber(
                         Ok(0) => closed = true,
                         Ok(n) => {
                             let data = &scratch[..kept + n];
-                            let used =
-                                walk(data, url, &shared, &progress, &mut highest, &mut pongs)?;
+                            let used = walk(
+                                data,
+                                subscription,
+                                &shared,
+                                &progress,
+                                &mut highest,
+                                &mut pongs,
+                            )?;
                             partial.extend_from_slice(&data[used..]);
                             if kept + n == scratch.len() {
                                 continue;
@@ -460,7 +630,7 @@ async fn write_all(tcp: &TcpStream, out: &mut Vec<u8>) -> Result {
 /// Walk the whole frames at the start of `data`; returns how many bytes they took.
 fn walk(
     data: &[u8],
-    url: usize,
+    sub: Subscription,
     shared: &RefCell<Shared>,
     progress: &Notify,
     highest: &mut Option<u64>,
@@ -494,6 +664,16 @@ fn walk(
             0x2 if len >= STAMP => {
                 let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
                 let stamp = u64::from_le_bytes(payload[8..16].try_into().unwrap_or_default());
+                let topic = u16::from_le_bytes([payload[16], payload[17]]);
+                let publisher = u16::from_le_bytes([payload[18], payload[19]]);
+                if usize::from(topic) != sub.topic || usize::from(publisher) != sub.publisher {
+                    return Err(format!(
+                        "message {seq} of topic {topic} from publisher {publisher} on a \
+                         subscriber of topic {} (publisher {})",
+                        sub.topic, sub.publisher
+                    )
+                    .into());
+                }
                 if highest.is_none() {
                     s.started += 1;
                 }
@@ -504,20 +684,24 @@ fn walk(
                     if s.measuring {
                         s.skipped += seq - h - 1;
                     }
+                    s.skipped_all += seq - h - 1;
                 }
                 // This one, and any it skipped (or, for the first, missed by
                 // subscribing after they were published).
-                s.accounted += match *highest {
+                let measuring = s.measuring;
+                let t = &mut s.topics[sub.topic];
+                t.accounted += match *highest {
                     Some(h) => seq - h,
                     None => seq + 1,
                 };
                 *highest = Some(seq);
-                if s.measuring {
+                if measuring {
+                    t.deliveries += 1;
                     s.deliveries += 1;
                     let us = now.saturating_sub(stamp) / 1000;
                     let _ = s.latency.record(us.max(1));
                     if s.latency_by_url.len() > 1 {
-                        let _ = s.latency_by_url[url].record(us.max(1));
+                        let _ = s.latency_by_url[sub.url].record(us.max(1));
                     }
                 }
             }
@@ -534,8 +718,8 @@ fn walk(
         }
         at += header + len;
     }
-    if !s.notified && s.has_room() {
-        s.notified = true;
+    if !s.notified[sub.publisher] && s.topics[sub.topic].has_room(s.window) {
+        s.notified[sub.publisher] = true;
         progress.notify_one();
     }
     Ok(at)
@@ -558,10 +742,17 @@ async fn drain(read: tokio::net::tcp::OwnedReadHalf, _rest: Vec<u8>) {
     }
 }
 
-/// The publisher: closed loop (at most `window` messages not yet complete) or open
-/// loop at `rate` messages a second.
+/// A publisher: its number (in every payload) and its topics, published to in turn.
+struct Publisher {
+    id: usize,
+    topics: Vec<usize>,
+}
+
+/// A publisher: closed loop (at most `window` messages per topic not yet complete) or
+/// open loop at `rate` messages a second per topic.
 async fn publish(
     mut write: tokio::net::tcp::OwnedWriteHalf,
+    publisher: Publisher,
     size: usize,
     window: u64,
     rate: Option<f64>,
@@ -578,6 +769,14 @@ async fn publish(
     };
     let filler: Vec<u8> = (0..size - STAMP).map(|i| b'a' + (i % 26) as u8).collect();
     let mut out = Vec::with_capacity(256 * 1024);
+    let frame = |out: &mut Vec<u8>, seq: u64, stamp: u64, topic: usize| {
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&stamp.to_le_bytes());
+        out.extend_from_slice(&(topic as u16).to_le_bytes());
+        out.extend_from_slice(&(publisher.id as u16).to_le_bytes());
+        out.extend_from_slice(&filler);
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let start_ns = shared.borrow().now_ns();
@@ -585,34 +784,40 @@ async fn publish(
         loop {
             {
                 let mut s = shared.borrow_mut();
-                if !s.errors.is_empty() {
+                if !s.errors.is_empty() || s.stopped {
                     return Ok(());
                 }
                 let now = s.now_ns();
-                let (count, scheduled): (u64, Option<(f64, u64)>) = match rate {
+                match rate {
                     None => {
-                        let room = (window * s.subscribers).saturating_sub(s.in_flight());
-                        (room / s.subscribers, None)
+                        // One message to each topic with room in turn, until none has.
+                        let mut any = true;
+                        while any {
+                            any = false;
+                            for &topic in &publisher.topics {
+                                let t = &mut s.topics[topic];
+                                if t.has_room(window) {
+                                    frame(&mut out, t.published, now, topic);
+                                    t.published += 1;
+                                    any = true;
+                                }
+                            }
+                        }
                     }
                     Some(r) => {
-                        // Message `seq` is due at `seq / r` seconds.
+                        // Message `seq` of each topic is due at `seq / r` seconds.
                         let due = ((now - start_ns) as f64 * r / 1e9) as u64 + 1;
-                        (due.saturating_sub(s.published), Some((r, start_ns)))
+                        for &topic in &publisher.topics {
+                            let t = &mut s.topics[topic];
+                            while t.published < due {
+                                let stamp = start_ns + (t.published as f64 * 1e9 / r) as u64;
+                                frame(&mut out, t.published, stamp, topic);
+                                t.published += 1;
+                            }
+                        }
                     }
-                };
-                for _ in 0..count {
-                    let seq = s.published;
-                    let stamp = match scheduled {
-                        Some((r, start)) => start + (seq as f64 * 1e9 / r) as u64,
-                        None => now,
-                    };
-                    out.extend_from_slice(&header);
-                    out.extend_from_slice(&seq.to_le_bytes());
-                    out.extend_from_slice(&stamp.to_le_bytes());
-                    out.extend_from_slice(&filler);
-                    s.published += 1;
                 }
-                s.notified = false;
+                s.notified[publisher.id] = false;
             }
             if !out.is_empty() {
                 write.write_all(&out).await?;
@@ -631,6 +836,6 @@ async fn publish(
         shared
             .borrow_mut()
             .errors
-            .push(format!("publisher: {error}"));
+            .push(format!("publisher {}: {error}", publisher.id));
     }
 }
