@@ -421,6 +421,50 @@ impl WebSocket {
         self.inner.handshake.as_ref().and_then(|h| h.peer_addr)
     }
 
+    /// Server sockets: the request's path, without the query, as sent
+    /// (percent-encoded); kept from the handshake, not parsed again. `None` on
+    /// clients (see [`url`](Self::url)).
+    pub fn path(&self) -> Option<&str> {
+        self.inner.handshake.as_ref().map(|h| h.path())
+    }
+
+    /// Server sockets: the route the request matched, as written (`/topic/{name}`,
+    /// see [`Acceptor::route`](crate::Acceptor::route) and
+    /// [`ServerBuilder::route`](crate::ServerBuilder::route)); `None` when there were
+    /// no routes or a fallback served the path.
+    pub fn route(&self) -> Option<&str> {
+        Some(self.inner.handshake.as_ref()?.route()?.route())
+    }
+
+    /// Server sockets: the value of the route's parameter `name`, percent-decoded:
+    /// `news` for `/topic/news` on the route `/topic/{name}`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use wsevents::{Server, WebSocket};
+    /// let server = Server::route("/topic/{name}", |ws: WebSocket| async move {
+    ///     let topic = ws.param("name").unwrap_or_default().to_owned();
+    ///     println!("a subscriber of {topic}");
+    ///     ws.run().await;
+    /// })
+    /// .bind("127.0.0.1:8080")
+    /// .await?;
+    /// # let _ = server; Ok(()) }
+    /// ```
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.inner.handshake.as_ref()?.route()?.param(name)
+    }
+
+    /// Server sockets: every parameter of the route matched, in the route's order.
+    pub fn params(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.inner
+            .handshake
+            .as_ref()
+            .and_then(|h| h.route())
+            .into_iter()
+            .flat_map(|route| route.params())
+    }
+
     /// `ws.readyState`.
     pub fn ready_state(&self) -> ReadyState {
         let core = self.core();

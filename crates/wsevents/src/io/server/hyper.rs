@@ -190,7 +190,7 @@ impl Acceptor {
             on_upgrade,
             conn,
             slot,
-            handshake: ServerHandshake::from_http(request, peer_addr),
+            handshake: ServerHandshake::from_http(request, peer_addr).with_route(answer.matched),
         };
         Ok((response, upgrading))
     }

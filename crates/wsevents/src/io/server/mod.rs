@@ -48,6 +48,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,7 @@ pub(crate) mod handshake;
 pub(crate) mod hyper;
 pub(crate) mod lifecycle;
 pub(crate) mod listen;
+pub(crate) mod route;
 
 pub use self::handshake::{Accept, cookie};
 use self::handshake::{Decision, Hook, ProtocolSelector, Refusal, ServerHandshake, UpgradeRequest};
@@ -78,6 +80,7 @@ pub use self::lifecycle::{
     DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER,
     HandshakePermit, Lifecycle, SHUTDOWN_REASON, ServerLimits, ShutdownReport,
 };
+use self::route::{Matched, RouteMatch, RoutePattern};
 
 use crate::backpressure::Backpressure;
 use crate::error::{Error, Result};
@@ -107,7 +110,9 @@ type OriginRule = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
 pub struct Acceptor {
     config: Config,
     deflate: DeflateChoice,
-    routes: Vec<(String, Option<Arc<Acceptor>>)>,
+    routes: Vec<(RoutePattern, Option<Arc<Acceptor>>)>,
+    /// Who serves a path no route matches, once there are routes.
+    unrouted: Unrouted,
     protocols: Vec<String>,
     origin: Option<OriginRule>,
     hook: Option<Hook>,
@@ -122,6 +127,7 @@ impl fmt::Debug for Acceptor {
             .field("config", &self.config)
             .field("deflate", &self.deflate)
             .field("routes", &routes)
+            .field("unrouted", &self.unrouted)
             .field("protocols", &self.protocols)
             .field("origin_rule", &self.origin.is_some())
             .field("hook", &self.hook.is_some())
@@ -130,10 +136,23 @@ impl fmt::Debug for Acceptor {
     }
 }
 
+/// Who serves a path that no route matches (while there are routes).
+#[derive(Debug, Clone, Default)]
+enum Unrouted {
+    /// Nobody: 404.
+    #[default]
+    NotFound,
+    /// The acceptor itself, with its own policy.
+    Here,
+    /// This acceptor's policy and configuration.
+    With(Arc<Acceptor>),
+}
+
 /// A yes to an upgrade: which acceptor's configuration the connection takes, the
-/// subprotocol, the headers to add.
+/// route it matched, the subprotocol, the headers to add.
 struct Answer<'a> {
     route: &'a Acceptor,
+    matched: Option<RouteMatch>,
     protocol: Option<String>,
     headers: Vec<(String, String)>,
 }
@@ -145,23 +164,44 @@ impl Acceptor {
     }
 
     /// Serve this path (repeatable) with this acceptor's policy; once any route is set,
-    /// other paths get 404.
+    /// other paths get 404 (unless a [`fallback`](Self::fallback) serves them).
+    ///
+    /// A path may hold parameters, in axum's syntax: `{name}` is one whole segment,
+    /// `{*name}` the rest of the path (last only). The route matched and its
+    /// parameters (percent-decoded) stay on the connection
+    /// ([`WebSocket::param`](crate::WebSocket::param),
+    /// [`WebSocketStream::param`], and for the accept hook
+    /// [`UpgradeRequest::param`]); a parameter that is not UTF-8 once decoded is
+    /// answered `400`. Routes are tried in the order they were added.
+    ///
+    /// ```
+    /// use wsevents::Acceptor;
+    /// let acceptor = Acceptor::new().route("/chat").route("/topic/{name}");
+    /// # let _ = acceptor;
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// On a path that is not a route (a programming error, as in axum): one that does
+    /// not start with `/`, a `{` or `}` that is not a whole segment's, an empty or
+    /// repeated name, `{*name}` before the end.
     pub fn route(mut self, path: impl Into<String>) -> Self {
-        self.routes.push((path.into(), None));
+        self.routes.push((RoutePattern::parse(&path.into()), None));
         self
     }
 
     /// Serve this path with `acceptor`'s own policy and configuration: its limits,
     /// permessage-deflate, subprotocols, origin rule, hook and headers (routes of its
     /// own are ignored). The handshake limits and timeout stay this acceptor's: they
-    /// apply before the path is known.
+    /// apply before the path is known. The path may hold parameters, as in
+    /// [`route`](Self::route) (which also says when it panics).
     ///
     /// ```
     /// use wsevents::{Acceptor, Config};
     /// let acceptor = Acceptor::new()
     ///     .at("/chat", Acceptor::new().protocols(&["chat"]))
     ///     .at(
-    ///         "/upload",
+    ///         "/upload/{name}",
     ///         Acceptor::new()
     ///             .config(Config { max_message_size: 256 << 20, ..Config::default() })
     ///             .deflate(None),
@@ -169,7 +209,32 @@ impl Acceptor {
     /// # let _ = acceptor;
     /// ```
     pub fn at(mut self, path: impl Into<String>, acceptor: Acceptor) -> Self {
-        self.routes.push((path.into(), Some(Arc::new(acceptor))));
+        self.routes
+            .push((RoutePattern::parse(&path.into()), Some(Arc::new(acceptor))));
+        self
+    }
+
+    /// Serve the paths no route matches with `acceptor`'s policy and configuration,
+    /// instead of answering them 404 (without routes, every path is served anyway).
+    ///
+    /// ```
+    /// use wsevents::Acceptor;
+    /// let acceptor = Acceptor::new()
+    ///     .at("/chat", Acceptor::new().protocols(&["chat"]))
+    ///     .fallback(Acceptor::new().protocols(&["echo"]));
+    /// # let _ = acceptor;
+    /// ```
+    pub fn fallback(mut self, acceptor: Acceptor) -> Self {
+        self.unrouted = Unrouted::With(Arc::new(acceptor));
+        self
+    }
+
+    /// Serve unrouted paths with this acceptor's own policy (a `Server` with a
+    /// fallback handler but no fallback acceptor).
+    pub(crate) fn fallback_here(mut self) -> Self {
+        if matches!(self.unrouted, Unrouted::NotFound) {
+            self.unrouted = Unrouted::Here;
+        }
         self
     }
 
@@ -293,7 +358,7 @@ impl Acceptor {
         http_request: &http::Request<()>,
         peer_addr: Option<SocketAddr>,
     ) -> std::result::Result<Answer<'a>, Refusal> {
-        let route = self.route_for(request.path())?;
+        let (route, matched) = self.route_for(request.path())?;
         if let Some(rule) = &route.origin {
             if !rule(request.origin.as_deref()) {
                 return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
@@ -303,7 +368,8 @@ impl Acceptor {
         let mut protocol = None;
         if let Some(hook) = &route.hook {
             let view =
-                UpgradeRequest::new(http_request.clone(), peer_addr, request.protocols.clone());
+                UpgradeRequest::new(http_request.clone(), peer_addr, request.protocols.clone())
+                    .with_route(matched.clone());
             let accept = hook(view).await.map_err(Refusal::from)?;
             headers.extend(handshake::header_pairs(&accept.headers));
             protocol = accept.protocol;
@@ -328,23 +394,42 @@ impl Acceptor {
         }
         Ok(Answer {
             route,
+            matched,
             protocol,
             headers,
         })
     }
 
-    /// The acceptor that serves `path`, or 404.
-    fn route_for(&self, path: &str) -> std::result::Result<&Acceptor, Refusal> {
+    /// The acceptor that serves `path` and the route it matched, or the refusal: 404
+    /// for a path nothing serves, 400 for a parameter that is not UTF-8.
+    fn route_for(
+        &self,
+        path: &str,
+    ) -> std::result::Result<(&Acceptor, Option<RouteMatch>), Refusal> {
         if self.routes.is_empty() {
-            return Ok(self);
+            return Ok((self, None));
         }
-        match self.routes.iter().find(|(route, _)| route == path) {
-            Some((_, Some(acceptor))) => Ok(acceptor),
-            Some((_, None)) => Ok(self),
-            None => Err(Refusal::new(
+        for (pattern, acceptor) in &self.routes {
+            match pattern.matches(path) {
+                Matched::Yes(matched) => {
+                    return Ok((acceptor.as_deref().unwrap_or(self), Some(matched)));
+                }
+                Matched::No => {}
+                Matched::BadParam(name) => {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("the path parameter {name} is not UTF-8"),
+                    ));
+                }
+            }
+        }
+        match &self.unrouted {
+            Unrouted::NotFound => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 format!("no WebSocket endpoint at {path}"),
             )),
+            Unrouted::Here => Ok((self, None)),
+            Unrouted::With(acceptor) => Ok((acceptor, None)),
         }
     }
 
@@ -429,7 +514,8 @@ impl Acceptor {
                             }
                             conn.accept(&request, answer.protocol.as_deref(), &answer.headers)?;
                             accepted = Some((
-                                ServerHandshake::from_core(&request, peer_addr),
+                                ServerHandshake::from_core(&request, peer_addr)
+                                    .with_route(answer.matched),
                                 http_request,
                             ));
                             slot = admitted;
@@ -538,6 +624,21 @@ pub struct Server {
 /// Open connections waiting for [`Server::accept`].
 type Incoming = tokio::sync::Mutex<mpsc::Receiver<Accepted>>;
 
+/// A route's handler as the I/O layer holds it: the open connection in, the work out.
+/// The event API wraps a handler of [`WebSocket`](crate::WebSocket)s into one
+/// (`api/server.rs`), so this layer knows nothing of it.
+pub(crate) type StreamHandler =
+    Arc<dyn Fn(Accepted, Handed) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What a handler gets from its server beside the connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Handed {
+    /// TLS: the connection's URL is `wss://`.
+    pub(crate) secure: bool,
+    /// The event API's send-queue rule.
+    pub(crate) backpressure: Backpressure,
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.task.abort();
@@ -554,6 +655,8 @@ impl Server {
             limits: ServerLimits::default(),
             shutdown: None,
             grace: DEFAULT_GRACE,
+            handlers: Vec::new(),
+            fallback: None,
         }
     }
 
@@ -624,6 +727,10 @@ pub struct ServerBuilder {
     limits: ServerLimits,
     shutdown: Option<CancellationToken>,
     grace: Duration,
+    /// The routes with a handler, by pattern (the acceptor routes them).
+    handlers: Vec<(String, StreamHandler)>,
+    /// The handler of the paths no route matches.
+    fallback: Option<StreamHandler>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -635,11 +742,63 @@ impl fmt::Debug for ServerBuilder {
             .field("limits", &self.limits)
             .field("shutdown_token", &self.shutdown.is_some())
             .field("grace", &self.grace)
+            .field(
+                "handlers",
+                &self.handlers.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            )
+            .field("fallback", &self.fallback.is_some())
             .finish()
     }
 }
 
 impl ServerBuilder {
+    /// Route `path` to `handler` (with `acceptor`'s policy when given, else the
+    /// server's): the event API wraps its handlers with this (`api/server.rs`).
+    pub(crate) fn handle(
+        mut self,
+        path: String,
+        acceptor: Option<Acceptor>,
+        handler: StreamHandler,
+    ) -> Self {
+        self.acceptor = match acceptor {
+            Some(acceptor) => self.acceptor.at(path.clone(), acceptor),
+            None => self.acceptor.route(path.clone()),
+        };
+        self.handlers.push((path, handler));
+        self
+    }
+
+    /// Serve the paths no route matches with `handler` (with `acceptor`'s policy
+    /// when given, else the server's).
+    pub(crate) fn handle_fallback(
+        mut self,
+        acceptor: Option<Acceptor>,
+        handler: StreamHandler,
+    ) -> Self {
+        self.acceptor = match acceptor {
+            Some(acceptor) => self.acceptor.fallback(acceptor),
+            None => self.acceptor.fallback_here(),
+        };
+        self.fallback = Some(handler);
+        self
+    }
+
+    /// The handler of the route `stream` was accepted on, if it has one (else the
+    /// connection goes to [`Server::accept`]).
+    fn handler_for<S>(&self, stream: &WebSocketStream<S>) -> Option<&StreamHandler>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match stream.route() {
+            Some(route) => self
+                .handlers
+                .iter()
+                .find(|(path, _)| path == route)
+                .map(|(_, handler)| handler),
+            None => self.fallback.as_ref(),
+        }
+    }
+
     /// Serve `wss://` with this TLS configuration.
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
@@ -819,6 +978,13 @@ async fn accept_loop(
             drop(permit);
             match upgraded {
                 Ok(accepted) => {
+                    if let Some(handler) = options.handler_for(&accepted.0) {
+                        let handed = Handed {
+                            secure: options.tls.is_some(),
+                            backpressure: options.backpressure,
+                        };
+                        return handler(accepted, handed).await;
+                    }
                     tokio::select! {
                         biased;
                         // Shutting down before the caller took it: close it here.
