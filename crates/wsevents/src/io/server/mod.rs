@@ -154,6 +154,9 @@ struct Answer<'a> {
     route: &'a Acceptor,
     matched: Option<RouteMatch>,
     protocol: Option<String>,
+    /// The accept hook chose the subprotocol (a later choice among a list leaves it).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    protocol_by_hook: bool,
     headers: Vec<(String, String)>,
 }
 
@@ -374,6 +377,7 @@ impl Acceptor {
             headers.extend(handshake::header_pairs(&accept.headers));
             protocol = accept.protocol;
         }
+        let protocol_by_hook = protocol.is_some();
         if protocol.is_none() {
             protocol = match &route.select {
                 Some(select) => select(&request.protocols, http_request),
@@ -396,6 +400,7 @@ impl Acceptor {
             route,
             matched,
             protocol,
+            protocol_by_hook,
             headers,
         })
     }
