@@ -78,8 +78,8 @@ pub use api::reconnecting::{
     DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_MAX_QUEUED, DEFAULT_STABLE_AFTER, OpenEvent,
     Reconnect, ReconnectCloseEvent, ReconnectingWebSocket,
 };
-pub use api::websocket::{DEFAULT_MAX_QUEUE, ReadyState, WebSocket};
-pub use backpressure::{Backpressure, WhenFull};
+pub use api::websocket::{ReadyState, WebSocket};
+pub use backpressure::{Backpressure, DEFAULT_MAX_QUEUE, WhenFull};
 pub use error::{Error, Result};
 pub use io::client::{ClientBuilder, connect};
 pub use io::proxy::{MAX_PROXY_REPLY_HEAD, Proxy, ProxyError, socks_reply_name};

@@ -19,10 +19,7 @@ impl Server {
     pub async fn accept(&self) -> Option<WebSocket> {
         let (stream, request) = self.accept_stream().await?;
         let url = handshake::url_of(&request, self.secure);
-        let ws = WebSocket::accepted(stream, url);
-        // Checked when the builder took it, so this cannot fail.
-        let _ = ws.set_backpressure(self.backpressure);
-        Some(ws)
+        Some(WebSocket::accepted(stream, url))
     }
 
     /// A server whose connections on `path` go to `handler`: the start of a
@@ -135,7 +132,7 @@ impl ServerBuilder {
 }
 
 /// A handler of [`WebSocket`]s as the I/O layer runs it: the connection made a socket
-/// (its URL, the server's send-queue rule), then the handler's work.
+/// (its URL; its bounds come with it from the acceptor), then the handler's work.
 fn event_api<F, Fut>(handler: F) -> StreamHandler
 where
     F: Fn(WebSocket) -> Fut + Send + Sync + 'static,
@@ -143,10 +140,7 @@ where
 {
     std::sync::Arc::new(move |(stream, request): Accepted, handed: Handed| {
         let url = handshake::url_of(&request, handed.secure);
-        let ws = WebSocket::accepted(stream, url);
-        // Checked when the builder took it, so this cannot fail.
-        let _ = ws.set_backpressure(handed.backpressure);
-        Box::pin(handler(ws))
+        Box::pin(handler(WebSocket::accepted(stream, url)))
     })
 }
 

@@ -45,14 +45,13 @@ use crate::api::events::{
     Callback, CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent,
     PongEvent, Registry,
 };
-use crate::backpressure::{Backpressure, WhenFull};
+use crate::backpressure::{Backpressure, DEFAULT_MAX_QUEUE, WhenFull};
 use crate::error::{Error, Result};
 use crate::io::client::ClientBuilder;
 use crate::io::driver::Driver;
 use crate::io::server::handshake::{ServerHandshake, client_request_to_http, response_to_http};
 use crate::io::stream::WebSocketStream;
 use crate::io::url::check_protocols;
-pub use dispatch::DEFAULT_MAX_QUEUE;
 use dispatch::Dispatch;
 
 /// Where sockets' ids come from.
@@ -361,15 +360,19 @@ impl WebSocket {
         let origin = url::Url::parse(&url)
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_default();
-        WebSocket::build(
+        // A server connection's bounds are its acceptor's.
+        let limits = handshake.as_ref().map(|h| h.limits).unwrap_or_default();
+        let ws = WebSocket::build(
             url,
             origin,
             Some(conn),
             Drive::Running(driver),
             VecDeque::from([Event::Open]),
-            Backpressure::default(),
+            limits.backpressure,
             handshake,
-        )
+        );
+        ws.set_max_queue(limits.max_queue);
+        ws
     }
 
     fn build(
@@ -562,8 +565,9 @@ impl WebSocket {
 
     /// The bound on [`buffered_amount`](Self::buffered_amount) and what
     /// [`send`](Self::send) does at it (a wsevents extension; browsers have no bound).
-    /// A client's comes from [`ClientBuilder::backpressure`]; otherwise
-    /// [`Backpressure::default()`]: 16 MiB, then [`Error::BufferFull`].
+    /// A client's comes from [`ClientBuilder::backpressure`], a server socket's from
+    /// its acceptor ([`Acceptor::backpressure`](crate::Acceptor::backpressure));
+    /// otherwise [`Backpressure::default()`]: 16 MiB, then [`Error::BufferFull`].
     pub fn backpressure(&self) -> Backpressure {
         self.core().backpressure
     }
@@ -651,7 +655,9 @@ impl WebSocket {
     /// How many received events may wait while a handler awaits
     /// ([`on_message_async`](Self::on_message_async)), or until
     /// [`next_event`](Self::next_event) takes them, before the socket is no longer
-    /// read (a wsevents extension): [`DEFAULT_MAX_QUEUE`] (16) unless set.
+    /// read (a wsevents extension): [`DEFAULT_MAX_QUEUE`] (16) unless set, here or for
+    /// a server socket on its acceptor
+    /// ([`Acceptor::max_queue`](crate::Acceptor::max_queue)).
     pub fn max_queue(&self) -> usize {
         self.core().max_queue
     }

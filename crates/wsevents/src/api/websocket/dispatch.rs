@@ -11,7 +11,7 @@
 //! dispatched, in order, once the handler is done. So the events of one connection are
 //! still handled one at a time, in order, and the socket is never left undriven.
 //!
-//! **The bound.** At most `max_queue` events wait ([`DEFAULT_MAX_QUEUE`], 16, set with
+//! **The bound.** At most `max_queue` events wait (`DEFAULT_MAX_QUEUE`, 16, set with
 //! [`WebSocket::set_max_queue`]); then the driving task stops reading the socket and
 //! parsing what it already read (`Driver::poll_event_unread`), so TCP holds the peer
 //! back, and tells the core that the silence is its own (no keepalive failure for a
@@ -47,11 +47,6 @@ use wsevents_proto::{CloseCode, CloseFrame};
 
 use super::{BoxedDriver, WebSocket};
 use crate::api::events::{CloseEvent, ErrorEvent, Event, EventType, HandlerFuture, Snapshot};
-
-/// How many received events may wait for a handler that awaits, or for
-/// [`next_event`](WebSocket::next_event) to take them, before the socket is no
-/// longer read: python-websockets' `max_queue`, and its default.
-pub const DEFAULT_MAX_QUEUE: usize = 16;
 
 /// The reason of the 1011 close that follows an async handler's panic.
 const PANIC_CLOSE_REASON: &str = "internal error";

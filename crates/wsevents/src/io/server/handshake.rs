@@ -26,6 +26,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version}
 use wsevents_proto::Utf8Bytes;
 use wsevents_proto::handshake::Request;
 
+use super::SocketLimits;
 use super::route::RouteMatch;
 
 /// What an accept hook answers: [`Accept`], or the response that refuses the upgrade.
@@ -271,6 +272,8 @@ pub(crate) struct ServerHandshake {
     pub(crate) peer_addr: Option<SocketAddr>,
     /// The route the request matched, with its parameters.
     route: Option<RouteMatch>,
+    /// The bounds the acceptor gives the connection.
+    pub(crate) limits: SocketLimits,
 }
 
 #[derive(Clone)]
@@ -321,7 +324,14 @@ impl ServerHandshake {
             request: StoredRequest::Head { head, path },
             peer_addr,
             route: None,
+            limits: SocketLimits::default(),
         }
+    }
+
+    /// The same, with the bounds of the acceptor that serves it.
+    pub(crate) fn with_limits(mut self, limits: SocketLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The same, with the route the request matched.
@@ -350,6 +360,7 @@ impl ServerHandshake {
             request: StoredRequest::Http(Box::new(request)),
             peer_addr,
             route: None,
+            limits: SocketLimits::default(),
         }
     }
 

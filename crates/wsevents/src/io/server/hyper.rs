@@ -149,7 +149,9 @@ impl Acceptor {
             protocol: answer.protocol,
             protocol_by_hook: answer.protocol_by_hook,
             headers: answer.headers,
-            handshake: ServerHandshake::from_http(request, peer_addr).with_route(answer.matched),
+            handshake: ServerHandshake::from_http(request, peer_addr)
+                .with_route(answer.matched)
+                .with_limits(answer.route.limits()),
             core_request,
         })
     }
@@ -427,7 +429,10 @@ impl Upgrading {
         if let Some(slot) = self.slot {
             driver.track(Tracked::new(slot));
         }
-        Ok(WebSocketStream::new(driver, self.conn).with_handshake(self.handshake))
+        let write_limit = self.handshake.limits.write_limit;
+        let mut stream = WebSocketStream::new(driver, self.conn).with_handshake(self.handshake);
+        stream.set_write_limit(write_limit);
+        Ok(stream)
     }
 }
 

@@ -82,10 +82,10 @@ pub use self::lifecycle::{
 };
 use self::route::{Matched, RouteMatch, RoutePattern};
 
-use crate::backpressure::Backpressure;
+use crate::backpressure::{Backpressure, DEFAULT_MAX_QUEUE};
 use crate::error::{Error, Result};
 use crate::io::driver::Driver;
-use crate::io::stream::WebSocketStream;
+use crate::io::stream::{DEFAULT_WRITE_LIMIT, WebSocketStream};
 use crate::io::tls::MaybeTlsStream;
 
 type OriginRule = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
@@ -118,6 +118,30 @@ pub struct Acceptor {
     hook: Option<Hook>,
     select: Option<ProtocolSelector>,
     headers: Vec<(String, String)>,
+    /// The bounds its connections get: the event API's send queue and received
+    /// events, the stream API's write limit.
+    limits: SocketLimits,
+}
+
+/// The bounds an acceptor gives its connections (see [`Backpressure`]'s table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SocketLimits {
+    /// The event API's send queue.
+    pub(crate) backpressure: Backpressure,
+    /// The event API's received events waiting for a handler that awaits.
+    pub(crate) max_queue: usize,
+    /// The stream API's sink.
+    pub(crate) write_limit: usize,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        SocketLimits {
+            backpressure: Backpressure::default(),
+            max_queue: DEFAULT_MAX_QUEUE,
+            write_limit: DEFAULT_WRITE_LIMIT,
+        }
+    }
 }
 
 impl fmt::Debug for Acceptor {
@@ -132,6 +156,7 @@ impl fmt::Debug for Acceptor {
             .field("origin_rule", &self.origin.is_some())
             .field("hook", &self.hook.is_some())
             .field("select_protocol", &self.select.is_some())
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -342,6 +367,51 @@ impl Acceptor {
         self
     }
 
+    /// The send-queue rule of the event API's connections (default
+    /// [`Backpressure::default`]: 16 MiB, then `send` fails with
+    /// [`Error::BufferFull`]), whichever way they are accepted: a [`Server`],
+    /// [`Lifecycle`], hyper's [`upgrade`](Self::upgrade) or axum's extractor. A server
+    /// that pushes to many clients usually wants the close rule, so one client that
+    /// stops reading is dropped instead of holding memory. A close code that may not
+    /// be sent in a close frame is [`Error::InvalidAccess`]. Every queue bound of the
+    /// crate is in one table on [`Backpressure`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), wsevents::Error> {
+    /// use wsevents::{Acceptor, Backpressure, CloseCode};
+    /// let acceptor = Acceptor::new()
+    ///     .backpressure(Backpressure::close(1 << 20, CloseCode::TRY_AGAIN_LATER))?
+    ///     .max_queue(4)
+    ///     .write_limit(64 * 1024);
+    /// # let _ = acceptor; Ok(()) }
+    /// ```
+    pub fn backpressure(mut self, backpressure: Backpressure) -> Result<Self> {
+        self.limits.backpressure = backpressure.checked()?;
+        Ok(self)
+    }
+
+    /// How many received events may wait for a handler that awaits, or for
+    /// `next_event`, before the connection is no longer read (default
+    /// [`DEFAULT_MAX_QUEUE`], 16; at least 1): the event API's connections'
+    /// [`WebSocket::max_queue`](crate::WebSocket::max_queue).
+    pub fn max_queue(mut self, max_queue: usize) -> Self {
+        self.limits.max_queue = max_queue.max(1);
+        self
+    }
+
+    /// How many queued, unwritten bytes make the sink of the stream API's
+    /// connections wait (default [`DEFAULT_WRITE_LIMIT`], 128 KiB):
+    /// [`WebSocketStream::set_write_limit`] for every connection accepted.
+    pub fn write_limit(mut self, limit: usize) -> Self {
+        self.limits.write_limit = limit;
+        self
+    }
+
+    /// The bounds its connections get.
+    pub(crate) fn limits(&self) -> SocketLimits {
+        self.limits
+    }
+
     /// The protocol configuration (without the extensions added per connection).
     pub fn protocol_config(&self) -> &Config {
         &self.config
@@ -482,6 +552,7 @@ impl Acceptor {
         let mut driver = Driver::new(io);
         let mut accepted = None;
         let mut slot = None;
+        let mut limits = SocketLimits::default();
         loop {
             match std::future::poll_fn(|cx| driver.poll_event(&mut conn, cx)).await {
                 Some(Event::Request(request)) => {
@@ -518,9 +589,11 @@ impl Acceptor {
                                 conn.reconfigure(answer.route.connection_config())?;
                             }
                             conn.accept(&request, answer.protocol.as_deref(), &answer.headers)?;
+                            limits = answer.route.limits();
                             accepted = Some((
                                 ServerHandshake::from_core(&request, peer_addr)
-                                    .with_route(answer.matched),
+                                    .with_route(answer.matched)
+                                    .with_limits(limits),
                                 http_request,
                             ));
                             slot = admitted;
@@ -546,7 +619,8 @@ impl Acceptor {
                         driver.track(Tracked::new(slot));
                     }
                     std::future::poll_fn(|cx| driver.poll_write(&mut conn, cx)).await?;
-                    let stream = WebSocketStream::new(driver, conn).with_handshake(handshake);
+                    let mut stream = WebSocketStream::new(driver, conn).with_handshake(handshake);
+                    stream.set_write_limit(limits.write_limit);
                     return Ok((stream, request));
                 }
                 Some(Event::Error(error)) => {
@@ -619,8 +693,6 @@ pub struct Server {
     local_addr: SocketAddr,
     /// TLS: its connections' URLs are `wss://` (the event API's `url`).
     pub(crate) secure: bool,
-    /// The event API's send-queue bound for its connections.
-    pub(crate) backpressure: Backpressure,
     incoming: Arc<Incoming>,
     lifecycle: Lifecycle,
     task: JoinHandle<()>,
@@ -640,8 +712,6 @@ pub(crate) type StreamHandler =
 pub(crate) struct Handed {
     /// TLS: the connection's URL is `wss://`.
     pub(crate) secure: bool,
-    /// The event API's send-queue rule.
-    pub(crate) backpressure: Backpressure,
 }
 
 impl Drop for Server {
@@ -656,7 +726,6 @@ impl Server {
         ServerBuilder {
             acceptor,
             tls: None,
-            backpressure: Backpressure::default(),
             limits: ServerLimits::default(),
             shutdown: None,
             grace: DEFAULT_GRACE,
@@ -728,7 +797,6 @@ impl Server {
 pub struct ServerBuilder {
     acceptor: Acceptor,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    backpressure: Backpressure,
     limits: ServerLimits,
     shutdown: Option<CancellationToken>,
     grace: Duration,
@@ -743,7 +811,6 @@ impl fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("acceptor", &self.acceptor)
             .field("tls", &self.tls.is_some())
-            .field("backpressure", &self.backpressure)
             .field("limits", &self.limits)
             .field("shutdown_token", &self.shutdown.is_some())
             .field("grace", &self.grace)
@@ -847,12 +914,13 @@ impl ServerBuilder {
         self
     }
 
-    /// The send-queue rule of every event-API connection [`Server::accept`] hands out
-    /// (default [`Backpressure::default`]: 16 MiB, then `send` fails with
-    /// [`Error::BufferFull`]). A server that pushes to many clients usually wants the
-    /// close rule, so one client that stops reading is dropped instead of holding
-    /// memory. A close code that may not be sent in a close frame is
-    /// [`Error::InvalidAccess`].
+    /// The send-queue rule of every event-API connection the server accepts (default
+    /// [`Backpressure::default`]: 16 MiB, then `send` fails with
+    /// [`Error::BufferFull`]): the same as [`Acceptor::backpressure`] on the server's
+    /// acceptor (a route with an acceptor of its own takes that one's). A server that
+    /// pushes to many clients usually wants the close rule, so one client that stops
+    /// reading is dropped instead of holding memory. A close code that may not be sent
+    /// in a close frame is [`Error::InvalidAccess`].
     ///
     /// ```
     /// # async fn demo() -> Result<(), wsevents::Error> {
@@ -865,7 +933,7 @@ impl ServerBuilder {
     /// # Ok(()) }
     /// ```
     pub fn backpressure(mut self, backpressure: Backpressure) -> Result<Self> {
-        self.backpressure = backpressure.checked()?;
+        self.acceptor = self.acceptor.backpressure(backpressure)?;
         Ok(self)
     }
 
@@ -938,7 +1006,6 @@ impl ServerBuilder {
         let (tx, incoming) = mpsc::channel(256);
         let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
         let secure = self.tls.is_some();
-        let backpressure = self.backpressure;
         let token = self.shutdown.take().unwrap_or_default();
         let lifecycle = Lifecycle::new(self.limits.clone(), token);
         let task = tokio::spawn(accept_loop(
@@ -951,7 +1018,6 @@ impl ServerBuilder {
         Server {
             local_addr,
             secure,
-            backpressure,
             incoming,
             lifecycle,
             task,
@@ -986,7 +1052,6 @@ async fn accept_loop(
                     if let Some(handler) = options.handler_for(&accepted.0) {
                         let handed = Handed {
                             secure: options.tls.is_some(),
-                            backpressure: options.backpressure,
                         };
                         return handler(accepted, handed).await;
                     }

@@ -172,9 +172,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         (self.driver, self.conn)
     }
 
-    /// Set how many queued, unwritten bytes make the sink wait.
+    /// Set how many queued, unwritten bytes make the sink wait (a server
+    /// connection starts with its acceptor's, [`Acceptor::write_limit`](crate::Acceptor::write_limit)).
     pub fn set_write_limit(&mut self, limit: usize) {
         self.write_limit = limit;
+    }
+
+    /// How many queued, unwritten bytes make the sink wait ([`DEFAULT_WRITE_LIMIT`]
+    /// unless set).
+    pub fn write_limit(&self) -> usize {
+        self.write_limit
     }
 
     /// The negotiated subprotocol.
