@@ -56,7 +56,9 @@ const PANIC_CLOSE_REASON: &str = "internal error";
 #[derive(Default)]
 pub(super) struct Dispatch {
     callbacks: Snapshot,
-    busy: Option<Busy>,
+    /// Boxed: an idle connection's driving task keeps one pointer for it, and an async
+    /// handler allocates its work per message anyway.
+    busy: Option<Box<Busy>>,
     /// Events read while a handler awaited, in order (at most `max_queue`, plus events
     /// made without input).
     waiting: VecDeque<Event>,
@@ -118,12 +120,12 @@ impl WebSocket {
                 }
             };
             if let Some((future, next)) = self.dispatch_from(&event, &dispatch.callbacks, 0) {
-                dispatch.busy = Some(Busy {
+                dispatch.busy = Some(Box::new(Busy {
                     future,
                     event,
                     callbacks: dispatch.callbacks.clone(),
                     next,
-                });
+                }));
                 continue;
             }
             if let Event::Close(close) = event {
@@ -153,18 +155,16 @@ impl WebSocket {
             Ok(Poll::Ready(())) => None,
             Err(panic) => Some(panic_message(&*panic)),
         };
-        let Some(busy) = dispatch.busy.take() else {
+        let Some(mut busy) = dispatch.busy.take() else {
             return Poll::Ready(None);
         };
         if let Some(what) = panicked {
             self.handler_panicked(&busy.event, what, true);
         }
         if let Some((future, next)) = self.dispatch_from(&busy.event, &busy.callbacks, busy.next) {
-            dispatch.busy = Some(Busy {
-                future,
-                next,
-                ..busy
-            });
+            busy.future = future;
+            busy.next = next;
+            dispatch.busy = Some(busy);
             return Poll::Ready(None);
         }
         Poll::Ready(match busy.event {
