@@ -19,7 +19,7 @@
 //!   go back without a copy. It is also what `bench` measures.
 //! - **topics** use the event API, as a browser would, on the library's
 //!   [`Hub`]: `/chat` is the topic `chat`, `/topic/NAME` the topic
-//!   `NAME`; a connection is subscribed to its topic and what it sends is published
+//!   `NAME` (percent-decoded; the library's route `/topic/{*name}`); a connection is subscribed to its topic and what it sends is published
 //!   there, to every subscriber, itself included. Slow subscribers follow the hub's
 //!   rule (closed with 1008 past 1 MiB unsent). With `--redis redis://HOST:PORT` the
 //!   hub is on Redis, so every `serve` on that Redis is one set of topics; with
@@ -228,20 +228,30 @@ enum Route {
     Pubsub,
 }
 
-/// The route of `path` in `mode`; `None`: 404.
-fn route(mode: Mode, path: &str) -> Option<Route> {
-    match (mode, path) {
+/// What a connection is for, in `mode`, from the library's route it matched
+/// (`Acceptor::route`: the path and its parameters were matched during the
+/// handshake, and only matched paths are upgraded).
+fn route<S>(mode: Mode, stream: &WebSocketStream<S>) -> Option<Route>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match (mode, stream.route()) {
         (Mode::Echo, _) => Some(Route::Echo),
         (Mode::Broadcast, _) => Some(Route::Topic("chat".into())),
-        (Mode::Demo, "/ws") => Some(Route::Echo),
-        (Mode::Demo, "/chat") => Some(Route::Topic("chat".into())),
-        (Mode::Demo, "/pubsub") => Some(Route::Pubsub),
-        (Mode::Demo, path) => match path.strip_prefix("/topic/") {
-            Some(name) if !name.is_empty() => Some(Route::Topic(name.to_owned())),
-            _ => None,
-        },
+        (Mode::Demo, Some(ECHO_ROUTE)) => Some(Route::Echo),
+        (Mode::Demo, Some(CHAT_ROUTE)) => Some(Route::Topic("chat".into())),
+        (Mode::Demo, Some(PUBSUB_ROUTE)) => Some(Route::Pubsub),
+        (Mode::Demo, Some(TOPIC_ROUTE)) => stream.param("name").map(|n| Route::Topic(n.into())),
+        (Mode::Demo, _) => None,
     }
 }
+
+/// The demo's WebSocket routes.
+const ECHO_ROUTE: &str = "/ws";
+const CHAT_ROUTE: &str = "/chat";
+/// A topic's name is the rest of the path, percent-decoded (`/topic/a/b` is `a/b`).
+const TOPIC_ROUTE: &str = "/topic/{*name}";
+const PUBSUB_ROUTE: &str = "/pubsub";
 
 /// What every connection task shares.
 struct Shared {
@@ -295,32 +305,37 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         ..wsevents::Config::default()
     };
     let files = args.dir.as_deref().map(files::Dir::new).transpose()?;
+    let endpoint = Acceptor::new()
+        .protocols(&args.protocols)
+        .config(config)
+        .deflate((!args.no_deflate).then(wsevents::DeflateConfig::default));
     let acceptor = match mode {
-        Mode::Demo => Acceptor::new().on_request(|request| async move {
-            match route(Mode::Demo, request.path()) {
-                // `/pubsub` speaks wsevents.v1, whatever --protocol says; a client
-                // that does not offer it is told so.
-                Some(Route::Pubsub) if request.protocols().iter().any(|p| p == PROTOCOL) => {
-                    Ok(wsevents::Accept::new().protocol(PROTOCOL))
-                }
-                Some(Route::Pubsub) => Err(refuse(
-                    ::http::StatusCode::BAD_REQUEST,
-                    format!(
-                        "/pubsub speaks the subprotocol {PROTOCOL} (docs/protocol.md): offer it"
-                    ),
-                )),
-                Some(_) => Ok(wsevents::Accept::new()),
-                None => Err(refuse(
-                    ::http::StatusCode::NOT_FOUND,
-                    format!("no WebSocket endpoint at {}", request.path()),
-                )),
-            }
-        }),
-        Mode::Echo | Mode::Broadcast => Acceptor::new(),
-    }
-    .protocols(&args.protocols)
-    .config(config)
-    .deflate((!args.no_deflate).then(wsevents::DeflateConfig::default));
+        // The paths are the library's routes (others get 404 in the handshake);
+        // `/pubsub` speaks wsevents.v1, whatever --protocol says, and a client that
+        // does not offer it is told so.
+        Mode::Demo => endpoint
+            .clone()
+            .route(ECHO_ROUTE)
+            .route(CHAT_ROUTE)
+            .route(TOPIC_ROUTE)
+            .at(
+                PUBSUB_ROUTE,
+                endpoint.on_request(|request| async move {
+                    if request.protocols().iter().any(|p| p == PROTOCOL) {
+                        Ok(wsevents::Accept::new().protocol(PROTOCOL))
+                    } else {
+                        Err(refuse(
+                            ::http::StatusCode::BAD_REQUEST,
+                            format!(
+                                "/pubsub speaks the subprotocol {PROTOCOL} (docs/protocol.md): \
+                                 offer it"
+                            ),
+                        ))
+                    }
+                }),
+            ),
+        Mode::Echo | Mode::Broadcast => endpoint,
+    };
     let limits = ServerLimits {
         max_connections: args.max_connections as usize,
         max_handshakes: args.max_handshakes as usize,
@@ -562,7 +577,6 @@ async fn respond(
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
     let url = format!("{scheme}://{host}{}", request.uri());
-    let route = route(shared.mode, &path);
     let upgrade = shared
         .lifecycle
         .upgrade(&shared.acceptor, request, Some(peer));
@@ -591,7 +605,7 @@ async fn respond(
             };
             tracing::info!(url, extensions = stream.extensions(), "open");
             let typed = task_shared.typed.as_ref().map(|typed| typed.subscribe());
-            match route {
+            match route(task_shared.mode, &stream) {
                 Some(Route::Echo) => echo(stream, typed).await,
                 Some(Route::Topic(topic)) => {
                     subscriber(stream, url, &task_shared.hub, topic, typed).await;

@@ -714,6 +714,12 @@ async fn serve_topics_keep_to_themselves_and_chat_is_the_topic_chat() {
     assert_eq!(next_text(&mut chat).await, "to chat");
     // An empty topic name is no endpoint.
     assert!(wsevents::connect(&serve.url("/topic/")).await.is_err());
+    // A topic is the rest of the path, percent-decoded: `x%2Fy` and `x/y` are one.
+    let mut slash = joined(&serve.url("/topic/x/y"), "slash here").await;
+    let mut encoded = joined(&serve.url("/topic/x%2Fy"), "encoded here").await;
+    assert_eq!(next_text(&mut slash).await, "encoded here");
+    slash.send(Message::text("to x/y")).await.unwrap();
+    assert_eq!(next_text(&mut encoded).await, "to x/y");
 }
 
 /// Two `serve` processes on one Redis are one chat: what a client of one says reaches
