@@ -9,8 +9,12 @@
 //! ```
 //!
 //! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` clients.
+//! - [`WebSocket`]: the browser's event API, for clients and servers; handlers that
+//!   await ([`WebSocket::on_message_async`]) keep the events in order and the
+//!   connection driven while they await.
 //! - [`accept`] / [`Acceptor`] / [`Server`]: servers, standalone or inside another
-//!   HTTP server's upgrade: `Acceptor::upgrade` for hyper (feature `hyper`),
+//!   HTTP server's upgrade, with routes and path parameters
+//!   ([`Server::route`]`("/topic/{name}", handler)`): `Acceptor::upgrade` for hyper (feature `hyper`),
 //!   `axum::WebSocketUpgrade` for axum (feature `axum`), over HTTP/1.1 and HTTP/2's
 //!   extended CONNECT (RFC 8441), with the same negotiation (permessage-deflate,
 //!   subprotocols, origin, limits, the async accept hook [`Acceptor::on_request`]).
