@@ -43,17 +43,22 @@
 //   position: the "subscribed" event says `recovered: true` (nothing was missed; the
 //   missed publications follow as "publication" events) or `recovered: false` (the
 //   publications between `since` and `offset` are lost; you are told, never given a
-//   part). Coming back online (the window's "online" event) cuts a wait short.
+//   part). Coming back online (the window's "online" event) cuts a wait short. A
+//   subscription refused with a temporary error (`too_many_requests`: the server keeps
+//   at least 256 subscriptions of a connection waiting, as many as its topics per
+//   connection if more; `unavailable`) is asked again after a backoff delay, never given
+//   up; only a non-temporary error (bad_topic, too_many_topics, ...) rejects it.
 // - Permanent closes. Close codes 1002, 1003, 1007, 1009 and 1010 mean this client is at
 //   fault: it stops for good ("close" with willReconnect false, pending publishes
 //   rejected), as after close(). A browser cannot see a refused handshake's HTTP status
 //   (a 4xx and an unreachable server both close with 1006): those are retried.
 // - Publishes. Each publish gets an idempotency key (random per client, then a counter)
 //   and is sent again with that key after a reconnect, or after a temporary error
-//   (`unavailable`, after a backoff delay), until the server answers; the server stores
-//   it once (within its history window) and the promise resolves to its position. While
-//   offline, publishes wait in a queue; at most `maxQueued` may be unanswered at once
-//   (waiting or sent) and a publish past that rejects at once: memory stays bounded.
+//   (`unavailable`, `too_many_requests`: after a backoff delay), until the server
+//   answers; the server stores it once (within its history window) and the promise
+//   resolves to its position. While offline, publishes wait in a queue; at most
+//   `maxQueued` may be unanswered at once (waiting or sent) and a publish past that
+//   rejects at once: memory stays bounded.
 //   Publishes are sent in call order, but one retried after an error may be stored
 //   after later ones. A non-temporary error (bad_topic, too_large, ...) rejects it.
 //

@@ -66,8 +66,9 @@ pub(crate) struct Args {
           value_parser = clap::value_parser!(u32).range(0..=(64 << 20)))]
     size: u32,
     /// How long to measure, in seconds
-    #[arg(long, short = 'd', value_name = "S", default_value_t = 10.0)]
-    duration: f64,
+    #[arg(long, short = 'd', value_name = "S", default_value = "10",
+          value_parser = crate::seconds::positive_seconds)]
+    duration: Duration,
     /// Messages in flight per connection (the closed loop)
     #[arg(long, short = 'k', value_name = "K", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -200,8 +201,12 @@ fn payload_variants(text: &str, binary: bool) -> &'static [Message] {
 
 /// Run the benchmark and print the report.
 pub(crate) async fn run(args: Args) -> Result<ExitCode> {
-    if !(args.duration > 0.0 && args.duration.is_finite()) {
-        return Err("--duration must be a positive number of seconds".into());
+    let ends = args.duration.checked_mul(2);
+    if ends
+        .and_then(|d| std::time::Instant::now().checked_add(d))
+        .is_none()
+    {
+        return Err("--duration is too long to measure".into());
     }
     if let Some(rate) = args.rate
         && !(rate > 0.0 && rate.is_finite())
@@ -218,7 +223,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         Message::text(text)
     };
 
-    let duration = Duration::from_secs_f64(args.duration);
+    let duration = args.duration;
     if let Some(addr) = args
         .url
         .strip_prefix("tcp://")
@@ -262,7 +267,8 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             // Each connection sends every `interval`; connection i starts i/n of an
             // interval in, so that together they send evenly.
             let n = sockets.len() as f64;
-            let interval = Duration::from_secs_f64(n / rate);
+            let interval = Duration::try_from_secs_f64(n / rate)
+                .map_err(|_| format!("--rate {rate}: one message per connection is too rare"))?;
             measure(&args, sockets, duration, |ws, i, deadline, counter| {
                 let offset = interval.mul_f64(i as f64 / n);
                 let schedule = Schedule::new(deadline - duration + offset, interval);

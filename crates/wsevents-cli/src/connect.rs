@@ -99,9 +99,10 @@ pub(crate) struct Args {
         long,
         short = 'w',
         value_name = "SECONDS",
-        conflicts_with = "keep_open"
+        conflicts_with = "keep_open",
+        value_parser = crate::seconds::seconds
     )]
-    wait: Option<f64>,
+    wait: Option<Duration>,
     /// When the input ends, stay connected until the server closes
     #[arg(long)]
     keep_open: bool,
@@ -119,12 +120,12 @@ pub(crate) struct Args {
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     max_size: Option<u64>,
     /// Give up if the connection is not open after this long
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    connect_timeout: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = crate::seconds::positive_seconds)]
+    connect_timeout: Duration,
     /// Send a keepalive ping after SECONDS with nothing received (default 20); the
     /// connection fails if the server then sends nothing for 20 s. 0 turns keepalive off
-    #[arg(long, value_name = "SECONDS")]
-    ping_interval: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = crate::seconds::seconds)]
+    ping_interval: Option<Duration>,
     /// Print every ping (`ping DATA`) and pong (`pong DATA RTT`) received, not only the
     /// pongs that answer /ping (keepalive pongs carry an 8-byte counter, shown as hex)
     #[arg(long)]
@@ -158,14 +159,6 @@ pub(crate) fn parse_header(text: &str) -> std::result::Result<(String, String), 
     }
 }
 
-/// `--ping-interval SECS` as the keepalive interval: 0 is none.
-fn ping_interval(secs: f64) -> Result<Option<Duration>> {
-    if !(secs >= 0.0 && secs.is_finite()) {
-        return Err("--ping-interval must be 0 (off) or a positive number of seconds".into());
-    }
-    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
-}
-
 /// What happens once the input ends.
 #[derive(Debug, Clone, Copy)]
 struct Ending {
@@ -179,17 +172,10 @@ struct Ending {
 
 /// Connect, print events, send input, exit after the close.
 pub(crate) async fn run(args: Args) -> Result<ExitCode> {
-    if !(args.connect_timeout > 0.0 && args.connect_timeout.is_finite()) {
-        return Err("--connect-timeout must be a positive number of seconds".into());
-    }
-    let wait = match args.wait {
-        Some(secs) if secs >= 0.0 && secs.is_finite() => Some(Duration::from_secs_f64(secs)),
-        Some(_) => return Err("--wait must be a number of seconds, 0 or more".into()),
-        None => None,
-    };
+    let wait = args.wait;
     let mut config = Config::default();
-    if let Some(secs) = args.ping_interval {
-        config.ping_interval = ping_interval(secs)?;
+    if let Some(interval) = args.ping_interval {
+        config.ping_interval = crate::seconds::unless_zero(interval);
     }
     if let Some(max) = args.max_size {
         let max = usize::try_from(max).unwrap_or(usize::MAX);
@@ -199,7 +185,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let mut builder = ClientBuilder::new(&args.url)?
         .protocols(&args.protocols)?
         .config(config)
-        .connect_timeout(Duration::from_secs_f64(args.connect_timeout));
+        .connect_timeout(args.connect_timeout);
     if args.no_deflate {
         builder = builder.deflate(None);
     }
@@ -481,8 +467,9 @@ fn command(ws: &WebSocket, line: &str, pending: &Pending, out: &Printer) -> Resu
     match word {
         "/binary" => {
             let bytes = hex::decode(rest).map_err(|e| format!("/binary: {e}"))?;
-            ws.send(bytes.as_slice())?;
+            // Shown before it goes: the reply (and the exit after it) may come first.
             out.sent_binary(&bytes);
+            ws.send(bytes.as_slice())?;
         }
         "/ping" => {
             let data = Bytes::copy_from_slice(rest.as_bytes());
@@ -510,8 +497,8 @@ fn command(ws: &WebSocket, line: &str, pending: &Pending, out: &Printer) -> Resu
             ws.close_with(code, reason)?;
         }
         _ if line.starts_with("//") => {
-            ws.send(&line[1..])?;
             out.sent_text(&line[1..]);
+            ws.send(&line[1..])?;
         }
         _ if line.starts_with('/') => {
             return Err(format!(
@@ -521,8 +508,8 @@ fn command(ws: &WebSocket, line: &str, pending: &Pending, out: &Printer) -> Resu
             .into());
         }
         _ => {
-            ws.send(line)?;
             out.sent_text(line);
+            ws.send(line)?;
         }
     }
     Ok(())
@@ -563,18 +550,6 @@ mod tests {
         assert_eq!(parse_header("K:V").unwrap(), ("K".into(), "V".into()));
         assert!(parse_header("no colon").is_err());
         assert!(parse_header(": empty name").is_err());
-    }
-
-    #[test]
-    fn ping_interval_zero_is_off_and_negative_is_refused() {
-        assert_eq!(ping_interval(0.0).unwrap(), None);
-        assert_eq!(
-            ping_interval(0.25).unwrap(),
-            Some(Duration::from_millis(250))
-        );
-        assert!(ping_interval(-1.0).is_err());
-        assert!(ping_interval(f64::NAN).is_err());
-        assert!(ping_interval(f64::INFINITY).is_err());
     }
 
     #[test]

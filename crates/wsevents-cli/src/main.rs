@@ -34,6 +34,7 @@ mod connect;
 mod hex;
 mod printer;
 mod pubsub;
+mod seconds;
 mod serve;
 mod stats;
 mod tls;

@@ -57,8 +57,8 @@ pub(crate) struct Connection {
     #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
     /// The longest wait between two attempts, in seconds
-    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
-    max_delay: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "20", value_parser = crate::seconds::seconds)]
+    max_delay: Duration,
 }
 
 /// `wsevents sub`.
@@ -207,12 +207,9 @@ fn client(args: &Connection) -> Result<Client> {
     if args.no_proxy {
         builder = builder.no_proxy();
     }
-    if !(args.max_delay.is_finite() && args.max_delay >= 0.0) {
-        return Err(format!("--max-delay: {} is not a number of seconds", args.max_delay).into());
-    }
     let options = Reconnect::new()
         .servers(&args.servers)?
-        .max_delay(Duration::from_secs_f64(args.max_delay))
+        .max_delay(args.max_delay)
         .max_retries(args.max_retries);
     Ok(Client::with_options(builder, options)?)
 }

@@ -19,10 +19,12 @@
 //!   go back without a copy. It is also what `bench` measures.
 //! - **topics** use the event API, as a browser would, on the library's
 //!   [`Hub`]: `/chat` is the topic `chat`, `/topic/NAME` the topic
-//!   `NAME`; a connection is subscribed to its topic and what it sends is published
+//!   `NAME` (percent-decoded; the library's route `/topic/{*name}`); a connection is subscribed to its topic and what it sends is published
 //!   there, to every subscriber, itself included. Slow subscribers follow the hub's
 //!   rule (closed with 1008 past 1 MiB unsent). With `--redis redis://HOST:PORT` the
-//!   hub is on Redis, so every `serve` on that Redis is one set of topics.
+//!   hub is on Redis, so every `serve` on that Redis is one set of topics; with
+//!   `--redis-cluster redis://H1:P1,redis://H2:P2` on a Redis Cluster (sharded
+//!   pub/sub, topics spread over its masters).
 //!
 //! Bounds and shutdown are the library's [`Lifecycle`], the same types its `Server`
 //! runs on; this module only adds the signals (`shutdown.rs`):
@@ -63,7 +65,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
-use wsevents::hub::{BackendStatus, History, Hub, RedisBackend};
+use wsevents::hub::{BackendStatus, History, Hub, RedisBackend, RedisConfig};
 use wsevents::pubsub::PubsubServer;
 use wsevents::pubsub::wire::PROTOCOL;
 use wsevents::{
@@ -73,9 +75,11 @@ use wsevents::{
 
 use self::shutdown::ShutdownSignal;
 use crate::Result;
+use crate::seconds::{positive_seconds, seconds, unless_zero};
 
 /// Options of `wsevents serve`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("on_redis").args(["redis", "redis_cluster"])))]
 pub(crate) struct Args {
     /// Address to listen on; port 0 picks a free port (printed at start)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -100,6 +104,26 @@ pub(crate) struct Args {
     /// them
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// Put the topics on this Redis Cluster (Redis 7; a few of its masters,
+    /// comma-separated: redis://H1:P1,redis://H2:P2): every `serve` on it shares them,
+    /// sharded by topic over the masters
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        conflicts_with = "redis"
+    )]
+    redis_cluster: Vec<String>,
+    /// With --redis or --redis-cluster: bytes of publications waiting to be sent to
+    /// Redis at most; past them a publish is refused (unavailable) until Redis catches
+    /// up
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "on_redis")]
+    redis_max_pending_bytes: usize,
+    /// With --redis or --redis-cluster: bytes of messages from Redis waiting to be
+    /// delivered at most; past them a topic's messages are dropped and the topic caught
+    /// up from the history
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "on_redis")]
+    redis_max_inbound_bytes: usize,
     /// Publications kept per topic for clients that come back (/pubsub's recovery;
     /// in Redis with --redis); 0 keeps none
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -112,6 +136,23 @@ pub(crate) struct Args {
     /// first; the latest publication always stays)
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     history_bytes: usize,
+    /// Bytes of history kept in this process, all topics together (payloads plus a
+    /// fixed cost per topic and per publication); past it the least recently published
+    /// topics are evicted (a client recovering from one is told recovered: false). Not
+    /// used with --redis, where Redis keeps the history
+    #[arg(long, value_name = "BYTES", default_value_t = wsevents::hub::DEFAULT_MAX_HISTORY_BYTES)]
+    max_history_bytes: usize,
+    /// Unsent bytes a topic subscriber may have; a publish past it closes the
+    /// subscriber with 1008 "slow subscriber" (it reconnects and recovers)
+    #[arg(long, value_name = "BYTES", default_value_t = wsevents::hub::DEFAULT_MAX_BACKLOG)]
+    max_backlog: usize,
+    /// Topics one /pubsub connection may subscribe to; past it `too_many_topics`
+    #[arg(long, value_name = "N", default_value_t = wsevents::pubsub::DEFAULT_MAX_TOPICS)]
+    max_topics: usize,
+    /// Bytes of data one /pubsub publication may have (text, or binary decoded); past
+    /// it `too_large` (lowered to what the message limit can carry)
+    #[arg(long, value_name = "BYTES", default_value_t = wsevents::pubsub::DEFAULT_MAX_PUBLICATION)]
+    max_publication: usize,
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
@@ -166,27 +207,6 @@ pub(crate) struct Args {
     metrics: Option<SocketAddr>,
 }
 
-/// A duration of the connection's `Config`: 0 turns it off.
-fn unless_zero(duration: Duration) -> Option<Duration> {
-    (!duration.is_zero()).then_some(duration)
-}
-
-/// A number of seconds (fractions allowed), 0 or more.
-fn seconds(text: &str) -> std::result::Result<Duration, String> {
-    let secs: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is not a duration"))
-}
-
-/// A number of seconds over 0.
-fn positive_seconds(text: &str) -> std::result::Result<Duration, String> {
-    match seconds(text)? {
-        Duration::ZERO => Err("must be over 0".into()),
-        duration => Ok(duration),
-    }
-}
-
 /// What the server does with each WebSocket path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -208,20 +228,30 @@ enum Route {
     Pubsub,
 }
 
-/// The route of `path` in `mode`; `None`: 404.
-fn route(mode: Mode, path: &str) -> Option<Route> {
-    match (mode, path) {
+/// What a connection is for, in `mode`, from the library's route it matched
+/// (`Acceptor::route`: the path and its parameters were matched during the
+/// handshake, and only matched paths are upgraded).
+fn route<S>(mode: Mode, stream: &WebSocketStream<S>) -> Option<Route>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match (mode, stream.route()) {
         (Mode::Echo, _) => Some(Route::Echo),
         (Mode::Broadcast, _) => Some(Route::Topic("chat".into())),
-        (Mode::Demo, "/ws") => Some(Route::Echo),
-        (Mode::Demo, "/chat") => Some(Route::Topic("chat".into())),
-        (Mode::Demo, "/pubsub") => Some(Route::Pubsub),
-        (Mode::Demo, path) => match path.strip_prefix("/topic/") {
-            Some(name) if !name.is_empty() => Some(Route::Topic(name.to_owned())),
-            _ => None,
-        },
+        (Mode::Demo, Some(ECHO_ROUTE)) => Some(Route::Echo),
+        (Mode::Demo, Some(CHAT_ROUTE)) => Some(Route::Topic("chat".into())),
+        (Mode::Demo, Some(PUBSUB_ROUTE)) => Some(Route::Pubsub),
+        (Mode::Demo, Some(TOPIC_ROUTE)) => stream.param("name").map(|n| Route::Topic(n.into())),
+        (Mode::Demo, _) => None,
     }
 }
+
+/// The demo's WebSocket routes.
+const ECHO_ROUTE: &str = "/ws";
+const CHAT_ROUTE: &str = "/chat";
+/// A topic's name is the rest of the path, percent-decoded (`/topic/a/b` is `a/b`).
+const TOPIC_ROUTE: &str = "/topic/{*name}";
+const PUBSUB_ROUTE: &str = "/pubsub";
 
 /// What every connection task shares.
 struct Shared {
@@ -275,32 +305,37 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         ..wsevents::Config::default()
     };
     let files = args.dir.as_deref().map(files::Dir::new).transpose()?;
+    let endpoint = Acceptor::new()
+        .protocols(&args.protocols)
+        .config(config)
+        .deflate((!args.no_deflate).then(wsevents::DeflateConfig::default));
     let acceptor = match mode {
-        Mode::Demo => Acceptor::new().on_request(|request| async move {
-            match route(Mode::Demo, request.path()) {
-                // `/pubsub` speaks wsevents.v1, whatever --protocol says; a client
-                // that does not offer it is told so.
-                Some(Route::Pubsub) if request.protocols().iter().any(|p| p == PROTOCOL) => {
-                    Ok(wsevents::Accept::new().protocol(PROTOCOL))
-                }
-                Some(Route::Pubsub) => Err(refuse(
-                    ::http::StatusCode::BAD_REQUEST,
-                    format!(
-                        "/pubsub speaks the subprotocol {PROTOCOL} (docs/protocol.md): offer it"
-                    ),
-                )),
-                Some(_) => Ok(wsevents::Accept::new()),
-                None => Err(refuse(
-                    ::http::StatusCode::NOT_FOUND,
-                    format!("no WebSocket endpoint at {}", request.path()),
-                )),
-            }
-        }),
-        Mode::Echo | Mode::Broadcast => Acceptor::new(),
-    }
-    .protocols(&args.protocols)
-    .config(config)
-    .deflate((!args.no_deflate).then(wsevents::DeflateConfig::default));
+        // The paths are the library's routes (others get 404 in the handshake);
+        // `/pubsub` speaks wsevents.v1, whatever --protocol says, and a client that
+        // does not offer it is told so.
+        Mode::Demo => endpoint
+            .clone()
+            .route(ECHO_ROUTE)
+            .route(CHAT_ROUTE)
+            .route(TOPIC_ROUTE)
+            .at(
+                PUBSUB_ROUTE,
+                endpoint.on_request(|request| async move {
+                    if request.protocols().iter().any(|p| p == PROTOCOL) {
+                        Ok(wsevents::Accept::new().protocol(PROTOCOL))
+                    } else {
+                        Err(refuse(
+                            ::http::StatusCode::BAD_REQUEST,
+                            format!(
+                                "/pubsub speaks the subprotocol {PROTOCOL} (docs/protocol.md): \
+                                 offer it"
+                            ),
+                        ))
+                    }
+                }),
+            ),
+        Mode::Echo | Mode::Broadcast => endpoint,
+    };
     let limits = ServerLimits {
         max_connections: args.max_connections as usize,
         max_handshakes: args.max_handshakes as usize,
@@ -311,12 +346,38 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         ttl: args.history_ttl,
         max_bytes: args.history_bytes,
     };
+    let redis_config = RedisConfig {
+        max_pending_bytes: args.redis_max_pending_bytes,
+        max_inbound_bytes: args.redis_max_inbound_bytes,
+        ..RedisConfig::default()
+    };
+    let cluster: Vec<&str> = args.redis_cluster.iter().map(String::as_str).collect();
     let hub = match &args.redis {
-        None => Hub::builder().history(history).build(),
+        None if cluster.is_empty() => Hub::builder()
+            .history(history)
+            .max_backlog(args.max_backlog)
+            .max_history_bytes(args.max_history_bytes)
+            .build(),
+        None => Hub::builder()
+            .history(history)
+            .backend(
+                RedisBackend::cluster_with_config(&cluster, redis_config)
+                    .map_err(|e| format!("--redis-cluster: {e}"))?,
+            )
+            .build(),
         Some(url) => Hub::builder()
             .history(history)
-            .backend(RedisBackend::new(url).map_err(|e| format!("--redis: {e}"))?)
+            .max_backlog(args.max_backlog)
+            .backend(
+                RedisBackend::with_config(url, redis_config)
+                    .map_err(|e| format!("--redis: {e}"))?,
+            )
             .build(),
+    };
+    let on_redis = match &args.redis {
+        Some(url) => Some(url.clone()),
+        None if cluster.is_empty() => None,
+        None => Some(format!("the Redis Cluster of {}", cluster.join(","))),
     };
     let shared = Arc::new(Shared {
         mode,
@@ -324,14 +385,16 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         tls,
         lifecycle: Lifecycle::new(limits, CancellationToken::new()),
         handshake_timeout: args.handshake_timeout,
-        pubsub: PubsubServer::new(hub.clone()),
+        pubsub: PubsubServer::new(hub.clone())
+            .max_topics(args.max_topics)
+            .max_publication(args.max_publication),
         hub,
         next_id: AtomicU64::new(1),
         files,
         typed: args.stdin.then(|| typed_lines(TYPED_BACKLOG)),
     });
-    print_banner(addr, mode, shared.tls.is_some(), args.redis.as_deref());
-    if args.redis.is_some() {
+    print_banner(addr, mode, shared.tls.is_some(), on_redis.as_deref());
+    if on_redis.is_some() {
         tokio::spawn(watch_backend(shared.hub.clone()));
     }
     let report = serve(listener, shared, signal, args.grace).await;
@@ -514,7 +577,6 @@ async fn respond(
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
     let url = format!("{scheme}://{host}{}", request.uri());
-    let route = route(shared.mode, &path);
     let upgrade = shared
         .lifecycle
         .upgrade(&shared.acceptor, request, Some(peer));
@@ -543,7 +605,7 @@ async fn respond(
             };
             tracing::info!(url, extensions = stream.extensions(), "open");
             let typed = task_shared.typed.as_ref().map(|typed| typed.subscribe());
-            match route {
+            match route(task_shared.mode, &stream) {
                 Some(Route::Echo) => echo(stream, typed).await,
                 Some(Route::Topic(topic)) => {
                     subscriber(stream, url, &task_shared.hub, topic, typed).await;

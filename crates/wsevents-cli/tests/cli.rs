@@ -280,9 +280,10 @@ fn connect_ping_interval_sends_keepalive_pings_whose_pongs_show() {
     assert_rtt_line(&pongs[0], keepalive);
     assert_eq!(out.status.code(), Some(0));
 
+    // A bad value is a usage error, as every bad flag is.
     let out = run(&["connect", &serve.url("/"), "--ping-interval=-1"], "");
     assert_one_line_error(&out.stderr, "--ping-interval");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
 }
 
 /// A server (wsevents' own, on a real socket) that writes a ping and an unsolicited
@@ -408,7 +409,12 @@ async fn serve_shutdown_flushes_queued_messages_then_closes_every_client_with_10
     let mut speaker = wsevents::connect(&serve.url("/chat")).await.unwrap();
     let mut listener = wsevents::connect(&serve.url("/chat")).await.unwrap();
     let mut echo = wsevents::connect(&serve.url("/ws")).await.unwrap();
-    // The listener reads nothing yet: what the room sends it queues up.
+    // The listener is in the room once what it says reaches the speaker (the server
+    // subscribes a socket before it handles its messages).
+    listener.send(Message::text("listener here")).await.unwrap();
+    let here = speaker.next().await.unwrap().unwrap();
+    assert_eq!(here.as_text(), Some("listener here"));
+    // The listener reads nothing more yet: what the room sends it queues up.
     let body = "x".repeat(8 * 1024);
     for i in 0..64 {
         speaker
@@ -432,6 +438,8 @@ async fn serve_shutdown_flushes_queued_messages_then_closes_every_client_with_10
 
     serve.signal("INT");
 
+    let own = listener.next().await.unwrap().unwrap();
+    assert_eq!(own.as_text(), Some("listener here"));
     for i in 0..64 {
         let got = listener.next().await.unwrap().unwrap();
         assert_eq!(got.as_text().unwrap(), format!("{i:02} {body}"));
@@ -706,6 +714,12 @@ async fn serve_topics_keep_to_themselves_and_chat_is_the_topic_chat() {
     assert_eq!(next_text(&mut chat).await, "to chat");
     // An empty topic name is no endpoint.
     assert!(wsevents::connect(&serve.url("/topic/")).await.is_err());
+    // A topic is the rest of the path, percent-decoded: `x%2Fy` and `x/y` are one.
+    let mut slash = joined(&serve.url("/topic/x/y"), "slash here").await;
+    let mut encoded = joined(&serve.url("/topic/x%2Fy"), "encoded here").await;
+    assert_eq!(next_text(&mut slash).await, "encoded here");
+    slash.send(Message::text("to x/y")).await.unwrap();
+    assert_eq!(next_text(&mut encoded).await, "to x/y");
 }
 
 /// Two `serve` processes on one Redis are one chat: what a client of one says reaches

@@ -749,7 +749,7 @@ fn the_new_flags_are_documented_and_checked() {
         ),
         (
             &["connect", "ws://127.0.0.1:1/", "--wait=-1"][..],
-            1,
+            2,
             "--wait",
         ),
         (
@@ -773,5 +773,54 @@ fn the_new_flags_are_documented_and_checked() {
         let stderr = text(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+/// Durations from flags at their extremes: what a `Duration` holds but no deadline can
+/// reach (1e19 s) is accepted and means "never", and the connection works; what is
+/// not a duration (1e30, negative, not a number) is refused with a message and exit
+/// code 2, never a panic.
+#[test]
+fn extreme_durations_are_never_or_refused_never_a_panic() {
+    let serve = Serve::start(&[
+        "--echo",
+        "--idle-timeout",
+        "1e19",
+        "--ping-interval",
+        "1e19",
+    ]);
+    let out = run(
+        &[
+            "connect",
+            &serve.url("/"),
+            "--ping-interval",
+            "1e19",
+            "-x",
+            "still alive",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("still alive"),
+        "{}",
+        text(&out.stdout)
+    );
+    for args in [
+        vec!["connect", "ws://127.0.0.1:9/", "--ping-interval", "1e30"],
+        vec!["connect", "ws://127.0.0.1:9/", "--connect-timeout=-1"],
+        vec!["connect", "ws://127.0.0.1:9/", "--wait", "NaN"],
+        vec!["sub", "ws://127.0.0.1:9/pubsub", "t", "--max-delay", "1e30"],
+        vec!["bench", "ws://127.0.0.1:9/", "--duration", "inf"],
+        vec!["serve", "--idle-timeout", "1e30"],
+    ] {
+        let out = run(&args, "");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("duration") || err.contains("seconds"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }

@@ -358,6 +358,47 @@ fn keepalive_stops_once_closing() {
     );
 }
 
+/// A reader that holds the peer back on purpose (its application is behind) says so:
+/// its own silence neither pings nor fails the peer; once it reads again, silence
+/// counts as before.
+#[test]
+fn server_paused_reading_is_not_the_peers_silence() {
+    let (mut server, t0) = open_at(Role::Server, Config::default());
+    for k in 1..=4 {
+        server.handle_read_paused();
+        server.handle_timeout(t0 + INTERVAL * k);
+        assert_eq!(server.state(), State::Open, "check {k}");
+        assert!(frames_sent(&mut server).is_empty(), "check {k}: no ping");
+    }
+    // Reading again, and nothing comes: ping, then the pong timeout.
+    server.handle_timeout(t0 + INTERVAL * 5);
+    assert_eq!(frames_sent(&mut server)[0].0, 0x89);
+    server.handle_timeout(t0 + INTERVAL * 5 + PONG_TIMEOUT);
+    assert_failed_by_pong_timeout(&mut server);
+}
+
+/// The events a paused reader still takes are those already made, never the input's.
+#[test]
+fn server_queued_events_come_without_parsing_the_input() {
+    let (mut server, t0) = open_at(Role::Server, Config::default());
+    server.handle_input(&client_frame(0x81, b"waits"));
+    assert!(server.poll_queued_event().is_none(), "not parsed");
+    server.handle_timeout(t0 + INTERVAL * 3);
+    assert!(
+        server.poll_queued_event().is_none(),
+        "input arrived: nothing failed"
+    );
+    server
+        .close(CloseFrame::new(CloseCode::NORMAL, ""), t0)
+        .unwrap();
+    server.abort();
+    assert!(matches!(
+        server.poll_queued_event(),
+        Some(Event::Error(Error::Aborted))
+    ));
+    assert!(matches!(server.poll_queued_event(), Some(Event::Closed(_))));
+}
+
 // ----- idle timeout -----
 
 const IDLE: Duration = Duration::from_secs(60);
@@ -524,5 +565,40 @@ fn pair_close_reply_is_recorded_as_sent() {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+// ----- durations too long to be deadlines -----
+
+/// Every timeout set to the longest `Duration` (or to years, as a flag might say): no
+/// deadline can be that far, so none is armed, and nothing panics on the way; the
+/// connection opens, exchanges, pings and closes as without timeouts.
+#[test]
+fn timeouts_too_long_to_be_deadlines_are_never_reached_and_never_panic() {
+    for far in [
+        Duration::MAX,
+        Duration::from_secs(10_000_000_000_000_000_000),
+    ] {
+        let config = Config {
+            handshake_timeout: Some(far),
+            ping_interval: Some(far),
+            pong_timeout: Some(far),
+            idle_timeout: Some(far),
+            close_timeout: Some(far),
+            ..Config::default()
+        };
+        let mut pair = Pair::connected_with(config.clone(), config);
+        pair.advance(Duration::from_secs(3600));
+        pair.drive();
+        assert_eq!(pair.client.state(), State::Open);
+        pair.client.send_text("still here").unwrap();
+        pair.drive();
+        assert_eq!(messages(&pair.server_events).len(), 1);
+        pair.client
+            .close(CloseFrame::new(CloseCode::NORMAL, ""), pair.now)
+            .unwrap();
+        pair.drive();
+        assert_eq!(pair.client.state(), State::Closed);
+        assert_eq!(pair.server.state(), State::Closed);
     }
 }

@@ -9,24 +9,23 @@
 //! ```
 
 use axum::Router;
-use axum::response::Response;
+use axum::response::IntoResponse;
 use axum::routing::any;
 use futures_util::{SinkExt, StreamExt};
+use wsevents::Message;
 use wsevents::axum::WebSocketUpgrade;
-use wsevents::{Acceptor, Message, WebSocket};
 
-/// `/ws`: the `chat` subprotocol when offered, then an echo in the event API.
-async fn websocket(ws: WebSocketUpgrade) -> Response {
-    ws.acceptor(Acceptor::new().protocols(&["chat"]))
-        .on_upgrade(|socket: WebSocket| async move {
-            let echo = socket.clone();
-            socket.on_message(move |e| {
-                let _ = echo.send(&e.data);
-            });
-            let closed = socket.run().await;
-            println!("closed: {} {:?}", closed.code, closed.reason);
-        })
-        .await
+/// `/ws`: the `chat` subprotocol when offered, then an echo in the event API; written
+/// as axum's own WebSocket handlers are.
+async fn websocket(ws: WebSocketUpgrade) -> impl IntoResponse {
+    ws.protocols(["chat"]).on_upgrade(|socket| async move {
+        let echo = socket.clone();
+        socket.on_message(move |e| {
+            let _ = echo.send(&e.data);
+        });
+        let closed = socket.run().await;
+        println!("closed: {} {:?}", closed.code, closed.reason);
+    })
 }
 
 #[tokio::main]

@@ -1,15 +1,24 @@
 //! The bound on a socket's send queue (`bufferedAmount`) and the rule applied when a
-//! `send` would pass it.
+//! `send` would pass it, and the bound on the received events waiting for a handler.
 //!
 //! A browser's `send` never blocks and never refuses: it queues, and the WHATWG
 //! standard's only rule for a full buffer is to close the connection. A server that
 //! queues for thousands of peers needs a number instead: uWebSockets'
 //! `maxBackpressure` with `closeOnBackpressureLimit`, python-websockets'
-//! `write_limit`. [`Backpressure`] is that number and its rule, per socket.
+//! `write_limit`. [`Backpressure`] is that number and its rule, per socket; its doc
+//! gathers every queue bound of the crate in one table.
 
 use wsevents_proto::CloseCode;
 
 use crate::error::{Error, Result};
+
+/// How many received events may wait for a handler that awaits
+/// ([`WebSocket::on_message_async`](crate::WebSocket::on_message_async)), or for
+/// [`next_event`](crate::WebSocket::next_event) to take them, before the socket is no
+/// longer read: python-websockets' `max_queue`, and its default. Set per socket with
+/// [`WebSocket::set_max_queue`](crate::WebSocket::set_max_queue), for a server's with
+/// [`Acceptor::max_queue`](crate::Acceptor::max_queue).
+pub const DEFAULT_MAX_QUEUE: usize = 16;
 
 /// How much a socket may hold in its send queue, and what [`send`] does when a
 /// message does not fit.
@@ -36,6 +45,21 @@ use crate::error::{Error, Result};
 /// `closeOnBackpressureLimit`).
 ///
 /// [`send`]: crate::WebSocket::send
+///
+/// # Every queue bound, in one place
+///
+/// | queue | bound (default) | when it is reached | set with |
+/// |---|---|---|---|
+/// | event API, what `send` queues (`buffered_amount`) | [`Backpressure`] (16 MiB) | `send` refuses with [`Error::BufferFull`]; with [`WhenFull::Close`] the socket also closes | [`Acceptor::backpressure`](crate::Acceptor::backpressure) for every server socket (`Server`, `Lifecycle`, hyper, axum), [`ClientBuilder::backpressure`](crate::ClientBuilder::backpressure), [`WebSocket::set_backpressure`](crate::WebSocket::set_backpressure) |
+/// | stream API, what the sink queues | write limit ([`DEFAULT_WRITE_LIMIT`](crate::DEFAULT_WRITE_LIMIT), 128 KiB) | the sink's `poll_ready` waits until the peer reads: at most the limit plus one message | [`Acceptor::write_limit`](crate::Acceptor::write_limit), [`WebSocketStream::set_write_limit`](crate::WebSocketStream::set_write_limit) |
+/// | the hub, per subscriber (unsent publications) | `max_backlog` ([`DEFAULT_MAX_BACKLOG`](crate::hub::DEFAULT_MAX_BACKLOG), 1 MiB) | the subscriber is closed with 1008 "slow subscriber"; the publisher never waits | [`HubBuilder::max_backlog`](crate::hub::HubBuilder::max_backlog) |
+/// | event API, received events waiting for a handler that awaits or for `next_event` | `max_queue` ([`DEFAULT_MAX_QUEUE`], 16 events) | the socket is not read: TCP holds the peer back | [`Acceptor::max_queue`](crate::Acceptor::max_queue), [`WebSocket::set_max_queue`](crate::WebSocket::set_max_queue) |
+/// | reconnecting client, messages sent while disconnected | [`DEFAULT_MAX_QUEUED`](crate::DEFAULT_MAX_QUEUED) (1024) | `send` refuses with [`Error::QueueFull`] | [`Reconnect::max_queued`](crate::Reconnect::max_queued) |
+///
+/// A server socket takes its acceptor's bounds, whichever way it was accepted; a route
+/// with an acceptor of its own ([`Acceptor::at`](crate::Acceptor::at)) takes that
+/// acceptor's. Publications of the hub obey the hub's bound, not the socket's
+/// [`Backpressure`].
 ///
 /// ```
 /// use wsevents::{Backpressure, CloseCode, WhenFull};

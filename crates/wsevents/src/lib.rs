@@ -49,6 +49,9 @@ mod api {
 pub mod axum;
 mod backpressure;
 mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -76,7 +79,7 @@ pub use api::reconnecting::{
     Reconnect, ReconnectCloseEvent, ReconnectingWebSocket,
 };
 pub use api::websocket::{ReadyState, WebSocket};
-pub use backpressure::{Backpressure, WhenFull};
+pub use backpressure::{Backpressure, DEFAULT_MAX_QUEUE, WhenFull};
 pub use error::{Error, Result};
 pub use io::client::{ClientBuilder, connect};
 pub use io::proxy::{MAX_PROXY_REPLY_HEAD, Proxy, ProxyError, socks_reply_name};

@@ -5,9 +5,9 @@
 
 use std::net::SocketAddr;
 
-use axum::Router;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::{Extension, Router};
 use futures_util::{SinkExt, StreamExt};
 use http::header::{SET_COOKIE, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
@@ -42,28 +42,28 @@ fn chat_acceptor() -> Acceptor {
 }
 
 /// `/chat`: greets with what the connection knows of its request (the cookie, the
-/// HTTP version, whether the peer's address is known), then echoes.
-async fn chat(ws: WebSocketUpgrade) -> Response {
-    ws.acceptor(chat_acceptor())
-        .on_upgrade(|socket: wsevents::WebSocket| async move {
-            let request = socket.request().expect("a server socket keeps its request");
-            let greeting = format!(
-                "session={} version={:?} peer={}",
-                wsevents::cookie(request.headers(), "session").unwrap_or("-"),
-                request.version(),
-                socket.peer_addr().is_some_and(|a| a.ip().is_loopback()),
-            );
-            let echo = socket.clone();
-            socket.on_open(move |_| {
-                let _ = echo.send(greeting.as_str());
-            });
-            let echo = socket.clone();
-            socket.on_message(move |e| {
-                let _ = echo.send(&e.data);
-            });
-            socket.run().await;
-        })
-        .await
+/// HTTP version, whether the peer's address is known), then echoes. Its policy is the
+/// acceptor the route's layer put in the request (`Extension`), negotiated during the
+/// extraction; the handler is written as axum's own are.
+async fn chat(ws: WebSocketUpgrade) -> impl IntoResponse {
+    ws.on_upgrade(|socket| async move {
+        let request = socket.request().expect("a server socket keeps its request");
+        let greeting = format!(
+            "session={} version={:?} peer={}",
+            wsevents::cookie(request.headers(), "session").unwrap_or("-"),
+            request.version(),
+            socket.peer_addr().is_some_and(|a| a.ip().is_loopback()),
+        );
+        let echo = socket.clone();
+        socket.on_open(move |_| {
+            let _ = echo.send(greeting.as_str());
+        });
+        let echo = socket.clone();
+        socket.on_message(move |e| {
+            let _ = echo.send(&e.data);
+        });
+        socket.run().await;
+    })
 }
 
 /// `/stream`: the stream API, echoing.
@@ -76,13 +76,23 @@ async fn stream(ws: WebSocketUpgrade) -> Response {
                 }
             }
         })
+}
+
+/// `/own`: a handler that picks its acceptor itself (the hook runs then).
+async fn own(ws: WebSocketUpgrade) -> Response {
+    ws.acceptor(chat_acceptor())
         .await
+        .on_upgrade(|socket| async move {
+            let _ = socket.send(format!("protocol={}", socket.protocol()));
+            socket.run().await;
+        })
 }
 
 async fn start() -> SocketAddr {
     let app = Router::new()
-        .route("/chat", any(chat))
+        .route("/chat", any(chat).layer(Extension(chat_acceptor())))
         .route("/stream", any(stream))
+        .route("/own", any(own))
         .route("/health", get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -193,6 +203,71 @@ async fn the_hook_refuses_with_401_and_www_authenticate() {
         ),
         "{refused:?}"
     );
+}
+
+/// A handler that negotiates with an acceptor of its own (`ws.acceptor(..).await`):
+/// its hook runs then, its refusal is the answer, its subprotocol the choice.
+#[tokio::test]
+async fn a_handlers_own_acceptor_decides() {
+    let addr = start().await;
+    let ws = ClientBuilder::new(&format!("ws://{addr}/own"))
+        .unwrap()
+        .protocols(&["chat"])
+        .unwrap()
+        .header("Cookie", "session=good")
+        .connect()
+        .await;
+    let mut ws = ws.unwrap();
+    assert_eq!(next_text(&mut ws).await, "protocol=chat");
+    ws.close(wsevents::CloseCode::NORMAL, "").await.unwrap();
+    let head = raw_response(
+        addr,
+        &format!("GET /own HTTP/1.1\r\nHost: {addr}\r\n{UPGRADE}Cookie: session=bad\r\n\r\n"),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+}
+
+/// `on_failed_upgrade`: a client that resets its connection once the handler has its
+/// request (before the answer) makes the hand-over fail; the callback hears of it.
+#[tokio::test]
+async fn a_failed_hand_over_goes_to_on_failed_upgrade() {
+    use std::sync::Arc;
+    use tokio::sync::{Notify, mpsc};
+    let extracted = Arc::new(Notify::new());
+    let answer = Arc::new(Notify::new());
+    let (failures, mut failed) = mpsc::unbounded_channel();
+    let handler = {
+        let (extracted, answer) = (extracted.clone(), answer.clone());
+        move |ws: WebSocketUpgrade| async move {
+            extracted.notify_one();
+            answer.notified().await;
+            ws.on_failed_upgrade(move |error| {
+                let _ = failures.send(error.to_string());
+            })
+            .on_upgrade(|_socket| async move { panic!("no connection to hand over") })
+        }
+    };
+    let app = Router::new().route("/ws", any(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tcp = tcp;
+    tcp.write_all(format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\n{UPGRADE}\r\n").as_bytes())
+        .await
+        .unwrap();
+    extracted.notified().await;
+    // Reset, not a clean end: the server's write of the answer fails.
+    tcp.set_zero_linger().unwrap();
+    drop(tcp);
+    answer.notify_one();
+    let error = tokio::time::timeout(std::time::Duration::from_secs(10), failed.recv())
+        .await
+        .expect("on_failed_upgrade was called")
+        .unwrap();
+    assert!(!error.is_empty());
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use wsevents::{Acceptor, CloseCode, Message};
 /// `/echo`: the stream API, echoing; only for clients that send no `Origin` (else 403).
 async fn echo(ws: WebSocketUpgrade) -> Response {
     ws.acceptor(Acceptor::new().allow_origin(|origin| origin.is_none()))
+        .await
         .on_upgrade_stream(|mut ws| async move {
             while let Some(Ok(message)) = ws.next().await {
                 if ws.send(message).await.is_err() {
@@ -25,7 +26,6 @@ async fn echo(ws: WebSocketUpgrade) -> Response {
                 }
             }
         })
-        .await
 }
 
 /// The series `name{labels}` (labels in the order the library registers them).

@@ -9,12 +9,17 @@ mod v1;
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use v1::{Peer, offsets};
-use wsevents::Message;
 use wsevents::hub::{History, Hub, Position};
-use wsevents::pubsub::PubsubServer;
-use wsevents::pubsub::wire::{ErrorCode, Reply};
+use wsevents::pubsub::wire::{
+    ErrorCode, MAX_TOPIC_LEN, PROTOCOL, Reply, Request, max_publication_in,
+};
+use wsevents::pubsub::{
+    DEFAULT_MAX_PUBLICATION, MIN_WAITING_SUBSCRIPTIONS, PubsubServer, SLOW_CLOSE_CODE,
+    SLOW_CLOSE_REASON,
+};
+use wsevents::{Message, Server};
 
 /// A server of wsevents.v1 on a hub with `history` (at most 3 topics per
 /// connection); its URL and the hub.
@@ -221,4 +226,226 @@ impl BinaryForTest for wsevents::WebSocketStream<wsevents::MaybeTlsStream> {
 async fn a_hub_without_history_refuses_positioned_subscriptions() {
     let hub = Hub::new();
     assert!(hub.publish_confirmed("t", "x", None).await.is_err());
+}
+
+/// Issue 24: `too_large` could not be reached (the 16 MiB limit was the frame's, and
+/// the envelope and base64 took a publication at it past the frame: 1009). At the
+/// default limit, text and binary, to the byte: answered `published`; one byte more:
+/// `too_large`, and the connection goes on.
+#[tokio::test]
+async fn a_publication_at_the_limit_is_stored_and_one_byte_past_it_is_too_large() {
+    let (url, _) = start(History::default()).await;
+    let limit = DEFAULT_MAX_PUBLICATION;
+    // Frames as they are: permessage-deflate would shrink them under the frame limit.
+    let plain = wsevents::ClientBuilder::new(&url).unwrap().deflate(None);
+    let mut peer = Peer::connect_with(plain).await;
+    let text = |len: usize| Message::text("x".repeat(len));
+    let binary = |len: usize| Message::binary(vec![0xa5u8; len]);
+    for (kind, data) in [("text", text(limit)), ("binary", binary(limit))] {
+        let reply = peer.publish_data("t", data).await;
+        assert!(
+            matches!(reply, Reply::Published { .. }),
+            "{kind}: {reply:?}"
+        );
+    }
+    for (kind, data) in [("text", text(limit + 1)), ("binary", binary(limit + 1))] {
+        match peer.publish_data("t", data).await {
+            Reply::Error { code, .. } => assert_eq!(code, ErrorCode::TooLarge, "{kind}"),
+            other => panic!("{kind}: {other:?}"),
+        }
+    }
+    // Still open, and serving.
+    let at = peer.publish("t", "small", None).await;
+    assert_eq!(at.offset(), 3);
+    peer.subscribe("t", None).await;
+}
+
+/// A socket whose frames cannot carry the server's largest publication is served with
+/// the largest they can (and a warning), so a publication past it is still answered
+/// `too_large` rather than failing the connection with 1009.
+#[tokio::test]
+async fn a_socket_with_smaller_frames_gets_the_publication_limit_they_can_carry() {
+    let frame = 1 << 20;
+    let config = wsevents::Config {
+        max_frame_size: frame,
+        ..wsevents::Config::default()
+    };
+    let hub = Hub::builder().history(History::default()).build();
+    let acceptor = wsevents::Acceptor::new()
+        .protocols(&[PROTOCOL])
+        .config(config);
+    let url = v1::serve_with(Server::builder(acceptor), PubsubServer::new(hub)).await;
+    let limit = max_publication_in(frame);
+    assert!(limit < DEFAULT_MAX_PUBLICATION);
+    let plain = wsevents::ClientBuilder::new(&url).unwrap().deflate(None);
+    let mut peer = Peer::connect_with(plain).await;
+    let reply = peer
+        .publish_data("t", Message::binary(vec![1u8; limit]))
+        .await;
+    assert!(matches!(reply, Reply::Published { .. }), "{reply:?}");
+    match peer
+        .publish_data("t", Message::binary(vec![1u8; limit + 1]))
+        .await
+    {
+        Reply::Error { code, .. } => assert_eq!(code, ErrorCode::TooLarge),
+        other => panic!("{other:?}"),
+    }
+    peer.publish("t", "still open", None).await;
+}
+
+/// Issue 24: subscriptions past the 256 a connection may have waiting were refused
+/// with a permanent `bad_request`. Now at least `max(max_topics, 256)` wait, the rest
+/// are refused `too_many_requests`, which is temporary, and each subscription is made
+/// only once the socket is within the hub's backlog bound: a client that reads nothing
+/// gets its answers as it reads, after the refusals.
+#[tokio::test]
+async fn subscriptions_past_what_waits_are_refused_for_now_and_made_as_the_client_reads() {
+    const SENT: u64 = 300;
+    // The hub's own bound out of the way: only the server's pacing (1 MiB) holds.
+    let hub = Hub::builder()
+        .history(History::default())
+        .max_backlog(64 << 20)
+        .build();
+    let pubsub = PubsubServer::new(hub.clone())
+        .max_topics(3)
+        .max_backlog(wsevents::hub::DEFAULT_MAX_BACKLOG);
+    let url = v1::serve(pubsub).await;
+    let mut peer = Peer::connect(&url).await;
+    peer.subscribe("big", None).await;
+    // 12 MiB for the peer, which reads nothing yet: the server's socket holds what
+    // the two kernels do not take (a few MiB), far over 1 MiB.
+    for _ in 0..6 {
+        hub.publish_confirmed("big", "x".repeat(2 << 20), None)
+            .await
+            .unwrap();
+    }
+    for id in 1000..1000 + SENT {
+        let subscribe = Request::Subscribe {
+            id,
+            topic: "a".into(),
+            since: None,
+        };
+        peer.send(&subscribe).await;
+    }
+    assert_eq!(peer.pubs(6).await.len(), 6);
+    let (mut refused, mut subscribed) = (Vec::new(), Vec::new());
+    while (refused.len() + subscribed.len()) < SENT as usize {
+        match peer.reply().await {
+            Reply::Error {
+                id: Some(id),
+                code: ErrorCode::TooManyRequests,
+                ..
+            } => {
+                assert!(subscribed.is_empty(), "a subscription made before the read");
+                refused.push(id);
+            }
+            Reply::Subscribed { id, .. } => subscribed.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(ErrorCode::TooManyRequests.is_temporary());
+    assert!(
+        subscribed.len() >= MIN_WAITING_SUBSCRIPTIONS && !refused.is_empty(),
+        "{} made, {} refused",
+        subscribed.len(),
+        refused.len()
+    );
+    assert!(subscribed.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(refused.iter().all(|id| !subscribed.contains(id)));
+    // Retried, now that the client reads: made.
+    for _ in &refused {
+        peer.subscribe("a", None).await;
+    }
+}
+
+/// Issue 24: an answer the socket could not take was dropped, and its client waited
+/// for ever. Now a client that publishes and reads none of the answers is closed
+/// with 1008 "slow client" once they fill its send buffer, and when it comes back it
+/// recovers everything that was stored.
+#[tokio::test]
+async fn a_client_that_does_not_read_its_answers_is_closed_with_1008_and_recovers() {
+    const SENT: u64 = 40_000;
+    let history = History {
+        size: 100_000,
+        ..History::default()
+    };
+    let hub = Hub::builder().history(history).build();
+    let builder = Server::builder(wsevents::Acceptor::new().protocols(&[PROTOCOL]))
+        .backpressure(wsevents::Backpressure::error(256 << 10))
+        .unwrap();
+    let url = v1::serve_with(builder, PubsubServer::new(hub)).await;
+    let plain = || wsevents::ClientBuilder::new(&url).unwrap().deflate(None);
+    // Long topics, long answers (uncompressed): they fill the kernels' buffers and the
+    // socket's 256 KiB within a few thousand.
+    let topic = "t".repeat(MAX_TOPIC_LEN);
+    let mut peer = Peer::connect_with(plain()).await;
+    let (_, before) = peer.subscribe(&topic, None).await;
+    peer.nothing_for(Duration::from_millis(1)).await;
+    // The publications come back to it too: the flood is stopped by the answers'
+    // bound (the socket's 256 KiB), not the hub's for the publications (1 MiB).
+    peer.send(&Request::Unsubscribe {
+        id: 1,
+        topic: topic.clone(),
+    })
+    .await;
+    assert!(matches!(peer.reply().await, Reply::Unsubscribed { .. }));
+    for id in 10..10 + SENT {
+        let publish = Request::Publish {
+            id,
+            topic: topic.clone(),
+            data: Message::text(format!("m{id}")),
+            key: None,
+        };
+        // Refused once the server gave up on this connection.
+        if peer
+            .ws
+            .feed(Message::text(publish.to_json()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = peer.ws.flush().await;
+    let mut answered = 0;
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(20), peer.ws.next())
+        .await
+        .expect("neither an answer nor the close within 20 s")
+    {
+        match frame {
+            Ok(Message::Text(text)) => {
+                assert!(matches!(
+                    Reply::parse(text.as_str()),
+                    Ok(Reply::Published { .. })
+                ));
+                answered += 1;
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => break,
+        }
+    }
+    let closure = peer.ws.closure().expect("closed by the server").clone();
+    assert_eq!(
+        (closure.code(), closure.reason()),
+        (SLOW_CLOSE_CODE, SLOW_CLOSE_REASON)
+    );
+    assert!(
+        answered < SENT,
+        "{answered} answered: the buffer never filled"
+    );
+
+    // Back: everything stored since, recovered, in order.
+    let mut back = Peer::connect_with(plain()).await;
+    let (recovered, latest) = back.subscribe(&topic, Some(before.clone())).await;
+    assert!(recovered);
+    assert!(
+        latest.offset() >= answered,
+        "at least what was answered was stored"
+    );
+    let missed = back
+        .pubs((latest.offset() - before.offset()) as usize)
+        .await;
+    let expected: Vec<u64> = (before.offset() + 1..=latest.offset()).collect();
+    assert_eq!(offsets(&missed), expected);
+    assert_eq!(missed[0].1, "m10");
 }

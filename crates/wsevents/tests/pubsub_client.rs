@@ -4,6 +4,7 @@
 //! answer, a temporary error).
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use wsevents::hub::{History, Hub, Position};
 use wsevents::pubsub::wire::{ErrorCode, PROTOCOL, Reply, Request};
-use wsevents::pubsub::{Client, PubsubServer};
-use wsevents::{Acceptor, ClientBuilder, Data, Error, Message, Reconnect, WebSocket};
+use wsevents::pubsub::{Client, DEFAULT_MAX_TOPICS, PubsubServer};
+use wsevents::{Acceptor, Backpressure, ClientBuilder, Data, Error, Message, Reconnect, WebSocket};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -491,4 +492,157 @@ async fn publishes_refused_together_are_retried_together_in_order() {
     for (i, answer) in answers.into_iter().enumerate() {
         assert_eq!(answer.await.unwrap().unwrap().offset(), i as u64 + 1);
     }
+}
+
+/// Issue 24: a reconnect with many topics lost subscriptions for good. The client sent
+/// its 1,024 resubscribes at once, the server kept 256 waiting and refused the rest
+/// with a permanent `bad_request`, and the client forgot those topics. Now every one
+/// comes back, and its publications arrive.
+#[tokio::test]
+async fn a_client_with_1024_topics_gets_every_one_back_after_a_reconnect() {
+    const TOPICS: usize = DEFAULT_MAX_TOPICS;
+    let pubsub = history_hub();
+    let node = pubsub_node("127.0.0.1:0", &pubsub).await;
+    let addr = node.addr.to_string();
+    let c = client(&node.url());
+    let subscribed: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let s = subscribed.clone();
+    c.on_subscribed(move |e| *s.lock().unwrap().entry(e.topic.clone()).or_default() += 1);
+    let (received, errors): (Log, Log) = (Arc::default(), Arc::default());
+    let r = received.clone();
+    c.on_publication(move |p| {
+        let data = p.data.as_text().unwrap_or_default();
+        r.lock().unwrap().push(format!("{}:{data}", p.topic));
+    });
+    let e = errors.clone();
+    // The server's refusals (the connection's own errors, its loss, are expected).
+    c.on_error(move |error| {
+        if let Some(Error::Rejected(refused)) = error.error() {
+            e.lock().unwrap().push(refused.to_string());
+        }
+    });
+    let driver = c.clone();
+    tokio::spawn(async move { driver.run().await });
+    let times = |n: usize| {
+        let subscribed = subscribed.clone();
+        move || {
+            let subscribed = subscribed.lock().unwrap();
+            subscribed.len() == TOPICS && subscribed.values().all(|&count| count == n)
+        }
+    };
+    // Subscribed while connected, some at a time, as an application adds them.
+    for batch in (0..TOPICS).collect::<Vec<_>>().chunks(64) {
+        for i in batch {
+            c.subscribe(&format!("t{i}"), None).unwrap();
+        }
+        let last = format!("t{}", batch[batch.len() - 1]);
+        until("a batch", || subscribed.lock().unwrap().contains_key(&last)).await;
+    }
+    until("every topic subscribed", times(1)).await;
+
+    node.kill().await;
+    until("the loss", || {
+        c.socket().ready_state() != wsevents::ReadyState::Open
+    })
+    .await;
+    let node = pubsub_node(&addr, &pubsub).await;
+    until("every topic subscribed again", times(2)).await;
+    assert_eq!(c.positions().len(), TOPICS);
+    assert!(entries(&errors).is_empty(), "{:?}", entries(&errors));
+
+    let publisher = client(&node.url());
+    let driver = publisher.clone();
+    tokio::spawn(async move { driver.run().await });
+    let sample: Vec<String> = (0..TOPICS).step_by(97).map(|i| format!("t{i}")).collect();
+    for topic in &sample {
+        publisher.publish(topic, topic.clone()).await.unwrap();
+    }
+    until("the sample's publications", || {
+        entries(&received).len() == sample.len()
+    })
+    .await;
+    let expected: Vec<String> = sample.iter().map(|t| format!("{t}:{t}")).collect();
+    let mut got = entries(&received);
+    got.sort_by_key(|e| e[1..e.find(':').unwrap()].parse::<usize>().unwrap());
+    assert_eq!(got, expected);
+}
+
+/// Issue 24: a request the connection's send buffer refused was dropped, and its
+/// answer awaited for ever. Now it waits, first in line, until the buffer has room:
+/// a client that publishes far more than its buffer and the kernels hold, to a server
+/// that reads nothing for a while, gets every publish stored, once, in the order of
+/// the calls, on the same connection.
+#[tokio::test]
+async fn requests_that_do_not_fit_the_send_buffer_wait_for_room_and_none_is_lost() {
+    const PUBLISHES: usize = 1000;
+    let listener = listen("127.0.0.1:0").await;
+    let url = format!("ws://{}/pubsub", listener.local_addr().unwrap());
+    let (read, reading) = tokio::sync::oneshot::channel::<()>();
+    let pubsub = history_hub();
+    tokio::spawn(async move {
+        let acceptor = Acceptor::new().protocols(&[PROTOCOL]);
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (stream, _) = acceptor.accept(tcp).await.unwrap();
+        // Open, and reading nothing until the test says so.
+        let _ = reading.await;
+        let ws = WebSocket::from_stream(stream, "ws://client/");
+        pubsub.serve(&ws);
+        ws.run().await;
+    });
+    let builder = ClientBuilder::new(&url)
+        .unwrap()
+        .no_proxy()
+        .deflate(None)
+        .backpressure(Backpressure::error(256 << 10))
+        .unwrap();
+    let c = Client::with_options(builder, fast()).unwrap();
+    let opens = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let o = opens.clone();
+    c.on_open(move |_| {
+        o.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    let (log, _run) = {
+        let log: Log = Arc::default();
+        let l = log.clone();
+        c.on_subscribed(move |s| l.lock().unwrap().push(s.topic.clone()));
+        let driver = c.clone();
+        (log, tokio::spawn(async move { driver.run().await }))
+    };
+    until("open", || {
+        opens.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    // 8 MB, incompressible: more than the 256 KiB buffer and both kernels take.
+    let mut seed = 0x2545f4914f6cdd1du64;
+    let answers: Vec<_> = (0..PUBLISHES)
+        .map(|_| {
+            let data: Vec<u8> = (0..8192)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            c.publish("t", data)
+        })
+        .collect();
+    c.subscribe("late", None).unwrap();
+    read.send(()).unwrap();
+    let mut offsets = Vec::new();
+    for answer in answers {
+        let position = tokio::time::timeout(TIMEOUT, answer)
+            .await
+            .expect("a publish never answered")
+            .unwrap();
+        offsets.push(position.offset());
+    }
+    assert_eq!(offsets, (1..=PUBLISHES as u64).collect::<Vec<_>>());
+    until("the subscription", || entries(&log) == ["late"]).await;
+    assert_eq!(c.pending(), 0);
+    assert_eq!(
+        opens.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "paced on one connection, not reconnected"
+    );
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use redis_server::RedisServer;
 use v1::{Peer, offsets};
 use wsevents::hub::{BackendStatus, History, Hub, Position, RedisBackend, RedisConfig};
-use wsevents::pubsub::PubsubServer;
 use wsevents::pubsub::wire::{ErrorCode, Reply};
+use wsevents::pubsub::{MAX_PENDING_PUBLISHES, PubsubServer};
 
 /// A node: wsevents.v1 on a hub with history on `redis`; its URL.
 async fn node(redis: &RedisServer, history: History) -> (String, Hub) {
@@ -349,4 +349,73 @@ async fn redis_restarted_without_its_data_tells_every_subscriber_the_truth() {
         .await;
     assert!(recovered);
     assert_eq!(within.pubs(1).await[0].1, "after");
+}
+
+/// Publishes wait for Redis in the connection's own task (no task each), any number at
+/// once up to `MAX_PENDING_PUBLISHES`; past it a publish is refused for now
+/// (`too_many_requests`, temporary: nothing was stored), and every one that waited is
+/// answered once Redis takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_past_what_may_wait_for_redis_are_refused_for_now() {
+    const EXTRA: usize = 5;
+    let redis = RedisServer::start();
+    // Patient: nothing times out while Redis holds the writes.
+    let config = RedisConfig {
+        timeout: Duration::from_secs(30),
+        ..RedisConfig::default()
+    };
+    let (url, _) = node_with(&redis, History::default(), config).await;
+    let mut peer = Peer::connect(&url).await;
+    let mut conn = redis.connection().await;
+    // Writes (the store script among them) wait; other commands go on.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..MAX_PENDING_PUBLISHES + EXTRA {
+        let key = format!("k{i}");
+        ids.push(peer.publish_later("t", &i.to_string(), Some(&key)).await);
+    }
+    let mut refused = Vec::new();
+    for _ in 0..EXTRA {
+        match peer.reply().await {
+            Reply::Error {
+                id: Some(id),
+                code: ErrorCode::TooManyRequests,
+                ..
+            } => refused.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(refused, ids[MAX_PENDING_PUBLISHES..]);
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut stored = std::collections::BTreeMap::new();
+    for _ in 0..MAX_PENDING_PUBLISHES {
+        match peer.reply().await {
+            Reply::Published { id, position, .. } => {
+                assert!(
+                    stored.insert(id, position.offset()).is_none(),
+                    "twice: {id}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let offsets: Vec<u64> = stored.values().copied().collect();
+    assert_eq!(
+        offsets,
+        (1..=MAX_PENDING_PUBLISHES as u64).collect::<Vec<_>>(),
+        "stored in the order they came"
+    );
+    // The refused ones, sent again, are stored.
+    let at = peer.publish("t", "again", Some("k1024")).await;
+    assert_eq!(at.offset(), MAX_PENDING_PUBLISHES as u64 + 1);
 }

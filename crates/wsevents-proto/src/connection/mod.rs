@@ -209,7 +209,7 @@ impl Connection {
         }
         let mut head = BytesMut::new();
         request.encode(&mut head);
-        let deadline = config.handshake_timeout.map(|t| now + t);
+        let deadline = state::later(now, config.handshake_timeout);
         let kept = Box::new(request.clone());
         let phase = Phase::AwaitingResponse {
             request: Box::new(request),
@@ -224,7 +224,7 @@ impl Connection {
 
     /// A server waiting for a client's upgrade request.
     pub fn server(config: Config, now: Instant) -> Self {
-        let deadline = config.handshake_timeout.map(|t| now + t);
+        let deadline = state::later(now, config.handshake_timeout);
         let mut conn = Connection::new(Role::Server, config, Phase::AwaitingRequest { deadline });
         conn.clock = Some(now);
         conn
@@ -443,6 +443,36 @@ impl Connection {
     /// [`Config`]). Calling it early, or more often, is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.on_timeout(now);
+    }
+
+    /// The caller holds the peer's input back on purpose: its application is behind
+    /// (messages wait to be handled) and it stopped reading the transport, so that TCP
+    /// slows the peer down. The silence that follows is this end's, not the peer's:
+    /// the keepalive must not take it for a dead peer (no keepalive ping, no pong
+    /// timeout) and the idle timeout must not take it for an idle connection. Call it
+    /// while reading is paused, before each [`handle_timeout`](Self::handle_timeout);
+    /// once reading resumes, the deadlines look at what really arrives again.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use wsevents_proto::{Config, Connection, Role, State};
+    /// let config = Config {
+    ///     ping_interval: Some(Duration::from_secs(1)),
+    ///     pong_timeout: Some(Duration::from_secs(1)),
+    ///     ..Config::default()
+    /// };
+    /// let t0 = Instant::now();
+    /// let mut server = Connection::open_at(Role::Server, config, t0);
+    /// for s in 1..10 {
+    ///     server.handle_read_paused();
+    ///     server.handle_timeout(t0 + Duration::from_secs(s));
+    /// }
+    /// assert_eq!(server.state(), State::Open);
+    /// assert!(server.poll_transmit().is_none(), "no keepalive ping either");
+    /// ```
+    pub fn handle_read_paused(&mut self) {
+        self.heard = true;
+        self.active = true;
     }
 
     // ----- commands -----
@@ -809,6 +839,26 @@ impl Connection {
             return None;
         }
         self.next_read_event().or_else(|| self.events.pop_front())
+    }
+
+    /// The next event already made, without parsing any input: what commands, deadlines
+    /// and the end of input queued (a failure by the keepalive, the close of a close
+    /// timeout, an abort). For a caller that holds the peer's input back (see
+    /// [`handle_read_paused`](Self::handle_read_paused)): the events of the input
+    /// already received wait for [`poll_event`](Self::poll_event), in order.
+    ///
+    /// ```
+    /// use wsevents_proto::{Config, Connection, Event, Role};
+    /// let mut server = Connection::open(Role::Server, Config::default());
+    /// // A masked text frame "Hi": received, not parsed.
+    /// server.handle_input(&[0x81, 0x82, 0, 0, 0, 0, b'H', b'i']);
+    /// assert!(server.poll_queued_event().is_none());
+    /// server.abort();
+    /// assert!(matches!(server.poll_queued_event(), Some(Event::Error(_))));
+    /// ```
+    #[inline]
+    pub fn poll_queued_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 
     /// The next event if it is a message ready to hand out, else `None`: a shortcut for

@@ -51,7 +51,7 @@
 //! opened (a connection that opens by a handshake asks for that call at once: until
 //! armed, its deadline is the last instant it was given, already past).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -178,7 +178,7 @@ impl Liveness {
     pub(crate) fn armed(config: &Config, now: Instant) -> Liveness {
         Liveness::Armed {
             keepalive: Keepalive::check(config, now),
-            idle: config.idle_timeout.map(|t| now + t),
+            idle: later(now, config.idle_timeout),
         }
     }
 
@@ -199,7 +199,8 @@ impl Keepalive {
     fn check(config: &Config, now: Instant) -> Keepalive {
         config
             .ping_interval
-            .map_or(Keepalive::Off, |interval| Keepalive::Check(now + interval))
+            .and_then(|interval| now.checked_add(interval))
+            .map_or(Keepalive::Off, Keepalive::Check)
     }
 
     #[inline]
@@ -229,7 +230,7 @@ impl Connection {
         self.phase = Phase::Closing {
             sent: frame,
             initiator,
-            deadline: self.config.close_timeout.map(|t| now + t),
+            deadline: later(now, self.config.close_timeout),
         };
     }
 
@@ -341,8 +342,8 @@ impl Connection {
                     keepalive = Keepalive::check(&self.config, now);
                 } else {
                     self.send_keepalive_ping(now);
-                    keepalive = match self.config.pong_timeout {
-                        Some(timeout) => Keepalive::AwaitingPong(now + timeout),
+                    keepalive = match later(now, self.config.pong_timeout) {
+                        Some(at) => Keepalive::AwaitingPong(at),
                         None => Keepalive::check(&self.config, now),
                     };
                 }
@@ -366,7 +367,7 @@ impl Connection {
                 self.enter_closing(frame, Initiator::Library, now);
                 return;
             }
-            idle = self.config.idle_timeout.map(|t| now + t);
+            idle = later(now, self.config.idle_timeout);
             self.active = false;
         }
         self.phase = Phase::Open(Liveness::Armed { keepalive, idle });
@@ -413,4 +414,10 @@ impl Connection {
             payload_len: len as u64,
         }
     }
+}
+
+/// The deadline `timeout` after `now`; none when there is no timeout, or when it is too
+/// far to represent (a configured duration of years: never, rather than a panic).
+pub(crate) fn later(now: Instant, timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| now.checked_add(t))
 }

@@ -134,6 +134,43 @@ impl PreparedMessage {
         }
     }
 
+    /// A text message whose payload `write` appends to the string it is handed
+    /// (empty, with room for `capacity` bytes): written once, straight behind room for
+    /// the frame's header, and framed with no copy afterwards. [`new`](Self::new)
+    /// copies a finished message's payload behind its header; a protocol that builds
+    /// each publication's frame (wsevents' hub framings) writes it here instead.
+    ///
+    /// ```
+    /// use std::fmt::Write;
+    /// use wsevents_proto::{Message, PreparedMessage};
+    /// let direct = PreparedMessage::text_with(16, |out| {
+    ///     let _ = write!(out, r#"{{"offset":{}}}"#, 41);
+    /// });
+    /// assert_eq!(direct, PreparedMessage::new(&Message::text(r#"{"offset":41}"#)));
+    /// ```
+    pub fn text_with(capacity: usize, write: impl FnOnce(&mut String)) -> PreparedMessage {
+        // Room for the longest header, as text, in front of the payload.
+        let mut text = String::with_capacity(MAX_HEADER_LEN + capacity);
+        text.push_str(&"\0".repeat(MAX_HEADER_LEN));
+        write(&mut text);
+        let payload_len = text.len() - MAX_HEADER_LEN;
+        let header = FrameHeader::new(OpCode::Text, payload_len as u64);
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let head_len = header.encode(&mut head);
+        // The header goes right before the payload; what is left of the room in front
+        // is sliced off (no copy of the payload).
+        let mut frame = Vec::from(text);
+        let start = MAX_HEADER_LEN - head_len;
+        frame[start..MAX_HEADER_LEN].copy_from_slice(&head[..head_len]);
+        let mut frame = Bytes::from(frame);
+        frame.advance(start);
+        PreparedMessage {
+            frame,
+            payload_len,
+            kind: MessageKind::Text,
+        }
+    }
+
     /// The frame as it goes on the wire.
     pub fn frame(&self) -> &Bytes {
         &self.frame
@@ -475,6 +512,18 @@ impl Buf for TransmitQueue {
 mod tests {
     use super::*;
     use crate::frame::OpCode;
+
+    #[test]
+    fn a_text_written_in_place_frames_as_a_finished_one_at_every_header_length() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let text = "é".repeat(len / 2) + &"a".repeat(len % 2);
+            let direct = PreparedMessage::text_with(4, |out| out.push_str(&text));
+            let copied = PreparedMessage::new(&Message::text(text.clone()));
+            assert_eq!(direct, copied, "{len} bytes");
+            assert_eq!(direct.payload_len(), text.len());
+            assert_eq!(&direct.payload()[..], text.as_bytes());
+        }
+    }
 
     fn drain(queue: &mut TransmitQueue) -> Vec<u8> {
         let mut out = Vec::new();

@@ -8,6 +8,8 @@
 //! again keeps its position and never touches listeners.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -223,7 +225,12 @@ impl Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ListenerId(u64);
 
+/// What an async handler gives for one event: the work, boxed, run to its end before
+/// the next event is handled (see `api/dispatch.rs`).
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 type AnyFn = Arc<dyn Fn(&Event) + Send + Sync>;
+type AsyncMessageFn = Arc<dyn Fn(MessageEvent) -> HandlerFuture + Send + Sync>;
 type MessageFn = Arc<dyn Fn(&MessageEvent) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(&ErrorEvent) + Send + Sync>;
 type CloseFn = Arc<dyn Fn(&CloseEvent) + Send + Sync>;
@@ -235,6 +242,9 @@ type PongFn = Arc<dyn Fn(&PongEvent) + Send + Sync>;
 pub(crate) enum Callback {
     Any(AnyFn),
     Message(MessageFn),
+    /// `on_message_async`: started by the dispatch, which drives the connection while
+    /// it runs; [`call`](Self::call) does not run it.
+    AsyncMessage(AsyncMessageFn),
     Error(ErrorFn),
     Close(CloseFn),
     Ping(PingFn),
@@ -242,7 +252,9 @@ pub(crate) enum Callback {
 }
 
 impl Callback {
-    /// Call it with `event`, in the view it takes.
+    /// Call it with `event`, in the view it takes (a sync callback; an async one is
+    /// started with [`start`](Self::start)).
+    #[inline]
     pub(crate) fn call(&self, event: &Event) {
         match (self, event) {
             (Callback::Any(f), _) => f(event),
@@ -253,6 +265,22 @@ impl Callback {
             (Callback::Pong(f), Event::Pong(e)) => f(e),
             _ => {}
         }
+    }
+
+    /// An async callback's work for `event` (it gets its own copy of the event: a
+    /// reference count per field, no copy of the data); `None` for a sync callback,
+    /// or one that does not take this event.
+    pub(crate) fn start(&self, event: &Event) -> Option<HandlerFuture> {
+        match (self, event) {
+            (Callback::AsyncMessage(f), Event::Message(e)) => Some(f(e.clone())),
+            _ => None,
+        }
+    }
+
+    /// Whether it is async (started, then awaited).
+    #[inline]
+    pub(crate) fn is_async(&self) -> bool {
+        matches!(self, Callback::AsyncMessage(_))
     }
 }
 
@@ -273,12 +301,27 @@ pub(crate) struct Snapshot(Option<Arc<[Entry]>>);
 impl Snapshot {
     /// The callbacks for `event_type`, in order.
     pub(crate) fn callbacks(&self, event_type: EventType) -> impl Iterator<Item = &Callback> {
+        self.callbacks_from(event_type, 0)
+            .map(|(_, callback)| callback)
+    }
+
+    /// The callbacks for `event_type` from position `start` of the list on, in order,
+    /// each with its position (a dispatch that awaited an async callback goes on from
+    /// the one after it).
+    #[inline]
+    pub(crate) fn callbacks_from(
+        &self,
+        event_type: EventType,
+        start: usize,
+    ) -> impl Iterator<Item = (usize, &Callback)> {
         self.0
             .as_deref()
             .unwrap_or_default()
             .iter()
-            .filter(move |e| e.event_type == event_type)
-            .map(|e| &e.callback)
+            .enumerate()
+            .skip(start)
+            .filter(move |(_, e)| e.event_type == event_type)
+            .map(|(position, e)| (position, &e.callback))
     }
 }
 

@@ -491,14 +491,21 @@ impl ReconnectingWebSocket {
         Ok(())
     }
 
-    /// Send on the open connection only: [`Error::InvalidState`] while there is none,
-    /// and nothing is queued (for a protocol on top that re-sends what matters itself
-    /// on every open, so that nothing from the offline queue overtakes it).
-    pub(crate) fn send_if_open(&self, data: impl IntoMessage) -> Result<()> {
+    /// The open connection's socket, if one is open: for a protocol on top that sends
+    /// on the open connection only (it re-sends what matters itself on every open, so
+    /// nothing from the offline queue may overtake it) and paces what it sends by what
+    /// the connection has unsent ([`WebSocket::buffered_at_most`]).
+    pub(crate) fn open_socket(&self) -> Option<WebSocket> {
         let state = self.state();
-        match (&state.current, state.open) {
-            (Some(ws), true) => ws.send(data),
-            _ => Err(Error::InvalidState),
+        state.current.clone().filter(|_| state.open)
+    }
+
+    /// End the open connection, not the socket: it reconnects as after any loss (a
+    /// protocol on top that cannot go on with this connection).
+    pub(crate) fn drop_connection(&self, code: CloseCode, reason: &str) {
+        if let Some(ws) = self.open_socket() {
+            // Fails only when closing already.
+            let _ = ws.close_with_code(code, reason);
         }
     }
 

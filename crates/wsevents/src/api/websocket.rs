@@ -1,14 +1,17 @@
 //! `WebSocket`: the browser's WebSocket API in Rust, for clients and servers alike.
 //!
-//! One connection is driven by whichever clone calls [`WebSocket::run`] (or
-//! [`WebSocket::next_event`]): that task reads the socket, feeds the protocol core,
-//! writes what is queued, and runs the handlers, one event at a time, in order, as
-//! JavaScript's event loop does. Other clones only queue (`send`, `close`) and wake the
-//! driving task. A handler that takes its time therefore slows the reading of the
-//! socket, not the growth of a queue: per connection, memory stays bounded by the
-//! receive buffer (at most one frame, `Config::max_frame_size`) plus what the program
-//! itself queues to send (`buffered_amount`, bounded by [`Backpressure`]); the bound is
-//! spelled out on [`WebSocket`].
+//! One connection is driven by whichever clone calls [`WebSocket::run`] (or, for
+//! [`WebSocket::next_event`], a task that its first call starts): that task reads the
+//! socket, feeds the protocol core, writes what is queued, and runs the handlers, one
+//! event at a time, in order, as JavaScript's event loop does. Other clones only queue
+//! (`send`, `close`) and wake the driving task. A sync handler that takes its time
+//! therefore slows the reading of the socket, not the growth of a queue; a handler
+//! that awaits (`on_message_async`) keeps the connection driven while it awaits, and
+//! at most `max_queue` events wait for it before reading pauses (`dispatch.rs`). Per
+//! connection, memory stays bounded by the receive buffer (at most one frame,
+//! `Config::max_frame_size`), the events waiting, and what the program itself queues
+//! to send (`buffered_amount`, bounded by [`Backpressure`]); the bound is spelled out
+//! on [`WebSocket`].
 //!
 //! The core is shared behind a `std` mutex, held only for the length of one
 //! non-blocking poll or one `send`; handlers are never called with a lock held, so a
@@ -25,9 +28,11 @@
 //! only make the scheduler poll it once more for nothing. `run` takes the drive lock
 //! once for the whole connection, not once per event.
 
+mod dispatch;
+
 use std::collections::VecDeque;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::future::Future;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
@@ -38,15 +43,16 @@ use wsevents_proto::{CloseCode, CloseFrame, Connection, PreparedMessage, Role, S
 use crate::api::data::{BinaryType, IntoMessage, MessageRef, data_of};
 use crate::api::events::{
     Callback, CloseEvent, ErrorEvent, Event, EventType, ListenerId, MessageEvent, PingEvent,
-    PongEvent, Registry, Snapshot,
+    PongEvent, Registry,
 };
-use crate::backpressure::{Backpressure, WhenFull};
+use crate::backpressure::{Backpressure, DEFAULT_MAX_QUEUE, WhenFull};
 use crate::error::{Error, Result};
 use crate::io::client::ClientBuilder;
 use crate::io::driver::Driver;
 use crate::io::server::handshake::{ServerHandshake, client_request_to_http, response_to_http};
 use crate::io::stream::WebSocketStream;
 use crate::io::url::check_protocols;
+use dispatch::Dispatch;
 
 /// Where sockets' ids come from.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -76,6 +82,9 @@ enum Drive {
     NotStarted(Box<ClientBuilder>),
     /// The transport and its driver.
     Running(BoxedDriver),
+    /// `next_event` handed the driver to a task of its own, which drives the
+    /// connection and queues the events for it (`dispatch.rs`).
+    Pulled,
     /// The close event has been produced.
     Finished,
 }
@@ -102,6 +111,18 @@ struct Core {
     parked: bool,
     /// The waker of the driving task's last `Pending` poll.
     driver_waker: Option<Waker>,
+    /// Tasks waiting for `buffered_amount` to fall to a bound
+    /// ([`WebSocket::buffered_at_most`]); empty (and never looked into past one
+    /// length check) unless someone waits.
+    drain_waiters: DrainWaiters,
+    /// How many received events may wait for a handler that awaits (or for
+    /// `next_event`) before reading pauses ([`WebSocket::set_max_queue`]).
+    max_queue: usize,
+    /// The driving task polls without reading: the events waiting reached
+    /// `max_queue`. Taking one of `next_event`'s wakes it.
+    read_paused: bool,
+    /// Once `next_event` drives in a task of its own: the events it queued.
+    pull: Option<Box<dispatch::Pulled>>,
 }
 
 struct Inner {
@@ -119,12 +140,15 @@ struct Inner {
     handshake: Option<Box<ServerHandshake>>,
 }
 
-/// What one poll of the core gave.
-enum Polled {
-    /// An event, with the callbacks it goes to.
-    Event(Event, Snapshot),
-    /// The connection is over: no more events.
-    End,
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // `next_event`'s task holds the socket weakly and the driver itself: wake it,
+        // so that it notices and drops the transport.
+        let core = self.core.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(waker) = core.driver_waker.take() {
+            waker.wake();
+        }
+    }
 }
 
 /// A WebSocket connection with the browser's event API.
@@ -148,8 +172,53 @@ enum Polled {
 /// Differences from the browser, on purpose: the connection starts when a clone first
 /// drives it (`run` / `next_event`), not in the background; errors are values
 /// (`Err(Error::InvalidState)` where JavaScript throws); [`ErrorEvent`] carries the
-/// cause; a panicking handler is reported as an `error` event and dispatch goes on;
-/// the send queue has a bound ([`Backpressure`]).
+/// cause; a panicking handler is reported as an `error` event and dispatch goes on
+/// (an async one's panic also closes the connection with 1011); an async handler's
+/// work ends before the next event is dispatched (JavaScript lets the next one in at
+/// the first `await`); the send queue has a bound ([`Backpressure`]), and so has the
+/// queue of events waiting for a handler that awaits ([`max_queue`](Self::max_queue)).
+///
+/// # Handlers that await
+///
+/// A server's handler usually awaits something (a database, another service) before
+/// it answers. The ways to write it, side by side:
+///
+/// | pattern | events handled | while it awaits | a slow handler |
+/// |---|---|---|---|
+/// | [`on_message_async`](Self::on_message_async) + [`run`](Self::run) | one at a time, in order | the connection is driven: pings answered, keepalive kept, other clones' and the hub's sends written, the peer's close answered | reading pauses once [`max_queue`](Self::max_queue) events wait (16): the peer is slowed |
+/// | `while let Some(e) = ws.next_event().await { ….await }` | one at a time, in order | the same: `next_event`'s task drives the connection | the same bound, on events not yet taken |
+/// | [`on_message`](Self::on_message) + [`run`](Self::run) (sync) | one at a time, in order | (it cannot await) | reading stops while it runs |
+/// | `on_message` spawning a task per message | **in any order** | the connection is driven | nothing slows the peer: tasks pile up |
+/// | the stream API (`while let Some(m) = ws.next().await { ….await }`) | one at a time, in order | **not driven**: no pong, no write until the next `next()` | the peer is slowed |
+///
+/// ```no_run
+/// # async fn lookup(_: &str) -> String { String::new() }
+/// # async fn demo(server: wsevents::Server) {
+/// use wsevents::Event;
+/// // A handler that awaits, under `run`:
+/// let ws = server.accept().await.unwrap();
+/// let reply = ws.clone();
+/// ws.on_message_async(move |e| {
+///     let reply = reply.clone();
+///     async move {
+///         let answer = lookup(e.data.as_text().unwrap_or_default()).await;
+///         let _ = reply.send(answer);
+///     }
+/// });
+/// tokio::spawn(async move { ws.run().await });
+///
+/// // The same as a loop:
+/// let ws = server.accept().await.unwrap();
+/// tokio::spawn(async move {
+///     while let Some(event) = ws.next_event().await {
+///         if let Event::Message(e) = event {
+///             let answer = lookup(e.data.as_text().unwrap_or_default()).await;
+///             let _ = ws.send(answer);
+///         }
+///     }
+/// });
+/// # }
+/// ```
 ///
 /// Extensions, which browsers do not have: `ping` and `pong` events beside the four
 /// ([`on_ping`](Self::on_ping), [`on_pong`](Self::on_pong) with the round-trip time,
@@ -164,8 +233,10 @@ enum Polled {
 ///
 /// - **receiving**: at most one frame, [`Config::max_frame_size`](crate::Config)
 ///   (16 MiB by default), or for a fragmented message the message so far,
-///   `Config::max_message_size` (64 MiB). Reading stops while a handler runs, so
-///   nothing else piles up: a fast peer is held back by TCP.
+///   `Config::max_message_size` (64 MiB). Reading stops while a sync handler runs, so
+///   nothing else piles up: a fast peer is held back by TCP. While a handler awaits
+///   (or `next_event` is not called), at most [`max_queue`](Self::max_queue) received
+///   events wait (16 by default), each at most one message; then reading stops.
 /// - **sending**: [`buffered_amount`](Self::buffered_amount) is at most the
 ///   [`Backpressure`] limit (16 MiB by default), or one message when a single message
 ///   larger than the limit was sent on an empty queue: at most the limit plus one
@@ -289,15 +360,19 @@ impl WebSocket {
         let origin = url::Url::parse(&url)
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_default();
-        WebSocket::build(
+        // A server connection's bounds are its acceptor's.
+        let limits = handshake.as_ref().map(|h| h.limits).unwrap_or_default();
+        let ws = WebSocket::build(
             url,
             origin,
             Some(conn),
             Drive::Running(driver),
             VecDeque::from([Event::Open]),
-            Backpressure::default(),
+            limits.backpressure,
             handshake,
-        )
+        );
+        ws.set_max_queue(limits.max_queue);
+        ws
     }
 
     fn build(
@@ -323,6 +398,10 @@ impl WebSocket {
                     registry: Registry::default(),
                     parked: false,
                     driver_waker: None,
+                    drain_waiters: DrainWaiters::default(),
+                    max_queue: DEFAULT_MAX_QUEUE,
+                    read_paused: false,
+                    pull: None,
                 }),
                 drive: tokio::sync::Mutex::new(drive),
                 binary_type: AtomicU8::new(0),
@@ -343,6 +422,50 @@ impl WebSocket {
     /// [`Server`](crate::Server)'s sockets); `None` on clients.
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
         self.inner.handshake.as_ref().and_then(|h| h.peer_addr)
+    }
+
+    /// Server sockets: the request's path, without the query, as sent
+    /// (percent-encoded); kept from the handshake, not parsed again. `None` on
+    /// clients (see [`url`](Self::url)).
+    pub fn path(&self) -> Option<&str> {
+        self.inner.handshake.as_ref().map(|h| h.path())
+    }
+
+    /// Server sockets: the route the request matched, as written (`/topic/{name}`,
+    /// see [`Acceptor::route`](crate::Acceptor::route) and
+    /// [`ServerBuilder::route`](crate::ServerBuilder::route)); `None` when there were
+    /// no routes or a fallback served the path.
+    pub fn route(&self) -> Option<&str> {
+        Some(self.inner.handshake.as_ref()?.route()?.route())
+    }
+
+    /// Server sockets: the value of the route's parameter `name`, percent-decoded:
+    /// `news` for `/topic/news` on the route `/topic/{name}`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use wsevents::{Server, WebSocket};
+    /// let server = Server::route("/topic/{name}", |ws: WebSocket| async move {
+    ///     let topic = ws.param("name").unwrap_or_default().to_owned();
+    ///     println!("a subscriber of {topic}");
+    ///     ws.run().await;
+    /// })
+    /// .bind("127.0.0.1:8080")
+    /// .await?;
+    /// # let _ = server; Ok(()) }
+    /// ```
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.inner.handshake.as_ref()?.route()?.param(name)
+    }
+
+    /// Server sockets: every parameter of the route matched, in the route's order.
+    pub fn params(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.inner
+            .handshake
+            .as_ref()
+            .and_then(|h| h.route())
+            .into_iter()
+            .flat_map(|route| route.params())
     }
 
     /// `ws.readyState`.
@@ -442,8 +565,9 @@ impl WebSocket {
 
     /// The bound on [`buffered_amount`](Self::buffered_amount) and what
     /// [`send`](Self::send) does at it (a wsevents extension; browsers have no bound).
-    /// A client's comes from [`ClientBuilder::backpressure`]; otherwise
-    /// [`Backpressure::default()`]: 16 MiB, then [`Error::BufferFull`].
+    /// A client's comes from [`ClientBuilder::backpressure`], a server socket's from
+    /// its acceptor ([`Acceptor::backpressure`](crate::Acceptor::backpressure));
+    /// otherwise [`Backpressure::default()`]: 16 MiB, then [`Error::BufferFull`].
     pub fn backpressure(&self) -> Backpressure {
         self.core().backpressure
     }
@@ -482,6 +606,74 @@ impl WebSocket {
         self.core()
             .registry
             .set_handler(EventType::Message, Callback::Message(Arc::new(f)));
+    }
+
+    /// `ws.onmessage = async (e) => { … }`, for handlers that await (a database,
+    /// another service, a queue) before they answer: `f` gets its own copy of each
+    /// message event (shared bytes, not copied) and returns the work to await. Like
+    /// [`on_message`](Self::on_message), it is the socket's one message handler: each
+    /// replaces the other, and listeners stay.
+    ///
+    /// Unlike JavaScript, where an async handler lets the next event in at its first
+    /// `await`, the events of a connection stay **one at a time, in order**: the next
+    /// event is dispatched once this work is done. Meanwhile the connection stays
+    /// **driven** by the task that runs it ([`run`](Self::run)): pings are answered,
+    /// keepalive deadlines kept, what the handler, other clones and the hub send is
+    /// written at once, and a peer's close is answered. The events that arrive wait,
+    /// [`max_queue`](Self::max_queue) of them at most (16 by default); then the socket
+    /// is not read until the handler is done, so a slow handler slows the peer down
+    /// (backpressure) instead of growing memory. A handler that panics is reported as
+    /// an `error` event, and the connection closes with 1011 (its `close` event
+    /// follows). The work must not drive its own socket (`run`, `next_event`): that
+    /// waits for the connection to end.
+    ///
+    /// ```no_run
+    /// # async fn lookup(_: &str) -> String { String::new() }
+    /// # async fn demo(ws: wsevents::WebSocket) {
+    /// let reply = ws.clone();
+    /// ws.on_message_async(move |e| {
+    ///     let reply = reply.clone();
+    ///     async move {
+    ///         let answer = lookup(e.data.as_text().unwrap_or_default()).await;
+    ///         let _ = reply.send(answer);
+    ///     }
+    /// });
+    /// ws.run().await;
+    /// # }
+    /// ```
+    pub fn on_message_async<F, Fut>(&self, f: F)
+    where
+        F: Fn(MessageEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.core().registry.set_handler(
+            EventType::Message,
+            Callback::AsyncMessage(Arc::new(move |e| Box::pin(f(e)))),
+        );
+    }
+
+    /// How many received events may wait while a handler awaits
+    /// ([`on_message_async`](Self::on_message_async)), or until
+    /// [`next_event`](Self::next_event) takes them, before the socket is no longer
+    /// read (a wsevents extension): [`DEFAULT_MAX_QUEUE`] (16) unless set, here or for
+    /// a server socket on its acceptor
+    /// ([`Acceptor::max_queue`](crate::Acceptor::max_queue)).
+    pub fn max_queue(&self) -> usize {
+        self.core().max_queue
+    }
+
+    /// Set [`max_queue`](Self::max_queue) (at least 1; 0 counts as 1). Lower it for
+    /// large messages: what waits is at most `max_queue` messages of
+    /// `Config::max_message_size` each.
+    ///
+    /// ```no_run
+    /// # fn demo(ws: wsevents::WebSocket) {
+    /// ws.set_max_queue(4);
+    /// assert_eq!(ws.max_queue(), 4);
+    /// # }
+    /// ```
+    pub fn set_max_queue(&self, max_queue: usize) {
+        self.core().max_queue = max_queue.max(1);
     }
 
     /// `ws.onerror = f`.
@@ -691,6 +883,53 @@ impl WebSocket {
         self.core().closed
     }
 
+    /// Resolves once [`buffered_amount`](Self::buffered_amount) is at most `limit` (at
+    /// once if it is): `Ok` then, or [`Error::InvalidState`] once the socket is
+    /// closing, closed or dropped (what is queued will never drain). The future
+    /// holds the socket weakly, so waiting keeps no connection alive; it is woken by
+    /// the driving task after each write while it waits (and by the socket's drop),
+    /// so the socket must be driven (`run`) for it to resolve.
+    ///
+    /// For a protocol on top that paces what it queues by what the peer reads (the
+    /// wsevents.v1 server, before each subscription; its client, when a request did
+    /// not fit).
+    pub(crate) fn buffered_at_most(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let socket = self.downgrade();
+        std::future::poll_fn(move |cx| {
+            let Some(ws) = socket.upgrade() else {
+                return Poll::Ready(Err(Error::InvalidState));
+            };
+            let mut core = ws.core();
+            if core.closed {
+                return Poll::Ready(Err(Error::InvalidState));
+            }
+            let Some(conn) = core.conn.as_ref() else {
+                // Not connected yet: nothing queued.
+                return Poll::Ready(Ok(()));
+            };
+            match conn.state() {
+                State::Closing | State::Closed => Poll::Ready(Err(Error::InvalidState)),
+                _ if conn.buffered_amount() <= limit => Poll::Ready(Ok(())),
+                _ => {
+                    core.drain_waiters.register(limit, cx.waker());
+                    Poll::Pending
+                }
+            }
+        })
+    }
+
+    /// The largest message the peer can send on this connection in one frame: the
+    /// smaller of its frame and message limits ([`Config`](crate::Config)); `None`
+    /// before it has a core.
+    pub(crate) fn max_incoming_message(&self) -> Option<usize> {
+        let core = self.core();
+        let config = core.conn.as_ref()?.config();
+        Some(config.max_frame_size.min(config.max_message_size))
+    }
+
     /// Unique among the sockets of this process.
     pub(crate) fn id(&self) -> u64 {
         self.inner.id
@@ -828,111 +1067,123 @@ impl WebSocket {
 
     /// Drive the connection and dispatch every event to the handlers, until the close
     /// event, which is returned. It holds the drive for the whole connection: another
-    /// clone's `next_event` waits until the end, then returns `None`.
+    /// clone's `next_event` waits until the end, then returns `None`. After
+    /// `next_event` was called, `run` takes the events its task queues, dispatches
+    /// them and returns the close event.
+    ///
+    /// A handler that awaits ([`on_message_async`](Self::on_message_async)) is awaited
+    /// here, with the connection driven meanwhile (see
+    /// [Handlers that await](Self#handlers-that-await)).
     pub async fn run(&self) -> CloseEvent {
         let mut drive = self.inner.drive.lock().await;
         loop {
-            if let Drive::Running(driver) = &mut *drive {
-                let close = self.dispatch_all(driver).await;
-                *drive = Drive::Finished;
-                if let Some(close) = close {
-                    return close;
+            match &mut *drive {
+                Drive::Running(driver) => {
+                    let mut dispatch = Dispatch::default();
+                    let close =
+                        std::future::poll_fn(|cx| self.poll_dispatch(driver, &mut dispatch, cx))
+                            .await;
+                    *drive = Drive::Finished;
+                    if let Some(close) = close {
+                        return close;
+                    }
                 }
-            }
-            match self.next_event_on(&mut drive).await {
-                Some(Event::Close(close)) => return close,
-                Some(_) => {}
-                None => break,
+                Drive::NotStarted(_) => self.connect_drive(&mut drive).await,
+                Drive::Pulled => {
+                    drop(drive);
+                    while let Some(event) = self.take_pulled().await {
+                        self.dispatch_awaiting(&event).await;
+                        if let Event::Close(close) = event {
+                            return close;
+                        }
+                    }
+                    break;
+                }
+                Drive::Finished => match self.dispatch_queued() {
+                    Some(Event::Close(close)) => return close,
+                    Some(_) => {}
+                    None => break,
+                },
             }
         }
         // Another clone dispatched the close event already.
-        CloseEvent {
-            code: CloseCode::ABNORMAL.as_u16(),
-            reason: String::new(),
-            was_clean: false,
-        }
-    }
-
-    /// `run`'s loop once the transport exists: every event of the core, dispatched as
-    /// it comes, until the close event (returned) or the end of the connection
-    /// (`None`). One poll goes on from event to event while they are ready, where
-    /// `next_event` is a future per event; the callbacks are taken again only when
-    /// they changed ([`Registry::refresh`]). So a message costs one lock of the core
-    /// and the handlers, and its reply (a `send` from a handler) a second lock.
-    /// Messages already in the core's buffer come without reading the socket, and a
-    /// read is bounded (one buffer) and counts into tokio's cooperative budget, so the
-    /// loop yields to other tasks like any socket reader.
-    async fn dispatch_all(&self, driver: &mut BoxedDriver) -> Option<CloseEvent> {
-        let mut callbacks = Snapshot::default();
-        std::future::poll_fn(|cx| {
-            loop {
-                let event = {
-                    let mut core = self.core();
-                    match self.poll_locked(&mut core, driver, cx) {
-                        Poll::Ready(Some(event)) => {
-                            core.registry.refresh(&mut callbacks);
-                            event
-                        }
-                        Poll::Ready(None) => return Poll::Ready(None),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                };
-                self.dispatch(&event, &callbacks);
-                if let Event::Close(close) = event {
-                    return Poll::Ready(Some(close));
-                }
-            }
-        })
-        .await
+        abnormal_close()
     }
 
     /// Drive the connection until the next event, dispatch it to the handlers, and
     /// return it; `None` after the close event.
+    ///
+    /// The connection stays driven between calls, while the caller awaits something
+    /// else: the first call hands the driving to a task of its own (one per
+    /// connection), which answers pings, writes what other clones and the hub send,
+    /// keeps the keepalive deadlines and handles the peer's close, and queues the
+    /// events, in order; `next_event` takes the next one and runs its handlers then
+    /// (awaiting an async one). Reading pauses once [`max_queue`](Self::max_queue)
+    /// events wait to be taken (16 by default), so a caller that is slow to take them
+    /// still slows the peer down. The task holds the socket weakly: dropping every
+    /// clone drops the connection, as before.
+    ///
+    /// ```no_run
+    /// # async fn lookup(_: &str) -> String { String::new() }
+    /// # async fn demo(ws: wsevents::WebSocket) {
+    /// use wsevents::Event;
+    /// while let Some(event) = ws.next_event().await {
+    ///     if let Event::Message(e) = event {
+    ///         // Awaiting here does not stall the connection.
+    ///         let answer = lookup(e.data.as_text().unwrap_or_default()).await;
+    ///         let _ = ws.send(answer);
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub async fn next_event(&self) -> Option<Event> {
         let mut drive = self.inner.drive.lock().await;
-        self.next_event_on(&mut drive).await
-    }
-
-    /// [`next_event`](Self::next_event) with the drive held.
-    async fn next_event_on(&self, drive: &mut Drive) -> Option<Event> {
         loop {
-            match drive {
-                Drive::Running(driver) => match self.poll_core(driver).await {
-                    Polled::Event(event, callbacks) => {
-                        if matches!(event, Event::Close(_)) {
-                            *drive = Drive::Finished;
-                        }
-                        self.dispatch(&event, &callbacks);
-                        return Some(event);
-                    }
-                    Polled::End => *drive = Drive::Finished,
-                },
-                Drive::NotStarted(_) => {
-                    let Drive::NotStarted(builder) =
-                        std::mem::replace(&mut *drive, Drive::Finished)
+            match &mut *drive {
+                Drive::Running(_) => {
+                    let Drive::Running(driver) = std::mem::replace(&mut *drive, Drive::Pulled)
                     else {
                         continue;
                     };
-                    // Boxed: connecting (DNS, proxies, TLS) is a large future that runs
-                    // once; inline, every connection's task would carry its size for
-                    // its whole life.
-                    *drive = Box::pin(self.start(*builder)).await;
+                    self.start_pulling(driver);
                 }
-                Drive::Finished => {
-                    // What a failed start left: its error and close events.
-                    let (event, callbacks) = {
-                        let mut core = self.core();
-                        let event = core.queued.pop_front()?;
-                        if matches!(event, Event::Close(_)) {
-                            core.closed = true;
-                        }
-                        (event, core.registry.snapshot())
-                    };
-                    self.dispatch(&event, &callbacks);
+                Drive::NotStarted(_) => self.connect_drive(&mut drive).await,
+                Drive::Pulled => {
+                    drop(drive);
+                    let event = self.take_pulled().await?;
+                    self.dispatch_awaiting(&event).await;
                     return Some(event);
                 }
+                Drive::Finished => return self.dispatch_queued(),
             }
         }
+    }
+
+    /// Client: make the connection (TCP, TLS, proxies); the drive is then running, or
+    /// finished with the failure's events queued.
+    async fn connect_drive(&self, drive: &mut Drive) {
+        let Drive::NotStarted(builder) = std::mem::replace(drive, Drive::Finished) else {
+            return;
+        };
+        // Boxed: connecting (DNS, proxies, TLS) is a large future that runs once;
+        // inline, every connection's task would carry its size for its whole life.
+        *drive = Box::pin(self.start(*builder)).await;
+    }
+
+    /// What a failed start left (its error and close events), dispatched one by one;
+    /// `None` once none is left.
+    fn dispatch_queued(&self) -> Option<Event> {
+        let (event, callbacks) = {
+            let mut core = self.core();
+            let event = core.queued.pop_front()?;
+            if matches!(event, Event::Close(_)) {
+                core.closed = true;
+            }
+            (event, core.registry.snapshot())
+        };
+        // Only `error` and `close` come this way: no handler of theirs awaits.
+        let _ = self.dispatch_from(&event, &callbacks, 0);
+        Some(event)
     }
 
     /// Client: connect TCP (and TLS), then hand the handshake to the core. Failures
@@ -976,28 +1227,17 @@ impl WebSocket {
         }
     }
 
-    /// The next event of the core, driving the transport, with the callbacks to run
-    /// for it, in one critical section.
-    async fn poll_core(&self, driver: &mut BoxedDriver) -> Polled {
-        std::future::poll_fn(|cx| {
-            let mut core = self.core();
-            match self.poll_locked(&mut core, driver, cx) {
-                Poll::Ready(Some(event)) => {
-                    Poll::Ready(Polled::Event(event, core.registry.snapshot()))
-                }
-                Poll::Ready(None) => Poll::Ready(Polled::End),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
-    }
-
     /// One poll for the next event, with the core locked; `None` once the connection
     /// is over. Events queued here (the `open` of an accepted socket) come first; a
     /// message already in the core's buffer is taken without going through the
     /// driver's loop (as the stream API does). `Pending` parks the driving task: a
     /// `send` from another clone wakes it then.
-    fn poll_locked(
+    ///
+    /// `READ` false: the events waiting reached `max_queue`; the peer's input is
+    /// neither read nor parsed, everything else goes on (`Driver::poll_event_unread`).
+    /// A constant, so `run`'s path is compiled without the branch.
+    #[inline(always)]
+    fn poll_locked<const READ: bool>(
         &self,
         core: &mut Core,
         driver: &mut BoxedDriver,
@@ -1017,10 +1257,20 @@ impl WebSocket {
             return Poll::Ready(None);
         };
         let event = loop {
-            if let Some(message) = driver.poll_message(conn) {
+            if READ && let Some(message) = driver.poll_message(conn) {
                 break self.message_event(message);
             }
-            match driver.poll_event(conn, cx) {
+            let polled = if READ {
+                driver.poll_event(conn, cx)
+            } else {
+                driver.poll_event_unread(conn, cx)
+            };
+            // The driver writes only in `poll_event`: what it wrote may let a task
+            // waiting for room go on. One length check when nobody waits.
+            if !core.drain_waiters.is_empty() {
+                core.drain_waiters.wake_drained(conn);
+            }
+            match polled {
                 Poll::Ready(Some(event)) => {
                     if let Some(event) = self.translate(event) {
                         break event;
@@ -1094,28 +1344,6 @@ impl WebSocket {
         })
     }
 
-    /// Run `callbacks` for `event`, one at a time, without any lock held. A panic is
-    /// caught and reported as an `error` event.
-    fn dispatch(&self, event: &Event, callbacks: &Snapshot) {
-        for callback in callbacks.callbacks(event.event_type()) {
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback.call(event))) {
-                let what = panic_message(&*panic);
-                tracing::warn!(%what, "event handler panicked");
-                if event.event_type() != EventType::Error {
-                    let report = Event::Error(ErrorEvent::handler_panicked(what));
-                    let handlers = self.core().registry.snapshot();
-                    for handler in handlers.callbacks(EventType::Error) {
-                        let _ = catch_unwind(AssertUnwindSafe(|| handler.call(&report)));
-                    }
-                }
-            }
-        }
-        if let Event::Close(_) = event {
-            // Handlers often hold a clone of their socket: drop them to break the cycle.
-            self.core().registry.clear();
-        }
-    }
-
     #[inline]
     fn core(&self) -> MutexGuard<'_, Core> {
         // A poisoned lock means a panic while it was held; the core's state is still
@@ -1133,6 +1361,49 @@ pub(crate) enum Offer {
     TooSlow,
     /// The socket is closing or closed: not queued.
     Gone,
+}
+
+/// The tasks waiting in [`WebSocket::buffered_at_most`], each with its bound: at most
+/// one entry per waiting task (a task polled again updates its own). Dropped with the
+/// socket, which wakes them all (their wait then ends in an error).
+#[derive(Default)]
+struct DrainWaiters(Vec<(usize, Waker)>);
+
+impl DrainWaiters {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn register(&mut self, limit: usize, waker: &Waker) {
+        match self.0.iter_mut().find(|(_, w)| w.will_wake(waker)) {
+            Some(entry) => entry.0 = limit,
+            None => self.0.push((limit, waker.clone())),
+        }
+    }
+
+    /// Wake the tasks whose bound `conn`'s buffered amount is now within, and all of
+    /// them once it is no longer open (nothing more will drain). Waking a tokio task
+    /// only schedules it, so it is done here, under the core's lock.
+    #[cold]
+    fn wake_drained(&mut self, conn: &Connection) {
+        let open = matches!(conn.state(), State::Open | State::Connecting);
+        let buffered = conn.buffered_amount();
+        self.0.retain(|(limit, waker)| {
+            let done = !open || buffered <= *limit;
+            if done {
+                waker.wake_by_ref();
+            }
+            !done
+        });
+    }
+}
+
+impl Drop for DrainWaiters {
+    fn drop(&mut self) {
+        for (_, waker) in self.0.drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 /// A [`WebSocket`] that does not keep it alive (the hub's reference to a subscriber).
@@ -1168,14 +1439,6 @@ fn abnormal_close() -> CloseEvent {
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
 /// The checks of `close(code, reason)`: `code` 1000 or 3000–4999
 /// ([`Error::InvalidAccess`]), `reason` at most 123 bytes ([`Error::Syntax`]).
 pub(crate) fn check_close_with(code: u16, reason: &str) -> Result<CloseCode> {
@@ -1192,4 +1455,96 @@ pub(crate) fn check_close_with(code: u16, reason: &str) -> Result<CloseCode> {
         )));
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+
+    use crate::Server;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A server socket with megabytes queued for a peer that reads nothing: a wait for
+    /// the queue to drain to a bound stays pending, ends once the peer reads, and fails
+    /// at once on a socket that closed.
+    #[tokio::test]
+    async fn a_wait_for_room_ends_when_the_peer_reads_and_fails_once_closed() {
+        let server = Server::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", server.local_addr());
+        let client = tokio::spawn(async move { crate::connect(&url).await.unwrap() });
+        let ws = server.accept().await.unwrap();
+        let mut client = client.await.unwrap();
+        let driver = ws.clone();
+        let run = tokio::spawn(async move { driver.run().await });
+
+        // Fill the kernel's buffers, then 2 MiB of the socket's own (uncompressed, in
+        // case permessage-deflate was negotiated: the kernel takes wire bytes).
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0usize;
+        while ws.buffered_amount() < 2 << 20 {
+            ws.send_uncompressed(chunk.clone()).unwrap();
+            sent += chunk.len();
+            assert!(sent < 256 << 20, "the peer's kernel took {sent} bytes");
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            ws.buffered_at_most(4 << 20).await.is_ok(),
+            "within: at once"
+        );
+        let wait = ws.buffered_at_most(1 << 20);
+        tokio::pin!(wait);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut wait)
+                .await
+                .is_err(),
+            "nobody reads: no room"
+        );
+
+        // The peer reads: the driver writes, and wakes the wait.
+        let reader = tokio::spawn(async move {
+            let mut received = 0usize;
+            while received < sent {
+                match client.next().await {
+                    Some(Ok(message)) => received += message.payload().len(),
+                    other => panic!("{other:?}"),
+                }
+            }
+            client
+        });
+        tokio::time::timeout(TIMEOUT, wait).await.unwrap().unwrap();
+        assert!(ws.buffered_amount() <= 1 << 20);
+
+        let mut client = tokio::time::timeout(TIMEOUT, reader)
+            .await
+            .unwrap()
+            .unwrap();
+        client
+            .close(wsevents_proto::CloseCode::NORMAL, "")
+            .await
+            .unwrap();
+        while client.next().await.is_some() {}
+        tokio::time::timeout(TIMEOUT, run).await.unwrap().unwrap();
+        assert!(ws.buffered_at_most(usize::MAX).await.is_err(), "closed");
+    }
+
+    /// A wait on a socket that is dropped ends (in an error) instead of hanging.
+    #[tokio::test]
+    async fn a_wait_ends_when_the_socket_is_dropped() {
+        let server = Server::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", server.local_addr());
+        let client = tokio::spawn(async move { crate::connect(&url).await.unwrap() });
+        let ws = server.accept().await.unwrap();
+        let _client = client.await.unwrap();
+        // Undriven, so what is sent stays queued.
+        ws.send(vec![0u8; 1024]).unwrap();
+        let wait = tokio::spawn(ws.buffered_at_most(0));
+        tokio::task::yield_now().await;
+        assert!(!wait.is_finished());
+        drop(ws);
+        let waited = tokio::time::timeout(TIMEOUT, wait).await.unwrap().unwrap();
+        assert!(waited.is_err());
+    }
 }

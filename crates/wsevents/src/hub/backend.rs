@@ -14,12 +14,18 @@ use crate::error::{Error, Result};
 
 /// Carries a hub's publishes to the hubs of other processes and theirs back.
 ///
-/// The hub calls it under its own lock, so every method must return at once (queue
-/// the work for a task of its own): [`subscribe`](Self::subscribe) when a topic gets
-/// its first local subscriber, [`unsubscribe`](Self::unsubscribe) when its last one
-/// leaves, [`publish`](Self::publish) after the message was delivered locally. A
-/// backend hands what other nodes published to [`Inbound::deliver`], and must not
-/// hand back this node's own messages (the hub already delivered them).
+/// The hub calls it with none of its locks held (so a backend may call back into the
+/// hub), but on the thread of a publish or a subscription, so every method must
+/// return at once (queue the work for a task of its own):
+/// [`subscribe`](Self::subscribe) when a topic gets its first local subscriber,
+/// [`unsubscribe`](Self::unsubscribe) when its last one leaves (for one topic these
+/// two are never called at once, and the last call matches whether the topic has
+/// local subscribers; it may come a moment after the subscription that caused it
+/// returned, when another thread is telling the backend about the topic),
+/// [`publish`](Self::publish) after the message was delivered locally, by the thread
+/// that delivered it, so in the topic's order. A backend hands what other nodes
+/// published to [`Inbound::deliver`], and must not hand back this node's own messages
+/// (the hub already delivered them).
 ///
 /// Implementations: [`InProcess`] (the default, nothing to join), `RedisBackend`
 /// (feature `redis`).

@@ -226,6 +226,10 @@ impl TopicHistory {
                 self.keys.insert(key.clone(), self.offset);
             }
             self.bytes += payload_len(message);
+            if self.entries.capacity() == 0 {
+                // Most topics keep few publications: grow from one, not four.
+                self.entries.reserve_exact(1);
+            }
             self.entries.push_back(Entry {
                 offset: self.offset,
                 at: now,
@@ -275,6 +279,21 @@ impl TopicHistory {
             position,
             publications,
         }
+    }
+
+    /// How many publications are kept, and their payload bytes.
+    pub(crate) fn kept(&self) -> (usize, usize) {
+        (self.entries.len(), self.bytes)
+    }
+
+    /// Drop every kept publication and idempotency key, keeping the epoch and the
+    /// offset: a recovery from before the latest position is then `recovered: false`,
+    /// and the next publication still takes the next offset (the hub's memory bound
+    /// evicts so, [`super::budget`]).
+    pub(crate) fn forget_kept(&mut self) {
+        self.entries = VecDeque::new();
+        self.keys = HashMap::new();
+        self.bytes = 0;
     }
 
     /// Whether the record can go: nothing kept and idle past [`META_TTL`].

@@ -12,7 +12,10 @@
 //! slow to take events slows the peer down (TCP backpressure) instead of growing a
 //! queue. Writing is done on the caller's flush, and otherwise before every read: what
 //! was sent in reply to a batch of messages that arrived together leaves in one write,
-//! and nothing queued is ever left behind while the connection waits for input.
+//! and nothing queued is ever left behind while the connection waits for input. A
+//! caller whose application is behind but which must keep the connection live (the
+//! event API while a handler awaits) polls without reading (`poll_event_unread`):
+//! writes, deadlines, the shutdown and the teardown go on, the peer is held back.
 //!
 //! The end of a connection follows RFC 6455 §7.1.1: once the core is closed, the
 //! queued bytes (a close frame, an HTTP error) are flushed; a server then shuts its
@@ -210,6 +213,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         conn: &mut Connection,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Event>> {
+        self.poll_event_with::<true>(conn, cx)
+    }
+
+    /// [`poll_event`](Self::poll_event) for a caller whose application is behind (the
+    /// event API with messages waiting for a handler that awaits): the transport is
+    /// not read and the input already received is not parsed, so TCP holds the peer
+    /// back; everything else goes on: what is queued is written (other clones' sends,
+    /// the hub's), deadlines fire (the core is told the silence is this end's, see
+    /// `Connection::handle_read_paused`), the server's shutdown is obeyed, events the
+    /// core made without input (a close timeout, an abort) are handed out, and a
+    /// closed connection is torn down.
+    pub(crate) fn poll_event_unread(
+        &mut self,
+        conn: &mut Connection,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Event>> {
+        self.poll_event_with::<false>(conn, cx)
+    }
+
+    /// The two above: `READ` says whether the peer's input is read and parsed. A
+    /// constant, so the reading path is compiled as it was, without a branch.
+    #[inline(always)]
+    fn poll_event_with<const READ: bool>(
+        &mut self,
+        conn: &mut Connection,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Event>> {
         // The busy path's whole cost of the server's shutdown: one atomic load (and a
         // branch on `None` when untracked).
         if let Some(signal) = self.tracked.as_mut().and_then(|t| t.signal()) {
@@ -234,7 +264,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Teardown::Running => {}
             }
             let queued = conn.queued_bytes();
-            if let Some(event) = conn.poll_event() {
+            let event = if READ {
+                conn.poll_event()
+            } else {
+                conn.poll_queued_event()
+            };
+            if let Some(event) = event {
                 self.metrics
                     .on_event(conn.role(), &event, self.io_error.is_some());
                 if let Event::Closed(_) = event {
@@ -272,7 +307,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.transport_failed(conn, e);
                 continue;
             }
-            match self.poll_read(conn, cx) {
+            let read = if READ {
+                self.poll_read(conn, cx)
+            } else {
+                conn.handle_read_paused();
+                Poll::Pending
+            };
+            match read {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => self.transport_failed(conn, e),
                 Poll::Pending => {

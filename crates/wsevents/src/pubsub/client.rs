@@ -7,7 +7,8 @@
 //! keeps") to them:
 //!
 //! ```text
-//!  open ──► subscribe(topic, since = kept) for every topic; re-send every pending publish
+//!  open ──► every pending publish again, then subscribe(topic, since = kept) for every
+//!           topic, at most SUBSCRIBE_WINDOW of them unanswered at once
 //!  subscribed ──► kept = since (recovered) or the answer's position (not recovered)
 //!  pub ──► offset = kept+1: handle, kept = it │ ≤ kept: repeat, drop │ else: resubscribe
 //!  published ──► the publish's future resolves      error(temporary) ──► retry later
@@ -18,9 +19,20 @@
 //! keeps it across every re-send, so the server stores it once however often it
 //! arrives (within its history window). Requests go out only while a connection is
 //! open; what waits for one is the pending table, bounded by
-//! [`Reconnect::max_queued`].
+//! [`Reconnect::max_queued`], and the topics.
+//!
+//! **Nothing is dropped.** Requests wait in the client's own state (the topics, the
+//! pending table, unsubscribes in order) and are written by one pump while they fit:
+//! a request the connection's send buffer refuses
+//! ([`Backpressure`](crate::Backpressure), 16 MiB by default) stays first in line and
+//! the pump goes on once the buffer has drained enough for it, so a reconnect that
+//! re-sends more than the buffer holds is paced, not refused. A request refused for any
+//! other reason ends the connection (1011): the next one sends everything again.
+//! Subscribes are windowed ([`SUBSCRIBE_WINDOW`] unanswered at most): a client with
+//! 1,024 topics resubscribes them in step with the answers, well within what a server
+//! keeps waiting per connection (docs/protocol.md: at least 256).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -78,16 +90,34 @@ struct Handlers {
     error: Option<ErrorFn>,
 }
 
+/// The most subscribes one connection has unanswered at once: a reconnect with many
+/// topics resubscribes them in step with the answers. A server keeps at least 256
+/// waiting per connection (docs/protocol.md), so a client never overflows it.
+pub const SUBSCRIBE_WINDOW: usize = 64;
+
 /// One subscribed topic.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Topic {
     /// The position of the last publication handled (or the subscription's start).
     kept: Option<Position>,
-    /// The subscribe in flight, and the `since` it carried: the topic's publications
-    /// are dropped until its answer.
-    awaiting: Option<(u64, Option<Position>)>,
+    /// Where its subscription is on the open connection. Its publications are handled
+    /// only when `Active`, dropped otherwise (a resubscription's answer comes first).
+    sub: Sub,
     /// Temporary failures of its subscribe in a row (the retry's backoff).
     failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sub {
+    /// A subscribe is to be sent: in `State::subscribes` while a connection is open,
+    /// else at the next open.
+    Waiting,
+    /// Sent with this id and `since`; its answer is awaited.
+    Sent { id: u64, since: Option<Position> },
+    /// Refused with a temporary error: queued again by the retry with this number.
+    Backoff(u64),
+    /// Subscribed on this connection.
+    Active,
 }
 
 /// A publish not answered yet.
@@ -95,9 +125,27 @@ struct Pending {
     topic: String,
     data: Message,
     key: String,
-    /// Refused with a temporary error: waits for the next retry (or open).
-    refused: bool,
+    state: PublishState,
     answer: oneshot::Sender<Result<Position>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PublishState {
+    /// To be sent: in `State::outbox` while a connection is open, else at the next
+    /// open.
+    Unsent,
+    /// Sent on this connection; its answer is awaited.
+    Sent,
+    /// Refused with a temporary error: sent again by the next retry (or open).
+    Refused,
+}
+
+/// A request other than a subscribe, waiting for its turn on the open connection.
+#[derive(Debug)]
+enum Out {
+    /// The pending publish with this id.
+    Publish(u64),
+    Unsubscribe(String),
 }
 
 struct State {
@@ -106,9 +154,21 @@ struct State {
     /// Keys: this client's random prefix, then a counter.
     key_prefix: String,
     next_key: u64,
-    /// A connection is open and every topic and pending publish was sent on it.
+    /// A connection is open (its number: `connection`): requests are written to it.
     open: bool,
+    connection: u64,
+    /// The open connection's send buffer refused a request: a task waits for it to
+    /// drain, and the pump stops until then.
+    blocked: bool,
     topics: BTreeMap<String, Topic>,
+    /// Topics whose subscribe is to be sent, in order; at most one entry per topic
+    /// (exactly those `Waiting`, while open).
+    subscribes: VecDeque<String>,
+    /// Subscribes sent and not answered: at most [`SUBSCRIBE_WINDOW`].
+    in_flight: usize,
+    /// Publishes and unsubscribes to be sent, in order (bounded by the pending table and
+    /// the unsubscribe calls, and emptied at every close).
+    outbox: VecDeque<Out>,
     /// By request id, so re-sends go in the order of the calls.
     publishes: BTreeMap<u64, Pending>,
     /// The bound on `publishes`.
@@ -117,6 +177,8 @@ struct State {
     publish_failures: u32,
     /// A retry of the refused publishes is scheduled.
     retry_scheduled: bool,
+    /// The number of the latest subscribe retry scheduled.
+    retries: u64,
 }
 
 struct Shared {
@@ -200,11 +262,17 @@ impl Client {
                 key_prefix: format!("{:016x}", random_u64()),
                 next_key: 0,
                 open: false,
+                connection: 0,
+                blocked: false,
                 topics: BTreeMap::new(),
+                subscribes: VecDeque::new(),
+                in_flight: 0,
+                outbox: VecDeque::new(),
                 publishes: BTreeMap::new(),
                 max_pending,
                 publish_failures: 0,
                 retry_scheduled: false,
+                retries: 0,
             }),
             handlers: Mutex::new(Handlers::default()),
         });
@@ -272,12 +340,22 @@ impl Client {
     pub fn subscribe(&self, topic: &str, since: Option<Position>) -> Result<()> {
         check_topic(topic)?;
         let mut state = self.state();
-        let entry = state.topics.entry(topic.to_owned()).or_default();
+        let new = !state.topics.contains_key(topic);
+        let entry = state.topics.entry(topic.to_owned()).or_insert(Topic {
+            kept: None,
+            sub: Sub::Waiting,
+            failures: 0,
+        });
         if since.is_some() {
             entry.kept = since;
         }
         if state.open {
-            self.send_subscribe(&mut state, topic);
+            if new {
+                state.subscribes.push_back(topic.to_owned());
+            } else {
+                resubscribe(&mut state, topic);
+            }
+            self.pump(&mut state);
         }
         Ok(())
     }
@@ -285,13 +363,17 @@ impl Client {
     /// Stop receiving `topic` and forget its position.
     pub fn unsubscribe(&self, topic: &str) {
         let mut state = self.state();
-        if state.topics.remove(topic).is_some() && state.open {
-            let id = next_id(&mut state);
-            let request = Request::Unsubscribe {
-                id,
-                topic: topic.to_owned(),
-            };
-            let _ = self.inner.ws.send_if_open(request.to_json());
+        let Some(removed) = state.topics.remove(topic) else {
+            return;
+        };
+        match removed.sub {
+            Sub::Waiting => state.subscribes.retain(|t| t != topic),
+            Sub::Sent { .. } => state.in_flight = state.in_flight.saturating_sub(1),
+            Sub::Backoff(_) | Sub::Active => {}
+        }
+        if state.open {
+            state.outbox.push_back(Out::Unsubscribe(topic.to_owned()));
+            self.pump(&mut state);
         }
     }
 
@@ -327,13 +409,14 @@ impl Client {
             topic: topic.to_owned(),
             data: data.into_message(),
             key,
-            refused: false,
+            state: PublishState::Unsent,
             answer,
         };
-        if state.open {
-            self.send_publish(id, &pending);
-        }
         state.publishes.insert(id, pending);
+        if state.open {
+            state.outbox.push_back(Out::Publish(id));
+            self.pump(&mut state);
+        }
         Publishing(answered)
     }
 
@@ -367,8 +450,8 @@ impl Client {
 
     // ----- the socket's handlers -----
 
-    /// A connection opened: subscribe every topic from its kept position, re-send
-    /// every pending publish (with its key), in that order.
+    /// A connection opened: re-send every pending publish (with its key), in the order
+    /// of the calls, and subscribe every topic from its kept position.
     fn opened(&self, e: &OpenEvent) {
         let protocol = self.inner.ws.protocol();
         if protocol != PROTOCOL {
@@ -380,17 +463,22 @@ impl Client {
         }
         {
             let mut state = self.state();
+            let state = &mut *state;
             state.open = true;
-            let topics: Vec<String> = state.topics.keys().cloned().collect();
-            for topic in topics {
-                self.send_subscribe(&mut state, &topic);
+            state.connection += 1;
+            state.blocked = false;
+            state.in_flight = 0;
+            state.outbox.clear();
+            state.subscribes.clear();
+            for (id, pending) in state.publishes.iter_mut() {
+                pending.state = PublishState::Unsent;
+                state.outbox.push_back(Out::Publish(*id));
             }
-            for pending in state.publishes.values_mut() {
-                pending.refused = false;
+            for (topic, entry) in state.topics.iter_mut() {
+                entry.sub = Sub::Waiting;
+                state.subscribes.push_back(topic.clone());
             }
-            for (id, pending) in &state.publishes {
-                self.send_publish(*id, pending);
-            }
+            self.pump(state);
         }
         if let Some(f) = self.handlers().open.clone() {
             f(e);
@@ -403,8 +491,12 @@ impl Client {
         let failed = {
             let mut state = self.state();
             state.open = false;
+            state.blocked = false;
+            state.in_flight = 0;
+            state.outbox.clear();
+            state.subscribes.clear();
             for topic in state.topics.values_mut() {
-                topic.awaiting = None;
+                topic.sub = Sub::Waiting;
             }
             if e.will_reconnect() {
                 BTreeMap::new()
@@ -432,7 +524,10 @@ impl Client {
         };
         let action = {
             let mut state = self.state();
-            self.apply(&mut state, reply)
+            let action = self.apply(&mut state, reply);
+            // An answer frees a place in the window, a gap queues a resubscription.
+            self.pump(&mut state);
+            action
         };
         let handlers = self.handlers().clone();
         match action {
@@ -451,7 +546,8 @@ impl Client {
         }
     }
 
-    /// The protocol's rules for one frame from the server.
+    /// The protocol's rules for one frame from the server (what it makes to send is
+    /// queued, for the pump).
     fn apply(&self, state: &mut State, reply: Reply) -> Option<Action> {
         match reply {
             Reply::Subscribed {
@@ -461,17 +557,20 @@ impl Client {
                 position,
             } => {
                 let entry = state.topics.get_mut(&topic)?;
-                let (awaited, since) = entry.awaiting.clone()?;
-                if awaited != id {
+                let Sub::Sent { id: sent, since } = &entry.sub else {
+                    return None;
+                };
+                if *sent != id {
                     return None; // an answer to a subscribe replaced since
                 }
-                entry.awaiting = None;
-                entry.failures = 0;
                 entry.kept = match (recovered, since) {
                     // The recovered publications advance it one by one.
-                    (true, Some(since)) => Some(since),
+                    (true, Some(since)) => Some(since.clone()),
                     _ => Some(position.clone()),
                 };
+                entry.sub = Sub::Active;
+                entry.failures = 0;
+                state.in_flight = state.in_flight.saturating_sub(1);
                 Some(Action::Subscribed(SubscribedEvent {
                     topic,
                     recovered,
@@ -480,7 +579,7 @@ impl Client {
             }
             Reply::Pub { topic, publication } => {
                 let entry = state.topics.get_mut(&topic)?;
-                if entry.awaiting.is_some() {
+                if entry.sub != Sub::Active {
                     return None; // a resubscription's answer comes first
                 }
                 let position = publication.position;
@@ -497,7 +596,7 @@ impl Client {
                 if !next {
                     // A hole, or another epoch: recover from what is kept.
                     tracing::debug!(%topic, %position, kept = ?entry.kept, "gap: resubscribing");
-                    self.send_subscribe(state, &topic);
+                    resubscribe(state, &topic);
                     return None;
                 }
                 entry.kept = Some(position.clone());
@@ -520,12 +619,12 @@ impl Client {
                     code,
                     message,
                 };
-                if state.publishes.contains_key(&id) {
+                if let Some(pending) = state.publishes.get_mut(&id) {
                     if code.is_temporary() {
                         // One retry for every publish refused meanwhile, re-sent in the
                         // order of the calls: a burst refused together (the broker
                         // down) is stored in order when it comes back.
-                        state.publishes.get_mut(&id)?.refused = true;
+                        pending.state = PublishState::Refused;
                         if !state.retry_scheduled {
                             state.retry_scheduled = true;
                             state.publish_failures += 1;
@@ -538,16 +637,18 @@ impl Client {
                     return None;
                 }
                 let topic = state.topics.iter().find_map(|(topic, t)| {
-                    t.awaiting
-                        .as_ref()
-                        .is_some_and(|(awaited, _)| *awaited == id)
+                    matches!(&t.sub, Sub::Sent { id: sent, .. } if *sent == id)
                         .then(|| topic.clone())
                 })?;
+                state.in_flight = state.in_flight.saturating_sub(1);
                 if code.is_temporary() {
+                    state.retries += 1;
+                    let retry = state.retries;
                     let entry = state.topics.get_mut(&topic)?;
-                    entry.awaiting = None;
+                    entry.sub = Sub::Backoff(retry);
                     entry.failures += 1;
-                    self.retry_later(Retry::Subscribe(topic), entry.failures);
+                    let failures = entry.failures;
+                    self.retry_later(Retry::Subscribe(topic, retry), failures);
                     return None;
                 }
                 state.topics.remove(&topic);
@@ -557,34 +658,126 @@ impl Client {
         }
     }
 
-    /// Send `topic`'s subscribe from its kept position, and wait for its answer.
-    fn send_subscribe(&self, state: &mut State, topic: &str) {
-        let id = next_id(state);
-        let Some(entry) = state.topics.get_mut(topic) else {
+    /// Write what waits, in order, while the connection takes it: publishes and
+    /// unsubscribes, then subscribes while fewer than [`SUBSCRIBE_WINDOW`] are
+    /// unanswered. A request the send buffer refuses stays first in line until it has
+    /// drained enough for it.
+    fn pump(&self, state: &mut State) {
+        if !state.open || state.blocked {
             return;
-        };
-        let since = entry.kept.clone();
-        entry.awaiting = Some((id, since.clone()));
-        let request = Request::Subscribe {
-            id,
-            topic: topic.to_owned(),
-            since,
-        };
-        // Refused only when the connection is going: the next open sends it again.
-        let _ = self.inner.ws.send_if_open(request.to_json());
+        }
+        while let Some(out) = state.outbox.front() {
+            let request = match out {
+                Out::Publish(id) => match state.publishes.get(id) {
+                    Some(pending) if pending.state == PublishState::Unsent => Request::Publish {
+                        id: *id,
+                        topic: pending.topic.clone(),
+                        data: pending.data.clone(),
+                        key: Some(pending.key.clone()),
+                    },
+                    // Answered, or refused and waiting for its retry, meanwhile.
+                    _ => {
+                        state.outbox.pop_front();
+                        continue;
+                    }
+                },
+                Out::Unsubscribe(topic) => Request::Unsubscribe {
+                    id: state.next_id,
+                    topic: topic.clone(),
+                },
+            };
+            if !self.write(state, &request) {
+                return;
+            }
+            match state.outbox.pop_front() {
+                Some(Out::Publish(id)) => {
+                    if let Some(pending) = state.publishes.get_mut(&id) {
+                        pending.state = PublishState::Sent;
+                    }
+                }
+                _ => state.next_id += 1,
+            }
+        }
+        while state.in_flight < SUBSCRIBE_WINDOW {
+            let Some(topic) = state.subscribes.front() else {
+                break;
+            };
+            let since = match state.topics.get(topic) {
+                Some(entry) if entry.sub == Sub::Waiting => entry.kept.clone(),
+                _ => {
+                    state.subscribes.pop_front();
+                    continue;
+                }
+            };
+            let request = Request::Subscribe {
+                id: state.next_id,
+                topic: topic.clone(),
+                since: since.clone(),
+            };
+            if !self.write(state, &request) {
+                return;
+            }
+            let id = next_id(state);
+            if let Some(topic) = state.subscribes.pop_front()
+                && let Some(entry) = state.topics.get_mut(&topic)
+            {
+                entry.sub = Sub::Sent { id, since };
+                state.in_flight += 1;
+            }
+        }
     }
 
-    fn send_publish(&self, id: u64, pending: &Pending) {
-        let request = Request::Publish {
-            id,
-            topic: pending.topic.clone(),
-            data: pending.data.clone(),
-            key: Some(pending.key.clone()),
+    /// Write `request` on the open connection: true if it was queued. Refused for want
+    /// of room, the pump waits for the buffer to drain; refused because the connection
+    /// is going, the next open sends it again; refused otherwise, the connection is
+    /// ended (1011), and the next one sends it again.
+    fn write(&self, state: &mut State, request: &Request) -> bool {
+        let Some(ws) = self.inner.ws.open_socket() else {
+            return false;
         };
-        // Refused only when the connection is going (or gone: then not queued behind
-        // the offline queue, which could overtake older publishes): the next open
-        // sends it again, after the older ones.
-        let _ = self.inner.ws.send_if_open(request.to_json());
+        match ws.send(request.to_json()) {
+            Ok(()) => true,
+            Err(Error::InvalidState) => false,
+            Err(Error::BufferFull { message, limit, .. }) => {
+                // Room for this request, and then some: half the buffer, or all of it
+                // for a request larger than that (alone on an empty buffer it fits).
+                let room = limit.saturating_sub(message).min(limit / 2);
+                self.wait_for_room(state, &ws, room);
+                false
+            }
+            Err(error) => {
+                // Not reported to the error handler here: it could call back into the
+                // client, whose state is locked. The close event tells.
+                tracing::warn!(%error, "wsevents.v1: a request could not be sent; reconnecting");
+                self.inner.ws.drop_connection(
+                    wsevents_proto::CloseCode::INTERNAL_ERROR,
+                    "a request could not be sent",
+                );
+                false
+            }
+        }
+    }
+
+    /// Stop the pump until `ws` has at most `room` bytes unsent, then go on (if the
+    /// connection is still the same one).
+    fn wait_for_room(&self, state: &mut State, ws: &crate::WebSocket, room: usize) {
+        state.blocked = true;
+        let connection = state.connection;
+        let drained = ws.buffered_at_most(room);
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let drained = drained.await;
+            with(&weak, |c| {
+                let mut state = c.state();
+                if state.connection != connection || !state.open {
+                    return;
+                }
+                state.blocked = false;
+                if drained.is_ok() {
+                    c.pump(&mut state);
+                }
+            });
+        });
     }
 
     /// After a temporary error: try again after a full-jitter backoff, if still
@@ -598,6 +791,7 @@ impl Client {
             tokio::time::sleep(delay).await;
             with(&weak, |c| {
                 let mut state = c.state();
+                let state = &mut *state;
                 if !state.open {
                     // The next open re-sends everything pending anyway.
                     state.retry_scheduled = false;
@@ -607,21 +801,23 @@ impl Client {
                     Retry::Publishes => {
                         state.retry_scheduled = false;
                         for (id, pending) in state.publishes.iter_mut() {
-                            if std::mem::take(&mut pending.refused) {
-                                c.send_publish(*id, pending);
+                            if pending.state == PublishState::Refused {
+                                pending.state = PublishState::Unsent;
+                                state.outbox.push_back(Out::Publish(*id));
                             }
                         }
                     }
-                    Retry::Subscribe(topic) => {
-                        let waiting = state
+                    Retry::Subscribe(topic, retry) => {
+                        let due = state
                             .topics
                             .get(&topic)
-                            .is_some_and(|t| t.awaiting.is_none());
-                        if waiting {
-                            c.send_subscribe(&mut state, &topic);
+                            .is_some_and(|t| t.sub == Sub::Backoff(retry));
+                        if due {
+                            resubscribe(state, &topic);
                         }
                     }
                 }
+                c.pump(state);
             });
         });
     }
@@ -641,11 +837,36 @@ impl Client {
     }
 }
 
+/// Subscribe `topic` again on the open connection: from its kept position, its
+/// publications dropped until the answer. One in flight already is sent again at once
+/// (its answer is the new one's: the window does not change); otherwise it waits for
+/// its turn.
+fn resubscribe(state: &mut State, topic: &str) {
+    let Some(entry) = state.topics.get_mut(topic) else {
+        return;
+    };
+    match entry.sub {
+        Sub::Waiting => {}
+        Sub::Sent { .. } => {
+            // Replaced: its answer, when it comes, is ignored; the window keeps its place
+            // for the new one, sent first.
+            entry.sub = Sub::Waiting;
+            state.in_flight = state.in_flight.saturating_sub(1);
+            state.subscribes.push_front(topic.to_owned());
+        }
+        Sub::Backoff(_) | Sub::Active => {
+            entry.sub = Sub::Waiting;
+            state.subscribes.push_back(topic.to_owned());
+        }
+    }
+}
+
 /// What a retry after a temporary error re-sends.
 enum Retry {
     /// Every publish refused since the last retry, in the order of the calls.
     Publishes,
-    Subscribe(String),
+    /// The topic, if its subscribe is still waiting for this retry.
+    Subscribe(String, u64),
 }
 
 /// The answer to a [`Client::publish`]: the position the publication was stored at.
@@ -722,19 +943,30 @@ mod tests {
         }
     }
 
-    fn awaiting(c: &Client, topic: &str) -> Option<(u64, Option<Position>)> {
-        c.state().topics.get(topic)?.awaiting.clone()
+    /// What the pump does on an open connection, without one: `topic`'s subscribe
+    /// sent (its id and since).
+    fn send_subscribe(c: &Client, topic: &str) -> (u64, Option<Position>) {
+        let mut state = c.state();
+        let id = next_id(&mut state);
+        state.in_flight += 1;
+        let entry = state.topics.get_mut(topic).unwrap();
+        let since = entry.kept.clone();
+        entry.sub = Sub::Sent {
+            id,
+            since: since.clone(),
+        };
+        (id, since)
+    }
+
+    fn sub(c: &Client, topic: &str) -> Sub {
+        c.state().topics[topic].sub.clone()
     }
 
     #[test]
     fn a_client_keeps_positions_by_the_rules() {
         let c = client();
         c.subscribe("t", Some(at("e1", 4))).unwrap();
-        {
-            let mut state = c.state();
-            c.send_subscribe(&mut state, "t");
-        }
-        let (id, since) = awaiting(&c, "t").unwrap();
+        let (id, since) = send_subscribe(&c, "t");
         assert_eq!(since, Some(at("e1", 4)));
         // Publications before the answer are dropped.
         assert_eq!(apply(&c, publication("t", at("e1", 5))), "-");
@@ -753,7 +985,10 @@ mod tests {
         assert_eq!(c.positions()["t"], at("e1", 6));
         // A hole: resubscribe from the kept position, drop until the answer.
         assert_eq!(apply(&c, publication("t", at("e1", 8))), "-");
-        let (id, since) = awaiting(&c, "t").unwrap();
+        assert_eq!(sub(&c, "t"), Sub::Waiting);
+        assert_eq!(c.state().subscribes, ["t"]);
+        assert_eq!(apply(&c, publication("t", at("e1", 9))), "-");
+        let (id, since) = send_subscribe(&c, "t");
         assert_eq!(since, Some(at("e1", 6)));
         assert_eq!(apply(&c, publication("t", at("e1", 9))), "-");
         // Not recovered: the answer's position is kept.
@@ -767,20 +1002,18 @@ mod tests {
         assert_eq!(c.positions()["t"], at("e2", 3));
         // Another epoch: resubscribe.
         assert_eq!(apply(&c, publication("t", at("e3", 1))), "-");
-        assert!(awaiting(&c, "t").is_some());
+        assert_eq!(sub(&c, "t"), Sub::Waiting);
+        assert_eq!(c.state().in_flight, 0, "every answer freed its place");
     }
 
     #[test]
     fn an_answer_to_a_replaced_subscribe_is_ignored() {
         let c = client();
         c.subscribe("t", None).unwrap();
-        let first = {
-            let mut state = c.state();
-            c.send_subscribe(&mut state, "t");
-            let first = state.topics["t"].awaiting.clone().unwrap().0;
-            c.send_subscribe(&mut state, "t");
-            first
-        };
+        let (first, _) = send_subscribe(&c, "t");
+        resubscribe(&mut c.state(), "t");
+        assert_eq!(c.state().in_flight, 0, "the replaced one is not counted");
+        send_subscribe(&c, "t");
         let stale = Reply::Subscribed {
             id: first,
             topic: "t".into(),
@@ -788,7 +1021,8 @@ mod tests {
             position: at("e1", 1),
         };
         assert_eq!(apply(&c, stale), "-");
-        assert!(awaiting(&c, "t").is_some());
+        assert!(matches!(sub(&c, "t"), Sub::Sent { id, .. } if id != first));
+        assert_eq!(c.state().in_flight, 1);
     }
 
     #[test]

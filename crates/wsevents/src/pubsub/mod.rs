@@ -30,6 +30,9 @@ mod client;
 mod server;
 pub mod wire;
 
-pub use client::{Client, PublicationEvent, Publishing, SubscribedEvent};
+pub use client::{Client, PublicationEvent, Publishing, SUBSCRIBE_WINDOW, SubscribedEvent};
 
-pub use server::{DEFAULT_MAX_TOPICS, PubsubServer};
+pub use server::{
+    DEFAULT_MAX_PUBLICATION, DEFAULT_MAX_TOPICS, MAX_PENDING_PUBLISHES, MIN_WAITING_SUBSCRIPTIONS,
+    PubsubServer, SLOW_CLOSE_CODE, SLOW_CLOSE_REASON,
+};

@@ -34,6 +34,25 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// Stop it in its tracks (SIGSTOP): connections stay open, nothing is answered,
+    /// until [`resume`](Self::resume).
+    pub(crate) fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Let a paused server go on (SIGCONT).
+    pub(crate) fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Start it again on the same port.
     pub(crate) fn restart(&mut self) {
         self.child = spawn(self.port);

@@ -8,16 +8,24 @@ use futures_util::{SinkExt, StreamExt};
 use wsevents::hub::Position;
 use wsevents::pubsub::PubsubServer;
 use wsevents::pubsub::wire::{PROTOCOL, Reply, Request};
-use wsevents::{Acceptor, ClientBuilder, MaybeTlsStream, Message, Server, WebSocketStream};
+use wsevents::{
+    Acceptor, ClientBuilder, MaybeTlsStream, Message, Server, ServerBuilder, WebSocketStream,
+};
 
 /// A server on 127.0.0.1 that speaks wsevents.v1 with `pubsub` to clients that offer
 /// it, and subscribes the others to the topic "plain" as bare hub subscribers (what
 /// serve's `/topic/NAME` is); its `/pubsub` URL.
 pub(crate) async fn serve(pubsub: PubsubServer) -> String {
-    let server = Server::builder(Acceptor::new().protocols(&[PROTOCOL]))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    serve_with(
+        Server::builder(Acceptor::new().protocols(&[PROTOCOL])),
+        pubsub,
+    )
+    .await
+}
+
+/// [`serve`] with a server of `builder`'s (whose acceptor offers wsevents.v1).
+pub(crate) async fn serve_with(builder: ServerBuilder, pubsub: PubsubServer) -> String {
+    let server = builder.bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/pubsub", server.local_addr());
     tokio::spawn(async move {
         while let Some(ws) = server.accept().await {
@@ -40,8 +48,12 @@ pub(crate) struct Peer {
 impl Peer {
     /// Connect to a `/pubsub`-like URL, offering wsevents.v1.
     pub(crate) async fn connect(url: &str) -> Peer {
-        let ws = ClientBuilder::new(url)
-            .unwrap()
+        Peer::connect_with(ClientBuilder::new(url).unwrap()).await
+    }
+
+    /// Connect with `builder`'s options, offering wsevents.v1.
+    pub(crate) async fn connect_with(builder: ClientBuilder) -> Peer {
+        let ws = builder
             .protocols(&[PROTOCOL])
             .unwrap()
             .connect()
@@ -134,6 +146,25 @@ impl Peer {
         })
         .await;
         id
+    }
+
+    /// Publish `data` and return the answer (which must come next).
+    pub(crate) async fn publish_data(&mut self, topic: &str, data: Message) -> Reply {
+        let id = self.id();
+        self.send(&Request::Publish {
+            id,
+            topic: topic.into(),
+            data,
+            key: None,
+        })
+        .await;
+        let reply = self.reply().await;
+        match &reply {
+            Reply::Published { id: got, .. } | Reply::Error { id: Some(got), .. } if *got == id => {
+            }
+            other => panic!("not the answer to publish {id}: {other:?}"),
+        }
+        reply
     }
 
     /// The next `n` publications: (position, text).

@@ -23,7 +23,11 @@ use std::sync::Arc;
 
 use http::header::{AsHeaderName, COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+use wsevents_proto::Utf8Bytes;
 use wsevents_proto::handshake::Request;
+
+use super::SocketLimits;
+use super::route::RouteMatch;
 
 /// What an accept hook answers: [`Accept`], or the response that refuses the upgrade.
 pub type Decision = Result<Accept, http::Response<String>>;
@@ -52,6 +56,7 @@ pub struct UpgradeRequest {
     request: http::Request<()>,
     peer_addr: Option<SocketAddr>,
     protocols: Vec<String>,
+    route: Option<RouteMatch>,
 }
 
 impl UpgradeRequest {
@@ -64,7 +69,38 @@ impl UpgradeRequest {
             request,
             peer_addr,
             protocols,
+            route: None,
         }
+    }
+
+    pub(crate) fn with_route(mut self, route: Option<RouteMatch>) -> Self {
+        self.route = route;
+        self
+    }
+
+    /// The route the request matched, as written (`/topic/{name}`); `None` when the
+    /// acceptor has no routes, or a fallback serves the path.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_ref().map(RouteMatch::route)
+    }
+
+    /// The value of the route's parameter `name`, percent-decoded (`news` for
+    /// `/topic/news` on the route `/topic/{name}`).
+    ///
+    /// ```
+    /// use wsevents::{Accept, Acceptor};
+    /// // Only subscribers of a topic may listen to it.
+    /// let acceptor = Acceptor::new().route("/topic/{name}").on_request(|request| async move {
+    ///     let topic = request.param("name").unwrap_or_default().to_owned();
+    ///     match request.cookie("topics") {
+    ///         Some(topics) if topics.split(',').any(|t| t == topic) => Ok(Accept::new()),
+    ///         _ => Err(http::Response::builder().status(403).body(String::new()).unwrap()),
+    ///     }
+    /// });
+    /// # let _ = acceptor;
+    /// ```
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.route.as_ref()?.param(name)
     }
 
     /// The request (`GET` on HTTP/1.1, `CONNECT` on HTTP/2).
@@ -234,12 +270,17 @@ impl From<http::Response<String>> for Refusal {
 pub(crate) struct ServerHandshake {
     request: StoredRequest,
     pub(crate) peer_addr: Option<SocketAddr>,
+    /// The route the request matched, with its parameters.
+    route: Option<RouteMatch>,
+    /// The bounds the acceptor gives the connection.
+    pub(crate) limits: SocketLimits,
 }
 
 #[derive(Clone)]
 enum StoredRequest {
-    /// `METHOD TARGET HTTP/1.1`, the headers, the blank line.
-    Head(bytes::Bytes),
+    /// `METHOD TARGET HTTP/1.1`, the headers, the blank line; and the path, a slice
+    /// of the same bytes.
+    Head { head: bytes::Bytes, path: Utf8Bytes },
     /// A request another HTTP server parsed (hyper's, as it came).
     #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
     Http(Box<http::Request<()>>),
@@ -269,10 +310,47 @@ impl ServerHandshake {
             head.extend_from_slice(b"\r\n");
         }
         head.extend_from_slice(b"\r\n");
+        let head = bytes::Bytes::from(head);
+        // The path is a slice of the target (`Request::path`), which follows the
+        // method and a space in the head; the target is UTF-8, so is the slice.
+        let path_at = (request.path().as_ptr() as usize)
+            .checked_sub(request.target.as_ptr() as usize)
+            .map(|offset| request.method.len() + 1 + offset);
+        let path = path_at
+            .and_then(|at| head.get(at..at + request.path().len()))
+            .and_then(|slice| Utf8Bytes::try_from(head.slice_ref(slice)).ok())
+            .unwrap_or_else(|| Utf8Bytes::from("/"));
         ServerHandshake {
-            request: StoredRequest::Head(head.into()),
+            request: StoredRequest::Head { head, path },
             peer_addr,
+            route: None,
+            limits: SocketLimits::default(),
         }
+    }
+
+    /// The same, with the bounds of the acceptor that serves it.
+    pub(crate) fn with_limits(mut self, limits: SocketLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The same, with the route the request matched.
+    pub(crate) fn with_route(mut self, route: Option<RouteMatch>) -> Self {
+        self.route = route;
+        self
+    }
+
+    /// The request's path, without the query (as sent: percent-encoded).
+    pub(crate) fn path(&self) -> &str {
+        match &self.request {
+            StoredRequest::Head { path, .. } => path.as_str(),
+            StoredRequest::Http(request) => request.uri().path(),
+        }
+    }
+
+    /// The route matched, if the acceptor had routes.
+    pub(crate) fn route(&self) -> Option<&RouteMatch> {
+        self.route.as_ref()
     }
 
     /// A request another HTTP server parsed.
@@ -281,6 +359,8 @@ impl ServerHandshake {
         ServerHandshake {
             request: StoredRequest::Http(Box::new(request)),
             peer_addr,
+            route: None,
+            limits: SocketLimits::default(),
         }
     }
 
@@ -289,7 +369,7 @@ impl ServerHandshake {
         match &self.request {
             StoredRequest::Http(request) => (**request).clone(),
             // Written by `from_core` from a request that `to_http` took, so it parses.
-            StoredRequest::Head(head) => parse_head(head).unwrap_or_default(),
+            StoredRequest::Head { head, .. } => parse_head(head).unwrap_or_default(),
         }
     }
 }
@@ -443,10 +523,27 @@ Sec-WebSocket-Version: 13\r\nCookie: a=1; session=\"xyz\"\r\nCookie: b=2\r\n\r\n
         let kept = ServerHandshake::from_core(&core, None);
         assert_eq!(kept.request().uri(), "/chat?room=1");
         assert_eq!(kept.request().headers(), to_http(&core).unwrap().headers());
-        let StoredRequest::Head(head) = &kept.request else {
+        let StoredRequest::Head { head, .. } = &kept.request else {
             unreachable!()
         };
         assert_eq!(&head[..], HEAD.as_bytes(), "the head as received");
+        assert_eq!(kept.path(), "/chat");
+    }
+
+    #[test]
+    fn a_kept_handshake_knows_its_path_without_parsing_again() {
+        let absolute = HEAD.replacen("/chat?room=1", "ws://example.com/chat/a%20b?x", 1);
+        let kept = ServerHandshake::from_core(&parsed(&absolute), None);
+        assert_eq!(kept.path(), "/chat/a%20b");
+        let StoredRequest::Head { head, path } = &kept.request else {
+            unreachable!()
+        };
+        assert!(
+            head.as_ptr_range().contains(&path.as_bytes().as_ptr()),
+            "a slice of the head, not a copy"
+        );
+        let root = HEAD.replacen("/chat?room=1", "/?q", 1);
+        assert_eq!(ServerHandshake::from_core(&parsed(&root), None).path(), "/");
     }
 
     #[test]

@@ -120,17 +120,86 @@ impl Acceptor {
         lifecycle: Option<&Lifecycle>,
     ) -> std::result::Result<(http::Response<String>, Upgrading), Refusal> {
         let (mut parts, _body) = request.into_parts();
-        let core_request = check(&parts).map_err(refusal_of)?;
-        let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
-            Refusal::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "this HTTP server does not hand over connections (hyper: `with_upgrades()`, \
-                 and `enable_connect_protocol()` for HTTP/2)",
-            )
-        })?;
-        let http2 = parts.version == Version::HTTP_2;
+        let on_upgrade = parts.extensions.remove::<OnUpgrade>();
         let request = http::Request::from_parts(parts, ());
+        if on_upgrade.is_none() {
+            // Not an upgrade at all gets the core's status; else, before the policy
+            // (and its hook) runs, the server's misconfiguration.
+            check(&request).map_err(refusal_of)?;
+            return Err(no_hand_over());
+        }
+        let negotiated = self.negotiate(request, peer_addr).await?;
+        negotiated.respond(on_upgrade, lifecycle)
+    }
+
+    /// The part of an upgrade that may await: the core's checks on the request, then
+    /// this acceptor's policy (route, origin, the accept hook, the subprotocol). The
+    /// answer itself ([`Negotiated::respond`]) needs no await, so an axum extractor
+    /// negotiates and its handler answers at once, as axum's own does.
+    pub(crate) async fn negotiate(
+        &self,
+        request: http::Request<()>,
+        peer_addr: Option<SocketAddr>,
+    ) -> std::result::Result<Negotiated, Refusal> {
+        let core_request = check(&request).map_err(refusal_of)?;
         let answer = self.decide(&core_request, &request, peer_addr).await?;
+        Ok(Negotiated {
+            http2: request.version() == Version::HTTP_2,
+            config: answer.route.connection_config(),
+            protocol: answer.protocol,
+            protocol_by_hook: answer.protocol_by_hook,
+            headers: answer.headers,
+            handshake: ServerHandshake::from_http(request, peer_addr)
+                .with_route(answer.matched)
+                .with_limits(answer.route.limits()),
+            core_request,
+        })
+    }
+}
+
+/// An upgrade request that passed the checks and the policy, before its answer.
+pub(crate) struct Negotiated {
+    core_request: core::Request,
+    /// An HTTP/2 extended CONNECT (answered `200`), else HTTP/1.1 (`101`).
+    http2: bool,
+    /// The configuration of the acceptor that serves the route.
+    config: wsevents_proto::Config,
+    protocol: Option<String>,
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    protocol_by_hook: bool,
+    headers: Vec<(String, String)>,
+    handshake: ServerHandshake,
+}
+
+impl Negotiated {
+    /// The subprotocol chosen.
+    #[cfg(feature = "axum")]
+    pub(crate) fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Choose the subprotocol again among `supported` (the first the client offers),
+    /// unless the accept hook chose one.
+    #[cfg(feature = "axum")]
+    pub(crate) fn select_protocol(&mut self, supported: &[String]) {
+        if !self.protocol_by_hook {
+            let supported: Vec<&str> = supported.iter().map(String::as_str).collect();
+            self.protocol = self
+                .core_request
+                .select_protocol(&supported)
+                .map(str::to_owned);
+        }
+    }
+
+    /// The answer (`101`, or `200` on HTTP/2) and the connection to come, admitted by
+    /// `lifecycle` when there is one (else `503`); `on_upgrade` is hyper's hand-over of
+    /// the connection (without it, `500`: the server does not hand over connections).
+    pub(crate) fn respond(
+        self,
+        on_upgrade: Option<OnUpgrade>,
+        lifecycle: Option<&Lifecycle>,
+    ) -> std::result::Result<(http::Response<String>, Upgrading), Refusal> {
+        let on_upgrade = on_upgrade.ok_or_else(no_hand_over)?;
         let slot = match lifecycle {
             None => None,
             Some(lifecycle) => match lifecycle.admit() {
@@ -151,11 +220,12 @@ impl Acceptor {
                 }
             },
         };
+        let http2 = self.http2;
         let now = tokio::time::Instant::now().into_std();
         let (conn, extensions) = Connection::accepted(
-            answer.route.connection_config(),
-            &core_request,
-            answer.protocol.as_deref(),
+            self.config,
+            &self.core_request,
+            self.protocol.as_deref(),
             now,
         );
         let mut response = http::Response::new(String::new());
@@ -170,17 +240,17 @@ impl Acceptor {
             headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
             headers.insert(
                 SEC_WEBSOCKET_ACCEPT,
-                header_value(&core::accept_key(core_request.key.as_bytes()))?,
+                header_value(&core::accept_key(self.core_request.key.as_bytes()))?,
             );
         }
-        if let Some(protocol) = &answer.protocol {
+        if let Some(protocol) = &self.protocol {
             headers.insert(SEC_WEBSOCKET_PROTOCOL, header_value(protocol)?);
         }
         if !extensions.is_empty() {
             let answers: Vec<String> = extensions.iter().map(ToString::to_string).collect();
             headers.insert(SEC_WEBSOCKET_EXTENSIONS, header_value(&answers.join(", "))?);
         }
-        for (name, value) in &answer.headers {
+        for (name, value) in &self.headers {
             let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "an invalid header name")
             })?;
@@ -190,7 +260,7 @@ impl Acceptor {
             on_upgrade,
             conn,
             slot,
-            handshake: ServerHandshake::from_http(request, peer_addr),
+            handshake: self.handshake,
         };
         Ok((response, upgrading))
     }
@@ -233,32 +303,41 @@ impl Lifecycle {
 
 /// The core's checks on a request hyper parsed: an HTTP/1.1 upgrade, or an HTTP/2
 /// extended CONNECT with `:protocol websocket`.
-fn check(parts: &http::request::Parts) -> std::result::Result<core::Request, HandshakeError> {
+fn check(parts: &http::Request<()>) -> std::result::Result<core::Request, HandshakeError> {
     let headers = parts
-        .headers
+        .headers()
         .iter()
         .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
         .collect();
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    match parts.version {
+    let target = parts.uri().path_and_query().map_or("/", |p| p.as_str());
+    match parts.version() {
         Version::HTTP_2 => {
-            if parts.method != Method::CONNECT {
-                return Err(HandshakeError::MethodNotAllowed(parts.method.to_string()));
+            if parts.method() != Method::CONNECT {
+                return Err(HandshakeError::MethodNotAllowed(parts.method().to_string()));
             }
-            let protocol = parts.extensions.get::<hyper::ext::Protocol>();
+            let protocol = parts.extensions().get::<hyper::ext::Protocol>();
             if !protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket")) {
                 return Err(HandshakeError::NotWebSocketUpgrade);
             }
-            let authority = parts.uri.authority().map_or("", |a| a.as_str());
+            let authority = parts.uri().authority().map_or("", |a| a.as_str());
             core::check_extended_connect(authority, target, headers)
         }
-        Version::HTTP_11 => core::check_request(parts.method.as_str(), target, headers),
+        Version::HTTP_11 => core::check_request(parts.method().as_str(), target, headers),
         _ => Err(HandshakeError::UnsupportedHttpVersion),
     }
 }
 
+/// The refusal of a server that does not hand over its connections.
+fn no_hand_over() -> Refusal {
+    Refusal::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "this HTTP server does not hand over connections (hyper: `with_upgrades()`, \
+         and `enable_connect_protocol()` for HTTP/2)",
+    )
+}
+
 /// A refusal as the response to send, counted in the metrics.
-fn refused(refusal: Refusal) -> http::Response<String> {
+pub(crate) fn refused(refusal: Refusal) -> http::Response<String> {
     crate::metrics::handshake_refused(refusal.status);
     refusal.into_response()
 }
@@ -350,7 +429,10 @@ impl Upgrading {
         if let Some(slot) = self.slot {
             driver.track(Tracked::new(slot));
         }
-        Ok(WebSocketStream::new(driver, self.conn).with_handshake(self.handshake))
+        let write_limit = self.handshake.limits.write_limit;
+        let mut stream = WebSocketStream::new(driver, self.conn).with_handshake(self.handshake);
+        stream.set_write_limit(write_limit);
+        Ok(stream)
     }
 }
 

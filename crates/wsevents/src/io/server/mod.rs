@@ -48,6 +48,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,7 @@ pub(crate) mod handshake;
 pub(crate) mod hyper;
 pub(crate) mod lifecycle;
 pub(crate) mod listen;
+pub(crate) mod route;
 
 pub use self::handshake::{Accept, cookie};
 use self::handshake::{Decision, Hook, ProtocolSelector, Refusal, ServerHandshake, UpgradeRequest};
@@ -78,11 +80,12 @@ pub use self::lifecycle::{
     DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER,
     HandshakePermit, Lifecycle, SHUTDOWN_REASON, ServerLimits, ShutdownReport,
 };
+use self::route::{Matched, RouteMatch, RoutePattern};
 
-use crate::backpressure::Backpressure;
+use crate::backpressure::{Backpressure, DEFAULT_MAX_QUEUE};
 use crate::error::{Error, Result};
 use crate::io::driver::Driver;
-use crate::io::stream::WebSocketStream;
+use crate::io::stream::{DEFAULT_WRITE_LIMIT, WebSocketStream};
 use crate::io::tls::MaybeTlsStream;
 
 type OriginRule = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
@@ -107,12 +110,38 @@ type OriginRule = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
 pub struct Acceptor {
     config: Config,
     deflate: DeflateChoice,
-    routes: Vec<(String, Option<Arc<Acceptor>>)>,
+    routes: Vec<(RoutePattern, Option<Arc<Acceptor>>)>,
+    /// Who serves a path no route matches, once there are routes.
+    unrouted: Unrouted,
     protocols: Vec<String>,
     origin: Option<OriginRule>,
     hook: Option<Hook>,
     select: Option<ProtocolSelector>,
     headers: Vec<(String, String)>,
+    /// The bounds its connections get: the event API's send queue and received
+    /// events, the stream API's write limit.
+    limits: SocketLimits,
+}
+
+/// The bounds an acceptor gives its connections (see [`Backpressure`]'s table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SocketLimits {
+    /// The event API's send queue.
+    pub(crate) backpressure: Backpressure,
+    /// The event API's received events waiting for a handler that awaits.
+    pub(crate) max_queue: usize,
+    /// The stream API's sink.
+    pub(crate) write_limit: usize,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        SocketLimits {
+            backpressure: Backpressure::default(),
+            max_queue: DEFAULT_MAX_QUEUE,
+            write_limit: DEFAULT_WRITE_LIMIT,
+        }
+    }
 }
 
 impl fmt::Debug for Acceptor {
@@ -122,19 +151,37 @@ impl fmt::Debug for Acceptor {
             .field("config", &self.config)
             .field("deflate", &self.deflate)
             .field("routes", &routes)
+            .field("unrouted", &self.unrouted)
             .field("protocols", &self.protocols)
             .field("origin_rule", &self.origin.is_some())
             .field("hook", &self.hook.is_some())
             .field("select_protocol", &self.select.is_some())
+            .field("limits", &self.limits)
             .finish()
     }
 }
 
+/// Who serves a path that no route matches (while there are routes).
+#[derive(Debug, Clone, Default)]
+enum Unrouted {
+    /// Nobody: 404.
+    #[default]
+    NotFound,
+    /// The acceptor itself, with its own policy.
+    Here,
+    /// This acceptor's policy and configuration.
+    With(Arc<Acceptor>),
+}
+
 /// A yes to an upgrade: which acceptor's configuration the connection takes, the
-/// subprotocol, the headers to add.
+/// route it matched, the subprotocol, the headers to add.
 struct Answer<'a> {
     route: &'a Acceptor,
+    matched: Option<RouteMatch>,
     protocol: Option<String>,
+    /// The accept hook chose the subprotocol (a later choice among a list leaves it).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    protocol_by_hook: bool,
     headers: Vec<(String, String)>,
 }
 
@@ -145,23 +192,44 @@ impl Acceptor {
     }
 
     /// Serve this path (repeatable) with this acceptor's policy; once any route is set,
-    /// other paths get 404.
+    /// other paths get 404 (unless a [`fallback`](Self::fallback) serves them).
+    ///
+    /// A path may hold parameters, in axum's syntax: `{name}` is one whole segment,
+    /// `{*name}` the rest of the path (last only). The route matched and its
+    /// parameters (percent-decoded) stay on the connection
+    /// ([`WebSocket::param`](crate::WebSocket::param),
+    /// [`WebSocketStream::param`], and for the accept hook
+    /// [`UpgradeRequest::param`]); a parameter that is not UTF-8 once decoded is
+    /// answered `400`. Routes are tried in the order they were added.
+    ///
+    /// ```
+    /// use wsevents::Acceptor;
+    /// let acceptor = Acceptor::new().route("/chat").route("/topic/{name}");
+    /// # let _ = acceptor;
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// On a path that is not a route (a programming error, as in axum): one that does
+    /// not start with `/`, a `{` or `}` that is not a whole segment's, an empty or
+    /// repeated name, `{*name}` before the end.
     pub fn route(mut self, path: impl Into<String>) -> Self {
-        self.routes.push((path.into(), None));
+        self.routes.push((RoutePattern::parse(&path.into()), None));
         self
     }
 
     /// Serve this path with `acceptor`'s own policy and configuration: its limits,
     /// permessage-deflate, subprotocols, origin rule, hook and headers (routes of its
     /// own are ignored). The handshake limits and timeout stay this acceptor's: they
-    /// apply before the path is known.
+    /// apply before the path is known. The path may hold parameters, as in
+    /// [`route`](Self::route) (which also says when it panics).
     ///
     /// ```
     /// use wsevents::{Acceptor, Config};
     /// let acceptor = Acceptor::new()
     ///     .at("/chat", Acceptor::new().protocols(&["chat"]))
     ///     .at(
-    ///         "/upload",
+    ///         "/upload/{name}",
     ///         Acceptor::new()
     ///             .config(Config { max_message_size: 256 << 20, ..Config::default() })
     ///             .deflate(None),
@@ -169,7 +237,32 @@ impl Acceptor {
     /// # let _ = acceptor;
     /// ```
     pub fn at(mut self, path: impl Into<String>, acceptor: Acceptor) -> Self {
-        self.routes.push((path.into(), Some(Arc::new(acceptor))));
+        self.routes
+            .push((RoutePattern::parse(&path.into()), Some(Arc::new(acceptor))));
+        self
+    }
+
+    /// Serve the paths no route matches with `acceptor`'s policy and configuration,
+    /// instead of answering them 404 (without routes, every path is served anyway).
+    ///
+    /// ```
+    /// use wsevents::Acceptor;
+    /// let acceptor = Acceptor::new()
+    ///     .at("/chat", Acceptor::new().protocols(&["chat"]))
+    ///     .fallback(Acceptor::new().protocols(&["echo"]));
+    /// # let _ = acceptor;
+    /// ```
+    pub fn fallback(mut self, acceptor: Acceptor) -> Self {
+        self.unrouted = Unrouted::With(Arc::new(acceptor));
+        self
+    }
+
+    /// Serve unrouted paths with this acceptor's own policy (a `Server` with a
+    /// fallback handler but no fallback acceptor).
+    pub(crate) fn fallback_here(mut self) -> Self {
+        if matches!(self.unrouted, Unrouted::NotFound) {
+            self.unrouted = Unrouted::Here;
+        }
         self
     }
 
@@ -274,6 +367,51 @@ impl Acceptor {
         self
     }
 
+    /// The send-queue rule of the event API's connections (default
+    /// [`Backpressure::default`]: 16 MiB, then `send` fails with
+    /// [`Error::BufferFull`]), whichever way they are accepted: a [`Server`],
+    /// [`Lifecycle`], hyper's [`upgrade`](Self::upgrade) or axum's extractor. A server
+    /// that pushes to many clients usually wants the close rule, so one client that
+    /// stops reading is dropped instead of holding memory. A close code that may not
+    /// be sent in a close frame is [`Error::InvalidAccess`]. Every queue bound of the
+    /// crate is in one table on [`Backpressure`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), wsevents::Error> {
+    /// use wsevents::{Acceptor, Backpressure, CloseCode};
+    /// let acceptor = Acceptor::new()
+    ///     .backpressure(Backpressure::close(1 << 20, CloseCode::TRY_AGAIN_LATER))?
+    ///     .max_queue(4)
+    ///     .write_limit(64 * 1024);
+    /// # let _ = acceptor; Ok(()) }
+    /// ```
+    pub fn backpressure(mut self, backpressure: Backpressure) -> Result<Self> {
+        self.limits.backpressure = backpressure.checked()?;
+        Ok(self)
+    }
+
+    /// How many received events may wait for a handler that awaits, or for
+    /// `next_event`, before the connection is no longer read (default
+    /// [`DEFAULT_MAX_QUEUE`], 16; at least 1): the event API's connections'
+    /// [`WebSocket::max_queue`](crate::WebSocket::max_queue).
+    pub fn max_queue(mut self, max_queue: usize) -> Self {
+        self.limits.max_queue = max_queue.max(1);
+        self
+    }
+
+    /// How many queued, unwritten bytes make the sink of the stream API's
+    /// connections wait (default [`DEFAULT_WRITE_LIMIT`], 128 KiB):
+    /// [`WebSocketStream::set_write_limit`] for every connection accepted.
+    pub fn write_limit(mut self, limit: usize) -> Self {
+        self.limits.write_limit = limit;
+        self
+    }
+
+    /// The bounds its connections get.
+    pub(crate) fn limits(&self) -> SocketLimits {
+        self.limits
+    }
+
     /// The protocol configuration (without the extensions added per connection).
     pub fn protocol_config(&self) -> &Config {
         &self.config
@@ -293,7 +431,7 @@ impl Acceptor {
         http_request: &http::Request<()>,
         peer_addr: Option<SocketAddr>,
     ) -> std::result::Result<Answer<'a>, Refusal> {
-        let route = self.route_for(request.path())?;
+        let (route, matched) = self.route_for(request.path())?;
         if let Some(rule) = &route.origin {
             if !rule(request.origin.as_deref()) {
                 return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
@@ -303,11 +441,13 @@ impl Acceptor {
         let mut protocol = None;
         if let Some(hook) = &route.hook {
             let view =
-                UpgradeRequest::new(http_request.clone(), peer_addr, request.protocols.clone());
+                UpgradeRequest::new(http_request.clone(), peer_addr, request.protocols.clone())
+                    .with_route(matched.clone());
             let accept = hook(view).await.map_err(Refusal::from)?;
             headers.extend(handshake::header_pairs(&accept.headers));
             protocol = accept.protocol;
         }
+        let protocol_by_hook = protocol.is_some();
         if protocol.is_none() {
             protocol = match &route.select {
                 Some(select) => select(&request.protocols, http_request),
@@ -328,23 +468,43 @@ impl Acceptor {
         }
         Ok(Answer {
             route,
+            matched,
             protocol,
+            protocol_by_hook,
             headers,
         })
     }
 
-    /// The acceptor that serves `path`, or 404.
-    fn route_for(&self, path: &str) -> std::result::Result<&Acceptor, Refusal> {
+    /// The acceptor that serves `path` and the route it matched, or the refusal: 404
+    /// for a path nothing serves, 400 for a parameter that is not UTF-8.
+    fn route_for(
+        &self,
+        path: &str,
+    ) -> std::result::Result<(&Acceptor, Option<RouteMatch>), Refusal> {
         if self.routes.is_empty() {
-            return Ok(self);
+            return Ok((self, None));
         }
-        match self.routes.iter().find(|(route, _)| route == path) {
-            Some((_, Some(acceptor))) => Ok(acceptor),
-            Some((_, None)) => Ok(self),
-            None => Err(Refusal::new(
+        for (pattern, acceptor) in &self.routes {
+            match pattern.matches(path) {
+                Matched::Yes(matched) => {
+                    return Ok((acceptor.as_deref().unwrap_or(self), Some(matched)));
+                }
+                Matched::No => {}
+                Matched::BadParam(name) => {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("the path parameter {name} is not UTF-8"),
+                    ));
+                }
+            }
+        }
+        match &self.unrouted {
+            Unrouted::NotFound => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 format!("no WebSocket endpoint at {path}"),
             )),
+            Unrouted::Here => Ok((self, None)),
+            Unrouted::With(acceptor) => Ok((acceptor, None)),
         }
     }
 
@@ -392,6 +552,7 @@ impl Acceptor {
         let mut driver = Driver::new(io);
         let mut accepted = None;
         let mut slot = None;
+        let mut limits = SocketLimits::default();
         loop {
             match std::future::poll_fn(|cx| driver.poll_event(&mut conn, cx)).await {
                 Some(Event::Request(request)) => {
@@ -428,8 +589,11 @@ impl Acceptor {
                                 conn.reconfigure(answer.route.connection_config())?;
                             }
                             conn.accept(&request, answer.protocol.as_deref(), &answer.headers)?;
+                            limits = answer.route.limits();
                             accepted = Some((
-                                ServerHandshake::from_core(&request, peer_addr),
+                                ServerHandshake::from_core(&request, peer_addr)
+                                    .with_route(answer.matched)
+                                    .with_limits(limits),
                                 http_request,
                             ));
                             slot = admitted;
@@ -455,7 +619,8 @@ impl Acceptor {
                         driver.track(Tracked::new(slot));
                     }
                     std::future::poll_fn(|cx| driver.poll_write(&mut conn, cx)).await?;
-                    let stream = WebSocketStream::new(driver, conn).with_handshake(handshake);
+                    let mut stream = WebSocketStream::new(driver, conn).with_handshake(handshake);
+                    stream.set_write_limit(limits.write_limit);
                     return Ok((stream, request));
                 }
                 Some(Event::Error(error)) => {
@@ -528,8 +693,6 @@ pub struct Server {
     local_addr: SocketAddr,
     /// TLS: its connections' URLs are `wss://` (the event API's `url`).
     pub(crate) secure: bool,
-    /// The event API's send-queue bound for its connections.
-    pub(crate) backpressure: Backpressure,
     incoming: Arc<Incoming>,
     lifecycle: Lifecycle,
     task: JoinHandle<()>,
@@ -537,6 +700,19 @@ pub struct Server {
 
 /// Open connections waiting for [`Server::accept`].
 type Incoming = tokio::sync::Mutex<mpsc::Receiver<Accepted>>;
+
+/// A route's handler as the I/O layer holds it: the open connection in, the work out.
+/// The event API wraps a handler of [`WebSocket`](crate::WebSocket)s into one
+/// (`api/server.rs`), so this layer knows nothing of it.
+pub(crate) type StreamHandler =
+    Arc<dyn Fn(Accepted, Handed) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What a handler gets from its server beside the connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Handed {
+    /// TLS: the connection's URL is `wss://`.
+    pub(crate) secure: bool,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -550,10 +726,11 @@ impl Server {
         ServerBuilder {
             acceptor,
             tls: None,
-            backpressure: Backpressure::default(),
             limits: ServerLimits::default(),
             shutdown: None,
             grace: DEFAULT_GRACE,
+            handlers: Vec::new(),
+            fallback: None,
         }
     }
 
@@ -620,10 +797,13 @@ impl Server {
 pub struct ServerBuilder {
     acceptor: Acceptor,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    backpressure: Backpressure,
     limits: ServerLimits,
     shutdown: Option<CancellationToken>,
     grace: Duration,
+    /// The routes with a handler, by pattern (the acceptor routes them).
+    handlers: Vec<(String, StreamHandler)>,
+    /// The handler of the paths no route matches.
+    fallback: Option<StreamHandler>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -631,15 +811,66 @@ impl fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("acceptor", &self.acceptor)
             .field("tls", &self.tls.is_some())
-            .field("backpressure", &self.backpressure)
             .field("limits", &self.limits)
             .field("shutdown_token", &self.shutdown.is_some())
             .field("grace", &self.grace)
+            .field(
+                "handlers",
+                &self.handlers.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            )
+            .field("fallback", &self.fallback.is_some())
             .finish()
     }
 }
 
 impl ServerBuilder {
+    /// Route `path` to `handler` (with `acceptor`'s policy when given, else the
+    /// server's): the event API wraps its handlers with this (`api/server.rs`).
+    pub(crate) fn handle(
+        mut self,
+        path: String,
+        acceptor: Option<Acceptor>,
+        handler: StreamHandler,
+    ) -> Self {
+        self.acceptor = match acceptor {
+            Some(acceptor) => self.acceptor.at(path.clone(), acceptor),
+            None => self.acceptor.route(path.clone()),
+        };
+        self.handlers.push((path, handler));
+        self
+    }
+
+    /// Serve the paths no route matches with `handler` (with `acceptor`'s policy
+    /// when given, else the server's).
+    pub(crate) fn handle_fallback(
+        mut self,
+        acceptor: Option<Acceptor>,
+        handler: StreamHandler,
+    ) -> Self {
+        self.acceptor = match acceptor {
+            Some(acceptor) => self.acceptor.fallback(acceptor),
+            None => self.acceptor.fallback_here(),
+        };
+        self.fallback = Some(handler);
+        self
+    }
+
+    /// The handler of the route `stream` was accepted on, if it has one (else the
+    /// connection goes to [`Server::accept`]).
+    fn handler_for<S>(&self, stream: &WebSocketStream<S>) -> Option<&StreamHandler>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match stream.route() {
+            Some(route) => self
+                .handlers
+                .iter()
+                .find(|(path, _)| path == route)
+                .map(|(_, handler)| handler),
+            None => self.fallback.as_ref(),
+        }
+    }
+
     /// Serve `wss://` with this TLS configuration.
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
@@ -683,12 +914,13 @@ impl ServerBuilder {
         self
     }
 
-    /// The send-queue rule of every event-API connection [`Server::accept`] hands out
-    /// (default [`Backpressure::default`]: 16 MiB, then `send` fails with
-    /// [`Error::BufferFull`]). A server that pushes to many clients usually wants the
-    /// close rule, so one client that stops reading is dropped instead of holding
-    /// memory. A close code that may not be sent in a close frame is
-    /// [`Error::InvalidAccess`].
+    /// The send-queue rule of every event-API connection the server accepts (default
+    /// [`Backpressure::default`]: 16 MiB, then `send` fails with
+    /// [`Error::BufferFull`]): the same as [`Acceptor::backpressure`] on the server's
+    /// acceptor (a route with an acceptor of its own takes that one's). A server that
+    /// pushes to many clients usually wants the close rule, so one client that stops
+    /// reading is dropped instead of holding memory. A close code that may not be sent
+    /// in a close frame is [`Error::InvalidAccess`].
     ///
     /// ```
     /// # async fn demo() -> Result<(), wsevents::Error> {
@@ -701,7 +933,7 @@ impl ServerBuilder {
     /// # Ok(()) }
     /// ```
     pub fn backpressure(mut self, backpressure: Backpressure) -> Result<Self> {
-        self.backpressure = backpressure.checked()?;
+        self.acceptor = self.acceptor.backpressure(backpressure)?;
         Ok(self)
     }
 
@@ -774,7 +1006,6 @@ impl ServerBuilder {
         let (tx, incoming) = mpsc::channel(256);
         let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
         let secure = self.tls.is_some();
-        let backpressure = self.backpressure;
         let token = self.shutdown.take().unwrap_or_default();
         let lifecycle = Lifecycle::new(self.limits.clone(), token);
         let task = tokio::spawn(accept_loop(
@@ -787,7 +1018,6 @@ impl ServerBuilder {
         Server {
             local_addr,
             secure,
-            backpressure,
             incoming,
             lifecycle,
             task,
@@ -819,6 +1049,12 @@ async fn accept_loop(
             drop(permit);
             match upgraded {
                 Ok(accepted) => {
+                    if let Some(handler) = options.handler_for(&accepted.0) {
+                        let handed = Handed {
+                            secure: options.tls.is_some(),
+                        };
+                        return handler(accepted, handed).await;
+                    }
                     tokio::select! {
                         biased;
                         // Shutting down before the caller took it: close it here.

@@ -122,6 +122,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         self.handshake.as_ref().and_then(|h| h.peer_addr)
     }
 
+    /// Server connections: the request's path, without the query, as sent
+    /// (percent-encoded); kept from the handshake, not parsed again.
+    pub fn path(&self) -> Option<&str> {
+        self.handshake.as_ref().map(|h| h.path())
+    }
+
+    /// Server connections: the route the request matched, as written
+    /// (`/topic/{name}`, see [`Acceptor::route`](crate::Acceptor::route)); `None`
+    /// when the acceptor has no routes or a fallback served the path.
+    pub fn route(&self) -> Option<&str> {
+        Some(self.handshake.as_ref()?.route()?.route())
+    }
+
+    /// Server connections: the value of the route's parameter `name`,
+    /// percent-decoded.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// use wsevents::{Acceptor, Server};
+    /// let server = Server::builder(Acceptor::new().route("/topic/{name}")).bind("127.0.0.1:8080").await?;
+    /// while let Some((ws, _request)) = server.accept_stream().await {
+    ///     println!("a subscriber of {:?}", ws.param("name"));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.handshake.as_ref()?.route()?.param(name)
+    }
+
     /// Wrap a transport on which the handshake was done elsewhere (for example by an
     /// HTTP server's upgrade), as `role`. The connection is open from now on: its
     /// keepalive and idle deadlines (`Config::ping_interval`, `pong_timeout`,
@@ -143,9 +172,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         (self.driver, self.conn)
     }
 
-    /// Set how many queued, unwritten bytes make the sink wait.
+    /// Set how many queued, unwritten bytes make the sink wait (a server
+    /// connection starts with its acceptor's, [`Acceptor::write_limit`](crate::Acceptor::write_limit)).
     pub fn set_write_limit(&mut self, limit: usize) {
         self.write_limit = limit;
+    }
+
+    /// How many queued, unwritten bytes make the sink wait ([`DEFAULT_WRITE_LIMIT`]
+    /// unless set).
+    pub fn write_limit(&self) -> usize {
+        self.write_limit
     }
 
     /// The negotiated subprotocol.
