@@ -56,6 +56,8 @@ mod error;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "http-api")]
+pub mod http_api;
 pub mod hub;
 #[cfg(feature = "metrics")]
 pub mod metrics;

@@ -6,10 +6,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use wsevents_proto::Message;
 
 use super::WeakHub;
-use super::history::{Position, Recovery};
+use super::history::{HistoryPage, Position, Recovery};
 use crate::error::{Error, Result};
 
 /// Carries a hub's publishes to the hubs of other processes and theirs back.
@@ -67,6 +68,32 @@ pub trait Backend: Send + Sync + 'static {
     /// the two).
     fn recover(&self, topic: &str, since: Option<&Position>) -> Pending<Recovery> {
         let _ = (topic, since);
+        Pending::ready(Err(Error::InvalidAccess(
+            "this backend keeps no history".into(),
+        )))
+    }
+
+    /// Send `message` (a command or an answer of [`Hub::command`](super::Hub::command),
+    /// opaque here) to every node of the hub, this one included, each of which hands
+    /// it to [`Inbound::command`] and sends on what that returns. Must not wait: the
+    /// returned [`Pending`] sends it when awaited and resolves to the number of nodes
+    /// it reached. `None` (the default): this backend joins no other node, and the
+    /// hub runs commands here only.
+    fn send_command(&self, message: Bytes) -> Option<Pending<usize>> {
+        let _ = message;
+        None
+    }
+
+    /// Read up to `limit` publications of `topic`'s history after `since` (from the
+    /// oldest kept when `since` is absent or no longer followed by all it missed),
+    /// for [`Hub::read_history`](super::Hub::read_history); nothing is subscribed.
+    fn read_history(
+        &self,
+        topic: &str,
+        since: Option<&Position>,
+        limit: usize,
+    ) -> Pending<HistoryPage> {
+        let _ = (topic, since, limit);
         Pending::ready(Err(Error::InvalidAccess(
             "this backend keeps no history".into(),
         )))

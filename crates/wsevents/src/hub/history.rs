@@ -162,6 +162,27 @@ pub struct Recovery {
     pub publications: Option<Vec<Publication>>,
 }
 
+/// A page of a topic's history, as [`Hub::read_history`](super::Hub::read_history)
+/// reads it: for a backend's server API (`GET /api/history`), not for a subscriber,
+/// which recovers with [`Hub::subscribe_from`](super::Hub::subscribe_from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryPage {
+    /// The topic's latest position; `None` when the topic has no record (never
+    /// published, or forgotten after [`META_TTL`]).
+    pub position: Option<Position>,
+    /// Up to the limit asked for, oldest first: those right after `since` when they are
+    /// all still kept, else (and without `since`) from the oldest kept.
+    pub publications: Vec<Publication>,
+    /// `since` was given and what followed it is no longer all kept (another epoch,
+    /// trimmed by count, bytes or age): `publications` start at the oldest kept
+    /// instead, with a gap between.
+    pub gap: bool,
+    /// More publications follow the last one of `publications` (read again from its
+    /// position).
+    pub more: bool,
+}
+
 /// The in-process record of one topic.
 pub(crate) struct TopicHistory {
     epoch: Arc<str>,
@@ -278,6 +299,46 @@ impl TopicHistory {
         Recovery {
             position,
             publications,
+        }
+    }
+
+    /// Up to `limit` kept publications after `since` (from the oldest kept when
+    /// `since` is absent, of another epoch, or older than what is kept).
+    pub(crate) fn read(
+        &mut self,
+        since: Option<&Position>,
+        limit: usize,
+        config: &History,
+        now: Instant,
+    ) -> HistoryPage {
+        self.trim(config, now);
+        let first = self.entries.front().map_or(self.offset + 1, |e| e.offset);
+        let after =
+            since.filter(|since| *since.epoch == *self.epoch && since.offset <= self.offset);
+        let (skip, gap) = match (since, after) {
+            (None, _) => (0, false),
+            // Nothing newer was trimmed: from right after it.
+            (Some(_), Some(after)) if after.offset + 1 >= first => (
+                usize::try_from(after.offset + 1 - first).unwrap_or(usize::MAX),
+                false,
+            ),
+            (Some(_), _) => (0, true),
+        };
+        let publications: Vec<Publication> = self
+            .entries
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .map(|e| Publication {
+                position: Position::from_parts(self.epoch.clone(), e.offset),
+                message: e.message.clone(),
+            })
+            .collect();
+        HistoryPage {
+            position: Some(self.position()),
+            more: skip.saturating_add(publications.len()) < self.entries.len(),
+            publications,
+            gap,
         }
     }
 

@@ -146,9 +146,11 @@ use crate::error::{Error, Result};
 mod backend;
 mod budget;
 mod catch_up;
+mod command;
 mod history;
 mod members;
 mod publish;
+mod read;
 #[cfg(feature = "redis")]
 mod redis;
 mod run;
@@ -157,7 +159,9 @@ mod topics;
 
 pub use backend::{Backend, BackendStatus, InProcess, Inbound, Pending};
 use budget::Budget;
-pub use history::{History, MAX_KEY_LEN, META_TTL, Position, Publication, Recovery};
+use command::Commands;
+pub use command::{Answers, CommandHandler, MAX_ANSWERS, MAX_COMMAND_BYTES, MAX_COMMANDS};
+pub use history::{History, HistoryPage, MAX_KEY_LEN, META_TTL, Position, Publication, Recovery};
 use members::Members;
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};
@@ -208,6 +212,9 @@ pub(crate) struct HubInner {
     dropped_slow: AtomicU64,
     /// Topics with at least one local subscriber.
     live_topics: AtomicUsize,
+    /// Commands to every node ([`Hub::command`]) and this node's handler.
+    commands: Commands,
+    next_command: AtomicU64,
 }
 
 pub(crate) type WeakHub = Weak<HubInner>;
@@ -386,6 +393,8 @@ impl HubBuilder {
             delivered: AtomicU64::new(0),
             dropped_slow: AtomicU64::new(0),
             live_topics: AtomicUsize::new(0),
+            commands: Commands::new(),
+            next_command: AtomicU64::new(1),
         });
         inner.backend.start(Inbound {
             hub: Arc::downgrade(&inner),

@@ -77,6 +77,13 @@ impl Keys {
         Some(channel)
     }
 
+    /// The control channel (`control.rs`), in the sharded pub/sub namespace: on one
+    /// Redis topics use the classic one, on a cluster every topic's channel has a hash
+    /// tag after the prefix and this one has none, so no topic is ever this channel.
+    pub(super) fn control(&self) -> String {
+        format!("{}control", self.prefix)
+    }
+
     /// The hash of a topic's epoch and latest offset.
     pub(super) fn meta(&self, topic: &str) -> String {
         format!("{}meta:{topic}", self.head(topic))

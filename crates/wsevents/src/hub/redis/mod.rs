@@ -11,6 +11,9 @@
 //! - `envelope.rs`: what a publication looks like on a channel (`wse1`, `wse2`).
 //! - `keys.rs`: a topic's channel and key names.
 //! - `recover.rs`: the history read and the parsing of its answer.
+//! - `read.rs`: the history read of a server API (a page, nothing subscribed).
+//! - `control.rs`: the control channel, commands to every node and their answers
+//!   ([`Hub::command`](super::Hub::command)), on a connection of its own.
 //! - `backoff.rs`: the wait before reconnecting.
 //! - `store.lua`, `recover.lua`: the two scripts that keep a topic's history in Redis.
 //! - On a Redis Cluster ([`RedisBackend::cluster`]): `slots.rs` (a topic's hash tag
@@ -33,14 +36,16 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use wsevents_proto::Message;
 
 use super::backend::{Backend, BackendStatus, Inbound, Pending};
-use super::history::{History, Position, Recovery};
+use super::history::{History, HistoryPage, Position, Recovery};
 use crate::error::{Error, Result};
 
 mod backoff;
+mod control;
 mod envelope;
 mod inbound_queue;
 mod keys;
 mod publisher;
+mod read;
 mod recover;
 mod shard_publisher;
 mod shard_subscriber;
@@ -250,6 +255,8 @@ struct Shared {
     inbound: InboundQueue,
     /// The publisher's connection while it is up (recoveries read through it).
     conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// The control channel's connection while it is up (`control.rs`).
+    control: Mutex<Option<redis::aio::MultiplexedConnection>>,
     /// The channels the subscriber connection is subscribed to now, and a counter
     /// bumped whenever they change (recoveries wait for their channel).
     subscribed: Mutex<HashSet<String>>,
@@ -390,6 +397,7 @@ impl RedisBackend {
             history: OnceLock::new(),
             inbound: InboundQueue::new(config.max_inbound_bytes),
             conn: Mutex::new(None),
+            control: Mutex::new(None),
             subscribed: Mutex::new(HashSet::new()),
             subscribed_changed: watch::channel(0).0,
             links: Mutex::new(Links::default()),
@@ -502,6 +510,16 @@ impl Backend for RedisBackend {
                 return;
             }
         };
+        let target = match &self.shared.cluster {
+            Some(cluster) => control::Target::Cluster(cluster.clone()),
+            None => control::Target::One(self.subscriber_client.clone()),
+        };
+        runtime.spawn(control::control(
+            target,
+            self.config.clone(),
+            self.shared.clone(),
+            inbound.clone(),
+        ));
         if let Some(cluster) = &self.shared.cluster {
             runtime.spawn(shard_publisher::shard_publisher(
                 cluster.clone(),
@@ -642,16 +660,7 @@ impl Backend for RedisBackend {
         Pending::new(async move {
             let read = async {
                 subscriber::wait_subscribed(&shared, &shared.keys.channel(&topic)).await;
-                let conn = match &shared.cluster {
-                    Some(cluster) => {
-                        shard_publisher::connection_for(cluster, &config, &shared, &topic)
-                            .await
-                            .map_err(Error::Unavailable)?
-                    }
-                    None => lock(&shared.conn)
-                        .clone()
-                        .ok_or_else(|| Error::Unavailable("Redis is not connected".into()))?,
-                };
+                let conn = shared.connection_for(&config, &topic).await?;
                 let recovery = recover::recover(&shared, conn, &topic, since.as_ref()).await?;
                 if let Some(last) = recovery.publications.as_ref().and_then(|p| p.last()) {
                     shared.note_delivered(&topic, &last.position, &last.message);
@@ -660,6 +669,38 @@ impl Backend for RedisBackend {
             };
             match tokio::time::timeout(timeout, read).await {
                 Ok(recovery) => recovery,
+                Err(_) => Err(Error::Unavailable(format!(
+                    "Redis: the history of {topic:?} was not read within {timeout:?}"
+                ))),
+            }
+        })
+    }
+
+    fn send_command(&self, message: bytes::Bytes) -> Option<Pending<usize>> {
+        let shared = self.shared.clone();
+        Some(Pending::new(async move {
+            control::send(&shared, message).await
+        }))
+    }
+
+    fn read_history(
+        &self,
+        topic: &str,
+        since: Option<&Position>,
+        limit: usize,
+    ) -> Pending<HistoryPage> {
+        let shared = self.shared.clone();
+        let config = self.config.clone();
+        let timeout = self.config.timeout;
+        let topic = topic.to_owned();
+        let since = since.cloned();
+        Pending::new(async move {
+            let read = async {
+                let conn = shared.connection_for(&config, &topic).await?;
+                read::read(&shared, conn, &topic, since.as_ref(), limit).await
+            };
+            match tokio::time::timeout(timeout, read).await {
+                Ok(page) => page,
                 Err(_) => Err(Error::Unavailable(format!(
                     "Redis: the history of {topic:?} was not read within {timeout:?}"
                 ))),
@@ -714,9 +755,39 @@ impl Backend for Arc<RedisBackend> {
     fn recover(&self, topic: &str, since: Option<&Position>) -> Pending<Recovery> {
         (**self).recover(topic, since)
     }
+
+    fn send_command(&self, message: bytes::Bytes) -> Option<Pending<usize>> {
+        (**self).send_command(message)
+    }
+
+    fn read_history(
+        &self,
+        topic: &str,
+        since: Option<&Position>,
+        limit: usize,
+    ) -> Pending<HistoryPage> {
+        (**self).read_history(topic, since, limit)
+    }
 }
 
 impl Shared {
+    /// A connection to the Redis that keeps `topic` (the publisher's; on a cluster,
+    /// the one to the master of the topic's slot): reads go through it.
+    async fn connection_for(
+        &self,
+        config: &RedisConfig,
+        topic: &str,
+    ) -> Result<redis::aio::MultiplexedConnection> {
+        match &self.cluster {
+            Some(cluster) => shard_publisher::connection_for(cluster, config, self, topic)
+                .await
+                .map_err(Error::Unavailable),
+            None => lock(&self.conn)
+                .clone()
+                .ok_or_else(|| Error::Unavailable("Redis is not connected".into())),
+        }
+    }
+
     fn set_conn(&self, conn: Option<redis::aio::MultiplexedConnection>) {
         *lock(&self.conn) = conn;
     }
