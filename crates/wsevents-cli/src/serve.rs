@@ -65,6 +65,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
+use wsevents::http_api::{ApiKeys, HttpApi};
 use wsevents::hub::{BackendStatus, History, Hub, RedisBackend, RedisConfig};
 use wsevents::pubsub::PubsubServer;
 use wsevents::pubsub::wire::PROTOCOL;
@@ -205,6 +206,11 @@ pub(crate) struct Args {
     /// in Prometheus' text format at http://ADDR/metrics
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Serve the HTTP API under /api/ (publish, broadcast, history, disconnect,
+    /// unsubscribe, info: docs/api.md) to callers with one of the keys in this file
+    /// (one per line, at least 16 bytes each; `Authorization: Bearer KEY`)
+    #[arg(long, value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
 }
 
 /// What the server does with each WebSocket path.
@@ -271,6 +277,8 @@ struct Shared {
     files: Option<files::Dir>,
     /// `--stdin`: the lines typed, for every connection.
     typed: Option<tokio::sync::broadcast::Sender<wsevents::Message>>,
+    /// `--api-key-file`: the HTTP API under `/api/`.
+    api: Option<HttpApi>,
 }
 
 /// Run the server until Ctrl-C (or SIGTERM).
@@ -379,11 +387,28 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         None if cluster.is_empty() => None,
         None => Some(format!("the Redis Cluster of {}", cluster.join(","))),
     };
+    let lifecycle = Lifecycle::new(limits, CancellationToken::new());
+    let api = match &args.api_key_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--api-key-file {}: {e}", path.display()))?;
+            let keys = ApiKeys::parse(&text)
+                .map_err(|e| format!("--api-key-file {}: {e}", path.display()))?;
+            let open = lifecycle.clone();
+            Some(
+                HttpApi::builder(hub.clone(), keys)
+                    .max_publication(args.max_publication)
+                    .connections(move || open.open_connections())
+                    .build(),
+            )
+        }
+    };
     let shared = Arc::new(Shared {
         mode,
         acceptor,
         tls,
-        lifecycle: Lifecycle::new(limits, CancellationToken::new()),
+        lifecycle,
         handshake_timeout: args.handshake_timeout,
         pubsub: PubsubServer::new(hub.clone())
             .max_topics(args.max_topics)
@@ -392,8 +417,15 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         next_id: AtomicU64::new(1),
         files,
         typed: args.stdin.then(|| typed_lines(TYPED_BACKLOG)),
+        api,
     });
-    print_banner(addr, mode, shared.tls.is_some(), on_redis.as_deref());
+    print_banner(
+        addr,
+        mode,
+        shared.tls.is_some(),
+        on_redis.as_deref(),
+        shared.api.is_some(),
+    );
     if on_redis.is_some() {
         tokio::spawn(watch_backend(shared.hub.clone()));
     }
@@ -404,6 +436,9 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let _ = std::io::stdout().flush();
     Ok(ExitCode::SUCCESS)
 }
+
+/// What `/readyz` asks a caller to wait while Redis is away, without the API.
+const API_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// `--stdin`: lines not yet sent that a connection may lag behind by; past them it
 /// misses the oldest (and the log says so).
@@ -427,7 +462,7 @@ fn typed_lines(backlog: usize) -> tokio::sync::broadcast::Sender<wsevents::Messa
     sender
 }
 
-fn print_banner(addr: SocketAddr, mode: Mode, secure: bool, redis: Option<&str>) {
+fn print_banner(addr: SocketAddr, mode: Mode, secure: bool, redis: Option<&str>, api: bool) {
     let (http, ws) = if secure {
         ("https", "wss")
     } else {
@@ -448,6 +483,11 @@ fn print_banner(addr: SocketAddr, mode: Mode, secure: bool, redis: Option<&str>)
     if let Some(redis) = redis {
         banner += &format!("  topics on  {redis} (shared with every serve on it)\n");
     }
+    if api {
+        banner +=
+            &format!("  http api   {http}://{addr}/api/ (docs/api.md; a key of --api-key-file)\n");
+    }
+    banner += &format!("  health     {http}://{addr}/healthz, {http}://{addr}/readyz\n");
     banner += "  Ctrl-C to stop (clients get close 1001)";
     // Printed whole and flushed: tests and scripts read the address from it.
     println!("{banner}");
@@ -557,6 +597,23 @@ async fn respond(
 ) -> ::http::Response<http::Body> {
     let path = request.uri().path().to_owned();
     if !http::is_upgrade(&request) {
+        if HttpApi::serves(&path) {
+            let method = request.method().clone();
+            let mut response = match &shared.api {
+                Some(api) => api.handle(request).await,
+                None => match wsevents::http_api::health(&shared.hub, &request, API_RETRY_AFTER) {
+                    Some(health) => health,
+                    None => http::respond_plain(&method, &path, shared.mode == Mode::Demo),
+                },
+            };
+            // One request per connection, as for every plain answer.
+            response.headers_mut().insert(
+                ::http::header::CONNECTION,
+                ::http::HeaderValue::from_static("close"),
+            );
+            tracing::debug!(%method, %path, status = %response.status(), "api");
+            return response;
+        }
         let page = shared.mode == Mode::Demo && matches!(path.as_str(), "/" | "/index.html");
         if let Some(files) = shared.files.as_ref().filter(|_| !page) {
             if let Some(file) = files.respond(request.method(), &path).await {

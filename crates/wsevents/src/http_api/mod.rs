@@ -297,15 +297,10 @@ impl HttpApi {
         let api = &*self.inner;
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
+        if let Some(response) = health(&api.hub, &request, api.retry_after) {
+            return Ok(response);
+        }
         match path.as_str() {
-            "/healthz" => {
-                get_only(&method)?;
-                return Ok(json(StatusCode::OK, &json!({"status": "ok"})));
-            }
-            "/readyz" => {
-                get_only(&method)?;
-                return api.ready();
-            }
             _ if !HttpApi::serves(&path) => {
                 return Err(ApiError::new(
                     ErrorCode::NotFound,
@@ -653,23 +648,6 @@ impl Inner {
         ))
     }
 
-    fn ready(&self) -> Result<Response<Body>, ApiError> {
-        match self.hub.backend_status() {
-            BackendStatus::InProcess => Ok(json(
-                StatusCode::OK,
-                &json!({"status": "ready", "backend": "in_process"}),
-            )),
-            BackendStatus::Connected => Ok(json(
-                StatusCode::OK,
-                &json!({"status": "ready", "backend": "redis"}),
-            )),
-            BackendStatus::Reconnecting { error, .. } => Err(ApiError::unavailable(
-                format!("Redis is unreachable: {error}"),
-                self.retry_after,
-            )),
-        }
-    }
-
     /// This node's part of a command of another node's API (or this one's).
     fn run_command(&self, hub: &Hub, command: &Value) -> Value {
         let text = |field: &str| command[field].as_str();
@@ -692,6 +670,45 @@ impl Inner {
             },
             _ => Value::Null,
         }
+    }
+}
+
+/// The answer to `/healthz` (the process is alive: 200) and `/readyz` (it can serve:
+/// 200, or 503 with `Retry-After` while its Redis is unreachable), without a key, for
+/// load balancers and orchestrators; `None` for any other path. [`HttpApi::handle`]
+/// answers them too; a server without the API may answer them with this.
+///
+/// ```
+/// let hub = wsevents::hub::Hub::new();
+/// let request = http::Request::get("/readyz").body(()).unwrap();
+/// let ready = wsevents::http_api::health(&hub, &request, std::time::Duration::from_secs(1));
+/// assert_eq!(ready.map(|r| r.status()), Some(http::StatusCode::OK));
+/// ```
+pub fn health<B>(hub: &Hub, request: &Request<B>, retry_after: Duration) -> Option<Response<Body>> {
+    let answer = match request.uri().path() {
+        "/healthz" => {
+            get_only(request.method()).map(|()| json(StatusCode::OK, &json!({"status": "ok"})))
+        }
+        "/readyz" => get_only(request.method()).and_then(|()| ready(hub, retry_after)),
+        _ => return None,
+    };
+    Some(answer.unwrap_or_else(|error| error.response()))
+}
+
+fn ready(hub: &Hub, retry_after: Duration) -> Result<Response<Body>, ApiError> {
+    match hub.backend_status() {
+        BackendStatus::InProcess => Ok(json(
+            StatusCode::OK,
+            &json!({"status": "ready", "backend": "in_process"}),
+        )),
+        BackendStatus::Connected => Ok(json(
+            StatusCode::OK,
+            &json!({"status": "ready", "backend": "redis"}),
+        )),
+        BackendStatus::Reconnecting { error, .. } => Err(ApiError::unavailable(
+            format!("Redis is unreachable: {error}"),
+            retry_after,
+        )),
     }
 }
 
