@@ -145,7 +145,25 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let serve_config = argv.get(1).is_some_and(|a| a == "serve")
+        && serve::config::wanted(argv.get(2..).unwrap_or_default());
+    let parsed = if serve_config {
+        // `serve --config FILE`: the file's settings under the command line's.
+        match serve::config::from_command_line(argv.get(2..).unwrap_or_default()) {
+            Ok(args) => Ok(Cli {
+                command: Command::Serve(args),
+            }),
+            Err(serve::config::LoadError::CommandLine(error)) => Err(error),
+            Err(serve::config::LoadError::File(error)) => {
+                eprintln!("wsevents: error: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        Cli::try_parse()
+    };
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };

@@ -49,6 +49,7 @@
 //! (static files beside the page, `files.rs`) and `--stdin` (each line typed goes to
 //! every connected client as a text message, like `wscat -l`).
 
+pub(crate) mod config;
 mod files;
 mod http;
 mod metrics;
@@ -82,6 +83,10 @@ use crate::seconds::{positive_seconds, seconds, unless_zero};
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("on_redis").args(["redis", "redis_cluster"])))]
 pub(crate) struct Args {
+    /// Read the settings from this TOML file (docs/wsevents.example.toml): each key is
+    /// a flag's name without `--`; flags given here override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port (printed at start)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: String,
