@@ -29,6 +29,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod api_client;
 mod bench;
 mod connect;
 mod hex;
@@ -140,6 +141,7 @@ enum Command {
     /// good.
     #[command(after_help = "Examples:\n  \
         wsevents pub ws://127.0.0.1:8080/pubsub news 'hello'\n  \
+        wsevents pub --api http://127.0.0.1:8080 --api-key-file api.key news 'hello'\n  \
         tail -f app.log | wsevents pub ws://127.0.0.1:8080/pubsub logs --server ws://node-2:8080/pubsub")]
     Pub(pubsub::PubArgs),
 }
@@ -163,10 +165,16 @@ fn main() -> ExitCode {
     } else {
         Cli::try_parse()
     };
-    let cli = match parsed {
+    let mut cli = match parsed {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
+    if let Command::Pub(args) = &mut cli.command
+        && let Err(error) = args.resolve()
+    {
+        eprintln!("wsevents: error: {error} (see 'wsevents pub --help')");
+        return ExitCode::from(2);
+    }
     let default_log = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",

@@ -27,6 +27,7 @@ use wsevents::pubsub::{Client, Publishing};
 use wsevents::{ClientBuilder, Message, Reconnect};
 
 use crate::Result;
+use crate::api_client::ApiClient;
 
 /// The most publishes `pub` keeps unanswered at once by default (`--pipeline`); the
 /// next line waits for the oldest answer.
@@ -35,8 +36,6 @@ pub(crate) const WINDOW: u16 = 256;
 /// How the commands connect (shared by `sub` and `pub`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct Connection {
-    /// The server's wsevents.v1 endpoint: ws://HOST[:PORT]/pubsub or wss://…
-    url: String,
     /// Another URL of the same service, tried in turn when a connection fails or is
     /// lost (repeatable)
     #[arg(long = "server", value_name = "URL")]
@@ -64,6 +63,8 @@ pub(crate) struct Connection {
 /// `wsevents sub`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SubArgs {
+    /// The server's wsevents.v1 endpoint: ws://HOST[:PORT]/pubsub or wss://…
+    url: String,
     #[command(flatten)]
     connection: Connection,
     /// The topics (one or more)
@@ -85,12 +86,26 @@ pub(crate) struct SubArgs {
 /// `wsevents pub`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PubArgs {
+    /// The server's wsevents.v1 endpoint: ws://HOST[:PORT]/pubsub or wss://… (left
+    /// out with --api)
+    #[arg(value_name = "URL", required_unless_present = "api")]
+    url: Option<String>,
     #[command(flatten)]
     connection: Connection,
     /// The topic
-    topic: String,
+    #[arg(value_name = "TOPIC", required_unless_present = "api")]
+    topic: Option<String>,
     /// The message; without it, each line of standard input is one message
     message: Option<String>,
+    /// Publish through the server's HTTP API at this URL instead (http://HOST:PORT or
+    /// https://…; docs/api.md): `pub --api URL --api-key-file FILE TOPIC [MESSAGE]`.
+    /// One request per message, in order, each sent again with its idempotency key
+    /// until stored (503, a lost connection)
+    #[arg(long, value_name = "URL", requires = "api_key_file")]
+    api: Option<String>,
+    /// With --api: the file of the API key (its first line that is not a # comment)
+    #[arg(long, value_name = "FILE", requires = "api")]
+    api_key_file: Option<PathBuf>,
     /// Print each publication's position (`EPOCH:OFFSET`), in input order, once stored
     #[arg(long)]
     positions: bool,
@@ -100,9 +115,35 @@ pub(crate) struct PubArgs {
     pipeline: u16,
 }
 
+impl PubArgs {
+    /// The topic and the message, checked: with `--api` the URL is left out, so the
+    /// words on the command line are `TOPIC [MESSAGE]`. An error is a bad command
+    /// line.
+    pub(crate) fn resolve(&mut self) -> std::result::Result<(), String> {
+        if self.api.is_none() {
+            return Ok(());
+        }
+        let words: Vec<String> = [self.url.take(), self.topic.take(), self.message.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        match <[String; 2]>::try_from(words) {
+            Ok([topic, message]) => (self.topic, self.message) = (Some(topic), Some(message)),
+            Err(words) if words.len() == 1 => self.topic = words.into_iter().next(),
+            Err(words) => {
+                return Err(format!(
+                    "with --api, give TOPIC [MESSAGE] (no URL): {} words given",
+                    words.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `wsevents sub`: print publications until Ctrl-C, `--count`, or a permanent close.
 pub(crate) async fn sub(args: SubArgs) -> Result<ExitCode> {
-    let client = client(&args.connection)?;
+    let client = client(&args.url, &args.connection)?;
     let positions = args.positions;
     let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
     let count = args.count;
@@ -155,7 +196,24 @@ pub(crate) async fn sub(args: SubArgs) -> Result<ExitCode> {
 /// `wsevents pub`: publish MESSAGE or every line of stdin, in order, each until
 /// answered; exit 0 once all are.
 pub(crate) async fn publish(args: PubArgs) -> Result<ExitCode> {
-    let client = client(&args.connection)?;
+    if let (Some(api), Some(key_file)) = (&args.api, &args.api_key_file) {
+        let tls =
+            crate::tls::client_config(args.connection.ca.as_deref(), args.connection.insecure)?;
+        let client = ApiClient::new(
+            api,
+            key_file,
+            tls,
+            args.connection.max_retries,
+            args.connection.max_delay,
+        )?;
+        let outcome = tokio::select! {
+            outcome = publish_api(&client, &args) => outcome,
+            _ = tokio::signal::ctrl_c() => Err("interrupted before every message was stored".into()),
+        };
+        return outcome.map(|()| ExitCode::SUCCESS);
+    }
+    let url = args.url.as_deref().ok_or("no URL")?;
+    let client = client(url, &args.connection)?;
     notes(&client);
     let driver = client.clone();
     let run = tokio::spawn(async move { driver.run().await });
@@ -168,7 +226,33 @@ pub(crate) async fn publish(args: PubArgs) -> Result<ExitCode> {
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
+/// `pub --api`: MESSAGE, or each line of stdin, one request each, in order.
+async fn publish_api(client: &ApiClient, args: &PubArgs) -> Result<()> {
+    let topic = args.topic.as_deref().ok_or("no TOPIC")?;
+    let stored = |answer: serde_json::Value| {
+        if args.positions {
+            say(&format!(
+                "{}:{}",
+                answer["epoch"].as_str().unwrap_or("?"),
+                answer["offset"]
+            ));
+        }
+    };
+    if let Some(message) = &args.message {
+        stored(client.publish(topic, message, 1).await?);
+        return Ok(());
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut n = 0;
+    while let Some(line) = lines.next_line().await? {
+        n += 1;
+        stored(client.publish(topic, &line, n).await?);
+    }
+    Ok(())
+}
+
 async fn publish_all(client: &Client, args: &PubArgs) -> Result<()> {
+    let topic = args.topic.as_deref().ok_or("no TOPIC")?;
     let mut window: VecDeque<Publishing> = VecDeque::new();
     let answered = |position: wsevents::Result<Position>| -> Result<()> {
         let position = position.map_err(|e| format!("publish failed: {e}"))?;
@@ -178,7 +262,7 @@ async fn publish_all(client: &Client, args: &PubArgs) -> Result<()> {
         Ok(())
     };
     if let Some(message) = &args.message {
-        return answered(client.publish(&args.topic, message.as_str()).await);
+        return answered(client.publish(topic, message.as_str()).await);
     }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
@@ -187,7 +271,7 @@ async fn publish_all(client: &Client, args: &PubArgs) -> Result<()> {
                 answered(oldest.await)?;
             }
         }
-        window.push_back(client.publish(&args.topic, line));
+        window.push_back(client.publish(topic, line));
     }
     for pending in window {
         answered(pending.await)?;
@@ -195,9 +279,9 @@ async fn publish_all(client: &Client, args: &PubArgs) -> Result<()> {
     Ok(())
 }
 
-/// The client the options describe.
-fn client(args: &Connection) -> Result<Client> {
-    let mut builder = ClientBuilder::new(&args.url)?;
+/// The client of `url` the options describe.
+fn client(url: &str, args: &Connection) -> Result<Client> {
+    let mut builder = ClientBuilder::new(url)?;
     for (name, value) in &args.headers {
         builder = builder.header(name.clone(), value.clone());
     }

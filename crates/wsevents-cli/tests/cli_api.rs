@@ -549,6 +549,14 @@ fn on_redis_a_publish_through_one_node_reaches_the_other_and_503_while_redis_is_
     let args = ["--api-key-file", keys.path(), "--redis", &url];
     let a = Serve::start(&args);
     let b = Serve::start(&args);
+    // Ready once connected to Redis (as an orchestrator would wait).
+    for node in [&a, &b] {
+        let start = Instant::now();
+        while call(&node.addr, "GET", "/readyz", None, None).status != 200 {
+            assert!(start.elapsed() < TIMEOUT, "never ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let on_a = Sub::start(&a.url("/pubsub"), "news");
     // Both nodes' control channels are up once info through b counts two.
     let start = Instant::now();
@@ -629,4 +637,158 @@ fn on_redis_a_publish_through_one_node_reaches_the_other_and_503_while_redis_is_
     }
     // Alive all along.
     assert_eq!(call(&b.addr, "GET", "/healthz", None, None).status, 200);
+}
+
+/// `wsevents ARGS` with `stdin`; its exit code, stdout and stderr.
+fn wsevents(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn pub_publishes_through_the_api() {
+    let keys = KeyFile::new(&format!("# the key\n{KEY}\n"));
+    let serve = Serve::start(&["--api-key-file", keys.path()]);
+    let api = format!("http://{}", serve.addr);
+    let news = Sub::start(&serve.url("/pubsub"), "news");
+    let base = [
+        "pub",
+        "--api",
+        &api,
+        "--api-key-file",
+        keys.path(),
+        "--positions",
+    ];
+
+    let (code, out, err) = wsevents(&[&base[..], &["news", "one"]].concat(), "");
+    assert_eq!(code, Some(0), "{err}");
+    let first = out.trim().to_owned();
+    assert!(first.ends_with(":1"), "{out}");
+    // Each line of stdin, in order.
+    let (code, out, err) = wsevents(&[&base[..], &["news"]].concat(), "two\nthree\n");
+    assert_eq!(code, Some(0), "{err}");
+    let positions: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        news.lines(3),
+        [
+            format!("{first} one"),
+            format!("{} two", positions[0]),
+            format!("{} three", positions[1])
+        ]
+    );
+
+    // Refusals stop at once, with the server's word.
+    let (code, _, err) = wsevents(&[&base[..], &["", "x"]].concat(), "");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("400 Bad Request bad_topic"), "{err}");
+    let wrong = KeyFile::new("wrong-key-0123456789abcdef");
+    let (code, _, err) = wsevents(
+        &[
+            "pub",
+            "--api",
+            &api,
+            "--api-key-file",
+            wrong.path(),
+            "news",
+            "x",
+        ],
+        "",
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("401 Unauthorized unauthorized"), "{err}");
+    // A bad command line: exit 2.
+    let (code, _, err) = wsevents(&base, "");
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = wsevents(&[&base[..], &["a", "b", "c"]].concat(), "");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("with --api, give TOPIC [MESSAGE]"), "{err}");
+    let (code, _, err) = wsevents(&["pub", "--api", &api, "news", "x"], "");
+    assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn pub_through_the_api_sends_again_until_redis_is_back_and_stores_once() {
+    let mut redis = Redis::start();
+    let keys = KeyFile::new(KEY);
+    let url = redis.url();
+    let serve = Serve::start(&["--api-key-file", keys.path(), "--redis", &url]);
+    let api = format!("http://{}", serve.addr);
+    redis.kill();
+    // Wait until the server knows Redis is gone (a publish is refused at once).
+    let start = Instant::now();
+    while post(
+        &serve.addr,
+        "/api/publish",
+        &json!({"topic": "probe", "data": "x"}),
+    )
+    .status
+        != 503
+    {
+        assert!(start.elapsed() < TIMEOUT, "Redis never missed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut child = Command::new(BIN)
+        .args([
+            "pub",
+            "--api",
+            &api,
+            "--api-key-file",
+            keys.path(),
+            "--positions",
+            "news",
+            "kept",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let notes = collect(child.stderr.take().unwrap());
+    let start = Instant::now();
+    while !notes
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|n| n.contains("503 Service Unavailable unavailable"))
+    {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "no retry: {:?}",
+            notes.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    redis.restart();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{:?}", notes.lock().unwrap());
+    let position = String::from_utf8(output.stdout).unwrap();
+    // Stored once (the history Redis has since its restart).
+    let page = get(&serve.addr, "/api/history?topic=news").json();
+    let texts: Vec<_> = page["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["data"].clone())
+        .collect();
+    assert_eq!(texts, [json!("kept")], "{page}");
+    assert_eq!(
+        position.trim(),
+        format!("{}:1", page["epoch"].as_str().unwrap())
+    );
 }
