@@ -6,6 +6,8 @@
 //! - [`Client`]: the client, on a [`ReconnectingWebSocket`](crate::ReconnectingWebSocket):
 //!   subscriptions resumed from their positions after every reconnect, publishes
 //!   re-sent by key until answered;
+//! - [`auth`]: who a connection is and what it may do: topic patterns, connection
+//!   tokens (JWT with the `jwt` feature), the async authorization hook;
 //! - [`PubsubServer`]: serves it on server sockets, on a [`Hub`](crate::hub::Hub) with
 //!   [history](crate::hub::HubBuilder::history) (in process, or on Redis so that
 //!   every node shares it);
@@ -26,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 mod client;
 mod server;
 pub mod wire;

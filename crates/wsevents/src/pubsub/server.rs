@@ -386,10 +386,16 @@ impl Connection {
             Request::Unsubscribe { id, topic } => {
                 topics.remove(&topic);
                 self.server.hub.unsubscribe(ws, &topic);
-                answer(ws, Reply::Unsubscribed { id, topic });
+                answer(
+                    ws,
+                    Reply::Unsubscribed {
+                        id: Some(id),
+                        topic,
+                    },
+                );
                 None
             }
-            Request::Publish { .. } => None,
+            Request::Publish { .. } | Request::Connect { .. } | Request::Refresh { .. } => None,
         }
     }
 }
@@ -457,7 +463,9 @@ fn request_id(request: &Request) -> Option<u64> {
     match request {
         Request::Subscribe { id, .. }
         | Request::Unsubscribe { id, .. }
-        | Request::Publish { id, .. } => Some(*id),
+        | Request::Publish { id, .. }
+        | Request::Connect { id, .. }
+        | Request::Refresh { id, .. } => Some(*id),
     }
 }
 
