@@ -393,6 +393,9 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         None => Some(format!("the Redis Cluster of {}", cluster.join(","))),
     };
     let lifecycle = Lifecycle::new(limits, CancellationToken::new());
+    let pubsub = PubsubServer::new(hub.clone())
+        .max_topics(args.max_topics)
+        .max_publication(args.max_publication);
     let api = match &args.api_key_file {
         None => None,
         Some(path) => {
@@ -404,6 +407,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             Some(
                 HttpApi::builder(hub.clone(), keys)
                     .max_publication(args.max_publication)
+                    .users(pubsub.clone())
                     .connections(move || open.open_connections())
                     .build(),
             )
@@ -415,9 +419,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         tls,
         lifecycle,
         handshake_timeout: args.handshake_timeout,
-        pubsub: PubsubServer::new(hub.clone())
-            .max_topics(args.max_topics)
-            .max_publication(args.max_publication),
+        pubsub,
         hub,
         next_id: AtomicU64::new(1),
         files,

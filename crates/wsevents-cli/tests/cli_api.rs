@@ -496,11 +496,26 @@ fn every_refusal_has_its_status_and_a_json_error() {
         (413, "too_large".into())
     );
 
-    // 501: no user identities to disconnect or unsubscribe.
-    let no_users = post(addr, "/api/disconnect", &json!({"user": "alice"}));
+    // Without tokens every connection is anonymous: no user has any.
+    let nobody = post(addr, "/api/disconnect", &json!({"user": "alice"}));
+    assert_eq!(nobody.status, 200, "{nobody:?}");
     assert_eq!(
-        (no_users.status, no_users.error_code()),
-        (501, "not_implemented".into())
+        nobody.json(),
+        json!({"connections": 0, "nodes": 1, "answered": 1})
+    );
+    let nobody = post(
+        addr,
+        "/api/unsubscribe",
+        &json!({"user": "alice", "topic": "news"}),
+    );
+    assert_eq!(nobody.json()["connections"], 0);
+    for body in [json!({"user": ""}), json!({"user": "a", "topic": "x"})] {
+        assert_eq!(post(addr, "/api/disconnect", &body).status, 400, "{body}");
+    }
+    let bad_topic = post(addr, "/api/unsubscribe", &json!({"user": "a", "topic": ""}));
+    assert_eq!(
+        (bad_topic.status, bad_topic.error_code()),
+        (400, "bad_topic".into())
     );
     // The server goes on.
     assert_eq!(get(addr, "/api/info").status, 200);

@@ -57,6 +57,7 @@ use tokio::sync::Semaphore;
 use wsevents_proto::Message;
 
 use crate::hub::{BackendStatus, HistoryPage, Hub, MAX_KEY_LEN, Position};
+use crate::pubsub::PubsubServer;
 use crate::pubsub::wire::MAX_TOPIC_LEN;
 
 mod keys;
@@ -96,6 +97,18 @@ pub trait UserConnections: Send + Sync + 'static {
     /// Unsubscribe every connection of `user` on this node from `topic`; how many
     /// were subscribed.
     fn unsubscribe(&self, user: &str, topic: &str) -> usize;
+}
+
+/// A wsevents.v1 server's connections, by the users their tokens name
+/// ([`PubsubServer::disconnect_user`], [`PubsubServer::unsubscribe_user`]).
+impl UserConnections for PubsubServer {
+    fn disconnect(&self, user: &str) -> usize {
+        self.disconnect_user(user)
+    }
+
+    fn unsubscribe(&self, user: &str, topic: &str) -> usize {
+        self.unsubscribe_user(user, topic)
+    }
 }
 
 /// The server HTTP API on a hub (see the [module](self)); a cheap clone.

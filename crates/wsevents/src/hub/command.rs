@@ -72,7 +72,7 @@ impl Commands {
         Commands {
             handler: Mutex::new(None),
             waiting: Mutex::new(HashMap::new()),
-            node: random_id(),
+            node: super::random_u64(),
         }
     }
 
@@ -238,17 +238,6 @@ impl Inbound {
             }
         }
     }
-}
-
-/// An id unlikely to be another node's: std's random hash keys and the clock.
-fn random_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(now.as_nanos());
-    }
-    hasher.finish()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

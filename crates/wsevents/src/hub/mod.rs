@@ -161,6 +161,7 @@ pub use backend::{Backend, BackendStatus, InProcess, Inbound, Pending};
 use budget::Budget;
 use command::Commands;
 pub use command::{Answers, CommandHandler, MAX_ANSWERS, MAX_COMMAND_BYTES, MAX_COMMANDS};
+pub(crate) use history::random_u64;
 pub use history::{History, HistoryPage, MAX_KEY_LEN, META_TTL, Position, Publication, Recovery};
 use members::Members;
 #[cfg(feature = "redis")]
