@@ -14,7 +14,11 @@
 //! - `bench URL` ([`mod@bench`]): a load generator for echo servers, with latency
 //!   percentiles.
 //! - `sub URL TOPIC…` and `pub URL TOPIC [MESSAGE]` ([`pubsub`]): the wsevents.v1
-//!   protocol (docs/protocol.md), reconnecting and recovering what was missed.
+//!   protocol (docs/protocol.md), reconnecting and recovering what was missed; `pub
+//!   --api URL` publishes through a server's HTTP API instead ([`api_client`]).
+//!
+//! `serve --config FILE` reads every `serve` flag from a TOML file (`serve/config.rs`),
+//! before clap parses the command line over it.
 //!
 //! This file only parses the command line, sets up logging and the runtime, and turns
 //! results into exit codes: 0 for success, 1 for a failure (an unclean close, a server
@@ -73,7 +77,9 @@ enum Command {
         wsevents serve --listen 0.0.0.0:9000 --tls-cert cert.pem --tls-key key.pem\n  \
         wsevents serve --echo --listen 127.0.0.1:9001    # echo on every path (benchmarks)\n  \
         wsevents serve --protocol chat --dir ./public    # a subprotocol; files beside the page\n  \
-        wsevents serve --stdin                           # each line typed goes to every client")]
+        wsevents serve --stdin                           # each line typed goes to every client\n  \
+        wsevents serve --api-key-file api.key            # the HTTP API under /api/ (docs/api.md)\n  \
+        wsevents serve --config wsevents.toml            # every flag as a TOML key; flags override it")]
     Serve(serve::Args),
     /// Connect to a WebSocket server; type lines to send them
     ///

@@ -2,7 +2,8 @@
 //! with a graceful shutdown.
 //!
 //! ```text
-//!  TCP ─► (TLS) ─► hyper, HTTP/1.1 ─┬─ not an upgrade: the page, a file, 404 or 426 (http.rs)
+//!  TCP ─► (TLS) ─► hyper, HTTP/1.1 ─┬─ /api/, /healthz, /readyz: the HTTP API (HttpApi)
+//!                                   ├─ not an upgrade: the page, a file, 404 or 426 (http.rs)
 //!                                   └─ upgrade: Lifecycle::upgrade ─┬─ echo (stream API)
 //!                                                                   └─ topic (event API, hub)
 //! ```
@@ -43,6 +44,14 @@
 //!   queue) and waits for the close handshake; after `--grace` (10 s) the connections
 //!   left (an echo client that stopped reading holds its task in backpressure) are
 //!   aborted. The process prints `shutdown: N closed cleanly, M forced` and exits 0.
+//!
+//! For an application's backend, `--api-key-file FILE` mounts the library's server
+//! HTTP API ([`HttpApi`], docs/api.md) under `/api/` on the same listener: publish,
+//! broadcast, history, and disconnect, unsubscribe and info across every node of the
+//! Redis; `/healthz` and `/readyz` are answered with or without it. Its requests are
+//! plain HTTP requests like the page's: bounded by the same handshake permits and
+//! timeout, one per connection. Every flag is also a key of `--config FILE`
+//! (`config.rs`).
 //!
 //! And three switches for trying things by hand: `--protocol NAME` (the subprotocols
 //! spoken, the first of the client's list that is one of them wins), `--dir PATH`

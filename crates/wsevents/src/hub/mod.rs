@@ -14,6 +14,11 @@
 //!        └─► Backend (Redis: PUBLISH with this node's id) ─► other nodes ─► their subscribers
 //! ```
 //!
+//! Beside topics, a hub carries **commands to every node** ([`Hub::command`],
+//! [`Hub::on_command`]: on Redis a control channel of its own) and reads **history
+//! pages** without subscribing ([`Hub::read_history`]): what a server API (the
+//! `http_api` module) needs to act on connections wherever they are.
+//!
 //! # Guarantees
 //!
 //! - **Order.** A subscriber receives each topic's messages in the order they were

@@ -8,6 +8,9 @@
 //! `a:b` with key `c` would be one key. (Keys written as `key:T:K` before are not found
 //! after the upgrade: a retry across it may be stored twice.)
 //!
+//! Beside the topics, one channel of the hub's own: `control`, in the sharded pub/sub
+//! namespace, for commands to every node (`control.rs`).
+//!
 //! On a Redis Cluster every name has its topic's partition's hash tag right after the
 //! prefix (`{TAG}`, [`slots`](super::slots)), so that a topic's names share a slot:
 //! the channel `{TAG}T`, `{TAG}meta:T`, `{TAG}history:T`, `{TAG}key:LEN:T:K`. The
