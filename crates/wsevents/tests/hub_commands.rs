@@ -4,6 +4,8 @@
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
 #[path = "support/redis.rs"]
 mod redis_server;
 
@@ -210,4 +212,31 @@ async fn an_in_process_history_page_reads_the_ring() {
     assert_eq!(none.position, None);
     let no_history = Hub::new().read_history("t", None, 1).await;
     assert!(matches!(no_history, Err(Error::InvalidAccess(_))));
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_commands_and_history_pages_work_too() {
+    let cluster = redis_cluster::RedisCluster::start().await;
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let node = |name: &'static str| {
+        let hub = Hub::builder()
+            .history(History::default())
+            .backend(RedisBackend::cluster_with_config(&urls, config()).unwrap())
+            .build();
+        hub.on_command(move |_, command| json!({"node": name, "got": command}));
+        hub
+    };
+    let (a, b) = (node("a"), node("b"));
+    let got = command_reaching(&b, 2).await;
+    let mut names: Vec<_> = got.answers.iter().map(|a| a["node"].to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["\"a\"", "\"b\""]);
+    // Topics on several masters: each page read where its topic lives.
+    for topic in ["news", "sport", "weather", "x"] {
+        let at = a.publish_confirmed(topic, topic, None).await.unwrap();
+        let page = b.read_history(topic, None, 10).await.unwrap();
+        assert_eq!(page.position, Some(at));
+        assert_eq!(page.publications.len(), 1);
+    }
 }

@@ -139,8 +139,8 @@ impl Default for RedisConfig {
 
 /// A [`Backend`] on Redis pub/sub: many server processes, one hub.
 ///
-/// Each node keeps two connections to Redis, each owned by a task of its own (and a
-/// third task delivers what arrives):
+/// Each node keeps three connections to Redis, each owned by a task of its own (and a
+/// fourth task delivers what arrives):
 ///
 /// - the **publisher** sends this node's publishes, in order, as pipelined `PUBLISH`es
 ///   on one connection (Redis delivers a connection's messages in the order it sent
@@ -152,6 +152,10 @@ impl Default for RedisConfig {
 ///   ([`RedisConfig::max_inbound_bytes`]); a task of its own delivers the queue to the
 ///   hub, in order, and drops what carries this node's id (the hub delivered that
 ///   locally already).
+/// - the **control** connection holds `SSUBSCRIBE {prefix}control`, the hub's channel
+///   for commands to every node and their answers ([`Hub::command`](super::Hub::command):
+///   a server API's disconnect, unsubscribe and info); on a cluster, at the master of
+///   that channel's slot, so `SPUBLISH` there counts every node.
 ///
 /// When Redis goes away, local delivery goes on unchanged; each task reconnects with
 /// full-jitter exponential backoff (100 ms doubling to 5 s), the subscriber
