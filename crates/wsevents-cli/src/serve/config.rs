@@ -287,6 +287,7 @@ mod tests {
                 "tls-key" => "tls-cert = \"cert.pem\"\n",
                 "client-ca" => "tls-cert = \"cert.pem\"\ntls-key = \"key.pem\"\n",
                 k if k.starts_with("redis-max") => "redis = \"redis://127.0.0.1:6379\"\n",
+                "jwt-audience" | "jwt-issuer" => "jwt-secret-file = \"jwt.secret\"\n",
                 _ => "",
             };
             let text = format!("{with}{setting}\n");
