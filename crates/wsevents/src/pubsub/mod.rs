@@ -27,11 +27,13 @@
 //! ```
 
 mod client;
+mod rate;
 mod server;
 pub mod wire;
 
 pub use client::{Client, PublicationEvent, Publishing, SUBSCRIBE_WINDOW, SubscribedEvent};
 
+pub use rate::{DEFAULT_PUBLISH_RATE, PublishRate};
 pub use server::{
     DEFAULT_MAX_PUBLICATION, DEFAULT_MAX_TOPICS, MAX_PENDING_PUBLISHES, MIN_WAITING_SUBSCRIPTIONS,
     PubsubServer, SLOW_CLOSE_CODE, SLOW_CLOSE_REASON,

@@ -25,7 +25,10 @@
 //! subscription requests waiting for the one before, and [`MAX_PENDING_PUBLISHES`]
 //! publishes handed to the hub and not yet stored; past either, the request is
 //! answered `too_many_requests`, which is temporary (the client retries after a
-//! delay, a publish with its key). Answers go out with the socket's `send`, bounded by
+//! delay, a publish with its key); and a publish rate (`rate.rs`: a token bucket,
+//! [`DEFAULT_PUBLISH_RATE`] 100 a second with bursts of 200), past which a publish is
+//! answered `rate_limited` with `retry_after_ms` (temporary too: the client retries
+//! after that delay, with its key). Answers go out with the socket's `send`, bounded by
 //! its [`Backpressure`](crate::Backpressure) (16 MiB by default): an answer that does
 //! not fit is never dropped, the connection is closed instead ([`SLOW_CLOSE_CODE`],
 //! [`SLOW_CLOSE_REASON`]), and its client reconnects and recovers. The task holds the
@@ -42,6 +45,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use wsevents_proto::{CloseCode, Message};
 
+use super::rate::{DEFAULT_PUBLISH_RATE, PublishRate, TokenBucket};
 use super::wire::{
     ErrorCode, Reply, Request, V1Framing, WireError, max_publication_in, publish_frame_len,
 };
@@ -102,6 +106,8 @@ pub struct PubsubServer {
     max_topics: usize,
     max_publication: usize,
     max_backlog: usize,
+    /// Each connection's publish rate (`None`: no limit).
+    publish_rate: Option<PublishRate>,
     /// A socket whose frame limit cannot carry the largest publication was warned
     /// about (once per server: it is a configuration, not a connection, matter).
     warned: Arc<AtomicBool>,
@@ -113,6 +119,7 @@ impl std::fmt::Debug for PubsubServer {
             .field("max_topics", &self.max_topics)
             .field("max_publication", &self.max_publication)
             .field("max_backlog", &self.max_backlog)
+            .field("publish_rate", &self.publish_rate)
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +135,7 @@ impl PubsubServer {
             max_topics: DEFAULT_MAX_TOPICS,
             max_publication: DEFAULT_MAX_PUBLICATION,
             max_backlog: hub.max_backlog(),
+            publish_rate: Some(DEFAULT_PUBLISH_RATE),
             warned: Arc::new(AtomicBool::new(false)),
             hub,
         }
@@ -170,6 +178,26 @@ impl PubsubServer {
         self
     }
 
+    /// Each connection's publish rate ([`DEFAULT_PUBLISH_RATE`]: 100 a second, bursts
+    /// of 200); `None`: no limit. Past it a publish is answered `rate_limited` with
+    /// `retry_after_ms`, nothing is stored, and the connection goes on (the clients of
+    /// this crate wait that long and re-send it with its key).
+    ///
+    /// ```
+    /// use wsevents::hub::{History, Hub};
+    /// use wsevents::pubsub::{PublishRate, PubsubServer};
+    /// let hub = Hub::builder().history(History::default()).build();
+    /// // A backend's connections: more, and longer bursts.
+    /// let backend = PubsubServer::new(hub.clone()).publish_rate(Some(PublishRate::new(5_000, 10_000)));
+    /// // Browsers: the default.
+    /// let browsers = PubsubServer::new(hub);
+    /// # let _ = (backend, browsers);
+    /// ```
+    pub fn publish_rate(mut self, rate: Option<PublishRate>) -> Self {
+        self.publish_rate = rate;
+        self
+    }
+
     /// The hub it serves on.
     pub fn hub(&self) -> &Hub {
         &self.hub
@@ -194,6 +222,9 @@ impl PubsubServer {
             publishing: publishing.clone(),
         };
         tokio::spawn(run(connection.clone(), waiting, stored));
+        let bucket = self
+            .publish_rate
+            .map(|rate| std::sync::Mutex::new(TokenBucket::new(rate, tokio::time::Instant::now())));
         ws.on_message(move |e| {
             let Some(ws) = connection.ws.upgrade() else {
                 return;
@@ -213,7 +244,9 @@ impl PubsubServer {
                     data,
                     key,
                 }) => {
-                    if let Some(store) = connection.publish(&ws, id, topic, data, key) {
+                    if let Some(wait) = rate_limited(bucket.as_ref()) {
+                        answer(&ws, slow_down(id, wait));
+                    } else if let Some(store) = connection.publish(&ws, id, topic, data, key) {
                         // Refused only once the task is gone, with the socket.
                         let _ = stores.send(store);
                     }
@@ -453,6 +486,22 @@ fn published(id: u64, topic: String, stored: Result<Position, Error>) -> Reply {
     }
 }
 
+/// Past the connection's publish rate: how long to wait.
+fn rate_limited(bucket: Option<&std::sync::Mutex<TokenBucket>>) -> Option<std::time::Duration> {
+    let mut bucket = bucket?.lock().unwrap_or_else(|e| e.into_inner());
+    bucket.take(tokio::time::Instant::now()).err()
+}
+
+/// The answer to a publish past the rate.
+fn slow_down(id: u64, wait: std::time::Duration) -> Reply {
+    Reply::Error {
+        id: Some(id),
+        code: ErrorCode::RateLimited,
+        message: "publishing too fast: retry after retry_after_ms".to_owned(),
+        retry_after: Some(wait),
+    }
+}
+
 fn request_id(request: &Request) -> Option<u64> {
     match request {
         Request::Subscribe { id, .. }
@@ -472,6 +521,7 @@ fn hub_error(id: Option<u64>, error: &Error) -> Reply {
         id,
         code,
         message: error.to_string(),
+        retry_after: None,
     }
 }
 
@@ -480,6 +530,7 @@ fn error(id: Option<u64>, code: ErrorCode, message: &str) -> Reply {
         id,
         code,
         message: message.to_owned(),
+        retry_after: None,
     }
 }
 

@@ -147,6 +147,9 @@ pub enum Reply {
         code: ErrorCode,
         /// Why, for people.
         message: String,
+        /// How long to wait before retrying (`retry_after_ms` on the wire, whole
+        /// milliseconds): given with [`ErrorCode::RateLimited`].
+        retry_after: Option<std::time::Duration>,
     },
     /// A publication (`pub`).
     Pub {
@@ -175,6 +178,10 @@ pub enum ErrorCode {
     TooManyRequests,
     /// The broker is unreachable: nothing was stored; retry with the same key.
     Unavailable,
+    /// Past the connection's publish rate (a token bucket: a sustained rate and a
+    /// burst): nothing was done; retry after the error's `retry_after` (with the same
+    /// key).
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -187,12 +194,16 @@ impl ErrorCode {
             ErrorCode::TooManyTopics => "too_many_topics",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 
     /// Whether retrying later may succeed (the `error`'s `temporary`).
     pub fn is_temporary(self) -> bool {
-        matches!(self, ErrorCode::TooManyRequests | ErrorCode::Unavailable)
+        matches!(
+            self,
+            ErrorCode::TooManyRequests | ErrorCode::Unavailable | ErrorCode::RateLimited
+        )
     }
 
     fn parse(code: &str) -> Option<ErrorCode> {
@@ -203,6 +214,7 @@ impl ErrorCode {
             "too_many_topics" => ErrorCode::TooManyTopics,
             "too_many_requests" => ErrorCode::TooManyRequests,
             "unavailable" => ErrorCode::Unavailable,
+            "rate_limited" => ErrorCode::RateLimited,
             _ => return None,
         })
     }
@@ -377,11 +389,19 @@ mod tests {
                 id: Some(5),
                 code: ErrorCode::Unavailable,
                 message: "down".into(),
+                retry_after: None,
             },
             Reply::Error {
                 id: None,
                 code: ErrorCode::BadRequest,
                 message: "?".into(),
+                retry_after: None,
+            },
+            Reply::Error {
+                id: Some(6),
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+                retry_after: Some(std::time::Duration::from_millis(1250)),
             },
             Reply::Pub {
                 topic: "a".into(),
