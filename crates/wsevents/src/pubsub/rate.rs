@@ -9,6 +9,11 @@
 //! once the bucket is full again, and its retry of the 800 then passes a burst's worth
 //! at once instead of one publish per retry.
 //!
+//! Once a publish is refused, every later one is refused too until the time it was
+//! told (even if a token came meanwhile), so a connection's publications are stored
+//! in the order it sent them: none overtakes a refused one that its client re-sends
+//! when told.
+//!
 //! The time comes from the runtime (`tokio::time::Instant`: paused and advanced in
 //! tests), read by the caller and passed in, so the bucket itself is plain arithmetic.
 
@@ -61,6 +66,8 @@ pub(crate) struct TokenBucket {
     last: Instant,
     /// Publishes refused since the last one that passed.
     refused_in_row: u32,
+    /// The latest time told to a refused publish: none passes before it.
+    closed_until: Option<Instant>,
 }
 
 impl TokenBucket {
@@ -73,18 +80,22 @@ impl TokenBucket {
             tokens: f64::from(rate.burst),
             last: now,
             refused_in_row: 0,
+            closed_until: None,
         }
     }
 
-    /// Take a token for one publish at `now`; refused, how long until the bucket
-    /// holds one for this publish and for each refused in a row before it (at most a
-    /// full bucket), rounded up to the millisecond.
+    /// Take a token for one publish at `now`; refused (no token, or a publish refused
+    /// before was told a later time), how long until the bucket holds one for this
+    /// publish and for each refused in a row before it (at most a full bucket), rounded
+    /// up to the millisecond.
     pub(crate) fn take(&mut self, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
         self.last = now;
+        let open = self.closed_until.is_none_or(|until| now >= until);
         // (A hair of slack for the float sums: a token due now is there now.)
-        if self.tokens >= 1.0 - 1e-9 {
+        if open && self.tokens >= 1.0 - 1e-9 {
+            self.closed_until = None;
             self.tokens = (self.tokens - 1.0).max(0.0);
             self.refused_in_row = 0;
             return Ok(());
@@ -93,7 +104,10 @@ impl TokenBucket {
         let wanted = f64::from(self.refused_in_row).min(self.burst);
         let seconds = (wanted - self.tokens) / self.per_second;
         let millis = (seconds * 1000.0).ceil().max(1.0);
-        Err(Duration::from_millis(millis as u64))
+        let wait = Duration::from_millis(millis as u64);
+        let until = now + wait;
+        self.closed_until = Some(self.closed_until.map_or(until, |t| t.max(until)));
+        Err(wait)
     }
 }
 
@@ -143,6 +157,24 @@ mod tests {
             assert_eq!(bucket.take(retry), Ok(()));
         }
         assert_eq!(bucket.take(retry), Err(ms(10)));
+    }
+
+    #[test]
+    fn after_a_refusal_none_passes_before_the_time_it_was_told() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(PublishRate::new(100, 2), start);
+        bucket.take(start).unwrap();
+        bucket.take(start).unwrap();
+        assert_eq!(bucket.take(start), Err(ms(10)));
+        assert_eq!(bucket.take(start), Err(ms(20)));
+        // A token came at 10 ms, but the second refused was told 20 ms: a publish
+        // sent after it may not overtake it.
+        assert!(bucket.take(start + ms(15)).is_err());
+        // (Told 5 ms: three refused in a row want the full bucket of 2; still 20 ms.)
+        let retry = start + ms(30);
+        assert_eq!(bucket.take(retry), Ok(()));
+        assert_eq!(bucket.take(retry), Ok(()));
+        assert!(bucket.take(retry).is_err());
     }
 
     #[test]

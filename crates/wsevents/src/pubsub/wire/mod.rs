@@ -662,7 +662,8 @@ mod tests {
             Ok(Reply::Error {
                 id: None,
                 code: ErrorCode::TooManyRequests,
-                message: String::new()
+                message: String::new(),
+                retry_after: None,
             })
         );
     }
@@ -676,12 +677,14 @@ mod tests {
             (ErrorCode::TooManyTopics, false),
             (ErrorCode::TooManyRequests, true),
             (ErrorCode::Unavailable, true),
+            (ErrorCode::RateLimited, true),
         ];
         for (code, temporary) in codes {
             let reply = Reply::Error {
                 id: Some(1),
                 code,
                 message: "m".into(),
+                retry_after: None,
             };
             let json = reply.to_json();
             let value: Value = serde_json::from_str(&json).unwrap();
