@@ -166,6 +166,10 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = wsevents::pubsub::DEFAULT_PUBLISH_RATE.burst,
           value_parser = clap::value_parser!(u32).range(1..))]
     publish_burst: u32,
+    /// Connections one user (a token's `sub`) may have open on /pubsub at once; past
+    /// it `too_many_connections` and close 4029; 0 = no cap
+    #[arg(long, value_name = "N", default_value_t = wsevents::pubsub::DEFAULT_MAX_CONNECTIONS_PER_USER as u32)]
+    max_connections_per_user: u32,
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
@@ -417,7 +421,8 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             .publish_rate(
                 (args.publish_rate > 0)
                     .then(|| PublishRate::new(args.publish_rate, args.publish_burst)),
-            ),
+            )
+            .max_connections_per_user(no_cap_if_zero(args.max_connections_per_user)),
         hub,
         next_id: AtomicU64::new(1),
         files,

@@ -680,7 +680,7 @@ impl Client {
                 state.topics.remove(&topic);
                 Some(Action::Error(Error::Rejected(error)))
             }
-            Reply::Unsubscribed { .. } => None,
+            Reply::Unsubscribed { .. } | Reply::Connected { .. } | Reply::Refreshed { .. } => None,
         }
     }
 
