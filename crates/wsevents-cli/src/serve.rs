@@ -70,8 +70,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 use wsevents::hub::{BackendStatus, History, Hub, RedisBackend, RedisConfig};
-use wsevents::pubsub::{PublishRate, PubsubServer};
 use wsevents::pubsub::wire::PROTOCOL;
+use wsevents::pubsub::{PublishRate, PubsubServer};
 use wsevents::{
     AcceptBackoff, Acceptor, CancellationToken, HandshakePermit, Lifecycle, MaybeTlsStream,
     ServerLimits, ShutdownReport, WebSocket, WebSocketStream,

@@ -40,7 +40,10 @@ async fn past_the_burst_publishes_are_rate_limited_with_a_delay_and_nothing_is_s
     let mut p = Peer::connect(&url).await;
     let mut ids = Vec::new();
     for i in 0..8 {
-        ids.push(p.publish_later("t", &format!("m{i}"), Some(&format!("k{i}"))).await);
+        ids.push(
+            p.publish_later("t", &format!("m{i}"), Some(&format!("k{i}")))
+                .await,
+        );
     }
     // The burst passes.
     for id in &ids[..5] {

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use v1::Peer;
+use wsevents::CloseCode;
 use wsevents::hub::{History, Hub};
 use wsevents::pubsub::auth::{Access, Claims, TokenError, VerifyToken};
 use wsevents::pubsub::wire::{ErrorCode, Reply, Request};
 use wsevents::pubsub::{
     PubsubServer, TOO_MANY_CONNECTIONS_CLOSE_CODE, TOO_MANY_CONNECTIONS_REASON,
 };
-use wsevents::CloseCode;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,7 +40,11 @@ impl VerifyToken for UserTokens {
 
 async fn server(max_per_user: usize) -> (String, PubsubServer) {
     let pubsub = PubsubServer::new(Hub::builder().history(History::default()).build())
-        .access(Access::open().tokens(UserTokens).anonymous(Claims::anyone()))
+        .access(
+            Access::open()
+                .tokens(UserTokens)
+                .anonymous(Claims::anyone()),
+        )
         .max_connections_per_user(max_per_user);
     (v1::serve(pubsub.clone()).await, pubsub)
 }

@@ -61,11 +61,11 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use wsevents_proto::{CloseCode, Message};
 
-use super::rate::{DEFAULT_PUBLISH_RATE, PublishRate, TokenBucket};
 use super::auth::{
     Access, Action, Check, DISCONNECTED_CLOSE_CODE, Decision, Identity, TOKEN_EXPIRED_CLOSE_CODE,
     TokenError, close_for,
 };
+use super::rate::{DEFAULT_PUBLISH_RATE, PublishRate, TokenBucket};
 use super::users::{Registration, Shared, Users};
 use super::wire::{
     ErrorCode, Reply, Request, V1Framing, WireError, max_publication_in, publish_frame_len,

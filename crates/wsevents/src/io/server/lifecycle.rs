@@ -531,7 +531,10 @@ impl Lifecycle {
 
     /// A request was refused for `why`: count it; the status, the body and the
     /// `Retry-After` header to answer with.
-    pub(crate) fn refuse(&self, why: Refused) -> (http::StatusCode, &'static str, &(String, String)) {
+    pub(crate) fn refuse(
+        &self,
+        why: Refused,
+    ) -> (http::StatusCode, &'static str, &(String, String)) {
         let (status, body) = match why {
             Refused::AtCapacity => {
                 self.shared.refused.fetch_add(1, Ordering::Relaxed);

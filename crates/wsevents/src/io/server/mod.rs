@@ -84,9 +84,9 @@ use self::handshake::{Decision, Hook, ProtocolSelector, Refusal, ServerHandshake
 pub use self::backoff::AcceptBackoff;
 use self::lifecycle::Tracked;
 pub use self::lifecycle::{
-    DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
-    DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_IP, DEFAULT_RETRY_AFTER, HandshakePermit,
-    Lifecycle, SHUTDOWN_REASON, ServerLimits, ShutdownReport,
+    DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_MAX_HANDSHAKES_PER_IP, DEFAULT_RETRY_AFTER, HandshakePermit, Lifecycle,
+    SHUTDOWN_REASON, ServerLimits, ShutdownReport,
 };
 pub use self::peers::PeerLoad;
 use self::route::{Matched, RouteMatch, RoutePattern};

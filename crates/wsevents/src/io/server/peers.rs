@@ -55,17 +55,28 @@ impl Peers {
 
     /// One more handshake from `peer`: [`PastCap`] past the cap. With no cap
     /// (`usize::MAX`) nothing is counted.
-    pub(crate) fn handshake(self: &Arc<Self>, peer: SocketAddr) -> Result<Option<PeerClaim>, PastCap> {
+    pub(crate) fn handshake(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+    ) -> Result<Option<PeerClaim>, PastCap> {
         self.claim(peer, Kind::Handshake, self.max_handshakes)
     }
 
     /// One more open connection from `peer`: [`PastCap`] past the cap. With no cap
     /// (`usize::MAX`) nothing is counted.
-    pub(crate) fn connection(self: &Arc<Self>, peer: SocketAddr) -> Result<Option<PeerClaim>, PastCap> {
+    pub(crate) fn connection(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+    ) -> Result<Option<PeerClaim>, PastCap> {
         self.claim(peer, Kind::Connection, self.max_connections)
     }
 
-    fn claim(self: &Arc<Self>, peer: SocketAddr, kind: Kind, max: usize) -> Result<Option<PeerClaim>, PastCap> {
+    fn claim(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        kind: Kind,
+        max: usize,
+    ) -> Result<Option<PeerClaim>, PastCap> {
         if max == usize::MAX {
             return Ok(None);
         }
@@ -92,10 +103,7 @@ impl Peers {
 
     /// What `ip`'s address holds now.
     pub(crate) fn load(&self, ip: IpAddr) -> PeerLoad {
-        self.table()
-            .get(&peer_key(ip))
-            .copied()
-            .unwrap_or_default()
+        self.table().get(&peer_key(ip)).copied().unwrap_or_default()
     }
 
     fn table(&self) -> MutexGuard<'_, HashMap<IpAddr, PeerLoad>> {
@@ -161,13 +169,22 @@ mod tests {
         let a = peers.handshake(at("10.0.0.1")).unwrap();
         let b = peers.handshake(at("10.0.0.1")).unwrap();
         assert!(peers.handshake(at("10.0.0.1")).is_err(), "third handshake");
-        assert!(peers.handshake(at("10.0.0.2")).unwrap().is_some(), "another address");
+        assert!(
+            peers.handshake(at("10.0.0.2")).unwrap().is_some(),
+            "another address"
+        );
         let c = peers.connection(at("10.0.0.1")).unwrap();
-        assert!(peers.connection(at("10.0.0.1")).is_err(), "second connection");
+        assert!(
+            peers.connection(at("10.0.0.1")).is_err(),
+            "second connection"
+        );
         let load = peers.load("10.0.0.1".parse().unwrap());
         assert_eq!((load.handshakes, load.connections), (2, 1));
         drop(a);
-        assert!(peers.handshake(at("10.0.0.1")).unwrap().is_some(), "a slot freed");
+        assert!(
+            peers.handshake(at("10.0.0.1")).unwrap().is_some(),
+            "a slot freed"
+        );
         drop((b, c));
         assert_eq!(peers.load("10.0.0.1".parse().unwrap()), PeerLoad::default());
         assert!(peers.table().is_empty(), "no entry without a claim");
@@ -197,8 +214,14 @@ mod tests {
             peers.handshake(at("2001:db8:1:2:ffff::9")).is_err(),
             "the same /64"
         );
-        assert!(peers.handshake(at("2001:db8:1:3::1")).unwrap().is_some(), "another /64");
+        assert!(
+            peers.handshake(at("2001:db8:1:3::1")).unwrap().is_some(),
+            "another /64"
+        );
         let _b = peers.handshake(at("192.0.2.7")).unwrap();
-        assert!(peers.handshake(at("::ffff:192.0.2.7")).is_err(), "mapped IPv4");
+        assert!(
+            peers.handshake(at("::ffff:192.0.2.7")).is_err(),
+            "mapped IPv4"
+        );
     }
 }
