@@ -190,6 +190,8 @@ impl JwtVerifier {
     fn validation(&self, algorithm: Algorithm) -> Validation {
         let mut validation = Validation::new(algorithm);
         validation.leeway = self.leeway.as_secs();
+        // Off by default in jsonwebtoken 9.
+        validation.validate_nbf = true;
         let mut required = Vec::new();
         if let Some(audience) = &self.audience {
             validation.set_audience(&[audience]);

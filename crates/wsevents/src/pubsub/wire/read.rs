@@ -434,11 +434,11 @@ impl Rules for RequestRules {
                     None
                 }
             }
-            "connect" | "refresh" => (!object
+            "connect" | "refresh" => object
                 .get("token")
                 .and_then(Value::as_str)
-                .is_some_and(|token| token.len() <= MAX_TOKEN_LEN))
-            .then_some(BAD_TOKEN),
+                .is_none_or(|token| token.len() > MAX_TOKEN_LEN)
+                .then_some(BAD_TOKEN),
             _ => None,
         }
     }
