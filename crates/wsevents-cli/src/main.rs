@@ -80,7 +80,7 @@ enum Command {
         wsevents serve --stdin                           # each line typed goes to every client\n  \
         wsevents serve --api-key-file api.key            # the HTTP API under /api/ (docs/api.md)\n  \
         wsevents serve --config wsevents.toml            # every flag as a TOML key; flags override it")]
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Connect to a WebSocket server; type lines to send them
     ///
     /// Prints `open`, each message (text as is, binary as `binary HEX`), `error
@@ -160,7 +160,7 @@ fn main() -> ExitCode {
         // `serve --config FILE`: the file's settings under the command line's.
         match serve::config::from_command_line(argv.get(2..).unwrap_or_default()) {
             Ok(args) => Ok(Cli {
-                command: Command::Serve(args),
+                command: Command::Serve(Box::new(args)),
             }),
             Err(serve::config::LoadError::CommandLine(error)) => Err(error),
             Err(serve::config::LoadError::File(error)) => {
@@ -198,7 +198,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Connect(args) => connect::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Sub(args) => pubsub::sub(args).await,
