@@ -240,3 +240,26 @@ async fn on_a_redis_cluster_commands_and_history_pages_work_too() {
         assert_eq!(page.publications.len(), 1);
     }
 }
+
+#[tokio::test]
+async fn an_in_process_read_that_trims_gives_the_bytes_back_to_the_budget() {
+    let hub = Hub::builder()
+        .history(History {
+            ttl: Duration::from_millis(20),
+            ..History::default()
+        })
+        .build();
+    for _ in 0..3 {
+        hub.publish_confirmed("t", "x".repeat(10_000), None)
+            .await
+            .unwrap();
+    }
+    let before = hub.stats().history_bytes;
+    assert!(before >= 30_000, "{before}");
+    // Past the age: the read trims them all, and the budget is told.
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let page = hub.read_history("t", None, 10).await.unwrap();
+    assert!(page.publications.is_empty());
+    let after = hub.stats().history_bytes;
+    assert!(after < before - 30_000, "{before} -> {after}");
+}

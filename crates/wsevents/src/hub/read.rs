@@ -57,7 +57,7 @@ impl Hub {
             if state.removed {
                 continue;
             }
-            break match state.history.as_mut() {
+            let page = match state.history.as_mut() {
                 Some(history) => history.read(since, limit, &config, Instant::now()),
                 None => HistoryPage {
                     position: None,
@@ -66,6 +66,9 @@ impl Hub {
                     more: false,
                 },
             };
+            // The read trims what is past the history's bounds: the budget is told.
+            inner.budget.recharge(&mut state);
+            break page;
         };
         Pending::ready(Ok(page))
     }
