@@ -2,7 +2,8 @@
 //! `unsubscribe` through one node's API act on a user's connections on every node of a
 //! real Redis, with real HS256 tokens naming the users; `info` counts both nodes. The
 //! API is called as a hyper server would call it ([`HttpApi::handle`]); the clients
-//! are real wsevents.v1 connections on 127.0.0.1.
+//! are real wsevents.v1 connections on 127.0.0.1. And the API's own bounds: a body
+//! that does not arrive (408), requests past the bound in progress (503).
 #![cfg(all(feature = "http-api", feature = "redis", feature = "jwt"))]
 #![allow(clippy::unwrap_used)]
 
@@ -171,4 +172,68 @@ async fn without_user_identities_disconnect_is_not_implemented() {
     // Info works: one node, in process.
     let info = until_nodes(&api, 1).await;
     assert_eq!(info["backend"], "in_process");
+}
+
+/// A body that says when it is first read, then never ends.
+fn endless(
+    first_read: tokio::sync::oneshot::Sender<()>,
+) -> impl hyper::body::Body<Data = Bytes, Error = std::convert::Infallible> {
+    let mut first_read = Some(first_read);
+    http_body_util::StreamBody::new(futures_util::stream::poll_fn(
+        move |_| -> std::task::Poll<
+            Option<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>,
+        > {
+            if let Some(told) = first_read.take() {
+                let _ = told.send(());
+            }
+            std::task::Poll::Pending
+        },
+    ))
+}
+
+fn publish_request<B>(body: B) -> http::Request<B> {
+    http::Request::post("/api/publish")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(body)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_is_408_and_requests_past_the_bound_are_503() {
+    let hub = Hub::builder().history(History::default()).build();
+    let api = HttpApi::builder(hub, ApiKeys::parse(KEY).unwrap())
+        .body_timeout(Duration::from_millis(100))
+        .max_in_progress(1)
+        .build();
+    // 408: the body never comes.
+    let (told, _) = tokio::sync::oneshot::channel();
+    let late = api.handle(publish_request(endless(told))).await;
+    assert_eq!(late.status(), 408);
+    let body = late.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "timeout");
+
+    // 503: one request is reading its body (the bound is 1), the next is refused.
+    let (told, reading) = tokio::sync::oneshot::channel();
+    let first = {
+        let api = api.clone();
+        tokio::spawn(async move { api.handle(publish_request(endless(told))).await })
+    };
+    reading.await.unwrap();
+    let refused = api
+        .handle(publish_request(Full::new(Bytes::from(
+            r#"{"topic":"t","data":"x"}"#,
+        ))))
+        .await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    // Once the first is done (408), the next goes through.
+    assert_eq!(first.await.unwrap().status(), 408);
+    let (status, _) = call(
+        &api,
+        "/api/publish",
+        Some(json!({"topic": "t", "data": "x"})),
+    )
+    .await;
+    assert_eq!(status, 200);
 }
