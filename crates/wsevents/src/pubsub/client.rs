@@ -207,7 +207,9 @@ enum Action {
 ///   ([`SubscribedEvent::recovered`] says whether it did).
 /// - [`publish`](Self::publish) gives a future of the publication's position; the
 ///   publish is re-sent, with the same idempotency key, after a reconnect or a
-///   temporary (`unavailable`) error, until answered.
+///   temporary (`unavailable`) error, until answered; told `rate_limited`, it holds
+///   every publish until the delay the server gave (`retry_after_ms`), then re-sends
+///   the refused ones first, in the order of the calls.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), wsevents::Error> {
