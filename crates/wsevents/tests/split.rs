@@ -593,11 +593,11 @@ async fn halves_on_two_tasks_echo_many_messages() {
     fn message(i: usize) -> Message {
         // Mostly small, every 100th large (and incompressible) enough to fill the
         // socket's buffers.
-        if i % 100 == 0 {
+        if i.is_multiple_of(100) {
             return Message::binary(noise(300_000, i as u64));
         }
         let size = i % 1000;
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             Message::binary(vec![i as u8; size])
         } else {
             Message::text("x".repeat(size))

@@ -658,10 +658,10 @@ impl Connection {
     /// connection (see [`abort`](Self::abort)). The code must be valid on the wire and
     /// the reason at most 123 bytes; an empty frame (no code) is allowed.
     pub fn close(&mut self, frame: CloseFrame, now: Instant) -> Result<(), Error> {
-        if let Some(code) = frame.code {
-            if !code.is_valid_on_wire() {
-                return Err(Error::InvalidCloseCode(code.as_u16()));
-            }
+        if let Some(code) = frame.code
+            && !code.is_valid_on_wire()
+        {
+            return Err(Error::InvalidCloseCode(code.as_u16()));
         }
         if frame.reason.len() > MAX_REASON_LEN {
             return Err(Error::ReasonTooLong(frame.reason.len()));

@@ -473,13 +473,13 @@ impl ReconnectingWebSocket {
         if state.closing.is_some() || state.finished.is_some() {
             return Err(Error::InvalidState);
         }
-        if state.open {
-            if let Some(ws) = &state.current {
-                match ws.send(message.clone()) {
-                    // Closing under us: the message waits for the next connection.
-                    Err(Error::InvalidState) => state.open = false,
-                    other => return other,
-                }
+        if state.open
+            && let Some(ws) = &state.current
+        {
+            match ws.send(message.clone()) {
+                // Closing under us: the message waits for the next connection.
+                Err(Error::InvalidState) => state.open = false,
+                other => return other,
             }
         }
         if state.queue.len() >= self.inner.options.max_queued {
@@ -698,11 +698,11 @@ impl ReconnectingWebSocket {
             }
             reconnect
         };
-        if !refused.is_empty() {
-            if let Some(f) = self.handlers().error.clone() {
-                for error in refused {
-                    f(&ErrorEvent::new(error));
-                }
+        if !refused.is_empty()
+            && let Some(f) = self.handlers().error.clone()
+        {
+            for error in refused {
+                f(&ErrorEvent::new(error));
             }
         }
         reconnect

@@ -1244,14 +1244,14 @@ impl WebSocket {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Event>> {
         core.parked = false;
-        if !core.queued.is_empty() {
-            if let Some(event) = core.queued.pop_front() {
-                if core.queued.is_empty() {
-                    // Once: an accepted socket's `open`; keep no buffer for it.
-                    core.queued = VecDeque::new();
-                }
-                return Poll::Ready(Some(event));
+        if !core.queued.is_empty()
+            && let Some(event) = core.queued.pop_front()
+        {
+            if core.queued.is_empty() {
+                // Once: an accepted socket's `open`; keep no buffer for it.
+                core.queued = VecDeque::new();
             }
+            return Poll::Ready(Some(event));
         }
         let Some(conn) = core.conn.as_mut() else {
             return Poll::Ready(None);
