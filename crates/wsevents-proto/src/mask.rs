@@ -63,8 +63,8 @@ pub(crate) fn extend_masked(dst: &mut bytes::BytesMut, payload: &[u8], key: [u8;
 /// 64-byte blocks of eight words (LLVM turns this into SIMD), then the short rest.
 /// On x86-64 with AVX2 (checked at run time, once: the standard library caches the
 /// answer) the same loop compiled for 256-bit registers: half the instructions of the
-/// baseline's SSE2, which is what a 16 KiB frame's unmasking costs most (callgrind:
-/// 42 % of the server's user-space instructions per 16 KiB echo before).
+/// baseline's SSE2 per block, where unmasking is most of what a large frame costs
+/// (`bench/README.md`, "Masking with AVX2").
 #[inline(never)]
 fn mask_long(buf: &mut [u8], key: [u8; 4]) {
     #[cfg(target_arch = "x86_64")]
