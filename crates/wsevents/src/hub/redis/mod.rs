@@ -781,18 +781,9 @@ impl Shared {
     }
 }
 
-/// A node id unlikely to be another's: std's random hash keys, the process id, the
-/// time.
+/// A node id unlikely to be another's.
 fn node_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(now.as_nanos());
-    }
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.finish()
+    wsevents_proto::random::u64()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
