@@ -58,6 +58,7 @@ mod api {
 }
 #[cfg(feature = "axum")]
 pub mod axum;
+mod backoff;
 mod backpressure;
 mod error;
 #[cfg(fuzzing)]

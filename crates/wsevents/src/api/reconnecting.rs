@@ -32,6 +32,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use wsevents_proto::{CloseCode, HandshakeError, Message, random};
 
+use crate::backoff::Backoff;
+
 use crate::api::data::{BinaryType, IntoMessage};
 use crate::api::events::{CloseEvent, ErrorEvent, MessageEvent};
 use crate::api::websocket::{ReadyState, WebSocket};
@@ -146,15 +148,19 @@ impl Reconnect {
     /// `min(max_delay, initial_delay · 2^n)`. The wait itself is uniform in
     /// `0..bound` (full jitter).
     pub fn delay_bound(&self, n: u32) -> Duration {
-        let factor = 1u32 << n.min(31);
-        self.initial_delay
-            .saturating_mul(factor)
-            .min(self.max_delay)
+        self.backoff().bound(n)
     }
 
     /// The wait before retry `n`, for `unit` uniform in `[0, 1)`.
     pub(crate) fn delay(&self, n: u32, unit: f64) -> Duration {
-        self.delay_bound(n).mul_f64(unit.clamp(0.0, 1.0))
+        self.backoff().delay_at(n, unit)
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            initial: self.initial_delay,
+            max: self.max_delay,
+        }
     }
 }
 

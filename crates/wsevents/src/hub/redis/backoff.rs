@@ -17,11 +17,7 @@ pub(super) async fn backoff(
     attempts: u32,
     mut queue: Option<&mut mpsc::Receiver<Job>>,
 ) -> bool {
-    let ceiling = config
-        .backoff_min
-        .saturating_mul(1u32 << attempts.min(16))
-        .min(config.backoff_max);
-    let delay = ceiling.mul_f64(wsevents_proto::random::unit());
+    let delay = config.backoff().delay(attempts);
     let sleep = tokio::time::sleep(delay);
     tokio::pin!(sleep);
     loop {

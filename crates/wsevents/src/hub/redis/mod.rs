@@ -132,6 +132,17 @@ impl Default for RedisConfig {
     }
 }
 
+impl RedisConfig {
+    /// The reconnection waits: full jitter under `backoff_min` doubling to
+    /// `backoff_max`.
+    pub(crate) fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff {
+            initial: self.backoff_min,
+            max: self.backoff_max,
+        }
+    }
+}
+
 /// A [`Backend`] on Redis pub/sub: many server processes, one hub.
 ///
 /// Each node keeps two connections to Redis, each owned by a task of its own (and a

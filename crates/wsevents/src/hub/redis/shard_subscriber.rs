@@ -214,10 +214,7 @@ pub(super) async fn shard_subscriber(
             }
             shared.set_subscriber(Link::Down { attempts, error });
             read_map = true;
-            config
-                .backoff_min
-                .saturating_mul(1u32 << attempts.min(16))
-                .min(config.backoff_max)
+            config.backoff().bound(attempts)
         };
         let closed = futures_util::future::select_all(
             links
