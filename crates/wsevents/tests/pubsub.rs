@@ -21,11 +21,7 @@ use wsevents::pubsub::{
     DEFAULT_MAX_PUBLICATION, MIN_WAITING_SUBSCRIPTIONS, PubsubServer, SLOW_CLOSE_CODE,
     SLOW_CLOSE_REASON,
 };
-use wsevents::{Message, Server, StreamEvent};
-
-/// Long enough for anything here on a loaded machine; a hang fails instead of
-/// blocking.
-const LIMIT: Duration = Duration::from_secs(10);
+use wsevents::{Message, Server};
 
 /// A server of wsevents.v1 on a hub with `history` (at most 3 topics per
 /// connection); its URL and the hub.
@@ -34,6 +30,10 @@ async fn start(history: History) -> (String, Hub) {
     let url = v1::serve(PubsubServer::new(hub.clone()).max_topics(3)).await;
     (url, hub)
 }
+
+/// Long enough for anything here on a loaded machine; a hang fails instead of
+/// blocking.
+const LIMIT: Duration = Duration::from_secs(10);
 
 fn small(size: usize) -> History {
     History {
@@ -191,7 +191,7 @@ async fn plain_and_v1_subscribers_share_a_topic() {
     plain.ping("subscribed?").unwrap();
     plain.flush().await.unwrap();
     match timeout(LIMIT, plain.next_event()).await.unwrap() {
-        Some(Ok(StreamEvent::Pong { .. })) => {}
+        Some(Ok(wsevents::StreamEvent::Pong { .. })) => {}
         other => panic!("expected the pong, got {other:?}"),
     }
     let mut sub = Peer::connect(&url).await;
