@@ -170,10 +170,9 @@ pub(crate) struct Args {
     /// client that sends its request byte by byte is closed then
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_seconds)]
     handshake_timeout: Duration,
-    /// Seconds a 503 past --max-connections asks the client to wait (Retry-After, in
-    /// whole seconds: a fraction is rounded down)
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
-    retry_after: Duration,
+    /// Seconds a 503 past --max-connections asks the client to wait (Retry-After)
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = clap::value_parser!(u64))]
+    retry_after: u64,
     /// Seconds the connections get to close after Ctrl-C/SIGTERM before the rest are
     /// forced
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
@@ -340,7 +339,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let limits = ServerLimits {
         max_connections: args.max_connections as usize,
         max_handshakes: args.max_handshakes as usize,
-        retry_after: args.retry_after,
+        retry_after: Duration::from_secs(args.retry_after),
     };
     let history = History {
         size: args.history_size,

@@ -813,7 +813,6 @@ fn extreme_durations_are_never_or_refused_never_a_panic() {
         vec!["sub", "ws://127.0.0.1:9/pubsub", "t", "--max-delay", "1e30"],
         vec!["bench", "ws://127.0.0.1:9/", "--duration", "inf"],
         vec!["serve", "--idle-timeout", "1e30"],
-        vec!["serve", "--retry-after", "1e30"],
     ] {
         let out = run(&args, "");
         let err = text(&out.stderr);
