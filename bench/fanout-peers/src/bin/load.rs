@@ -54,6 +54,13 @@
 //! fanout-load --pub ws://127.0.0.1:PORT/pub/tagged --sub 'ws://127.0.0.1:PORT/sub/{topic}' \
 //!     --topics 64 --publishers 8 -n 1000 -s 20 --window 64 --drain 30 --server-pid PID
 //! ```
+//! `--pub` may be given several times too: publisher `p` uses URL `p % N`. With
+//! `--pub-v1` the publishers speak wsevents.v1 (a server's `/pubsub`, e.g.
+//! `wsevents serve`): each message is a `publish` request to the topic's name (its
+//! number), the payload base64 with `"binary": true`, so that subscribers of plain
+//! topic routes (`/topic/{topic}`) receive the payload's bytes; the answers are read and
+//! dropped (a refused publish shows as a gap in its topic).
+//!
 //! Prints one JSON object.
 
 use std::cell::RefCell;
@@ -75,7 +82,9 @@ type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 const STAMP: usize = 20;
 
 struct Args {
-    publish: String,
+    publish: Vec<String>,
+    /// Publish as wsevents.v1 `publish` requests rather than raw binary frames.
+    publish_v1: bool,
     subscribe: Vec<String>,
     subscribers: usize,
     size: usize,
@@ -93,7 +102,8 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
-        publish: String::new(),
+        publish: Vec::new(),
+        publish_v1: false,
         subscribe: Vec::new(),
         subscribers: 1000,
         size: 20,
@@ -110,7 +120,8 @@ fn parse_args() -> Result<Args> {
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--pub" => args.publish = value()?,
+            "--pub" => args.publish.push(value()?),
+            "--pub-v1" => args.publish_v1 = true,
             "--sub" => args.subscribe.push(value()?),
             "-n" | "--subscribers" => args.subscribers = value()?.parse()?,
             "-s" | "--size" => args.size = value()?.parse()?,
@@ -175,6 +186,10 @@ impl Topic {
 
 /// What the subscribers and the publishers share (one thread: a `RefCell`).
 struct Shared {
+    /// Publishes a wsevents.v1 server refused, by error code (`--pub-v1`).
+    refused: std::collections::BTreeMap<String, u64>,
+    /// Gaps over the whole run, by the subscriber's `--sub` URL (its index).
+    skipped_by_sub_url: std::collections::BTreeMap<usize, u64>,
     epoch: Instant,
     subscribers: u64,
     topics: Vec<Topic>,
@@ -242,6 +257,8 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         topics[i % args.topics].subscribers += 1;
     }
     let shared = Rc::new(RefCell::new(Shared {
+        refused: Default::default(),
+        skipped_by_sub_url: Default::default(),
         epoch: Instant::now(),
         subscribers: args.subscribers as u64,
         topics,
@@ -280,7 +297,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         let gate = gate.clone();
         handshakes.push(tokio::task::spawn_local(async move {
             let _permit = gate.acquire().await;
-            open(&url)
+            open(&url, None)
                 .await
                 .map(|(tcp, rest)| (tcp, rest, subscription))
         }));
@@ -302,9 +319,13 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     }
 
     for (p, progress) in progress.iter().enumerate() {
-        let (publisher, rest) = open(&args.publish).await?;
+        let (publisher, rest) = open(
+            &args.publish[p % args.publish.len()],
+            args.publish_v1.then_some("wsevents.v1"),
+        )
+        .await?;
         let (pub_read, pub_write) = publisher.into_split();
-        tokio::task::spawn_local(drain(pub_read, rest));
+        tokio::task::spawn_local(drain(pub_read, rest, shared.clone()));
         tokio::task::spawn_local(publish(
             pub_write,
             Publisher {
@@ -314,6 +335,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
             args.size,
             args.window,
             args.rate,
+            args.publish_v1,
             shared.clone(),
             progress.clone(),
         ));
@@ -414,6 +436,8 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         // CPU time of the whole machine (every core, every process): beyond the load's
         // and the servers', what other work took while this ran.
         "machine_cpu_s": machine,
+        "refused_by_server": &s.refused,
+        "skipped_by_sub_url": &s.skipped_by_sub_url,
         "errors": s.errors.len(),
         "first_error": s.errors.first(),
     });
@@ -498,15 +522,18 @@ fn cpu_times(pids: &[u32]) -> Vec<f64> {
 
 /// TCP connect and the opening handshake; returns the socket and any bytes read past
 /// the response head.
-async fn open(url: &str) -> Result<(TcpStream, Vec<u8>)> {
+async fn open(url: &str, protocol: Option<&str>) -> Result<(TcpStream, Vec<u8>)> {
     let rest = url.strip_prefix("ws://").ok_or("ws:// URLs only")?;
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
     let mut tcp = TcpStream::connect(host).await?;
     tcp.set_nodelay(true)?;
+    let protocol = protocol.map_or(String::new(), |p| {
+        format!("Sec-WebSocket-Protocol: {p}\r\n")
+    });
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n"
     );
     tcp.write_all(request.as_bytes()).await?;
     let mut head = Vec::with_capacity(1024);
@@ -685,6 +712,9 @@ fn walk(
                         s.skipped += seq - h - 1;
                     }
                     s.skipped_all += seq - h - 1;
+                    if seq - h > 1 {
+                        *s.skipped_by_sub_url.entry(sub.url).or_default() += seq - h - 1;
+                    }
                 }
                 // This one, and any it skipped (or, for the first, missed by
                 // subscribing after they were published).
@@ -727,15 +757,31 @@ fn walk(
 
 /// The publisher's read side: take and drop whatever comes (pings are not answered;
 /// the publisher sends all the time, which is what a keepalive looks for).
-async fn drain(read: tokio::net::tcp::OwnedReadHalf, _rest: Vec<u8>) {
+async fn drain(read: tokio::net::tcp::OwnedReadHalf, rest: Vec<u8>, shared: Rc<RefCell<Shared>>) {
+    // What a wsevents.v1 server answers a refused publish: `"op":"error","code":"…"`,
+    // counted by code (a read may cut an answer in two: the tail of each read is kept).
+    const ERROR: &[u8] = b"\"op\":\"error\",\"code\":\"";
     let mut buf = vec![0u8; 64 * 1024];
+    let mut text = rest;
     loop {
+        let mut scan = 0;
+        while let Some(at) = text[scan..].windows(ERROR.len()).position(|w| w == ERROR) {
+            let start = scan + at + ERROR.len();
+            let Some(len) = text[start..].iter().position(|&b| b == b'"') else {
+                break;
+            };
+            let code = String::from_utf8_lossy(&text[start..start + len]).into_owned();
+            *shared.borrow_mut().refused.entry(code).or_default() += 1;
+            scan = start + len;
+        }
+        let keep = text.len().saturating_sub(ERROR.len() + 64).max(scan);
+        text.drain(..keep);
         if read.readable().await.is_err() {
             return;
         }
         match read.try_read(&mut buf) {
             Ok(0) => return,
-            Ok(_) => {}
+            Ok(n) => text.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return,
         }
@@ -756,26 +802,37 @@ async fn publish(
     size: usize,
     window: u64,
     rate: Option<f64>,
+    v1: bool,
     shared: Rc<RefCell<Shared>>,
     progress: Rc<Notify>,
 ) {
-    let header: Vec<u8> = if size < 126 {
-        vec![0x82, 0x80 | size as u8, 0, 0, 0, 0]
-    } else {
-        let mut h = vec![0x82, 0x80 | 126];
-        h.extend_from_slice(&(size as u16).to_be_bytes());
-        h.extend_from_slice(&[0; 4]);
-        h
-    };
     let filler: Vec<u8> = (0..size - STAMP).map(|i| b'a' + (i % 26) as u8).collect();
     let mut out = Vec::with_capacity(256 * 1024);
-    let frame = |out: &mut Vec<u8>, seq: u64, stamp: u64, topic: usize| {
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&seq.to_le_bytes());
-        out.extend_from_slice(&stamp.to_le_bytes());
-        out.extend_from_slice(&(topic as u16).to_le_bytes());
-        out.extend_from_slice(&(publisher.id as u16).to_le_bytes());
-        out.extend_from_slice(&filler);
+    let mut payload = Vec::with_capacity(size);
+    let mut request = Vec::with_capacity(size * 2 + 128);
+    let mut next_id = 0u64;
+    let mut frame = |out: &mut Vec<u8>, seq: u64, stamp: u64, topic: usize| {
+        payload.clear();
+        payload.extend_from_slice(&seq.to_le_bytes());
+        payload.extend_from_slice(&stamp.to_le_bytes());
+        payload.extend_from_slice(&(topic as u16).to_le_bytes());
+        payload.extend_from_slice(&(publisher.id as u16).to_le_bytes());
+        payload.extend_from_slice(&filler);
+        if v1 {
+            next_id += 1;
+            request.clear();
+            request.extend_from_slice(
+                format!("{{\"id\":{next_id},\"op\":\"publish\",\"topic\":\"{topic}\",\"data\":\"")
+                    .as_bytes(),
+            );
+            base64(&payload, &mut request);
+            request.extend_from_slice(b"\",\"binary\":true}");
+            frame_header(out, 0x81, request.len());
+            out.extend_from_slice(&request);
+        } else {
+            frame_header(out, 0x82, payload.len());
+            out.extend_from_slice(&payload);
+        }
     };
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -837,5 +894,46 @@ async fn publish(
             .borrow_mut()
             .errors
             .push(format!("publisher {}: {error}", publisher.id));
+    }
+}
+
+/// A client frame's header for `len` bytes of payload, masked with the key 0 (so the
+/// payload goes as it is).
+fn frame_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
+    out.push(opcode);
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&[0; 4]);
+}
+
+/// Standard base64 with padding (RFC 4648), what wsevents.v1 takes for binary data.
+fn base64(bytes: &[u8], out: &mut Vec<u8>) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        out.push(ALPHABET[(n >> 18) as usize & 63]);
+        out.push(ALPHABET[(n >> 12) as usize & 63]);
+        out.push(if chunk.len() > 1 {
+            ALPHABET[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if chunk.len() > 2 {
+            ALPHABET[n as usize & 63]
+        } else {
+            b'='
+        });
     }
 }
