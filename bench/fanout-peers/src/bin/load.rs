@@ -58,8 +58,15 @@
 //! `--pub-v1` the publishers speak wsevents.v1 (a server's `/pubsub`, e.g.
 //! `wsevents serve`): each message is a `publish` request to the topic's name (its
 //! number), the payload base64 with `"binary": true`, so that subscribers of plain
-//! topic routes (`/topic/{topic}`) receive the payload's bytes; the answers are read and
-//! dropped (a refused publish shows as a gap in its topic).
+//! topic routes (`/topic/{topic}`) receive the payload's bytes. The answers are read,
+//! one frame each: a refused publish is counted by its error code
+//! (`refused_by_server`; it also shows as a gap in its topic), and a publisher keeps at
+//! most `--max-unanswered` publishes unanswered ([`MAX_UNANSWERED`], 1,024, by
+//! default), as wsevents' clients do (the server
+//! refuses past it, `too_many_requests`): the window counts deliveries, and on Redis a
+//! subscriber may get a publication before its publisher gets the answer (it comes
+//! back on the channel before the store's pipeline is answered), so the window alone
+//! does not bound what waits for an answer.
 //!
 //! Prints one JSON object.
 
@@ -81,6 +88,12 @@ type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 /// (`u16`, what the servers' `/pub/tagged` path reads) and the publisher (`u16`).
 const STAMP: usize = 20;
 
+/// The most publishes a `--pub-v1` publisher leaves unanswered by default
+/// (`--max-unanswered`): a wsevents.v1 server's `MAX_PENDING_PUBLISHES` (1,024), the
+/// bound of wsevents' own clients (`wsevents pub --pipeline`, the Rust client's and
+/// wsevents.js's `max_queued`). Past it the publisher waits for answers.
+const MAX_UNANSWERED: u64 = 1024;
+
 struct Args {
     publish: Vec<String>,
     /// Publish as wsevents.v1 `publish` requests rather than raw binary frames.
@@ -98,6 +111,8 @@ struct Args {
     drain: f64,
     topics: usize,
     publishers: usize,
+    /// `--pub-v1`: the most publishes a publisher leaves unanswered.
+    max_unanswered: u64,
 }
 
 fn parse_args() -> Result<Args> {
@@ -115,6 +130,7 @@ fn parse_args() -> Result<Args> {
         drain: 0.0,
         topics: 1,
         publishers: 1,
+        max_unanswered: MAX_UNANSWERED,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -133,6 +149,7 @@ fn parse_args() -> Result<Args> {
             "--drain" => args.drain = value()?.parse()?,
             "--topics" => args.topics = value()?.parse()?,
             "--publishers" => args.publishers = value()?.parse()?,
+            "--max-unanswered" => args.max_unanswered = value()?.parse()?,
             _ => return Err(format!("unknown option {flag}").into()),
         }
     }
@@ -141,6 +158,9 @@ fn parse_args() -> Result<Args> {
     }
     if args.size < STAMP {
         return Err(format!("--size must be at least {STAMP}").into());
+    }
+    if args.max_unanswered == 0 {
+        return Err("--max-unanswered must be at least 1".into());
     }
     if args.window == 0 {
         return Err("--window must be at least 1".into());
@@ -197,6 +217,12 @@ struct Shared {
     window: u64,
     /// Per publisher: it has been told that one of its topics has room.
     notified: Vec<bool>,
+    /// Per `--pub-v1` publisher: publishes sent and not answered yet.
+    unanswered: Vec<u64>,
+    /// Per publisher: it stopped at `max_unanswered` and waits for an answer.
+    held: Vec<bool>,
+    /// `--max-unanswered`.
+    max_unanswered: u64,
     /// Subscribers that have received anything.
     started: u64,
     measuring: bool,
@@ -264,6 +290,9 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         topics,
         window: args.window,
         notified: vec![false; args.publishers],
+        unanswered: vec![0; args.publishers],
+        held: vec![false; args.publishers],
+        max_unanswered: args.max_unanswered,
         started: 0,
         measuring: false,
         stopped: false,
@@ -325,7 +354,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         )
         .await?;
         let (pub_read, pub_write) = publisher.into_split();
-        tokio::task::spawn_local(drain(pub_read, rest, shared.clone()));
+        tokio::task::spawn_local(drain(pub_read, rest, p, shared.clone(), progress.clone()));
         tokio::task::spawn_local(publish(
             pub_write,
             Publisher {
@@ -755,37 +784,86 @@ fn walk(
     Ok(at)
 }
 
-/// The publisher's read side: take and drop whatever comes (pings are not answered;
-/// the publisher sends all the time, which is what a keepalive looks for).
-async fn drain(read: tokio::net::tcp::OwnedReadHalf, rest: Vec<u8>, shared: Rc<RefCell<Shared>>) {
-    // What a wsevents.v1 server answers a refused publish: `"op":"error","code":"…"`,
-    // counted by code (a read may cut an answer in two: the tail of each read is kept).
-    const ERROR: &[u8] = b"\"op\":\"error\",\"code\":\"";
+/// The publisher's read side: the server's answers (`--pub-v1`), one frame each: a
+/// refusal is counted by its code, and every answer lets the publisher send one more
+/// past `--max-unanswered`. Pings are not answered (the publisher sends all the time,
+/// which is what a keepalive looks for).
+async fn drain(
+    read: tokio::net::tcp::OwnedReadHalf,
+    rest: Vec<u8>,
+    publisher: usize,
+    shared: Rc<RefCell<Shared>>,
+    progress: Rc<Notify>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut text = rest;
+    let mut frames = rest;
     loop {
-        let mut scan = 0;
-        while let Some(at) = text[scan..].windows(ERROR.len()).position(|w| w == ERROR) {
-            let start = scan + at + ERROR.len();
-            let Some(len) = text[start..].iter().position(|&b| b == b'"') else {
-                break;
-            };
-            let code = String::from_utf8_lossy(&text[start..start + len]).into_owned();
-            *shared.borrow_mut().refused.entry(code).or_default() += 1;
-            scan = start + len;
+        let mut at = 0;
+        let mut answered = 0;
+        while let Some((opcode, payload, len)) = server_frame(&frames[at..]) {
+            at += len;
+            match opcode {
+                0x1 => {
+                    answered += 1;
+                    if let Some(code) = refusal(payload) {
+                        *shared.borrow_mut().refused.entry(code).or_default() += 1;
+                    }
+                }
+                0x8 => return,
+                _ => {}
+            }
         }
-        let keep = text.len().saturating_sub(ERROR.len() + 64).max(scan);
-        text.drain(..keep);
+        frames.drain(..at);
+        if answered > 0 {
+            let mut s = shared.borrow_mut();
+            let left = &mut s.unanswered[publisher];
+            *left = left.saturating_sub(answered);
+            if s.held[publisher] && s.unanswered[publisher] < s.max_unanswered {
+                s.held[publisher] = false;
+                progress.notify_one();
+            }
+        }
         if read.readable().await.is_err() {
             return;
         }
         match read.try_read(&mut buf) {
             Ok(0) => return,
-            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Ok(n) => frames.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return,
         }
     }
+}
+
+/// The first whole frame from the server in `data` (unmasked): its opcode, payload and
+/// length on the wire; `None` until it is all there.
+fn server_frame(data: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (&b0, &b1) = (data.first()?, data.get(1)?);
+    let (header, len): (usize, usize) = match b1 & 0x7f {
+        126 => (
+            4,
+            usize::from(u16::from_be_bytes([*data.get(2)?, *data.get(3)?])),
+        ),
+        127 => {
+            let bytes: [u8; 8] = data.get(2..10)?.try_into().ok()?;
+            (10, usize::try_from(u64::from_be_bytes(bytes)).ok()?)
+        }
+        n => (2, usize::from(n)),
+    };
+    let payload = data.get(header..header.checked_add(len)?)?;
+    Some((b0 & 0x0f, payload, header + len))
+}
+
+/// The error code of a wsevents.v1 answer that is a refusal (`"op":"error"`, its
+/// `"code"` wherever the server put it: it writes `{"op":"error","id":N,"code":…}`);
+/// `None` for any other answer.
+fn refusal(answer: &[u8]) -> Option<String> {
+    const ERROR: &[u8] = b"\"op\":\"error\"";
+    const CODE: &[u8] = b"\"code\":\"";
+    answer.windows(ERROR.len()).position(|w| w == ERROR)?;
+    let start = answer.windows(CODE.len()).position(|w| w == CODE)? + CODE.len();
+    let len = answer[start..].iter().position(|&b| b == b'"')?;
+    Some(String::from_utf8_lossy(&answer[start..start + len]).into_owned())
 }
 
 /// A publisher: its number (in every payload) and its topics, published to in turn.
@@ -852,10 +930,17 @@ async fn publish(
                         while any {
                             any = false;
                             for &topic in &publisher.topics {
+                                if v1 && s.unanswered[publisher.id] >= s.max_unanswered {
+                                    s.held[publisher.id] = true;
+                                    break;
+                                }
                                 let t = &mut s.topics[topic];
                                 if t.has_room(window) {
                                     frame(&mut out, t.published, now, topic);
                                     t.published += 1;
+                                    if v1 {
+                                        s.unanswered[publisher.id] += 1;
+                                    }
                                     any = true;
                                 }
                             }
@@ -864,12 +949,24 @@ async fn publish(
                     Some(r) => {
                         // Message `seq` of each topic is due at `seq / r` seconds.
                         let due = ((now - start_ns) as f64 * r / 1e9) as u64 + 1;
+                        // A message held back by the answers' bound goes on a later
+                        // tick, late by its stamp (a server that falls behind shows in
+                        // the latency).
                         for &topic in &publisher.topics {
-                            let t = &mut s.topics[topic];
-                            while t.published < due {
+                            loop {
+                                if v1 && s.unanswered[publisher.id] >= s.max_unanswered {
+                                    break;
+                                }
+                                let t = &mut s.topics[topic];
+                                if t.published >= due {
+                                    break;
+                                }
                                 let stamp = start_ns + (t.published as f64 * 1e9 / r) as u64;
                                 frame(&mut out, t.published, stamp, topic);
                                 t.published += 1;
+                                if v1 {
+                                    s.unanswered[publisher.id] += 1;
+                                }
                             }
                         }
                     }
@@ -935,5 +1032,56 @@ fn base64(bytes: &[u8], out: &mut Vec<u8>) {
         } else {
             b'='
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server frame as a wsevents.v1 server sends it: unmasked text.
+    fn text_frame(text: &str) -> Vec<u8> {
+        let mut frame = vec![0x81];
+        if text.len() < 126 {
+            frame.push(text.len() as u8);
+        } else {
+            frame.push(126);
+            frame.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        }
+        frame.extend_from_slice(text.as_bytes());
+        frame
+    }
+
+    #[test]
+    fn a_refusal_is_found_by_its_code_wherever_the_server_puts_it() {
+        // What `wsevents serve` answers (the tag first, then the fields in order).
+        let refused = br#"{"op":"error","id":7,"code":"too_many_requests","message":"1024 publishes waiting: retry later","temporary":true}"#;
+        assert_eq!(refusal(refused).as_deref(), Some("too_many_requests"));
+        let no_id = br#"{"id":null,"code":"bad_request","op":"error"}"#;
+        assert_eq!(refusal(no_id).as_deref(), Some("bad_request"));
+        let published = br#"{"op":"published","id":8,"topic":"3","epoch":"e","offset":4}"#;
+        assert_eq!(refusal(published), None);
+    }
+
+    #[test]
+    fn answers_are_taken_frame_by_frame_across_reads() {
+        let long = format!(
+            r#"{{"op":"error","id":9,"code":"too_large","message":"{}"}}"#,
+            "x".repeat(200)
+        );
+        let mut wire =
+            text_frame(r#"{"op":"published","id":1,"topic":"0","epoch":"e","offset":1}"#);
+        wire.extend(text_frame(&long));
+        let (opcode, payload, len) = server_frame(&wire).unwrap();
+        assert_eq!((opcode, refusal(payload)), (1, None));
+        let rest = &wire[len..];
+        for cut in 0..rest.len() {
+            assert!(server_frame(&rest[..cut]).is_none(), "a frame cut at {cut}");
+        }
+        let (_, payload, len) = server_frame(rest).unwrap();
+        assert_eq!(
+            (refusal(payload).as_deref(), len),
+            (Some("too_large"), rest.len())
+        );
     }
 }
