@@ -34,7 +34,10 @@ mod server;
 mod users;
 pub mod wire;
 
-pub use client::{Client, PublicationEvent, Publishing, SUBSCRIBE_WINDOW, SubscribedEvent};
+pub use client::{
+    Client, MAX_REFRESH_AHEAD, PublicationEvent, Publishing, SUBSCRIBE_WINDOW, SubscribedEvent,
+    TokenFuture,
+};
 
 pub use server::{
     DEFAULT_EXPIRY_GRACE, DEFAULT_MAX_PUBLICATION, DEFAULT_MAX_TOPICS, DISCONNECTED_REASON,
