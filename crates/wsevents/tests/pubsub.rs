@@ -206,7 +206,7 @@ async fn bad_requests_get_the_documented_errors_and_the_connection_goes_on() {
         .await;
     assert!(matches!(
         peer.reply().await,
-        Reply::Unsubscribed { id: 12, .. }
+        Reply::Unsubscribed { id: Some(12), .. }
     ));
     peer.subscribe("d", None).await;
 }
