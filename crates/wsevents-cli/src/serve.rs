@@ -34,6 +34,10 @@
 //! - at most `--max-connections` (10,000) open WebSocket connections: past them an
 //!   upgrade request gets `503 Service Unavailable` with `Retry-After`
 //!   (`--retry-after`, 5 s);
+//! - per client address, at most `--max-handshakes-per-ip` (64) of those handshakes
+//!   (past it its next TCP connection is closed at once) and
+//!   `--max-connections-per-ip` (1,000) of those connections (past it `429 Too Many
+//!   Requests` with `Retry-After`), so that one address cannot take every slot;
 //! - accept failures (out of file descriptors) are waited out ([`AcceptBackoff`]);
 //! - the connection's own deadlines pass through to its `Config`: a keepalive ping
 //!   after `--ping-interval` (20 s) of silence, dropped after `--pong-timeout` (20 s)
@@ -67,9 +71,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 use wsevents::hub::{BackendStatus, History, Hub, RedisBackend, RedisConfig};
-use wsevents::pubsub::PubsubServer;
 use wsevents::pubsub::auth::{Access, TopicPattern};
 use wsevents::pubsub::wire::PROTOCOL;
+use wsevents::pubsub::{PublishRate, PubsubServer};
 use wsevents::{
     AcceptBackoff, Acceptor, CancellationToken, HandshakePermit, Lifecycle, MaybeTlsStream,
     ServerLimits, ShutdownReport, WebSocket, WebSocketStream,
@@ -156,6 +160,19 @@ pub(crate) struct Args {
     /// it `too_large` (lowered to what the message limit can carry)
     #[arg(long, value_name = "BYTES", default_value_t = wsevents::pubsub::DEFAULT_MAX_PUBLICATION)]
     max_publication: usize,
+    /// Publishes a second one /pubsub connection may make, sustained; past it (and the
+    /// burst) `rate_limited` with `retry_after_ms`; 0 = no limit
+    #[arg(long, value_name = "N", default_value_t = wsevents::pubsub::DEFAULT_PUBLISH_RATE.per_second)]
+    publish_rate: u32,
+    /// Publishes one /pubsub connection may make at once after a quiet spell (the
+    /// bucket of --publish-rate)
+    #[arg(long, value_name = "N", default_value_t = wsevents::pubsub::DEFAULT_PUBLISH_RATE.burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    publish_burst: u32,
+    /// Connections one user (a token's `sub`) may have open on /pubsub at once; past
+    /// it `too_many_connections` and close 4029; 0 = no cap
+    #[arg(long, value_name = "N", default_value_t = wsevents::pubsub::DEFAULT_MAX_CONNECTIONS_PER_USER as u32)]
+    max_connections_per_user: u32,
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
@@ -169,11 +186,22 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = wsevents::DEFAULT_MAX_HANDSHAKES as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_handshakes: u32,
+    /// Handshakes in progress at most from one address (an IPv4 address, an IPv6
+    /// /64); past it the address's next TCP connection is closed at once, others are
+    /// served as usual. Keep it well below --max-handshakes; 0 = no cap (behind a
+    /// reverse proxy, where every client has the proxy's address)
+    #[arg(long, value_name = "N", default_value_t = wsevents::DEFAULT_MAX_HANDSHAKES_PER_IP as u32)]
+    max_handshakes_per_ip: u32,
+    /// Open WebSocket connections at most from one address (an IPv4 address, an IPv6
+    /// /64); past it an upgrade gets 429 with Retry-After; 0 = no cap
+    #[arg(long, value_name = "N", default_value_t = wsevents::DEFAULT_MAX_CONNECTIONS_PER_IP as u32)]
+    max_connections_per_ip: u32,
     /// Seconds a client has for TLS, its request head and the answer together; a
     /// client that sends its request byte by byte is closed then
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_seconds)]
     handshake_timeout: Duration,
-    /// Seconds a 503 past --max-connections asks the client to wait (Retry-After)
+    /// Seconds a 503 past --max-connections (or a 429 past --max-connections-per-ip)
+    /// asks the client to wait (Retry-After)
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = clap::value_parser!(u64))]
     retry_after: u64,
     /// Seconds the connections get to close after Ctrl-C/SIGTERM before the rest are
@@ -413,6 +441,8 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let limits = ServerLimits {
         max_connections: args.max_connections as usize,
         max_handshakes: args.max_handshakes as usize,
+        max_handshakes_per_ip: no_cap_if_zero(args.max_handshakes_per_ip),
+        max_connections_per_ip: no_cap_if_zero(args.max_connections_per_ip),
         retry_after: Duration::from_secs(args.retry_after),
     };
     let history = History {
@@ -463,7 +493,12 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             .max_topics(args.max_topics)
             .max_publication(args.max_publication)
             .access(access.clone())
-            .expiry_grace(args.jwt_expiry_grace),
+            .expiry_grace(args.jwt_expiry_grace)
+            .publish_rate(
+                (args.publish_rate > 0)
+                    .then(|| PublishRate::new(args.publish_rate, args.publish_burst)),
+            )
+            .max_connections_per_user(no_cap_if_zero(args.max_connections_per_user)),
         hub,
         next_id: AtomicU64::new(1),
         files,
@@ -487,6 +522,14 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     Ok(ExitCode::SUCCESS)
+}
+
+/// A cap per address from its flag: 0 is none.
+fn no_cap_if_zero(n: u32) -> usize {
+    match n {
+        0 => usize::MAX,
+        n => n as usize,
+    }
 }
 
 /// `--stdin`: lines not yet sent that a connection may lag behind by; past them it

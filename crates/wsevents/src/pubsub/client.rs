@@ -205,6 +205,10 @@ struct State {
     publish_failures: u32,
     /// A retry of the refused publishes is scheduled.
     retry_scheduled: bool,
+    /// Told `rate_limited`: no publish is sent before this (the latest `retry_after`
+    /// told on this connection), then the refused ones go first, in order, then the
+    /// rest. A task waits for it; `None` when not rate limited.
+    publish_hold: Option<tokio::time::Instant>,
     /// The number of the latest subscribe retry scheduled.
     retries: u64,
     /// Requests may go out on the open connection: at once without a token provider,
@@ -239,7 +243,9 @@ enum Action {
 ///   ([`SubscribedEvent::recovered`] says whether it did).
 /// - [`publish`](Self::publish) gives a future of the publication's position; the
 ///   publish is re-sent, with the same idempotency key, after a reconnect or a
-///   temporary (`unavailable`) error, until answered.
+///   temporary (`unavailable`) error, until answered; told `rate_limited`, it holds
+///   every publish until the delay the server gave (`retry_after_ms`), then re-sends
+///   the refused ones first, in the order of the calls.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), wsevents::Error> {
@@ -313,6 +319,7 @@ impl Client {
                 max_pending,
                 publish_failures: 0,
                 retry_scheduled: false,
+                publish_hold: None,
                 retries: 0,
                 authenticated: false,
                 connect_id: None,
@@ -567,6 +574,8 @@ impl Client {
             state.refresh_id = None;
             state.blocked = false;
             state.in_flight = 0;
+            // A new connection has a rate of its own: its task ends unheard.
+            state.publish_hold = None;
             state.outbox.clear();
             state.subscribes.clear();
             for (id, pending) in state.publishes.iter_mut() {
@@ -813,6 +822,7 @@ impl Client {
                 id: None,
                 code: ErrorCode::Unauthorized,
                 message,
+                ..
             } => {
                 // A handshake token refused: the close (4001, 4003) follows.
                 let error = WireError {
@@ -822,7 +832,12 @@ impl Client {
                 };
                 Some(Action::Error(Error::Rejected(error)))
             }
-            Reply::Error { id, code, message } => {
+            Reply::Error {
+                id,
+                code,
+                message,
+                retry_after,
+            } => {
                 let id = id?;
                 let error = WireError {
                     id: Some(id),
@@ -836,6 +851,20 @@ impl Client {
                     return Some(Action::Error(Error::Rejected(error)));
                 }
                 if let Some(pending) = state.publishes.get_mut(&id) {
+                    if let (true, Some(wait)) = (code.is_temporary(), retry_after) {
+                        // Told when (rate_limited): publishes wait until the latest
+                        // time told, then the refused ones go first, in order.
+                        pending.state = PublishState::Refused;
+                        let until = tokio::time::Instant::now() + wait;
+                        match state.publish_hold {
+                            Some(held) => state.publish_hold = Some(held.max(until)),
+                            None => {
+                                state.publish_hold = Some(until);
+                                self.retry_when_told(state.connection, wait);
+                            }
+                        }
+                        return None;
+                    }
                     if code.is_temporary() {
                         // One retry for every publish refused meanwhile, re-sent in the
                         // order of the calls: a burst refused together (the broker
@@ -911,6 +940,8 @@ impl Client {
         }
         while let Some(out) = state.outbox.front() {
             let request = match out {
+                // Rate limited: the publishes wait for the retry.
+                Out::Publish(_) if state.publish_hold.is_some() => break,
                 Out::Publish(id) => match state.publishes.get(id) {
                     Some(pending) if pending.state == PublishState::Unsent => Request::Publish {
                         id: *id,
@@ -1062,6 +1093,52 @@ impl Client {
                 }
                 c.pump(state);
             });
+        });
+    }
+
+    /// After `rate_limited`: once the latest delay told on `connection` is over, send
+    /// the refused publishes again, first and in order, then the rest (if the
+    /// connection is still the same: a new one re-sends everything anyway).
+    fn retry_when_told(&self, connection: u64, wait: std::time::Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut wait = wait;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                let client = Client { inner };
+                let mut state = client.state();
+                let state = &mut *state;
+                if state.connection != connection || !state.open {
+                    return;
+                }
+                let Some(until) = state.publish_hold else {
+                    return;
+                };
+                let now = tokio::time::Instant::now();
+                if until > now {
+                    // Told a later time meanwhile.
+                    wait = until - now;
+                    continue;
+                }
+                state.publish_hold = None;
+                let refused: Vec<u64> = state
+                    .publishes
+                    .iter()
+                    .filter(|(_, p)| p.state == PublishState::Refused)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in refused.into_iter().rev() {
+                    if let Some(pending) = state.publishes.get_mut(&id) {
+                        pending.state = PublishState::Unsent;
+                    }
+                    state.outbox.push_front(Out::Publish(id));
+                }
+                client.pump(state);
+                return;
+            }
         });
     }
 

@@ -30,6 +30,7 @@
 
 pub mod auth;
 mod client;
+mod rate;
 mod server;
 mod users;
 pub mod wire;
@@ -39,8 +40,12 @@ pub use client::{
     TokenFuture,
 };
 
+pub use rate::{DEFAULT_PUBLISH_RATE, PublishRate};
 pub use server::{
     DEFAULT_EXPIRY_GRACE, DEFAULT_MAX_PUBLICATION, DEFAULT_MAX_TOPICS, DISCONNECTED_REASON,
     MAX_HOOKS_IN_FLIGHT, MAX_PENDING_PUBLISHES, MIN_WAITING_SUBSCRIPTIONS, PubsubServer,
     SLOW_CLOSE_CODE, SLOW_CLOSE_REASON,
+};
+pub use server::{
+    DEFAULT_MAX_CONNECTIONS_PER_USER, TOO_MANY_CONNECTIONS_CLOSE_CODE, TOO_MANY_CONNECTIONS_REASON,
 };

@@ -40,7 +40,10 @@
 //! publishes waiting for the hook or handed to the hub and not yet answered, of which
 //! [`MAX_HOOKS_IN_FLIGHT`] are being asked at once; past either bound, the request is
 //! answered `too_many_requests`, which is temporary (the client retries after a
-//! delay, a publish with its key). Answers go out with the socket's `send`, bounded by
+//! delay, a publish with its key); and a publish rate (`rate.rs`: a token bucket,
+//! [`DEFAULT_PUBLISH_RATE`] 100 a second with bursts of 200), past which a publish is
+//! answered `rate_limited` with `retry_after_ms` (temporary too: the client retries
+//! after that delay, with its key). Answers go out with the socket's `send`, bounded by
 //! its [`Backpressure`](crate::Backpressure) (16 MiB by default): an answer that does
 //! not fit is never dropped, the connection is closed instead ([`SLOW_CLOSE_CODE`],
 //! [`SLOW_CLOSE_REASON`]), and its client reconnects and recovers. The task holds the
@@ -62,6 +65,7 @@ use super::auth::{
     Access, Action, Check, DISCONNECTED_CLOSE_CODE, Decision, Identity, TOKEN_EXPIRED_CLOSE_CODE,
     TokenError, close_for,
 };
+use super::rate::{DEFAULT_PUBLISH_RATE, PublishRate, TokenBucket};
 use super::users::{Registration, Shared, Users};
 use super::wire::{
     ErrorCode, Reply, Request, V1Framing, WireError, max_publication_in, publish_frame_len,
@@ -99,6 +103,22 @@ pub const MAX_PENDING_PUBLISHES: usize = 1024;
 /// before (more when [`PubsubServer::max_topics`] is larger: a client that
 /// resubscribes every topic it may have at once is never refused for it).
 pub const MIN_WAITING_SUBSCRIPTIONS: usize = 256;
+
+/// The default most connections one user may have open on a server: 128.
+///
+/// A person holds a connection per tab and per device: a few, a few dozen with many
+/// tabs open; 128 leaves them room. The cap holds whatever the addresses (a token
+/// shared or leaked is used from many), where the caps per address cannot. A service
+/// account whose many workers connect as one user needs it raised.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 128;
+
+/// The close code of a connection past its user's cap: 4029 (the 4000 range is the
+/// application's; 29 as in HTTP's 429). Clients reconnect after it with their usual
+/// backoff, as after any close other than the final ones.
+pub const TOO_MANY_CONNECTIONS_CLOSE_CODE: CloseCode = CloseCode::new(4029);
+
+/// The close reason of a connection past its user's cap.
+pub const TOO_MANY_CONNECTIONS_REASON: &str = "too many connections for this user";
 
 /// The code a connection that does not read its answers is closed with: 1008, policy
 /// violation, as the hub closes a slow subscriber ([`crate::hub::SLOW_CLOSE_CODE`]):
@@ -142,6 +162,10 @@ pub struct PubsubServer {
     max_topics: usize,
     max_publication: usize,
     max_backlog: usize,
+    /// Each connection's publish rate (`None`: no limit).
+    publish_rate: Option<PublishRate>,
+    /// The most connections one user may have open on this server.
+    max_connections_per_user: usize,
     access: Access,
     expiry_grace: Duration,
     users: Arc<Users>,
@@ -156,6 +180,8 @@ impl std::fmt::Debug for PubsubServer {
             .field("max_topics", &self.max_topics)
             .field("max_publication", &self.max_publication)
             .field("max_backlog", &self.max_backlog)
+            .field("publish_rate", &self.publish_rate)
+            .field("max_connections_per_user", &self.max_connections_per_user)
             .field("access", &self.access)
             .finish_non_exhaustive()
     }
@@ -172,6 +198,8 @@ impl PubsubServer {
             max_topics: DEFAULT_MAX_TOPICS,
             max_publication: DEFAULT_MAX_PUBLICATION,
             max_backlog: hub.max_backlog(),
+            publish_rate: Some(DEFAULT_PUBLISH_RATE),
+            max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
             access: Access::open(),
             expiry_grace: DEFAULT_EXPIRY_GRACE,
             users: Arc::new(Users::default()),
@@ -214,6 +242,38 @@ impl PubsubServer {
     /// more; a larger one lets the hub close subscribers that would have waited.
     pub fn max_backlog(mut self, bytes: usize) -> Self {
         self.max_backlog = bytes;
+        self
+    }
+
+    /// Each connection's publish rate ([`DEFAULT_PUBLISH_RATE`]: 100 a second, bursts
+    /// of 200); `None`: no limit. Past it a publish is answered `rate_limited` with
+    /// `retry_after_ms`, nothing is stored, and the connection goes on (the clients of
+    /// this crate wait that long and re-send it with its key).
+    ///
+    /// ```
+    /// use wsevents::hub::{History, Hub};
+    /// use wsevents::pubsub::{PublishRate, PubsubServer};
+    /// let hub = Hub::builder().history(History::default()).build();
+    /// // A backend's connections: more, and longer bursts.
+    /// let backend = PubsubServer::new(hub.clone()).publish_rate(Some(PublishRate::new(5_000, 10_000)));
+    /// // Browsers: the default.
+    /// let browsers = PubsubServer::new(hub);
+    /// # let _ = (backend, browsers);
+    /// ```
+    pub fn publish_rate(mut self, rate: Option<PublishRate>) -> Self {
+        self.publish_rate = rate;
+        self
+    }
+
+    /// The most connections one user (a token's `sub`) may have open on this server
+    /// at once ([`DEFAULT_MAX_CONNECTIONS_PER_USER`], 128; `usize::MAX`: no cap).
+    /// Counted when a connection gets its user (a handshake token, `connect`); past
+    /// it the new connection is answered `too_many_connections` and closed with
+    /// [`TOO_MANY_CONNECTIONS_CLOSE_CODE`] (its client reconnects later), and the
+    /// user's other connections go on. Anonymous connections are not counted here
+    /// (the caps per address bound them). Per node: on Redis, each node counts its own.
+    pub fn max_connections_per_user(mut self, n: usize) -> Self {
+        self.max_connections_per_user = n.max(1);
         self
     }
 
@@ -315,7 +375,9 @@ impl PubsubServer {
         let user = identity.user().map(str::to_owned);
         let shared = Arc::new(Shared::new(ws.downgrade(), identity));
         let registration = Arc::new(Registration::new(self.users.clone(), shared.clone()));
-        registration.set_user(user.as_deref());
+        if !registration.claim_user(user.as_deref(), self.max_connections_per_user) {
+            return too_many_connections(ws, None, self.max_connections_per_user);
+        }
         let connection = Connection {
             server: self.clone(),
             ws: ws.downgrade(),
@@ -328,6 +390,9 @@ impl PubsubServer {
             expiry: Arc::new(expiry),
         };
         tokio::spawn(run(connection.clone(), waiting, stored, expiries));
+        let bucket = self
+            .publish_rate
+            .map(|rate| std::sync::Mutex::new(TokenBucket::new(rate, tokio::time::Instant::now())));
         ws.on_message(move |e| {
             let Some(ws) = connection.ws.upgrade() else {
                 return;
@@ -349,6 +414,10 @@ impl PubsubServer {
                     data,
                     key,
                 }) => {
+                    if let Some(wait) = rate_limited(bucket.as_ref()) {
+                        answer(&ws, slow_down(id, wait));
+                        return;
+                    }
                     let publish = Publish {
                         id,
                         topic,
@@ -535,6 +604,10 @@ impl Connection {
         };
         let has_token = self.server.access.has_tokens();
         let identity = Identity::new(identity.client(), claims, has_token);
+        let max = self.server.max_connections_per_user;
+        if !self.registration.claim_user(identity.user(), max) {
+            return too_many_connections(ws, Some(id), max);
+        }
         let reply = Reply::Connected {
             id,
             client: identity.client().to_string(),
@@ -583,11 +656,22 @@ fn refuse(ws: &WebSocket, id: Option<u64>, error: &TokenError) {
             id,
             code: ErrorCode::Unauthorized,
             message: error.to_string(),
+            retry_after: None,
         },
     );
     let (code, reason) = close_for(error);
     // Fails only when closing already.
     let _ = ws.close_with_code(code, reason);
+}
+
+/// Past the user's cap: `too_many_connections`, then close with
+/// [`TOO_MANY_CONNECTIONS_CLOSE_CODE`].
+fn too_many_connections(ws: &WebSocket, id: Option<u64>, max: usize) {
+    tracing::debug!(max, "wsevents.v1: a user past its connections");
+    let message = format!("at most {max} connections per user");
+    answer(ws, error(id, ErrorCode::TooManyConnections, &message));
+    // Fails only when closing already.
+    let _ = ws.close_with_code(TOO_MANY_CONNECTIONS_CLOSE_CODE, TOO_MANY_CONNECTIONS_REASON);
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
@@ -862,11 +946,28 @@ fn published(id: u64, topic: String, stored: Result<Position, Error>) -> Reply {
     }
 }
 
+/// Past the connection's publish rate: how long to wait.
+fn rate_limited(bucket: Option<&std::sync::Mutex<TokenBucket>>) -> Option<std::time::Duration> {
+    let mut bucket = bucket?.lock().unwrap_or_else(|e| e.into_inner());
+    bucket.take(tokio::time::Instant::now()).err()
+}
+
+/// The answer to a publish past the rate.
+fn slow_down(id: u64, wait: std::time::Duration) -> Reply {
+    Reply::Error {
+        id: Some(id),
+        code: ErrorCode::RateLimited,
+        message: "publishing too fast: retry after retry_after_ms".to_owned(),
+        retry_after: Some(wait),
+    }
+}
+
 fn forbidden(id: u64, action: Action, topic: &str) -> Reply {
     Reply::Error {
         id: Some(id),
         code: ErrorCode::Forbidden,
         message: format!("not allowed to {} {topic:?}", action.as_str()),
+        retry_after: None,
     }
 }
 
@@ -891,6 +992,7 @@ fn hub_error(id: Option<u64>, error: &Error) -> Reply {
         id,
         code,
         message: error.to_string(),
+        retry_after: None,
     }
 }
 
@@ -899,6 +1001,7 @@ fn error(id: Option<u64>, code: ErrorCode, message: &str) -> Reply {
         id,
         code,
         message: message.to_owned(),
+        retry_after: None,
     }
 }
 

@@ -125,6 +125,21 @@ impl Users {
             .count()
     }
 
+    /// File `shared` under `user` if the user has fewer than `max` connections here
+    /// (checked and filed under one lock, so two at once cannot both pass).
+    fn insert_within(&self, user: &str, shared: &Arc<Shared>, max: usize) -> bool {
+        let mut map = lock(&self.map);
+        let connections = map.entry(user.to_owned()).or_default();
+        if connections.len() >= max && !connections.contains_key(&shared.client) {
+            if connections.is_empty() {
+                map.remove(user);
+            }
+            return false;
+        }
+        connections.insert(shared.client, shared.clone());
+        true
+    }
+
     fn insert(&self, user: &str, shared: &Arc<Shared>) {
         lock(&self.map)
             .entry(user.to_owned())
@@ -173,6 +188,28 @@ impl Registration {
             self.users.insert(user, &self.shared);
             *current = Some(user.to_owned());
         }
+    }
+}
+
+impl Registration {
+    /// [`set_user`](Self::set_user), if `user` has fewer than `max` connections on
+    /// this node (the cap on connections per user); false, and filed as before, if it
+    /// has that many already.
+    pub(super) fn claim_user(&self, user: Option<&str>, max: usize) -> bool {
+        let mut current = lock(&self.user);
+        if current.as_deref() == user {
+            return true;
+        }
+        if let Some(user) = user
+            && !self.users.insert_within(user, &self.shared, max)
+        {
+            return false;
+        }
+        if let Some(old) = current.take() {
+            self.users.remove(&old, self.shared.client);
+        }
+        *current = user.map(str::to_owned);
+        true
     }
 }
 

@@ -168,6 +168,9 @@ pub enum Reply {
         code: ErrorCode,
         /// Why, for people.
         message: String,
+        /// How long to wait before retrying (`retry_after_ms` on the wire, whole
+        /// milliseconds): given with [`ErrorCode::RateLimited`].
+        retry_after: Option<std::time::Duration>,
     },
     /// A publication (`pub`).
     Pub {
@@ -215,6 +218,10 @@ pub enum ErrorCode {
     TooManyRequests,
     /// The broker is unreachable: nothing was stored; retry with the same key.
     Unavailable,
+    /// Past the connection's publish rate (a token bucket: a sustained rate and a
+    /// burst): nothing was done; retry after the error's `retry_after` (with the same
+    /// key).
+    RateLimited,
     /// The connection's token is refused (bad, expired, for another user), or it
     /// has none where one is required; the server closes the connection
     /// ([`UNAUTHORIZED_CLOSE_CODE`](super::auth::UNAUTHORIZED_CLOSE_CODE) or
@@ -223,6 +230,12 @@ pub enum ErrorCode {
     /// The connection may not do this to this topic: nothing was done; the
     /// connection goes on. Not retried.
     Forbidden,
+    /// The connection's user has as many connections on this server as it may
+    /// ([`PubsubServer::max_connections_per_user`](super::PubsubServer::max_connections_per_user)):
+    /// the connection is closed with
+    /// [`TOO_MANY_CONNECTIONS_CLOSE_CODE`](super::TOO_MANY_CONNECTIONS_CLOSE_CODE);
+    /// a client reconnects later, with a backoff.
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -235,14 +248,22 @@ impl ErrorCode {
             ErrorCode::TooManyTopics => "too_many_topics",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooManyConnections => "too_many_connections",
         }
     }
 
     /// Whether retrying later may succeed (the `error`'s `temporary`).
     pub fn is_temporary(self) -> bool {
-        matches!(self, ErrorCode::TooManyRequests | ErrorCode::Unavailable)
+        matches!(
+            self,
+            ErrorCode::TooManyRequests
+                | ErrorCode::Unavailable
+                | ErrorCode::RateLimited
+                | ErrorCode::TooManyConnections
+        )
     }
 
     fn parse(code: &str) -> Option<ErrorCode> {
@@ -253,8 +274,10 @@ impl ErrorCode {
             "too_many_topics" => ErrorCode::TooManyTopics,
             "too_many_requests" => ErrorCode::TooManyRequests,
             "unavailable" => ErrorCode::Unavailable,
+            "rate_limited" => ErrorCode::RateLimited,
             "unauthorized" => ErrorCode::Unauthorized,
             "forbidden" => ErrorCode::Forbidden,
+            "too_many_connections" => ErrorCode::TooManyConnections,
             _ => return None,
         })
     }
@@ -459,11 +482,19 @@ mod tests {
                 id: Some(5),
                 code: ErrorCode::Unavailable,
                 message: "down".into(),
+                retry_after: None,
             },
             Reply::Error {
                 id: None,
                 code: ErrorCode::BadRequest,
                 message: "?".into(),
+                retry_after: None,
+            },
+            Reply::Error {
+                id: Some(6),
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+                retry_after: Some(std::time::Duration::from_millis(1250)),
             },
             Reply::Pub {
                 topic: "a".into(),
@@ -735,7 +766,8 @@ mod tests {
             Ok(Reply::Error {
                 id: None,
                 code: ErrorCode::TooManyRequests,
-                message: String::new()
+                message: String::new(),
+                retry_after: None,
             })
         );
     }
@@ -749,14 +781,17 @@ mod tests {
             (ErrorCode::TooManyTopics, false),
             (ErrorCode::TooManyRequests, true),
             (ErrorCode::Unavailable, true),
+            (ErrorCode::RateLimited, true),
             (ErrorCode::Unauthorized, false),
             (ErrorCode::Forbidden, false),
+            (ErrorCode::TooManyConnections, true),
         ];
         for (code, temporary) in codes {
             let reply = Reply::Error {
                 id: Some(1),
                 code,
                 message: "m".into(),
+                retry_after: None,
             };
             let json = reply.to_json();
             let value: Value = serde_json::from_str(&json).unwrap();

@@ -181,6 +181,8 @@ enum ReplyIn<'a> {
         code: Cow<'a, str>,
         #[serde(default)]
         message: Option<String>,
+        #[serde(default)]
+        retry_after_ms: Option<u64>,
     },
     Pub {
         #[serde(borrow)]
@@ -261,10 +263,16 @@ impl ReplyIn<'_> {
                 topic: checked_topic(topic, Some(id))?,
                 position: position(&epoch, offset)?,
             },
-            ReplyIn::Error { id, code, message } => Reply::Error {
+            ReplyIn::Error {
+                id,
+                code,
+                message,
+                retry_after_ms,
+            } => Reply::Error {
                 id,
                 code: ErrorCode::parse(&code).ok_or_else(|| bad("an unknown error code"))?,
                 message: message.unwrap_or_default(),
+                retry_after: retry_after_ms.map(std::time::Duration::from_millis),
             },
             ReplyIn::Pub {
                 topic,

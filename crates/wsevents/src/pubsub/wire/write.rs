@@ -96,11 +96,21 @@ pub(super) fn reply(reply: &Reply) -> String {
             epoch: position.epoch(),
             offset: position.offset(),
         },
-        Reply::Error { id, code, message } => ReplyOut::Error {
+        Reply::Error {
+            id,
+            code,
+            message,
+            retry_after,
+        } => ReplyOut::Error {
             id: *id,
             code: code.as_str(),
             message,
             temporary: code.is_temporary(),
+            retry_after_ms: retry_after.map(|d| {
+                // Whole milliseconds, rounded up: a client that waits this long is
+                // not too early.
+                u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+            }),
         },
     };
     to_json_sized(&out, 512 + text_len(reply))
@@ -196,6 +206,8 @@ pub(super) enum ReplyOut<'a> {
         code: &'a str,
         message: &'a str,
         temporary: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     #[cfg_attr(not(test), allow(dead_code))]
     Pub {
