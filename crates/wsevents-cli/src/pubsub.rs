@@ -225,10 +225,10 @@ async fn publish_all(client: &Client, args: &PubArgs) -> Result<()> {
     }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
-        if window.len() >= usize::from(args.pipeline) {
-            if let Some(oldest) = window.pop_front() {
-                answered(oldest.await)?;
-            }
+        if window.len() >= usize::from(args.pipeline)
+            && let Some(oldest) = window.pop_front()
+        {
+            answered(oldest.await)?;
         }
         window.push_back(client.publish(&args.topic, line));
     }

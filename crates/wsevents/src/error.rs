@@ -143,9 +143,10 @@ impl From<wsevents_proto::Error> for Error {
         use wsevents_proto::Error as Core;
         match error {
             Core::InvalidState(_) | Core::MessageInProgress => Error::InvalidState,
-            Core::InvalidCloseCode(code) => {
-                Error::InvalidAccess(format!("close code {code} may not be used"))
-            }
+            Core::InvalidCloseCode(code) => Error::InvalidAccess(format!(
+                "close code {code} may not be used here (a close frame carries 1000-1003, \
+                 1007-1014 or 3000-4999; close and close_with take 1000 or 3000-4999)"
+            )),
             Core::ReasonTooLong(n) => {
                 Error::Syntax(format!("close reason of {n} bytes is over 123"))
             }

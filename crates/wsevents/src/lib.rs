@@ -4,8 +4,15 @@
 //! sans-I/O protocol core [`wsevents_proto`].
 //!
 //! ```text
-//!  socket ─► io/driver.rs ─► wsevents_proto::Connection ─► io/stream.rs (Stream + Sink)
-//!  (TcpStream / TLS)           (parse, validate, reassemble)
+//!  TCP or TLS (io/tls.rs): dialled by io/client.rs (through io/proxy/), accepted by io/server/
+//!    │
+//!  io/driver.rs ──► wsevents_proto::Connection (parse, validate, reassemble; no I/O)
+//!    │
+//!    ├── io/stream/   WebSocketStream: Stream + Sink, split into two halves
+//!    └── api/         WebSocket: the browser's event API (handlers, listeners, dispatch);
+//!          │          ReconnectingWebSocket
+//!          ├── hub/     topics and fan-out, in one process or on Redis (hub/redis/)
+//!          └── pubsub/  wsevents.v1 on the hub: PubsubServer and its Client
 //! ```
 //!
 //! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` clients.
@@ -51,6 +58,7 @@ mod api {
 }
 #[cfg(feature = "axum")]
 pub mod axum;
+mod backoff;
 mod backpressure;
 mod error;
 #[cfg(fuzzing)]

@@ -321,11 +321,7 @@ impl HubBuilder {
     /// # let _ = hub; Ok::<(), wsevents::Error>(())
     /// ```
     pub fn slow_close_code(mut self, code: CloseCode) -> Result<Self> {
-        if !code.is_valid_on_wire() {
-            return Err(Error::InvalidAccess(format!(
-                "close code {code} may not be sent in a close frame"
-            )));
-        }
+        wsevents_proto::CloseFrame::new(code, String::new()).check()?;
         self.slow_code = code;
         Ok(self)
     }

@@ -46,14 +46,12 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
-use wsevents_proto::Message;
+use wsevents_proto::{Message, random};
 
 use super::wire::{ErrorCode, MAX_TOPIC_LEN, PROTOCOL, Reply, Request, WireError};
 use crate::api::data::{Data, IntoMessage};
 use crate::api::events::ErrorEvent;
-use crate::api::reconnecting::{
-    OpenEvent, Reconnect, ReconnectCloseEvent, ReconnectingWebSocket, random_u64, unit_random,
-};
+use crate::api::reconnecting::{OpenEvent, Reconnect, ReconnectCloseEvent, ReconnectingWebSocket};
 use crate::error::{Error, Result};
 use crate::hub::Position;
 use crate::io::client::ClientBuilder;
@@ -306,7 +304,7 @@ impl Client {
             ws: ws.clone(),
             state: Mutex::new(State {
                 next_id: 1,
-                key_prefix: format!("{:016x}", random_u64()),
+                key_prefix: format!("{:016x}", random::u64()),
                 next_key: 0,
                 open: false,
                 connection: 0,
@@ -1058,7 +1056,7 @@ impl Client {
     /// wanted and connected (a reconnect meanwhile re-sends it anyway).
     fn retry_later(&self, what: Retry, failures: u32) {
         let delay = Reconnect::new()
-            .delay(failures.saturating_sub(1), unit_random())
+            .delay(failures.saturating_sub(1), random::unit())
             .max(std::time::Duration::from_millis(50));
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
