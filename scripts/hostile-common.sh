@@ -10,6 +10,12 @@ target="${CARGO_TARGET_DIR:-target}"
 profile="${HOSTILE_PROFILE:-release}"
 bin="$target/$profile/wsevents"
 hostile="$target/$profile/examples/hostile"
+# HOSTILE_BIN=DIR: the `wsevents` and `hostile` binaries in DIR, as they are (no build):
+# to measure two builds side by side, or one a shared target directory may overwrite.
+if [ -n "${HOSTILE_BIN:-}" ]; then
+    bin="$HOSTILE_BIN/wsevents"
+    hostile="$HOSTILE_BIN/hostile"
+fi
 pids=()
 tmp=$(mktemp -d)
 
@@ -26,6 +32,7 @@ cleanup() {
 trap cleanup EXIT
 
 build() {
+    [ -z "${HOSTILE_BIN:-}" ] || return 0
     local flag=--release
     [ "$profile" = release ] || flag=""
     cargo build $flag --locked --quiet -p wsevents-cli -p wsevents --bin wsevents --example hostile

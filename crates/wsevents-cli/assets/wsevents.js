@@ -54,7 +54,8 @@
 //   (a 4xx and an unreachable server both close with 1006): those are retried.
 // - Publishes. Each publish gets an idempotency key (random per client, then a counter)
 //   and is sent again with that key after a reconnect, or after a temporary error
-//   (`unavailable`, `too_many_requests`: after a backoff delay), until the server
+//   (`unavailable`, `too_many_requests`, `rate_limited`: after a backoff delay, at
+//   least the error's `retry_after_ms`), until the server
 //   answers; the server stores it once (within its history window) and the promise
 //   resolves to its position. While offline, publishes wait in a queue; at most
 //   `maxQueued` may be unanswered at once (waiting or sent) and a publish past that
@@ -433,9 +434,11 @@ export class WseventsClient extends EventTarget {
       if (!entry) return;
       entry.id = 0;
       if (temporary) {
-        // Same key, after a delay; on the connection open then. Told as an "error"
-        // event (the promise stays pending).
-        const delay = this.#backoff(entry.attempt++);
+        // Same key, after a delay (at least the server's retry_after_ms, as with
+        // rate_limited); on the connection open then. Told as an "error" event (the
+        // promise stays pending).
+        const told = Number.isFinite(msg.retry_after_ms) ? msg.retry_after_ms : 0;
+        const delay = Math.max(this.#backoff(entry.attempt++), told);
         entry.retry = setTimeout(() => {
           entry.retry = null;
           if (this.connected && this.#publishes.has(entry.key)) {

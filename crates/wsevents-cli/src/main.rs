@@ -72,8 +72,10 @@ enum Command {
         wsevents serve --listen 0.0.0.0:9000 --tls-cert cert.pem --tls-key key.pem\n  \
         wsevents serve --echo --listen 127.0.0.1:9001    # echo on every path (benchmarks)\n  \
         wsevents serve --protocol chat --dir ./public    # a subprotocol; files beside the page\n  \
-        wsevents serve --stdin                           # each line typed goes to every client")]
-    Serve(serve::Args),
+        wsevents serve --stdin                           # each line typed goes to every client\n  \
+        wsevents serve --jwt-secret-file secret --anonymous-subscribe 'public:*'  # tokens")]
+    // Boxed: the serve options outweigh every other command's.
+    Serve(Box<serve::Args>),
     /// Connect to a WebSocket server; type lines to send them
     ///
     /// Prints `open`, each message (text as is, binary as `binary HEX`), `error
@@ -166,7 +168,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Connect(args) => connect::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Sub(args) => pubsub::sub(args).await,

@@ -34,6 +34,10 @@
 //! - at most `--max-connections` (10,000) open WebSocket connections: past them an
 //!   upgrade request gets `503 Service Unavailable` with `Retry-After`
 //!   (`--retry-after`, 5 s);
+//! - per client address, at most `--max-handshakes-per-ip` (64) of those handshakes
+//!   (past it its next TCP connection is closed at once) and
+//!   `--max-connections-per-ip` (1,000) of those connections (past it `429 Too Many
+//!   Requests` with `Retry-After`), so that one address cannot take every slot;
 //! - accept failures (out of file descriptors) are waited out ([`AcceptBackoff`]);
 //! - the connection's own deadlines pass through to its `Config`: a keepalive ping
 //!   after `--ping-interval` (20 s) of silence, dropped after `--pong-timeout` (20 s)
@@ -49,6 +53,7 @@
 //! (static files beside the page, `files.rs`) and `--stdin` (each line typed goes to
 //! every connected client as a text message, like `wscat -l`).
 
+mod auth;
 mod files;
 mod http;
 mod metrics;
@@ -66,8 +71,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 use wsevents::hub::{BackendStatus, History, Hub, RedisBackend, RedisConfig};
-use wsevents::pubsub::PubsubServer;
+use wsevents::pubsub::auth::{Access, TopicPattern};
 use wsevents::pubsub::wire::PROTOCOL;
+use wsevents::pubsub::{PublishRate, PubsubServer};
 use wsevents::{
     AcceptBackoff, Acceptor, CancellationToken, HandshakePermit, Lifecycle, MaybeTlsStream,
     ServerLimits, ShutdownReport, WebSocket, WebSocketStream,
@@ -80,6 +86,7 @@ use crate::seconds::{positive_seconds, seconds, unless_zero};
 /// Options of `wsevents serve`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("on_redis").args(["redis", "redis_cluster"])))]
+#[command(group(clap::ArgGroup::new("jwt").args(["jwt_secret_file", "jwt_public_keys"]).multiple(true)))]
 pub(crate) struct Args {
     /// Address to listen on; port 0 picks a free port (printed at start)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -153,6 +160,19 @@ pub(crate) struct Args {
     /// it `too_large` (lowered to what the message limit can carry)
     #[arg(long, value_name = "BYTES", default_value_t = wsevents::pubsub::DEFAULT_MAX_PUBLICATION)]
     max_publication: usize,
+    /// Publishes a second one /pubsub connection may make, sustained; past it (and the
+    /// burst) `rate_limited` with `retry_after_ms`; 0 = no limit
+    #[arg(long, value_name = "N", default_value_t = wsevents::pubsub::DEFAULT_PUBLISH_RATE.per_second)]
+    publish_rate: u32,
+    /// Publishes one /pubsub connection may make at once after a quiet spell (the
+    /// bucket of --publish-rate)
+    #[arg(long, value_name = "N", default_value_t = wsevents::pubsub::DEFAULT_PUBLISH_RATE.burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    publish_burst: u32,
+    /// Connections one user (a token's `sub`) may have open on /pubsub at once; past
+    /// it `too_many_connections` and close 4029; 0 = no cap
+    #[arg(long, value_name = "N", default_value_t = wsevents::pubsub::DEFAULT_MAX_CONNECTIONS_PER_USER as u32)]
+    max_connections_per_user: u32,
     /// Refuse permessage-deflate (accepted by default, as browsers offer it)
     #[arg(long)]
     no_deflate: bool,
@@ -166,11 +186,22 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = wsevents::DEFAULT_MAX_HANDSHAKES as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_handshakes: u32,
+    /// Handshakes in progress at most from one address (an IPv4 address, an IPv6
+    /// /64); past it the address's next TCP connection is closed at once, others are
+    /// served as usual. Keep it well below --max-handshakes; 0 = no cap (behind a
+    /// reverse proxy, where every client has the proxy's address)
+    #[arg(long, value_name = "N", default_value_t = wsevents::DEFAULT_MAX_HANDSHAKES_PER_IP as u32)]
+    max_handshakes_per_ip: u32,
+    /// Open WebSocket connections at most from one address (an IPv4 address, an IPv6
+    /// /64); past it an upgrade gets 429 with Retry-After; 0 = no cap
+    #[arg(long, value_name = "N", default_value_t = wsevents::DEFAULT_MAX_CONNECTIONS_PER_IP as u32)]
+    max_connections_per_ip: u32,
     /// Seconds a client has for TLS, its request head and the answer together; a
     /// client that sends its request byte by byte is closed then
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_seconds)]
     handshake_timeout: Duration,
-    /// Seconds a 503 past --max-connections asks the client to wait (Retry-After)
+    /// Seconds a 503 past --max-connections (or a 429 past --max-connections-per-ip)
+    /// asks the client to wait (Retry-After)
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = clap::value_parser!(u64))]
     retry_after: u64,
     /// Seconds the connections get to close after Ctrl-C/SIGTERM before the rest are
@@ -205,6 +236,46 @@ pub(crate) struct Args {
     /// in Prometheus' text format at http://ADDR/metrics
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Verify connection tokens (JWT, HS256) with the secret in this file (32 bytes at
+    /// least; a final newline is not part of it). Clients without a token get the
+    /// --anonymous-* rules (none given: nothing)
+    #[arg(long, value_name = "PATH")]
+    jwt_secret_file: Option<PathBuf>,
+    /// Verify connection tokens (JWT, RS256 or ES256 by the key's type) with the PEM
+    /// public key in this file; repeatable (each is tried: key rotation)
+    #[arg(long = "jwt-public-key", value_name = "PATH")]
+    jwt_public_keys: Vec<PathBuf>,
+    /// Require tokens' `aud` to be this
+    #[arg(long, value_name = "AUD", requires = "jwt")]
+    jwt_audience: Option<String>,
+    /// Require tokens' `iss` to be this
+    #[arg(long, value_name = "ISS", requires = "jwt")]
+    jwt_issuer: Option<String>,
+    /// Seconds a connection whose token expired keeps for a refresh before it is closed
+    /// with 4003
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    jwt_expiry_grace: Duration,
+    /// Topics a connection without a token may subscribe to: a name, or a prefix
+    /// ending in `*` (repeatable)
+    #[arg(long = "anonymous-subscribe", value_name = "PATTERN", value_parser = auth::pattern)]
+    anonymous_subscribe: Vec<TopicPattern>,
+    /// Topics a connection without a token may publish to: a name, or a prefix ending
+    /// in `*` (repeatable)
+    #[arg(long = "anonymous-publish", value_name = "PATTERN", value_parser = auth::pattern)]
+    anonymous_publish: Vec<TopicPattern>,
+}
+
+impl Args {
+    fn auth_flags(&self) -> auth::AuthFlags<'_> {
+        auth::AuthFlags {
+            secret_file: self.jwt_secret_file.as_deref(),
+            public_keys: &self.jwt_public_keys,
+            audience: self.jwt_audience.as_deref(),
+            issuer: self.jwt_issuer.as_deref(),
+            anonymous_subscribe: &self.anonymous_subscribe,
+            anonymous_publish: &self.anonymous_publish,
+        }
+    }
 }
 
 /// What the server does with each WebSocket path.
@@ -271,6 +342,10 @@ struct Shared {
     files: Option<files::Dir>,
     /// `--stdin`: the lines typed, for every connection.
     typed: Option<tokio::sync::broadcast::Sender<wsevents::Message>>,
+    /// Who may do what (`--jwt-*`, `--anonymous-*`).
+    access: Access,
+    /// `--jwt-expiry-grace`.
+    expiry_grace: Duration,
 }
 
 /// Run the server until Ctrl-C (or SIGTERM).
@@ -279,6 +354,14 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         (true, _) => Mode::Echo,
         (_, true) => Mode::Broadcast,
         _ => Mode::Demo,
+    };
+    // Bad key files are a usage error, found before anything starts.
+    let access = match auth::access(&args.auth_flags()) {
+        Ok(access) => access,
+        Err(error) => {
+            eprintln!("wsevents: error: {error}");
+            return Ok(ExitCode::from(2));
+        }
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(match &args.client_ca {
@@ -309,36 +392,57 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         .protocols(&args.protocols)
         .config(config)
         .deflate((!args.no_deflate).then(wsevents::DeflateConfig::default));
+    // Topic routes: the token and the right to subscribe judged at the handshake
+    // (nothing to judge when everyone may do everything).
+    let topic_route = |fixed: Option<&'static str>| match access.is_open() {
+        true => endpoint.clone(),
+        false => endpoint
+            .clone()
+            .on_request(auth::gate(access.clone(), fixed)),
+    };
     let acceptor = match mode {
         // The paths are the library's routes (others get 404 in the handshake);
         // `/pubsub` speaks wsevents.v1, whatever --protocol says, and a client that
-        // does not offer it is told so.
+        // does not offer it is told so; a token it brings in the handshake is judged
+        // there (401).
         Mode::Demo => endpoint
             .clone()
             .route(ECHO_ROUTE)
-            .route(CHAT_ROUTE)
-            .route(TOPIC_ROUTE)
-            .at(
-                PUBSUB_ROUTE,
-                endpoint.on_request(|request| async move {
-                    if request.protocols().iter().any(|p| p == PROTOCOL) {
-                        Ok(wsevents::Accept::new().protocol(PROTOCOL))
-                    } else {
-                        Err(refuse(
-                            ::http::StatusCode::BAD_REQUEST,
-                            format!(
-                                "/pubsub speaks the subprotocol {PROTOCOL} (docs/protocol.md): \
-                                 offer it"
-                            ),
-                        ))
+            .at(CHAT_ROUTE, topic_route(Some("chat")))
+            .at(TOPIC_ROUTE, topic_route(None))
+            .at(PUBSUB_ROUTE, {
+                let access = access.clone();
+                endpoint.on_request(move |request| {
+                    let judged = access
+                        .identify(wsevents::pubsub::auth::ClientId::next(), request.request())
+                        .map(|_| ());
+                    async move {
+                        if !request.protocols().iter().any(|p| p == PROTOCOL) {
+                            return Err(refuse(
+                                ::http::StatusCode::BAD_REQUEST,
+                                format!(
+                                    "/pubsub speaks the subprotocol {PROTOCOL} \
+                                     (docs/protocol.md): offer it"
+                                ),
+                            ));
+                        }
+                        match judged {
+                            Ok(()) => Ok(wsevents::Accept::new().protocol(PROTOCOL)),
+                            Err(e) => {
+                                Err(refuse(::http::StatusCode::UNAUTHORIZED, format!("{e}\n")))
+                            }
+                        }
                     }
-                }),
-            ),
-        Mode::Echo | Mode::Broadcast => endpoint,
+                })
+            }),
+        Mode::Echo => endpoint,
+        Mode::Broadcast => topic_route(Some("chat")),
     };
     let limits = ServerLimits {
         max_connections: args.max_connections as usize,
         max_handshakes: args.max_handshakes as usize,
+        max_handshakes_per_ip: no_cap_if_zero(args.max_handshakes_per_ip),
+        max_connections_per_ip: no_cap_if_zero(args.max_connections_per_ip),
         retry_after: Duration::from_secs(args.retry_after),
     };
     let history = History {
@@ -387,13 +491,28 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         handshake_timeout: args.handshake_timeout,
         pubsub: PubsubServer::new(hub.clone())
             .max_topics(args.max_topics)
-            .max_publication(args.max_publication),
+            .max_publication(args.max_publication)
+            .access(access.clone())
+            .expiry_grace(args.jwt_expiry_grace)
+            .publish_rate(
+                (args.publish_rate > 0)
+                    .then(|| PublishRate::new(args.publish_rate, args.publish_burst)),
+            )
+            .max_connections_per_user(no_cap_if_zero(args.max_connections_per_user)),
         hub,
         next_id: AtomicU64::new(1),
         files,
         typed: args.stdin.then(|| typed_lines(TYPED_BACKLOG)),
+        expiry_grace: args.jwt_expiry_grace,
+        access,
     });
-    print_banner(addr, mode, shared.tls.is_some(), on_redis.as_deref());
+    let who = auth::describe(&shared.access, &args.auth_flags());
+    print_banner(addr, mode, shared.tls.is_some(), on_redis.as_deref(), &who);
+    if shared.access.is_open() && mode != Mode::Echo {
+        tracing::warn!("no auth: every client may subscribe and publish anywhere");
+    } else {
+        tracing::info!(auth = %who, "permissions");
+    }
     if on_redis.is_some() {
         tokio::spawn(watch_backend(shared.hub.clone()));
     }
@@ -403,6 +522,14 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     Ok(ExitCode::SUCCESS)
+}
+
+/// A cap per address from its flag: 0 is none.
+fn no_cap_if_zero(n: u32) -> usize {
+    match n {
+        0 => usize::MAX,
+        n => n as usize,
+    }
 }
 
 /// `--stdin`: lines not yet sent that a connection may lag behind by; past them it
@@ -427,7 +554,7 @@ fn typed_lines(backlog: usize) -> tokio::sync::broadcast::Sender<wsevents::Messa
     sender
 }
 
-fn print_banner(addr: SocketAddr, mode: Mode, secure: bool, redis: Option<&str>) {
+fn print_banner(addr: SocketAddr, mode: Mode, secure: bool, redis: Option<&str>, auth: &str) {
     let (http, ws) = if secure {
         ("https", "wss")
     } else {
@@ -447,6 +574,9 @@ fn print_banner(addr: SocketAddr, mode: Mode, secure: bool, redis: Option<&str>)
     }
     if let Some(redis) = redis {
         banner += &format!("  topics on  {redis} (shared with every serve on it)\n");
+    }
+    if mode != Mode::Echo {
+        banner += &format!("  auth       {auth}\n");
     }
     banner += "  Ctrl-C to stop (clients get close 1001)";
     // Printed whole and flushed: tests and scripts read the address from it.
@@ -608,7 +738,7 @@ async fn respond(
             match route(task_shared.mode, &stream) {
                 Some(Route::Echo) => echo(stream, typed).await,
                 Some(Route::Topic(topic)) => {
-                    subscriber(stream, url, &task_shared.hub, topic, typed).await;
+                    subscriber(stream, url, &task_shared, topic, typed).await;
                 }
                 Some(Route::Pubsub) => pubsub(stream, url, &task_shared.pubsub).await,
                 None => {}
@@ -670,19 +800,37 @@ where
     Ok(())
 }
 
-/// A subscriber of `topic` that publishes there what it sends, with the event API,
-/// until the client leaves or the server shuts down (it leaves the topic by itself);
-/// with `--stdin`, the lines typed too.
+/// A subscriber of `topic` that publishes there what it sends (when it may), with the
+/// event API, until the client leaves, its token expires or the server shuts down (it
+/// leaves the topic by itself); with `--stdin`, the lines typed too.
 async fn subscriber<S>(
     stream: WebSocketStream<S>,
     url: String,
-    hub: &Hub,
+    shared: &Shared,
     topic: String,
     typed: Option<Typed>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug + 'static,
 {
+    let hub = &shared.hub;
     let ws = WebSocket::from_stream(stream, url);
+    let request = ws.request();
+    let rights = auth::topic_rights(
+        &shared.access,
+        request.as_ref(),
+        ws.peer_addr(),
+        &topic,
+        shared.expiry_grace,
+    )
+    .await;
+    let rights = match rights {
+        Ok(rights) => rights,
+        Err((code, reason)) => {
+            let _ = ws.close_with_code(code, reason);
+            log_close(&ws.run().await);
+            return;
+        }
+    };
     if let Some(mut typed) = typed {
         let to = ws.clone();
         // Ends with the connection: sending fails once it is closed.
@@ -699,12 +847,33 @@ async fn subscriber<S>(
     }
     let publish_to = hub.clone();
     let to = topic.clone();
+    let may_publish = rights.publish;
+    let closer = ws.clone();
     // The message's own bytes, shared: text stays text, binary binary.
     ws.on_message(move |e| {
-        publish_to.publish(&to, &e.data);
+        if may_publish {
+            publish_to.publish(&to, &e.data);
+        } else {
+            let reason = "not allowed to publish here";
+            let _ = closer.close_with_code(wsevents::CloseCode::POLICY_VIOLATION, reason);
+        }
     });
     ws.on_error(|e| tracing::info!(error = %e.message(), "error"));
-    log_close(&ws.run().await);
+    let closed = ws.run();
+    tokio::pin!(closed);
+    let close = match rights.closes_at {
+        None => closed.await,
+        Some(at) => tokio::select! {
+            close = &mut closed => close,
+            () = tokio::time::sleep_until(at) => {
+                tracing::info!("token expired");
+                let code = wsevents::pubsub::auth::TOKEN_EXPIRED_CLOSE_CODE;
+                let _ = ws.close_with_code(code, "token expired");
+                closed.await
+            }
+        },
+    };
+    log_close(&close);
 }
 
 /// The end of an event-API connection, in its span.

@@ -186,8 +186,10 @@ async fn a_subscriber_rides_out_its_server_killed_with_sigkill() {
     const RATE: u64 = 2_000;
     let redis = Redis::start();
     assert_eq!(redis.numsub("wsevents:chaos").await, 0);
-    let mut a = Serve::start(&["--redis", &redis.url()]);
-    let b = Serve::start(&["--redis", &redis.url()]);
+    // Thousands of publishes a second on one connection: no publish rate
+    // (cli_limits.rs tests it).
+    let mut a = Serve::start(&["--redis", &redis.url(), "--publish-rate", "0"]);
+    let b = Serve::start(&["--redis", &redis.url(), "--publish-rate", "0"]);
     let sub = Client::start(&[
         "sub",
         &a.url("/pubsub"),
@@ -269,7 +271,8 @@ async fn redis_restarted_under_publishers_every_subscriber_is_told_the_truth() {
     const RATE: u64 = 1_000;
     let mut redis = Redis::start();
     assert_eq!(redis.numsub("wsevents:news").await, 0);
-    let a = Serve::start(&["--redis", &redis.url()]);
+    // A thousand publishes a second on one connection: no publish rate.
+    let a = Serve::start(&["--redis", &redis.url(), "--publish-rate", "0"]);
     let sub = Client::start(&["sub", &a.url("/pubsub"), "news", "--positions"]);
     until_subscribed(&redis, "wsevents:news", 1).await;
     let mut publisher = Client::start(&["pub", &a.url("/pubsub"), "news"]);

@@ -65,6 +65,17 @@ impl CloseCode {
     /// 1015: reserved; reported locally when the TLS handshake failed. Never sent.
     pub const TLS_HANDSHAKE: CloseCode = CloseCode(1015);
 
+    /// The code `code` (as `From<u16>`, in a `const`: an application's own codes).
+    ///
+    /// ```
+    /// use wsevents_proto::CloseCode;
+    /// const UNAUTHORIZED: CloseCode = CloseCode::new(4001);
+    /// assert_eq!(UNAUTHORIZED, CloseCode::from(4001));
+    /// ```
+    pub const fn new(code: u16) -> CloseCode {
+        CloseCode(code)
+    }
+
     /// The numeric code.
     pub const fn as_u16(self) -> u16 {
         self.0

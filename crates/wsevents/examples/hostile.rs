@@ -4,7 +4,9 @@
 //! read them); the server's own figures (RSS, descriptors) the scripts take from /proc.
 //!
 //! ```text
-//! hostile slowloris ADDR COUNT INTERVAL_MS LIMIT_S   the request 1 byte per interval; when each was closed
+//! hostile slowloris ADDR COUNT INTERVAL_MS LIMIT_S [SOURCES]   the request 1 byte per interval; when
+//!                                                    each was closed (SOURCES: 8 by default; 1 is
+//!                                                    all from 127.0.0.2)
 //! hostile silent ADDR COUNT LIMIT_S [deaf]           handshake, then write nothing; when each was closed
 //!                                                    (deaf: read nothing either, just hold the sockets)
 //! hostile probe URL SECONDS                          a normal client: echo latency p50/p99 every 20 ms
@@ -43,7 +45,10 @@ async fn main() -> Result<(), BoxError> {
     };
     let num = |i: usize| -> Result<u64, BoxError> { Ok(arg(i)?.parse()?) };
     match arg(0)? {
-        "slowloris" => slowloris(arg(1)?, num(2)? as usize, num(3)?, num(4)?).await,
+        "slowloris" => {
+            let sources = args.get(5).map(|a| a.parse()).transpose()?.unwrap_or(8);
+            slowloris(arg(1)?, num(2)? as usize, num(3)?, num(4)?, sources).await
+        }
         "silent" => {
             let deaf = args.get(4).is_some_and(|a| a == "deaf");
             silent(arg(1)?, num(2)? as usize, num(3)?, deaf).await
@@ -208,12 +213,13 @@ async fn slowloris(
     count: usize,
     interval_ms: u64,
     limit_s: u64,
+    sources: u8,
 ) -> Result<(), BoxError> {
     let addr = socket_addr(addr)?;
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
-        let tcp = connect_from(addr, i, 8).await?;
+        let tcp = connect_from(addr, i, sources).await?;
         tasks.push(tokio::spawn(async move {
             let opened = Instant::now();
             let (mut rd, mut wr) = tcp.into_split();

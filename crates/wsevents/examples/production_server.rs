@@ -38,6 +38,9 @@ async fn main() -> Result<(), wsevents::Error> {
         .limits(ServerLimits {
             max_connections: 10_000, // past it: 503 with Retry-After
             max_handshakes: 1024,
+            // One address (a slowloris, a client in a loop) holds at most these.
+            max_handshakes_per_ip: 64, // past it: its next TCP connection is closed
+            max_connections_per_ip: 1000, // past it: 429 with Retry-After
             retry_after: Duration::from_secs(5),
         })
         // A client that stops reading is closed with 1013 once 1 MiB waits for it.

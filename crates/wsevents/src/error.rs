@@ -121,6 +121,11 @@ pub enum Error {
     /// stored or read. Temporary: retry later (a publish with the same key).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A [`pubsub::Client`](crate::pubsub::Client)'s token provider failed (its
+    /// message): the connection is closed and made again after a backoff, asking it
+    /// again.
+    #[error("no token: {0}")]
+    Token(String),
 }
 
 impl Error {

@@ -101,8 +101,9 @@ pub use io::server::hyper::{Upgraded, UpgradedStream, Upgrading};
 pub use io::server::listen::{DEFAULT_BACKLOG, bind_listener};
 pub use io::server::{
     Accept, AcceptBackoff, Accepted, Acceptor, DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER, HandshakePermit, Lifecycle, SHUTDOWN_REASON,
-    Server, ServerBuilder, ServerLimits, ShutdownReport, accept, cookie,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_IP,
+    DEFAULT_RETRY_AFTER, HandshakePermit, Lifecycle, PeerLoad, SHUTDOWN_REASON, Server,
+    ServerBuilder, ServerLimits, ShutdownReport, accept, cookie,
 };
 pub use io::stream::{
     DEFAULT_WRITE_LIMIT, ReadHalf, ReuniteError, StreamEvent, WebSocketStream, WriteHalf,

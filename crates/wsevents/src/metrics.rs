@@ -7,8 +7,8 @@
 //! |---|---|---|---|---|
 //! | `wsevents_connections_open` | gauge | `role` | connections | open now: from the handshake's end until the transport's teardown is over |
 //! | `wsevents_connections_total` | counter | `role` | connections | opened (handshake done), ever |
-//! | `wsevents_handshakes_refused_total` | counter | `status` | requests | upgrade requests a server answered with an HTTP error: `404` no route, `403` origin, `503` at the connection cap or shutting down, `400`/`405`/`426`/`431` a bad request, or the accept hook's own status (`401`, …) |
-//! | `wsevents_handshakes_failed_total` | counter | `role`, `reason` | handshakes | opening handshakes that ended without an answer: `timeout`, `tls`, `eof` (the peer left), `io`; clients also `refused` (the server did not answer 101) and `bad_response` |
+//! | `wsevents_handshakes_refused_total` | counter | `status` | requests | upgrade requests a server answered with an HTTP error: `404` no route, `403` origin, `503` at the connection cap or shutting down, `429` at the cap of connections of its address, `400`/`405`/`426`/`431` a bad request, or the accept hook's own status (`401`, …) |
+//! | `wsevents_handshakes_failed_total` | counter | `role`, `reason` | handshakes | opening handshakes that ended without an answer: `timeout`, `tls`, `eof` (the peer left), `io`, `per_ip_cap` (closed at accept: its address had its cap of handshakes in progress); clients also `refused` (the server did not answer 101) and `bad_response` |
 //! | `wsevents_messages_received_total` | counter | `role` | messages | whole messages received (text and binary; not pings, pongs or close frames) |
 //! | `wsevents_messages_sent_total` | counter | `role` | messages | whole messages queued to send (stream API, event API, prepared and hub messages) |
 //! | `wsevents_bytes_received_total` | counter | `role` | bytes | read from the transport |

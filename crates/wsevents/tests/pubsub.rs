@@ -24,10 +24,15 @@ use wsevents::pubsub::{
 use wsevents::{Message, Server};
 
 /// A server of wsevents.v1 on a hub with `history` (at most 3 topics per
-/// connection); its URL and the hub.
+/// connection, no publish rate: pubsub_rate.rs tests it); its URL and the hub.
 async fn start(history: History) -> (String, Hub) {
     let hub = Hub::builder().history(history).build();
-    let url = v1::serve(PubsubServer::new(hub.clone()).max_topics(3)).await;
+    let url = v1::serve(
+        PubsubServer::new(hub.clone())
+            .max_topics(3)
+            .publish_rate(None),
+    )
+    .await;
     (url, hub)
 }
 
@@ -240,7 +245,7 @@ async fn bad_requests_get_the_documented_errors_and_the_connection_goes_on() {
         .await;
     assert!(matches!(
         peer.reply().await,
-        Reply::Unsubscribed { id: 12, .. }
+        Reply::Unsubscribed { id: Some(12), .. }
     ));
     peer.subscribe("d", None).await;
 }
@@ -407,7 +412,8 @@ async fn a_client_that_does_not_read_its_answers_is_closed_with_1008_and_recover
     let builder = Server::builder(wsevents::Acceptor::new().protocols(&[PROTOCOL]))
         .backpressure(wsevents::Backpressure::error(256 << 10))
         .unwrap();
-    let url = v1::serve_with(builder, PubsubServer::new(hub)).await;
+    // 40,000 publishes as fast as they go: the publish rate out of the way.
+    let url = v1::serve_with(builder, PubsubServer::new(hub).publish_rate(None)).await;
     let plain = || wsevents::ClientBuilder::new(&url).unwrap().deflate(None);
     // Long topics, long answers (uncompressed): they fill the kernels' buffers and the
     // socket's 256 KiB within a few thousand.

@@ -149,8 +149,10 @@ async fn until(what: &str, f: impl Fn() -> bool) {
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
+/// No publish rate: these tests publish in bursts to test other things (the rate and
+/// the client: pubsub_rate.rs).
 fn history_hub() -> PubsubServer {
-    PubsubServer::new(Hub::builder().history(History::default()).build())
+    PubsubServer::new(Hub::builder().history(History::default()).build()).publish_rate(None)
 }
 
 #[tokio::test]
@@ -341,6 +343,7 @@ async fn a_publish_is_retried_with_its_key_after_a_temporary_error() {
         id: Some(id_a),
         code: ErrorCode::Unavailable,
         message: "Redis is unreachable".into(),
+        retry_after: None,
     };
     ws.send(unavailable.to_json()).unwrap();
     // Too large: refused for good.
@@ -348,6 +351,7 @@ async fn a_publish_is_retried_with_its_key_after_a_temporary_error() {
         id: Some(id_b),
         code: ErrorCode::TooLarge,
         message: "over 1 bytes".into(),
+        retry_after: None,
     };
     ws.send(too_large.to_json()).unwrap();
     let (_, ws, id, key) = next_publish(&mut rx).await;
@@ -402,6 +406,7 @@ async fn a_subscription_is_retried_after_a_temporary_error_and_dropped_after_a_f
         id: Some(id),
         code: ErrorCode::BadTopic,
         message: "no such topic here".into(),
+        retry_after: None,
     };
     replies.send(refused.to_json()).unwrap();
     let (replies, id) = asked.remove("flaky").unwrap();
@@ -409,6 +414,7 @@ async fn a_subscription_is_retried_after_a_temporary_error_and_dropped_after_a_f
         id: Some(id),
         code: ErrorCode::Unavailable,
         message: "Redis is unreachable".into(),
+        retry_after: None,
     };
     replies.send(unavailable.to_json()).unwrap();
     // Asked again, after a wait, on the same connection.
@@ -473,6 +479,7 @@ async fn publishes_refused_together_are_retried_together_in_order() {
             id: Some(*id),
             code: ErrorCode::Unavailable,
             message: "Redis is unreachable".into(),
+            retry_after: None,
         };
         replies.send(unavailable.to_json()).unwrap();
     }

@@ -31,7 +31,8 @@ async fn node(redis: &RedisServer, history: History) -> (String, Hub) {
 async fn node_with(redis: &RedisServer, history: History, config: RedisConfig) -> (String, Hub) {
     let backend = RedisBackend::with_config(&redis.url(), config).unwrap();
     let hub = Hub::builder().history(history).backend(backend).build();
-    let url = v1::serve(PubsubServer::new(hub.clone())).await;
+    // No publish rate: these tests publish in bursts (pubsub_rate.rs tests the rate).
+    let url = v1::serve(PubsubServer::new(hub.clone()).publish_rate(None)).await;
     connected(&hub).await;
     (url, hub)
 }

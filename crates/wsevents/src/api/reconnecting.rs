@@ -76,6 +76,7 @@ pub struct Reconnect {
     servers: Vec<Target>,
     max_queued: usize,
     max_retries: Option<u32>,
+    final_codes: Vec<u16>,
 }
 
 impl Default for Reconnect {
@@ -87,6 +88,7 @@ impl Default for Reconnect {
             servers: Vec::new(),
             max_queued: DEFAULT_MAX_QUEUED,
             max_retries: None,
+            final_codes: Vec::new(),
         }
     }
 }
@@ -141,6 +143,21 @@ impl Reconnect {
     /// first attempt is not a retry; default `None`: never give up).
     pub fn max_retries(mut self, retries: Option<u32>) -> Self {
         self.max_retries = retries;
+        self
+    }
+
+    /// Close codes of the server's after which it does not reconnect, besides those
+    /// that always end it (1002, 1003, 1007, 1009, 1010, and a 4xx refusal of the
+    /// handshake other than 408 and 429): an application's own, such as wsevents.v1's
+    /// 4001 (unauthorized) and 4009 (disconnected by the server).
+    ///
+    /// ```
+    /// use wsevents::Reconnect;
+    /// let options = Reconnect::new().final_codes(&[4001, 4009]);
+    /// # let _ = options;
+    /// ```
+    pub fn final_codes(mut self, codes: &[u16]) -> Self {
+        self.final_codes.extend_from_slice(codes);
         self
     }
 
@@ -306,7 +323,8 @@ struct Attempt {
 /// - **Permanent** (never retried): the caller's own [`close`](ReconnectingWebSocket::close);
 ///   close codes 1002, 1003, 1007, 1009 and 1010 sent by the peer (the client is at
 ///   fault and would be again); a handshake refused with a 4xx status other than 408
-///   and 429; [`max_retries`](Reconnect::max_retries) failed retries in a row.
+///   and 429; the codes of [`final_codes`](Reconnect::final_codes);
+///   [`max_retries`](Reconnect::max_retries) failed retries in a row.
 ///   Everything else is retried: connection refused, timeouts, TLS failures, 1001,
 ///   1006, 1008 (a slow subscriber dropped by a hub), 1011–1014, 5xx, 408, 429.
 /// - **Offline queue**: [`send`](ReconnectingWebSocket::send) while no connection
@@ -576,7 +594,10 @@ impl ReconnectingWebSocket {
                 state.open = false;
                 state.closing.is_some()
             };
-            if caller_closed || permanent(close.code, seen.refused, seen.failed_here) {
+            let final_code =
+                !seen.failed_here && self.inner.options.final_codes.contains(&close.code);
+            if caller_closed || final_code || permanent(close.code, seen.refused, seen.failed_here)
+            {
                 return self.finish(close, url);
             }
             let stable = seen

@@ -6,6 +6,8 @@
 //! - [`Client`]: the client, on a [`ReconnectingWebSocket`](crate::ReconnectingWebSocket):
 //!   subscriptions resumed from their positions after every reconnect, publishes
 //!   re-sent by key until answered;
+//! - [`auth`]: who a connection is and what it may do: topic patterns, connection
+//!   tokens (JWT with the `jwt` feature), the async authorization hook;
 //! - [`PubsubServer`]: serves it on server sockets, on a [`Hub`](crate::hub::Hub) with
 //!   [history](crate::hub::HubBuilder::history) (in process, or on Redis so that
 //!   every node shares it);
@@ -26,13 +28,24 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 mod client;
+mod rate;
 mod server;
+mod users;
 pub mod wire;
 
-pub use client::{Client, PublicationEvent, Publishing, SUBSCRIBE_WINDOW, SubscribedEvent};
+pub use client::{
+    Client, MAX_REFRESH_AHEAD, PublicationEvent, Publishing, SUBSCRIBE_WINDOW, SubscribedEvent,
+    TokenFuture,
+};
 
+pub use rate::{DEFAULT_PUBLISH_RATE, PublishRate};
 pub use server::{
-    DEFAULT_MAX_PUBLICATION, DEFAULT_MAX_TOPICS, MAX_PENDING_PUBLISHES, MIN_WAITING_SUBSCRIPTIONS,
-    PubsubServer, SLOW_CLOSE_CODE, SLOW_CLOSE_REASON,
+    DEFAULT_EXPIRY_GRACE, DEFAULT_MAX_PUBLICATION, DEFAULT_MAX_TOPICS, DISCONNECTED_REASON,
+    MAX_HOOKS_IN_FLIGHT, MAX_PENDING_PUBLISHES, MIN_WAITING_SUBSCRIPTIONS, PubsubServer,
+    SLOW_CLOSE_CODE, SLOW_CLOSE_REASON,
+};
+pub use server::{
+    DEFAULT_MAX_CONNECTIONS_PER_USER, TOO_MANY_CONNECTIONS_CLOSE_CODE, TOO_MANY_CONNECTIONS_REASON,
 };

@@ -202,14 +202,11 @@ impl Negotiated {
         let on_upgrade = on_upgrade.ok_or_else(no_hand_over)?;
         let slot = match lifecycle {
             None => None,
-            Some(lifecycle) => match lifecycle.admit() {
-                Some(slot) => Some(slot),
-                None => {
-                    let mut refusal = Refusal::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "server at capacity or shutting down\n",
-                    );
-                    let (name, value) = lifecycle.refuse();
+            Some(lifecycle) => match lifecycle.admit(self.handshake.peer_addr) {
+                Ok(slot) => Some(slot),
+                Err(why) => {
+                    let (status, body, (name, value)) = lifecycle.refuse(why);
+                    let mut refusal = Refusal::new(status, body);
                     if let (Ok(name), Ok(value)) = (
                         http::HeaderName::from_bytes(name.as_bytes()),
                         HeaderValue::from_str(value),

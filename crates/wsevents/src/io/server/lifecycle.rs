@@ -6,8 +6,11 @@
 //! - [`Lifecycle`]: shared by an accept loop and every connection it opened. It caps
 //!   the handshakes in progress ([`HandshakePermit`]) and the open connections (past
 //!   the cap an upgrade request is answered `503 Service Unavailable` with
-//!   `Retry-After`), tracks each open connection until its teardown is over, and shuts
-//!   them all down: [`Lifecycle::shutdown`] returns a [`ShutdownReport`].
+//!   `Retry-After`), both also per peer address (`peers.rs`: past the handshake cap of
+//!   an address its next TCP connection is closed at once, past its connection cap an
+//!   upgrade request is answered `429 Too Many Requests` with `Retry-After`), tracks
+//!   each open connection until its teardown is over, and shuts them all down:
+//!   [`Lifecycle::shutdown`] returns a [`ShutdownReport`].
 //! - Inside the crate, a `Slot` (one admitted connection: its permit and its tracker
 //!   token) and a `Tracked` (the slot plus the two signals, held by the connection's
 //!   driver).
@@ -46,6 +49,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use super::peers::{PastCap, PeerClaim, PeerLoad, Peers};
 use crate::error::Result;
 use crate::io::server::Acceptor;
 use crate::io::stream::WebSocketStream;
@@ -67,6 +71,28 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Each one holds a connection and, for TLS, some tens of KiB; with the handshake
 /// timeout (10 s by default) this bounds what slow or idle clients can hold.
 pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+
+/// The default cap on opening handshakes in progress from one peer address (an IPv4
+/// address, or an IPv6 /64).
+///
+/// Sixty-four: a browser opens one WebSocket handshake at a time per server (RFC 6455
+/// §4.1: no more than one connection in the CONNECTING state per address), and a
+/// handshake lasts a round trip or three, so 64 at once is 64 browsers behind one NAT
+/// (an office, a campus) connecting in the same instant, a few thousand a second. It
+/// is a sixteenth of [`DEFAULT_MAX_HANDSHAKES`]: the rule is that it stays well below
+/// the server-wide cap, so that one address can never hold every handshake slot (2,000
+/// slowloris sockets from one address hold 64 and the others are closed at once).
+pub const DEFAULT_MAX_HANDSHAKES_PER_IP: usize = 64;
+
+/// The default cap on open connections from one peer address (an IPv4 address, or an
+/// IPv6 /64).
+///
+/// One thousand: a person holds a connection per tab, so an office or a campus of a
+/// few hundred people behind one NAT fits, while one address can take at most a tenth
+/// of [`DEFAULT_MAX_CONNECTIONS`]. Behind a carrier-grade NAT with more users per
+/// address, or behind a reverse proxy (every connection then comes from the proxy's
+/// address), raise it or turn it off (`usize::MAX`).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1000;
 
 /// The default `Retry-After` of a 503 past the connection cap: long enough for a few
 /// connections to end, short enough that a client comes back soon.
@@ -109,7 +135,22 @@ pub struct ServerLimits {
     /// How many opening handshakes may run at once (default
     /// [`DEFAULT_MAX_HANDSHAKES`]); further TCP connections wait in the listen backlog.
     pub max_handshakes: usize,
-    /// The `Retry-After` of a 503, in whole seconds (default [`DEFAULT_RETRY_AFTER`]).
+    /// How many opening handshakes one peer address (an IPv4 address, an IPv6 /64) may
+    /// have in progress at once (default [`DEFAULT_MAX_HANDSHAKES_PER_IP`]; `usize::MAX`:
+    /// no cap); past it the address's next TCP connection is closed at once, without
+    /// an answer (its request is not read; on a TLS port an HTTP answer could not be
+    /// read anyway), and counted ([`Lifecycle::refused_per_ip`]). Keep it well below
+    /// `max_handshakes`, so that one address cannot hold every handshake slot. Applied
+    /// by [`Lifecycle::next_connection`] (so by [`Server`](crate::Server)).
+    pub max_handshakes_per_ip: usize,
+    /// How many connections one peer address may have open at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_IP`]; `usize::MAX`: no cap); past it an upgrade
+    /// request is answered `429 Too Many Requests` with `Retry-After`. Applied to
+    /// connections whose peer address is known (a `Server`'s, or those accepted
+    /// with [`Lifecycle::accept_from`] or upgraded with a peer address).
+    pub max_connections_per_ip: usize,
+    /// The `Retry-After` of a 503 or a 429, in whole seconds (default
+    /// [`DEFAULT_RETRY_AFTER`]).
     pub retry_after: Duration,
 }
 
@@ -118,6 +159,8 @@ impl Default for ServerLimits {
         ServerLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_PER_IP,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             retry_after: DEFAULT_RETRY_AFTER,
         }
     }
@@ -218,8 +261,12 @@ struct Shared {
     tracker: TaskTracker,
     connections: Arc<Semaphore>,
     handshakes: Arc<Semaphore>,
+    /// The counts and caps per peer address.
+    peers: Arc<Peers>,
     counts: Mutex<Counts>,
     refused: AtomicU64,
+    /// Refused for the caps per address: connections closed at accept, 429s.
+    refused_per_ip: AtomicU64,
     report: OnceCell<ShutdownReport>,
 }
 
@@ -242,6 +289,7 @@ impl Lifecycle {
             shared: Arc::new(Shared {
                 connections: permits(limits.max_connections),
                 handshakes: permits(limits.max_handshakes),
+                peers: Peers::new(limits.max_handshakes_per_ip, limits.max_connections_per_ip),
                 limits,
                 retry_after: ("Retry-After".to_owned(), retry_after),
                 stage: AtomicU8::new(RUNNING),
@@ -250,6 +298,7 @@ impl Lifecycle {
                 tracker: TaskTracker::new(),
                 counts: Mutex::new(Counts::default()),
                 refused: AtomicU64::new(0),
+                refused_per_ip: AtomicU64::new(0),
                 report: OnceCell::new(),
             }),
         }
@@ -281,19 +330,50 @@ impl Lifecycle {
         self.shared.refused.load(Ordering::Relaxed)
     }
 
+    /// How many connections were refused for the caps per peer address: TCP
+    /// connections closed at accept past [`max_handshakes_per_ip`], and upgrade
+    /// requests answered 429 past [`max_connections_per_ip`].
+    ///
+    /// [`max_handshakes_per_ip`]: ServerLimits::max_handshakes_per_ip
+    /// [`max_connections_per_ip`]: ServerLimits::max_connections_per_ip
+    pub fn refused_per_ip(&self) -> u64 {
+        self.shared.refused_per_ip.load(Ordering::Relaxed)
+    }
+
+    /// What the address of `ip` (its IPv6 /64) holds now: handshakes in progress and
+    /// open connections, as the caps per address count them.
+    ///
+    /// ```
+    /// use wsevents::{Lifecycle, ServerLimits};
+    /// let lifecycle = Lifecycle::new(ServerLimits::default(), Default::default());
+    /// let load = lifecycle.peer_load("192.0.2.1".parse().unwrap());
+    /// assert_eq!((load.handshakes, load.connections), (0, 0));
+    /// ```
+    pub fn peer_load(&self, ip: std::net::IpAddr) -> PeerLoad {
+        self.shared.peers.load(ip)
+    }
+
     /// Wait for room for one more opening handshake (cancel-safe). Take it before
     /// accepting the TCP connection, so that connections past the cap wait in the
-    /// kernel's listen backlog, and drop it once the handshake is over.
+    /// kernel's listen backlog, and drop it once the handshake is over. The cap per
+    /// peer address is [`next_connection`](Self::next_connection)'s (it knows the
+    /// address): an accept loop of one's own should use that.
     pub async fn handshake_permit(&self) -> HandshakePermit {
         // The semaphore is never closed, so this waits and never fails.
         let permit = self.shared.handshakes.clone().acquire_owned().await.ok();
-        HandshakePermit { _permit: permit }
+        HandshakePermit {
+            _permit: permit,
+            _peer: None,
+        }
     }
 
     /// The next TCP connection of an accept loop, with its handshake permit: first room
     /// for one more handshake ([`handshake_permit`](Self::handshake_permit)), then a
     /// connection from `listener` (through `backoff`, which waits out EMFILE and the
-    /// like); `None` once the shutdown has begun, whichever of the two it interrupts.
+    /// like) whose address is under its cap of handshakes in progress
+    /// ([`ServerLimits::max_handshakes_per_ip`]: a connection past it is closed at
+    /// once, and the next one accepted); `None` once the shutdown has begun, whichever
+    /// of the two it interrupts.
     ///
     /// ```no_run
     /// # async fn demo(listener: tokio::net::TcpListener) {
@@ -317,10 +397,27 @@ impl Lifecycle {
             () = stop.cancelled() => return None,
             permit = self.handshake_permit() => permit,
         };
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => None,
-            (tcp, peer) = backoff.accept(listener) => Some((permit, tcp, peer)),
+        let mut permit = permit;
+        loop {
+            let (tcp, peer) = tokio::select! {
+                biased;
+                () = stop.cancelled() => return None,
+                accepted = backoff.accept(listener) => accepted,
+            };
+            match self.shared.peers.handshake(peer) {
+                Ok(claim) => {
+                    permit._peer = claim;
+                    return Some((permit, tcp, peer));
+                }
+                Err(PastCap) => {
+                    // Closed without reading: the cheapest answer, and one a TLS
+                    // client understands as well as any.
+                    self.shared.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::handshake_failed(crate::Role::Server, "per_ip_cap");
+                    tracing::debug!(%peer, "closed: past its cap of handshakes in progress");
+                    drop(tcp);
+                }
+            }
         }
     }
 
@@ -402,25 +499,59 @@ impl Lifecycle {
         self.shared.shutdown.cancel();
     }
 
-    /// Admit one more connection, if under the cap and not shutting down.
-    pub(crate) fn admit(&self) -> Option<Slot> {
+    /// Admit one more connection from `peer` (when known), if under the caps and not
+    /// shutting down.
+    pub(crate) fn admit(&self, peer: Option<SocketAddr>) -> std::result::Result<Slot, Refused> {
         if self.is_shutting_down() {
-            return None;
+            return Err(Refused::AtCapacity);
         }
-        let permit = self.shared.connections.clone().try_acquire_owned().ok()?;
+        let claim = match peer {
+            Some(peer) => self
+                .shared
+                .peers
+                .connection(peer)
+                .map_err(|PastCap| Refused::PeerAtCapacity)?,
+            None => None,
+        };
+        let permit = self
+            .shared
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::AtCapacity)?;
         self.shared.counts().open += 1;
-        Some(Slot {
+        Ok(Slot {
             shared: self.shared.clone(),
             clean: false,
             _permit: permit,
+            _peer: claim,
             _token: self.shared.tracker.token(),
         })
     }
 
-    /// A request was refused with 503: count it, and the header to send.
-    pub(crate) fn refuse(&self) -> &(String, String) {
-        self.shared.refused.fetch_add(1, Ordering::Relaxed);
-        &self.shared.retry_after
+    /// A request was refused for `why`: count it; the status, the body and the
+    /// `Retry-After` header to answer with.
+    pub(crate) fn refuse(
+        &self,
+        why: Refused,
+    ) -> (http::StatusCode, &'static str, &(String, String)) {
+        let (status, body) = match why {
+            Refused::AtCapacity => {
+                self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                (
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "server at capacity or shutting down\n",
+                )
+            }
+            Refused::PeerAtCapacity => {
+                self.shared.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                (
+                    http::StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from this address\n",
+                )
+            }
+        };
+        (status, body, &self.shared.retry_after)
     }
 }
 
@@ -431,12 +562,22 @@ impl Shared {
     }
 }
 
-/// Room for one opening handshake, given back when dropped (see
-/// [`Lifecycle::handshake_permit`]; the [`Lifecycle`] example shows it in an accept
-/// loop).
+/// Room for one opening handshake (and, from [`Lifecycle::next_connection`], one of
+/// its address's), given back when dropped (see [`Lifecycle::handshake_permit`]; the
+/// [`Lifecycle`] example shows it in an accept loop).
 #[derive(Debug)]
 pub struct HandshakePermit {
     _permit: Option<OwnedSemaphorePermit>,
+    _peer: Option<PeerClaim>,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// At the server-wide cap, or shutting down: 503.
+    AtCapacity,
+    /// At its address's cap: 429.
+    PeerAtCapacity,
 }
 
 /// One admitted connection: its place under the cap and its tracker token, held until
@@ -446,6 +587,7 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     clean: bool,
     _permit: OwnedSemaphorePermit,
+    _peer: Option<PeerClaim>,
     _token: TaskTrackerToken,
 }
 

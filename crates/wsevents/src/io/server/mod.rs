@@ -22,9 +22,15 @@
 //!    past the cap an upgrade request is answered `503 Service Unavailable` with
 //!    `Retry-After` ([`ServerBuilder::retry_after`], 5 s), an HTTP answer rather than
 //!    a dropped connection, and counted ([`Lifecycle::refused`]).
-//! 3. **Accepting** waits out resource exhaustion (out of file descriptors):
+//! 3. **Per peer address** (an IPv4 address, an IPv6 /64), both again, well below the
+//!    server-wide caps so that one address cannot take every slot:
+//!    [`ServerBuilder::max_handshakes_per_ip`] (64 handshakes in progress; past it the
+//!    address's next TCP connection is closed at once, unread) and
+//!    [`ServerBuilder::max_connections_per_ip`] (1,000 open; past it `429 Too Many
+//!    Requests` with `Retry-After`), counted ([`Lifecycle::refused_per_ip`]).
+//! 4. **Accepting** waits out resource exhaustion (out of file descriptors):
 //!    [`AcceptBackoff`].
-//! 4. **Shutdown** ([`Server::shutdown`], or cancelling the token of
+//! 5. **Shutdown** ([`Server::shutdown`], or cancelling the token of
 //!    [`ServerBuilder::shutdown_token`]): stop accepting; close every open connection
 //!    with 1001 and [`SHUTDOWN_REASON`] after what is queued for it; wait up to a grace
 //!    period for the close handshakes; abort the rest; report how many closed cleanly
@@ -69,6 +75,7 @@ pub(crate) mod handshake;
 pub(crate) mod hyper;
 pub(crate) mod lifecycle;
 pub(crate) mod listen;
+pub(crate) mod peers;
 pub(crate) mod route;
 
 pub use self::handshake::{Accept, cookie};
@@ -77,9 +84,11 @@ use self::handshake::{Decision, Hook, ProtocolSelector, Refusal, ServerHandshake
 pub use self::backoff::AcceptBackoff;
 use self::lifecycle::Tracked;
 pub use self::lifecycle::{
-    DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RETRY_AFTER,
-    HandshakePermit, Lifecycle, SHUTDOWN_REASON, ServerLimits, ShutdownReport,
+    DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_MAX_HANDSHAKES_PER_IP, DEFAULT_RETRY_AFTER, HandshakePermit, Lifecycle,
+    SHUTDOWN_REASON, ServerLimits, ShutdownReport,
 };
+pub use self::peers::PeerLoad;
 use self::route::{Matched, RouteMatch, RoutePattern};
 
 use crate::backpressure::{Backpressure, DEFAULT_MAX_QUEUE};
@@ -572,14 +581,12 @@ impl Acceptor {
                         let Some(lifecycle) = lifecycle else {
                             return Ok((answer, http_request, None));
                         };
-                        match lifecycle.admit() {
-                            Some(admitted) => Ok((answer, http_request, Some(admitted))),
-                            None => {
-                                lifecycle_headers.push(lifecycle.refuse().clone());
-                                Err(Refusal::new(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    "server at capacity or shutting down\n",
-                                ))
+                        match lifecycle.admit(peer_addr) {
+                            Ok(admitted) => Ok((answer, http_request, Some(admitted))),
+                            Err(why) => {
+                                let (status, body, retry_after) = lifecycle.refuse(why);
+                                lifecycle_headers.push(retry_after.clone());
+                                Err(Refusal::new(status, body))
                             }
                         }
                     });
@@ -907,7 +914,39 @@ impl ServerBuilder {
         self
     }
 
-    /// The `Retry-After` of a 503, in whole seconds (default
+    /// How many opening handshakes one peer address (an IPv4 address, an IPv6 /64) may
+    /// have in progress at once (default [`DEFAULT_MAX_HANDSHAKES_PER_IP`], 64, whose
+    /// doc gives the reasons; `usize::MAX`: no cap); past it the address's next TCP
+    /// connection is closed at once, without reading it, while other addresses are
+    /// served as usual. Keep it well below [`max_handshakes`](Self::max_handshakes),
+    /// so that one address cannot hold every handshake slot (slowloris). Behind a
+    /// reverse proxy every connection comes from the proxy's address: raise it there.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), wsevents::Error> {
+    /// let server = wsevents::Server::builder(wsevents::Acceptor::new())
+    ///     .max_handshakes_per_ip(16)
+    ///     .max_connections_per_ip(100)
+    ///     .bind("127.0.0.1:0")
+    ///     .await?;
+    /// assert_eq!(server.lifecycle().limits().max_handshakes_per_ip, 16);
+    /// # Ok(()) }
+    /// ```
+    pub fn max_handshakes_per_ip(mut self, n: usize) -> Self {
+        self.limits.max_handshakes_per_ip = n.max(1);
+        self
+    }
+
+    /// How many connections one peer address (an IPv4 address, an IPv6 /64) may have
+    /// open at once (default [`DEFAULT_MAX_CONNECTIONS_PER_IP`], 1,000, whose doc gives
+    /// the reasons; `usize::MAX`: no cap); past it an upgrade request is answered `429
+    /// Too Many Requests` with `Retry-After` ([`retry_after`](Self::retry_after)).
+    pub fn max_connections_per_ip(mut self, n: usize) -> Self {
+        self.limits.max_connections_per_ip = n.max(1);
+        self
+    }
+
+    /// The `Retry-After` of a 503 or a 429, in whole seconds (default
     /// [`DEFAULT_RETRY_AFTER`], 5 s).
     pub fn retry_after(mut self, wait: Duration) -> Self {
         self.limits.retry_after = wait;

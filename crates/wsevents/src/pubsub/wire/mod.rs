@@ -37,6 +37,10 @@ pub const PROTOCOL: &str = "wsevents.v1";
 /// The longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 256;
 
+/// The longest connection token taken by `connect` and `refresh`, in bytes: 16 KiB
+/// (a JWT with a few hundred topic patterns); longer is `bad_request`.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
 /// An upper bound on what a `publish` frame holds besides its data, in bytes: its
 /// fields at their longest (a 20-digit id, a 256-byte topic and a 128-byte key, each
 /// byte escaped at 6 bytes) take 2,390 bytes as this crate writes them; the rest is
@@ -106,6 +110,20 @@ pub enum Request {
         /// The idempotency key.
         key: Option<String>,
     },
+    /// Present a connection token (the first request, when the client has one).
+    Connect {
+        /// The request's id.
+        id: u64,
+        /// The token (a JWT for `wsevents serve`).
+        token: String,
+    },
+    /// Replace the connection's token with a fresh one, before it expires.
+    Refresh {
+        /// The request's id.
+        id: u64,
+        /// The new token (for the same user).
+        token: String,
+    },
 }
 
 /// What a server says: an answer to a request (with its id) or a publication.
@@ -123,10 +141,13 @@ pub enum Reply {
         /// The topic's latest position when the subscription took effect.
         position: Position,
     },
-    /// The answer to `unsubscribe`.
+    /// The answer to `unsubscribe`; without an id, the server unsubscribed the
+    /// connection by itself (its operator's [`PubsubServer::unsubscribe_user`]).
+    ///
+    /// [`PubsubServer::unsubscribe_user`]: super::PubsubServer::unsubscribe_user
     Unsubscribed {
-        /// The request's id.
-        id: u64,
+        /// The request's id; `None`: the server's own doing.
+        id: Option<u64>,
         /// The topic.
         topic: String,
     },
@@ -147,6 +168,9 @@ pub enum Reply {
         code: ErrorCode,
         /// Why, for people.
         message: String,
+        /// How long to wait before retrying (`retry_after_ms` on the wire, whole
+        /// milliseconds): given with [`ErrorCode::RateLimited`].
+        retry_after: Option<std::time::Duration>,
     },
     /// A publication (`pub`).
     Pub {
@@ -154,6 +178,25 @@ pub enum Reply {
         topic: String,
         /// Its position and message.
         publication: Publication,
+    },
+    /// The answer to `connect`: who the connection is now.
+    Connected {
+        /// The request's id.
+        id: u64,
+        /// The connection's id on the server (for logs and support).
+        client: String,
+        /// The token's user (`None`: anonymous).
+        user: Option<String>,
+        /// When the token expires, in seconds since 1970 (`None`: never); refresh
+        /// before.
+        expires: Option<u64>,
+    },
+    /// The answer to `refresh`.
+    Refreshed {
+        /// The request's id.
+        id: u64,
+        /// When the new token expires, in seconds since 1970 (`None`: never).
+        expires: Option<u64>,
     },
 }
 
@@ -170,11 +213,29 @@ pub enum ErrorCode {
     /// Past the server's limit of topics per connection.
     TooManyTopics,
     /// Past what the server keeps waiting for one connection (subscriptions waiting
-    /// for the one before, publishes waiting to be stored): nothing was done; retry
+    /// for the one before, publishes not yet answered): nothing was done; retry
     /// after a delay (with the same key for a publish).
     TooManyRequests,
     /// The broker is unreachable: nothing was stored; retry with the same key.
     Unavailable,
+    /// Past the connection's publish rate (a token bucket: a sustained rate and a
+    /// burst): nothing was done; retry after the error's `retry_after` (with the same
+    /// key).
+    RateLimited,
+    /// The connection's token is refused (bad, expired, for another user), or it
+    /// has none where one is required; the server closes the connection
+    /// ([`UNAUTHORIZED_CLOSE_CODE`](super::auth::UNAUTHORIZED_CLOSE_CODE) or
+    /// [`TOKEN_EXPIRED_CLOSE_CODE`](super::auth::TOKEN_EXPIRED_CLOSE_CODE)).
+    Unauthorized,
+    /// The connection may not do this to this topic: nothing was done; the
+    /// connection goes on. Not retried.
+    Forbidden,
+    /// The connection's user has as many connections on this server as it may
+    /// ([`PubsubServer::max_connections_per_user`](super::PubsubServer::max_connections_per_user)):
+    /// the connection is closed with
+    /// [`TOO_MANY_CONNECTIONS_CLOSE_CODE`](super::TOO_MANY_CONNECTIONS_CLOSE_CODE);
+    /// a client reconnects later, with a backoff.
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -187,12 +248,22 @@ impl ErrorCode {
             ErrorCode::TooManyTopics => "too_many_topics",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooManyConnections => "too_many_connections",
         }
     }
 
     /// Whether retrying later may succeed (the `error`'s `temporary`).
     pub fn is_temporary(self) -> bool {
-        matches!(self, ErrorCode::TooManyRequests | ErrorCode::Unavailable)
+        matches!(
+            self,
+            ErrorCode::TooManyRequests
+                | ErrorCode::Unavailable
+                | ErrorCode::RateLimited
+                | ErrorCode::TooManyConnections
+        )
     }
 
     fn parse(code: &str) -> Option<ErrorCode> {
@@ -203,6 +274,10 @@ impl ErrorCode {
             "too_many_topics" => ErrorCode::TooManyTopics,
             "too_many_requests" => ErrorCode::TooManyRequests,
             "unavailable" => ErrorCode::Unavailable,
+            "rate_limited" => ErrorCode::RateLimited,
+            "unauthorized" => ErrorCode::Unauthorized,
+            "forbidden" => ErrorCode::Forbidden,
+            "too_many_connections" => ErrorCode::TooManyConnections,
             _ => return None,
         })
     }
@@ -310,7 +385,9 @@ mod tests {
 
     use serde_json::Value;
 
-    use super::read::{BAD_DATA, BAD_KEY, BAD_SINCE, BAD_TOPIC, NO_ID, RequestIn, message_of};
+    use super::read::{
+        BAD_DATA, BAD_KEY, BAD_SINCE, BAD_TOKEN, BAD_TOPIC, NO_ID, RequestIn, message_of,
+    };
     use super::write::{DataOut, ReplyOut, pub_frame};
     use super::*;
     use crate::hub::MAX_KEY_LEN;
@@ -348,6 +425,14 @@ mod tests {
                 data: Message::binary(vec![0u8, 255, 7]),
                 key: None,
             },
+            Request::Connect {
+                id: 6,
+                token: "a.b.c".into(),
+            },
+            Request::Refresh {
+                id: 7,
+                token: "d.e.f".into(),
+            },
         ];
         for r in requests {
             assert_eq!(
@@ -365,8 +450,28 @@ mod tests {
                 position: at(9),
             },
             Reply::Unsubscribed {
-                id: 3,
+                id: Some(3),
                 topic: "a".into(),
+            },
+            Reply::Unsubscribed {
+                id: None,
+                topic: "a".into(),
+            },
+            Reply::Connected {
+                id: 1,
+                client: "00ff".into(),
+                user: Some("alice".into()),
+                expires: Some(1_800_000_000),
+            },
+            Reply::Connected {
+                id: 1,
+                client: "00ff".into(),
+                user: None,
+                expires: None,
+            },
+            Reply::Refreshed {
+                id: 2,
+                expires: Some(1_800_000_060),
             },
             Reply::Published {
                 id: 4,
@@ -377,11 +482,19 @@ mod tests {
                 id: Some(5),
                 code: ErrorCode::Unavailable,
                 message: "down".into(),
+                retry_after: None,
             },
             Reply::Error {
                 id: None,
                 code: ErrorCode::BadRequest,
                 message: "?".into(),
+                retry_after: None,
+            },
+            Reply::Error {
+                id: Some(6),
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+                retry_after: Some(std::time::Duration::from_millis(1250)),
             },
             Reply::Pub {
                 topic: "a".into(),
@@ -579,6 +692,17 @@ mod tests {
         ] {
             assert_eq!(err(text), expected, "{text}");
         }
+        // A token that is not a string, or too long: refused with the id.
+        for text in [
+            r#"{"id":7,"op":"connect"}"#.to_owned(),
+            r#"{"id":7,"op":"refresh","token":5}"#.to_owned(),
+            format!(
+                r#"{{"id":7,"op":"connect","token":"{}"}}"#,
+                "t".repeat(MAX_TOKEN_LEN + 1)
+            ),
+        ] {
+            assert_eq!(err(&text), bad(BAD_TOKEN), "{text}");
+        }
         // No id that can be read: none in the answer.
         for text in [
             r#"{"id":0,"op":"publish","topic":"a","data":"x"}"#,
@@ -642,7 +766,8 @@ mod tests {
             Ok(Reply::Error {
                 id: None,
                 code: ErrorCode::TooManyRequests,
-                message: String::new()
+                message: String::new(),
+                retry_after: None,
             })
         );
     }
@@ -656,12 +781,17 @@ mod tests {
             (ErrorCode::TooManyTopics, false),
             (ErrorCode::TooManyRequests, true),
             (ErrorCode::Unavailable, true),
+            (ErrorCode::RateLimited, true),
+            (ErrorCode::Unauthorized, false),
+            (ErrorCode::Forbidden, false),
+            (ErrorCode::TooManyConnections, true),
         ];
         for (code, temporary) in codes {
             let reply = Reply::Error {
                 id: Some(1),
                 code,
                 message: "m".into(),
+                retry_after: None,
             };
             let json = reply.to_json();
             let value: Value = serde_json::from_str(&json).unwrap();

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use wsevents_proto::Message;
 
-use super::{ErrorCode, MAX_TOPIC_LEN, Reply, Request, WireError};
+use super::{ErrorCode, MAX_TOKEN_LEN, MAX_TOPIC_LEN, Reply, Request, WireError};
 use crate::hub::{MAX_KEY_LEN, Position, Publication};
 
 // What the errors say, one place for the fast path and the diagnosis.
@@ -24,6 +24,7 @@ pub(super) const BAD_SINCE: &str = "since is {epoch, offset}";
 pub(super) const BAD_DATA: &str = "data is a string (base64 when binary)";
 pub(super) const BAD_KEY: &str = "key is a string of at most 128 bytes";
 pub(super) const BAD_TOPIC: &str = "a topic is 1 to 256 bytes";
+pub(super) const BAD_TOKEN: &str = "token is a string of at most 16384 bytes";
 
 /// [`Request::parse`].
 pub(super) fn request(text: &str) -> Result<Request, WireError> {
@@ -78,6 +79,14 @@ pub(super) enum RequestIn<'a> {
         #[serde(default)]
         key: Option<String>,
     },
+    Connect {
+        id: u64,
+        token: String,
+    },
+    Refresh {
+        id: u64,
+        token: String,
+    },
 }
 
 impl RequestIn<'_> {
@@ -86,14 +95,24 @@ impl RequestIn<'_> {
         let (id, topic) = match &self {
             RequestIn::Subscribe { id, topic, .. }
             | RequestIn::Unsubscribe { id, topic }
-            | RequestIn::Publish { id, topic, .. } => (*id, topic),
+            | RequestIn::Publish { id, topic, .. } => (*id, Some(topic)),
+            RequestIn::Connect { id, .. } | RequestIn::Refresh { id, .. } => (*id, None),
         };
         if id == 0 {
             return Err(WireError::bad(None, NO_ID));
         }
-        check_topic(topic, Some(id))?;
+        if let Some(topic) = topic {
+            check_topic(topic, Some(id))?;
+        }
         let bad = |message| WireError::bad(Some(id), message);
         Ok(match self {
+            RequestIn::Connect { token, .. } | RequestIn::Refresh { token, .. }
+                if token.len() > MAX_TOKEN_LEN =>
+            {
+                return Err(bad(BAD_TOKEN));
+            }
+            RequestIn::Connect { token, .. } => Request::Connect { id, token },
+            RequestIn::Refresh { token, .. } => Request::Refresh { id, token },
             RequestIn::Subscribe { topic, since, .. } => Request::Subscribe {
                 id,
                 topic: topic.into_owned(),
@@ -142,7 +161,8 @@ enum ReplyIn<'a> {
         offset: u64,
     },
     Unsubscribed {
-        id: u64,
+        #[serde(default)]
+        id: Option<u64>,
         #[serde(borrow)]
         topic: Cow<'a, str>,
     },
@@ -161,6 +181,8 @@ enum ReplyIn<'a> {
         code: Cow<'a, str>,
         #[serde(default)]
         message: Option<String>,
+        #[serde(default)]
+        retry_after_ms: Option<u64>,
     },
     Pub {
         #[serde(borrow)]
@@ -173,15 +195,29 @@ enum ReplyIn<'a> {
         #[serde(default)]
         binary: Option<Value>,
     },
+    Connected {
+        id: u64,
+        client: String,
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        expires: Option<u64>,
+    },
+    Refreshed {
+        id: u64,
+        #[serde(default)]
+        expires: Option<u64>,
+    },
 }
 
 impl ReplyIn<'_> {
     fn check(self) -> Result<Reply, WireError> {
         let id = match &self {
             ReplyIn::Subscribed { id, .. }
-            | ReplyIn::Unsubscribed { id, .. }
-            | ReplyIn::Published { id, .. } => Some(*id),
-            ReplyIn::Error { id, .. } => *id,
+            | ReplyIn::Published { id, .. }
+            | ReplyIn::Connected { id, .. }
+            | ReplyIn::Refreshed { id, .. } => Some(*id),
+            ReplyIn::Error { id, .. } | ReplyIn::Unsubscribed { id, .. } => *id,
             ReplyIn::Pub { .. } => None,
         };
         let bad = |message| WireError::bad(id, message);
@@ -203,8 +239,20 @@ impl ReplyIn<'_> {
             },
             ReplyIn::Unsubscribed { id, topic } => Reply::Unsubscribed {
                 id,
-                topic: checked_topic(topic, Some(id))?,
+                topic: checked_topic(topic, id)?,
             },
+            ReplyIn::Connected {
+                id,
+                client,
+                user,
+                expires,
+            } => Reply::Connected {
+                id,
+                client,
+                user,
+                expires,
+            },
+            ReplyIn::Refreshed { id, expires } => Reply::Refreshed { id, expires },
             ReplyIn::Published {
                 id,
                 topic,
@@ -215,10 +263,16 @@ impl ReplyIn<'_> {
                 topic: checked_topic(topic, Some(id))?,
                 position: position(&epoch, offset)?,
             },
-            ReplyIn::Error { id, code, message } => Reply::Error {
+            ReplyIn::Error {
+                id,
+                code,
+                message,
+                retry_after_ms,
+            } => Reply::Error {
                 id,
                 code: ErrorCode::parse(&code).ok_or_else(|| bad("an unknown error code"))?,
                 message: message.unwrap_or_default(),
+                retry_after: retry_after_ms.map(std::time::Duration::from_millis),
             },
             ReplyIn::Pub {
                 topic,
@@ -342,7 +396,11 @@ impl Rules for RequestRules {
     }
 
     fn has_topic(&self, op: &str) -> Option<bool> {
-        matches!(op, "subscribe" | "unsubscribe" | "publish").then_some(true)
+        match op {
+            "subscribe" | "unsubscribe" | "publish" => Some(true),
+            "connect" | "refresh" => Some(false),
+            _ => None,
+        }
     }
 
     fn fields(&self, op: &str, object: &Map<String, Value>) -> Option<&'static str> {
@@ -376,6 +434,11 @@ impl Rules for RequestRules {
                     None
                 }
             }
+            "connect" | "refresh" => object
+                .get("token")
+                .and_then(Value::as_str)
+                .is_none_or(|token| token.len() > MAX_TOKEN_LEN)
+                .then_some(BAD_TOKEN),
             _ => None,
         }
     }
@@ -391,7 +454,7 @@ impl Rules for ReplyRules {
     fn has_topic(&self, op: &str) -> Option<bool> {
         match op {
             "subscribed" | "unsubscribed" | "published" | "pub" => Some(true),
-            "error" => Some(false),
+            "error" | "connected" | "refreshed" => Some(false),
             _ => None,
         }
     }

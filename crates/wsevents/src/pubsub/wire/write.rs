@@ -25,6 +25,8 @@ pub(super) fn request(request: &Request) -> String {
             0,
         ),
         Request::Unsubscribe { id, topic } => (RequestOut::Unsubscribe { id: *id, topic }, 0),
+        Request::Connect { id, token } => (RequestOut::Connect { id: *id, token }, 0),
+        Request::Refresh { id, token } => (RequestOut::Refresh { id: *id, token }, 0),
         Request::Publish {
             id,
             topic,
@@ -45,6 +47,7 @@ pub(super) fn request(request: &Request) -> String {
         Request::Subscribe { topic, .. }
         | Request::Unsubscribe { topic, .. }
         | Request::Publish { topic, .. } => topic,
+        Request::Connect { token, .. } | Request::Refresh { token, .. } => token,
     };
     // One allocation: the data, key and topic counted, the rest (at most 200
     // bytes) bounded.
@@ -68,6 +71,21 @@ pub(super) fn reply(reply: &Reply) -> String {
             offset: position.offset(),
         },
         Reply::Unsubscribed { id, topic } => ReplyOut::Unsubscribed { id: *id, topic },
+        Reply::Connected {
+            id,
+            client,
+            user,
+            expires,
+        } => ReplyOut::Connected {
+            id: *id,
+            client,
+            user: user.as_deref(),
+            expires: *expires,
+        },
+        Reply::Refreshed { id, expires } => ReplyOut::Refreshed {
+            id: *id,
+            expires: *expires,
+        },
         Reply::Published {
             id,
             topic,
@@ -78,11 +96,21 @@ pub(super) fn reply(reply: &Reply) -> String {
             epoch: position.epoch(),
             offset: position.offset(),
         },
-        Reply::Error { id, code, message } => ReplyOut::Error {
+        Reply::Error {
+            id,
+            code,
+            message,
+            retry_after,
+        } => ReplyOut::Error {
             id: *id,
             code: code.as_str(),
             message,
             temporary: code.is_temporary(),
+            retry_after_ms: retry_after.map(|d| {
+                // Whole milliseconds, rounded up: a client that waits this long is
+                // not too early.
+                u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+            }),
         },
     };
     to_json_sized(&out, 512 + text_len(reply))
@@ -95,7 +123,10 @@ fn text_len(reply: &Reply) -> usize {
         | Reply::Unsubscribed { topic, .. }
         | Reply::Published { topic, .. } => json::str_len(topic),
         Reply::Error { message, .. } => json::str_len(message),
-        Reply::Pub { .. } => 0,
+        Reply::Connected { client, user, .. } => {
+            json::str_len(client) + user.as_deref().map_or(0, json::str_len)
+        }
+        Reply::Pub { .. } | Reply::Refreshed { .. } => 0,
     }
 }
 
@@ -121,6 +152,14 @@ enum RequestOut<'a> {
         binary: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         key: Option<&'a str>,
+    },
+    Connect {
+        id: u64,
+        token: &'a str,
+    },
+    Refresh {
+        id: u64,
+        token: &'a str,
     },
 }
 
@@ -152,7 +191,8 @@ pub(super) enum ReplyOut<'a> {
         offset: u64,
     },
     Unsubscribed {
-        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
         topic: &'a str,
     },
     Published {
@@ -166,6 +206,8 @@ pub(super) enum ReplyOut<'a> {
         code: &'a str,
         message: &'a str,
         temporary: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     #[cfg_attr(not(test), allow(dead_code))]
     Pub {
@@ -175,6 +217,18 @@ pub(super) enum ReplyOut<'a> {
         data: DataOut<'a>,
         #[serde(skip_serializing_if = "is_false")]
         binary: bool,
+    },
+    Connected {
+        id: u64,
+        client: &'a str,
+        user: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires: Option<u64>,
+    },
+    Refreshed {
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires: Option<u64>,
     },
 }
 
