@@ -157,7 +157,6 @@ mod topics;
 
 pub use backend::{Backend, BackendStatus, InProcess, Inbound, Pending};
 use budget::Budget;
-pub(crate) use history::random_u64;
 pub use history::{History, MAX_KEY_LEN, META_TTL, Position, Publication, Recovery};
 use members::Members;
 #[cfg(feature = "redis")]
