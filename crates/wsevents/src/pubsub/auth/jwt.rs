@@ -120,7 +120,22 @@ impl JwtKey {
     }
 }
 
-/// Verifies JWTs with a set of keys (see the [module](self)).
+/// Verifies JWTs (feature `jwt`) with a set of keys: HS256 with a shared secret,
+/// RS256 and ES256 with PEM public keys, chosen by the token's `kid` (key rotation).
+///
+/// **The algorithm is the key's, never the token's.** Each [`JwtKey`] is made for one
+/// algorithm, and a token is verified only by keys of the algorithm its header names:
+/// `alg: none` is no algorithm at all, and an HS256 token signed with an RSA or EC key's
+/// public PEM as the secret (algorithm confusion) finds no HS256 key that is that PEM. A
+/// token with a `kid` is verified by the key with that kid; one without, by each key
+/// without a kid in turn. `exp` and `nbf` are checked with a leeway
+/// ([`DEFAULT_LEEWAY`]); `aud` and `iss` when configured (then required), and a token
+/// with an `aud` is refused by a verifier configured without one (RFC 7519 §4.1.3).
+///
+/// The claims read: `sub` (the user; absent = anonymous), `exp` (seconds since the
+/// epoch; absent = never expires), `subscribe` and `publish` (lists of
+/// [topic patterns](super::TopicPattern); absent = none), `info` (a JSON object); a
+/// claim of another shape refuses the token ([`TokenError::Claims`]).
 ///
 /// ```
 /// use wsevents::pubsub::auth::{Access, JwtKey, JwtVerifier};
