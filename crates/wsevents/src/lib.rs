@@ -32,6 +32,9 @@
 //!   and stated rules for which closes are final.
 //! - [`hub::Hub`]: topics and fan-out (one frame per publish, shared by every
 //!   subscriber), in one process or across many on Redis (feature `redis`).
+//! - [`pubsub`]: the `wsevents.v1` protocol (topics with history and recovery), its
+//!   server and client, and [`pubsub::auth`]: per-topic permissions, an async
+//!   authorization hook and connection tokens (JWT with the feature `jwt`).
 //! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s
 //!   ([`StreamEvent`]s with pings and pongs, on opt-in), that [`split`](WebSocketStream::split)s
 //!   into a [`ReadHalf`] and a [`WriteHalf`] for two tasks.
