@@ -11,6 +11,7 @@
 //     openTimeout: 10000, // ms: a connection not open by then is given up and retried
 //     maxQueued: 1000,    // publishes unanswered at once (sent or waiting); past it, rejected
 //     binaryType: "arraybuffer", // or "uint8array": what binary publications arrive as
+//     getToken: async () => (await fetch("/my-app/ws-token")).text(), // optional: a JWT
 //   });
 //   client.addEventListener("publication", (e) => {
 //     const { topic, epoch, offset, data, binary } = e.detail; // data: a string, or bytes
@@ -20,7 +21,9 @@
 //   client.addEventListener("close", (e) => e.detail);      // {url, code, reason, wasClean, opened,
 //                                                           //  willReconnect, delay}
 //   client.addEventListener("error", (e) => e.detail);      // {code, message, temporary, topic}:
-//                            // a subscribe's error, or a publish retried (+ key, delay)
+//                            // a subscribe's error, or a publish retried (+ key, delay),
+//                            // a token refused ("unauthorized"), getToken failing ("token")
+//   client.addEventListener("unsubscribed", (e) => e.detail); // {topic}: taken away by the server
 //
 //   await client.subscribe("news");                         // from now on
 //   client.subscribe("news", { since: { epoch, offset } }); // and everything after a position
@@ -63,8 +66,19 @@
 //   Publishes are sent in call order, but one retried after an error may be stored
 //   after later ones. A non-temporary error (bad_topic, too_large, ...) rejects it.
 //
+// - Tokens. With `getToken`, every connection first sends {"op":"connect","token"} with
+//   what it resolves to, and nothing else until the answer; before the token's `exp`
+//   (when a quarter of what is left remains, at most 60 s ahead) it asks again and
+//   sends {"op":"refresh"}. getToken failing is an "error" event {code: "token"}: at
+//   connect the connection is dropped and made again after the backoff; at refresh it
+//   is asked again after 1 s (an expired connection is closed by the server with 4003,
+//   and the client reconnects with a new token, recovering its topics). A refused token
+//   closes with 4001: the client stops for good, as after 4009 (disconnected by the
+//   server). "forbidden" rejects only the subscribe or publish it answers.
+//
 // Errors a promise rejects with are WseventsError {code, message, temporary}; the
-// codes are the protocol's, plus "closed" (the client was closed) and "queue_full".
+// codes are the protocol's (forbidden among them), plus "closed" (the client was
+// closed), "closed_for_good" (4001, 4009, ...) and "queue_full".
 //
 // Not done: no heartbeat of its own (the browser answers the server's pings); no
 // persistence across page loads (store positions() yourself and pass `since`).
@@ -72,8 +86,15 @@
 /** The subprotocol. */
 export const PROTOCOL = "wsevents.v1";
 
-/** Close codes after which the client does not reconnect: it is at fault. */
-export const PERMANENT_CLOSE_CODES = Object.freeze([1002, 1003, 1007, 1009, 1010]);
+/** Close codes after which the client does not reconnect: it is at fault (1002–1010),
+ * its token was refused (4001), or the server's operator disconnected it (4009). 4003
+ * (token expired) reconnects, with a new token. */
+export const PERMANENT_CLOSE_CODES = Object.freeze([1002, 1003, 1007, 1009, 1010, 4001, 4009]);
+
+/** The longest a token is refreshed ahead of its `exp`, in ms. */
+const MAX_REFRESH_AHEAD = 60000;
+/** The wait before getToken is asked again after failing at a refresh, in ms. */
+const TOKEN_RETRY = 1000;
 
 /** Why a publish or subscribe failed. */
 export class WseventsError extends Error {
@@ -92,6 +113,7 @@ const DEFAULTS = {
   openTimeout: 10000,
   maxQueued: 1000,
   binaryType: "arraybuffer",
+  getToken: null,
 };
 
 export class WseventsClient extends EventTarget {
@@ -109,6 +131,10 @@ export class WseventsClient extends EventTarget {
   #openTimer = null;
   #stableTimer = null;
   #ended = false;
+  // The open connection may carry requests: at once without getToken, once its
+  // "connect" is answered with it.
+  #ready = false;
+  #refreshTimer = null;
   #onOnline = () => this.#reconnectNow();
   // Requests: ids, the in-flight ones of this connection (id -> what it was).
   #nextId = 1;
@@ -176,7 +202,7 @@ export class WseventsClient extends EventTarget {
     const answered = new Promise((resolve, reject) => t.waiters.push({ resolve, reject }));
     // Failures are also "error" events: a caller who ignores the promise is not told twice.
     answered.catch(() => {});
-    if (this.connected) this.#sendSubscribe(topic, t);
+    if (this.#ready) this.#sendSubscribe(topic, t);
     return answered;
   }
 
@@ -187,7 +213,7 @@ export class WseventsClient extends EventTarget {
     clearTimeout(t.retry);
     this.#topics.delete(topic);
     for (const w of t.waiters) w.reject(new WseventsError("unsubscribed", "unsubscribed"));
-    if (this.connected) this.#send({ id: this.#nextId++, op: "unsubscribe", topic });
+    if (this.#ready) this.#send({ id: this.#nextId++, op: "unsubscribe", topic });
   }
 
   /**
@@ -211,7 +237,7 @@ export class WseventsClient extends EventTarget {
     return new Promise((resolve, reject) => {
       const entry = { topic, key, wire, resolve, reject, id: 0, retry: null, attempt: 0 };
       this.#publishes.set(key, entry);
-      if (this.connected) this.#sendPublish(entry);
+      if (this.#ready) this.#sendPublish(entry);
     });
   }
 
@@ -277,13 +303,8 @@ export class WseventsClient extends EventTarget {
       const reconnect = this.#opens++ > 0;
       this.#stableTimer = setTimeout(() => (this.#attempt = 0), this.#options.stableAfter);
       this.#dispatch("open", { url, reconnect });
-      // Subscriptions first, then the publishes that wait, in call order.
-      for (const [topic, t] of this.#topics) if (!t.retry) this.#sendSubscribe(topic, t);
-      for (const entry of this.#publishes.values()) {
-        if (entry.retry) continue;
-        if (entry.attempt > 0 || entry.sent) this.#stats.resent++;
-        this.#sendPublish(entry);
-      }
+      if (this.#options.getToken) this.#askToken(ws, "connect");
+      else this.#start();
     };
     ws.onmessage = (e) => {
       if (typeof e.data !== "string") return; // wsevents.v1 is text frames only
@@ -316,11 +337,59 @@ export class WseventsClient extends EventTarget {
     };
   }
 
+  // The connection may carry requests: subscriptions first, then the publishes that
+  // wait, in call order.
+  #start() {
+    this.#ready = true;
+    for (const [topic, t] of this.#topics) if (!t.retry) this.#sendSubscribe(topic, t);
+    for (const entry of this.#publishes.values()) {
+      if (entry.retry) continue;
+      if (entry.attempt > 0 || entry.sent) this.#stats.resent++;
+      this.#sendPublish(entry);
+    }
+  }
+
+  // Ask getToken for `ws` (the open connection), and send it as `op` if `ws` is still
+  // the one.
+  #askToken(ws, op) {
+    let asked;
+    try {
+      asked = Promise.resolve(this.#options.getToken());
+    } catch (error) {
+      asked = Promise.reject(error);
+    }
+    asked.then(
+      (token) => {
+        if (this.#ws !== ws || ws.readyState !== WebSocket.OPEN) return;
+        const id = this.#nextId++;
+        this.#inflight.set(id, { kind: op });
+        this.#send({ id, op, token: String(token) });
+      },
+      (error) => {
+        if (this.#ws !== ws) return;
+        this.#dispatch("error", { code: "token", message: String((error && error.message) || error), temporary: true });
+        if (op === "connect") ws.close(4000, "no token");
+        else this.#refreshTimer = setTimeout(() => this.#askToken(ws, "refresh"), TOKEN_RETRY);
+      },
+    );
+  }
+
+  // Refresh ahead of `expires` (seconds since 1970; none: never).
+  #refreshBefore(expires) {
+    clearTimeout(this.#refreshTimer);
+    if (typeof expires !== "number") return;
+    const left = Math.max(0, expires * 1000 - Date.now());
+    const ws = this.#ws;
+    this.#refreshTimer = setTimeout(() => this.#askToken(ws, "refresh"), left - Math.min(left / 4, MAX_REFRESH_AHEAD));
+  }
+
   // Forget `ws`: its events no longer reach us; what was in flight on it is not.
   #detach(ws) {
     ws.onopen = ws.onmessage = ws.onclose = null;
     clearTimeout(this.#openTimer);
     clearTimeout(this.#stableTimer);
+    clearTimeout(this.#refreshTimer);
+    this.#ready = false;
     if (this.#ws === ws) this.#ws = null;
     this.#inflight.clear();
     for (const t of this.#topics.values()) if (t.state === "pending") t.state = "waiting";
@@ -381,9 +450,31 @@ export class WseventsClient extends EventTarget {
       case "error":
         this.#error(msg, req);
         break;
+      case "connected":
+        if (req && req.kind === "connect") {
+          this.#refreshBefore(msg.expires);
+          this.#start();
+        }
+        break;
+      case "refreshed":
+        if (req && req.kind === "refresh") this.#refreshBefore(msg.expires);
+        break;
+      case "unsubscribed":
+        // Without an id: the server took the topic away. Forgotten, not asked again.
+        if (msg.id === undefined || msg.id === null) this.#takenAway(String(msg.topic));
+        break;
       default:
-        break; // "unsubscribed", and ops to come
+        break; // ops to come
     }
+  }
+
+  #takenAway(topic) {
+    const t = this.#topics.get(topic);
+    if (!t) return;
+    clearTimeout(t.retry);
+    this.#topics.delete(topic);
+    for (const w of t.waiters.splice(0)) w.reject(new WseventsError("unsubscribed", "unsubscribed by the server"));
+    this.#dispatch("unsubscribed", { topic });
   }
 
   #subscribed(msg) {
@@ -421,7 +512,7 @@ export class WseventsClient extends EventTarget {
     } else {
       // A hole or another epoch: recover from the kept position.
       this.#stats.holes++;
-      if (this.connected) this.#sendSubscribe(msg.topic, t);
+      if (this.#ready) this.#sendSubscribe(msg.topic, t);
     }
   }
 
@@ -441,7 +532,7 @@ export class WseventsClient extends EventTarget {
         const delay = Math.max(this.#backoff(entry.attempt++), told);
         entry.retry = setTimeout(() => {
           entry.retry = null;
-          if (this.connected && this.#publishes.has(entry.key)) {
+          if (this.#ready && this.#publishes.has(entry.key)) {
             this.#stats.resent++;
             this.#sendPublish(entry);
           }
@@ -462,7 +553,7 @@ export class WseventsClient extends EventTarget {
       t.state = "waiting";
       t.retry = setTimeout(() => {
         t.retry = null;
-        if (this.connected && this.#topics.get(topic) === t) this.#sendSubscribe(topic, t);
+        if (this.#ready && this.#topics.get(topic) === t) this.#sendSubscribe(topic, t);
       }, this.#backoff(t.attempt++));
     } else {
       this.#topics.delete(topic);

@@ -78,8 +78,10 @@ enum Command {
         wsevents serve --echo --listen 127.0.0.1:9001    # echo on every path (benchmarks)\n  \
         wsevents serve --protocol chat --dir ./public    # a subprotocol; files beside the page\n  \
         wsevents serve --stdin                           # each line typed goes to every client\n  \
+        wsevents serve --jwt-secret-file secret --anonymous-subscribe 'public:*'  # tokens\n  \
         wsevents serve --api-key-file api.key            # the HTTP API under /api/ (docs/api.md)\n  \
         wsevents serve --config wsevents.toml            # every flag as a TOML key; flags override it")]
+    // Boxed: the serve options outweigh every other command's.
     Serve(Box<serve::Args>),
     /// Connect to a WebSocket server; type lines to send them
     ///

@@ -58,6 +58,43 @@ pub(crate) struct Connection {
     /// The longest wait between two attempts, in seconds
     #[arg(long, value_name = "SECONDS", default_value = "20", value_parser = crate::seconds::seconds)]
     max_delay: Duration,
+    /// A connection token (JWT), sent first on every connection (`connect`)
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
+    token: Option<String>,
+    /// Read the connection token from this file, again on every connection and before
+    /// it expires (so a token renewed in the file is picked up); a final newline is not
+    /// part of it
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
+impl Connection {
+    /// The flags' mistakes found before connecting (a token file that cannot be read).
+    fn check(&self) -> Result<()> {
+        if let Some(path) = &self.token_file {
+            read_token(path).map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The token in `path`, without its final newline.
+fn read_token(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    let token = text.trim_end_matches(['\n', '\r']).to_owned();
+    if token.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is empty",
+        ));
+    }
+    Ok(token)
+}
+
+/// A usage error: said, and exit code 2.
+fn usage(error: &crate::Error) -> ExitCode {
+    eprintln!("wsevents: error: {error}");
+    ExitCode::from(2)
 }
 
 /// `wsevents sub`.
@@ -143,6 +180,9 @@ impl PubArgs {
 
 /// `wsevents sub`: print publications until Ctrl-C, `--count`, or a permanent close.
 pub(crate) async fn sub(args: SubArgs) -> Result<ExitCode> {
+    if let Err(error) = args.connection.check() {
+        return Ok(usage(&error));
+    }
     let client = client(&args.url, &args.connection)?;
     let positions = args.positions;
     let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
@@ -196,6 +236,9 @@ pub(crate) async fn sub(args: SubArgs) -> Result<ExitCode> {
 /// `wsevents pub`: publish MESSAGE or every line of stdin, in order, each until
 /// answered; exit 0 once all are.
 pub(crate) async fn publish(args: PubArgs) -> Result<ExitCode> {
+    if let Err(error) = args.connection.check() {
+        return Ok(usage(&error));
+    }
     if let (Some(api), Some(key_file)) = (&args.api, &args.api_key_file) {
         let tls =
             crate::tls::client_config(args.connection.ca.as_deref(), args.connection.insecure)?;
@@ -266,10 +309,10 @@ async fn publish_all(client: &Client, args: &PubArgs) -> Result<()> {
     }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
-        if window.len() >= usize::from(args.pipeline) {
-            if let Some(oldest) = window.pop_front() {
-                answered(oldest.await)?;
-            }
+        if window.len() >= usize::from(args.pipeline)
+            && let Some(oldest) = window.pop_front()
+        {
+            answered(oldest.await)?;
         }
         window.push_back(client.publish(topic, line));
     }
@@ -295,7 +338,24 @@ fn client(url: &str, args: &Connection) -> Result<Client> {
         .servers(&args.servers)?
         .max_delay(args.max_delay)
         .max_retries(args.max_retries);
-    Ok(Client::with_options(builder, options)?)
+    let client = Client::with_options(builder, options)?;
+    if let Some(token) = &args.token {
+        client.token(token.clone());
+    }
+    if let Some(path) = &args.token_file {
+        let path = path.clone();
+        client.token_provider(move || {
+            let path = path.clone();
+            async move {
+                let shown = path.display().to_string();
+                tokio::task::spawn_blocking(move || read_token(&path))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("--token-file {shown}: {e}"))
+            }
+        });
+    }
+    Ok(client)
 }
 
 /// Notes on stderr: connections lost and made again, errors.

@@ -769,11 +769,11 @@ async fn respond(
             return response;
         }
         let page = shared.mode == Mode::Demo && matches!(path.as_str(), "/" | "/index.html");
-        if let Some(files) = shared.files.as_ref().filter(|_| !page) {
-            if let Some(file) = files.respond(request.method(), &path).await {
-                tracing::debug!(%path, "file");
-                return file;
-            }
+        if let Some(files) = shared.files.as_ref().filter(|_| !page)
+            && let Some(file) = files.respond(request.method(), &path).await
+        {
+            tracing::debug!(%path, "file");
+            return file;
         }
         let response = http::respond_plain(request.method(), &path, shared.mode == Mode::Demo);
         tracing::debug!(method = %request.method(), %path, status = %response.status(), "http");

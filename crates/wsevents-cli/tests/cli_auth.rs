@@ -135,9 +135,26 @@ async fn topic_routes_judge_the_token_at_the_handshake_and_each_message_by_publi
         .connect()
         .await
         .unwrap();
-    writes.send(Message::text("hello")).await.unwrap();
-    assert_eq!(next_text(&mut reads).await, "hello");
-    assert_eq!(next_text(&mut writes).await, "hello");
+    // The reader is subscribed a moment after its handshake: the writer says hello
+    // until it hears it (each hello comes back to the writer too).
+    let mut said = 0;
+    let heard = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            writes.send(Message::text("hello")).await.unwrap();
+            said += 1;
+            if let Ok(Some(Ok(Message::Text(text)))) =
+                tokio::time::timeout(Duration::from_millis(100), reads.next()).await
+            {
+                return text.as_str().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the reader heard nothing within 20 s");
+    assert_eq!(heard, "hello");
+    for _ in 0..said {
+        assert_eq!(next_text(&mut writes).await, "hello");
+    }
     // The reader may not publish: closed with 1008, nothing published.
     reads.send(Message::text("rogue")).await.unwrap();
     assert_eq!(closed_with(&mut reads).await, 1008);
@@ -246,4 +263,60 @@ fn bad_auth_flags_and_files_are_usage_errors() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+/// `wsevents ARGS`, to its end: (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sub_and_pub_take_a_token_or_a_token_file() {
+    let secret = secret_file();
+    let serve = Serve::start(&["--jwt-secret-file", secret.path()]);
+    let url = serve.url("/pubsub");
+    let reader = hs256(&claims("reader", &["news"], &[]));
+    let writer = TempFile::new(
+        "token",
+        format!("{}\n", hs256(&claims("writer", &[], &["news"]))).as_bytes(),
+    );
+    let sub = Command::new(BIN)
+        .args(["sub", &url, "news", "-n", "1", "--token", &reader])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once it is subscribed (its note on stderr), publish.
+    let mut sub = sub;
+    let stderr = sub.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let note = lines.next().unwrap().unwrap();
+    assert!(note.starts_with("wsevents: subscribed news"), "{note}");
+    let (code, _, stderr) = run(&["pub", &url, "news", "hello", "--token-file", writer.path()]);
+    assert_eq!(code, 0, "{stderr}");
+    let output = sub.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");
+
+    // The reader may not publish: that publish fails (exit 1), told why.
+    let (code, _, stderr) = run(&["pub", &url, "news", "x", "--token", &reader]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("forbidden"), "{stderr}");
+    // No token, where anonymous connections may do nothing: forbidden too.
+    let (code, _, stderr) = run(&["pub", &url, "news", "x"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("forbidden"), "{stderr}");
+    // A bad token: refused, closed for good (4001), not retried.
+    let (code, _, stderr) = run(&["sub", &url, "news", "--token", "bad.to.ken"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("4001"), "{stderr}");
+    // A token file that cannot be read: a usage error.
+    let (code, _, stderr) = run(&["pub", &url, "news", "x", "--token-file", "/nonexistent/t"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--token-file /nonexistent/t"), "{stderr}");
 }

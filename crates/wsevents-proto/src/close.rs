@@ -12,7 +12,7 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::error::ProtocolError;
+use crate::error::{Error, ProtocolError};
 
 /// The longest reason a close frame can carry: 125 bytes of control payload minus the
 /// two-byte code.
@@ -154,6 +154,42 @@ impl CloseFrame {
         CloseFrame::default()
     }
 
+    /// Whether a caller may send this frame: a code valid on the wire
+    /// ([`CloseCode::is_valid_on_wire`]) or none, and a reason of at most
+    /// [`MAX_REASON_LEN`] bytes. The one check behind every close a program asks for
+    /// (the connection's `close`, and in `wsevents` the event API's `close_with_code`,
+    /// the hub's slow-client code, backpressure's close).
+    ///
+    /// ```
+    /// use wsevents_proto::{CloseCode, CloseFrame, Error};
+    /// assert!(CloseFrame::new(CloseCode::GOING_AWAY, "bye").check().is_ok());
+    /// assert_eq!(CloseFrame::new(CloseCode::ABNORMAL, "").check(), Err(Error::InvalidCloseCode(1006)));
+    /// let long = "r".repeat(124);
+    /// assert_eq!(CloseFrame::new(CloseCode::NORMAL, long).check(), Err(Error::ReasonTooLong(124)));
+    /// ```
+    pub fn check(&self) -> Result<(), Error> {
+        self.check_with(CloseCode::is_valid_on_wire)
+    }
+
+    /// [`check`](Self::check) with the browser's rule for the code: 1000 or 3000–4999
+    /// ([`CloseCode::is_valid_for_application`]), what WHATWG `close(code, reason)`
+    /// takes.
+    pub fn check_for_application(&self) -> Result<(), Error> {
+        self.check_with(CloseCode::is_valid_for_application)
+    }
+
+    fn check_with(&self, valid: fn(CloseCode) -> bool) -> Result<(), Error> {
+        if let Some(code) = self.code
+            && !valid(code)
+        {
+            return Err(Error::InvalidCloseCode(code.0));
+        }
+        if self.reason.len() > MAX_REASON_LEN {
+            return Err(Error::ReasonTooLong(self.reason.len()));
+        }
+        Ok(())
+    }
+
     /// The code a receiver reports for this frame: its code, or 1005 when it had none.
     pub fn reported_code(&self) -> CloseCode {
         self.code.unwrap_or(CloseCode::NO_STATUS_RECEIVED)
@@ -230,6 +266,38 @@ mod tests {
         assert!(!CloseCode::GOING_AWAY.is_valid_for_application());
         assert!(!CloseCode::from(2999).is_valid_for_application());
         assert!(!CloseCode::from(5000).is_valid_for_application());
+    }
+
+    #[test]
+    fn a_close_asked_for_is_checked_by_the_rule_of_who_asks() {
+        let frame = |code: u16, reason: &str| CloseFrame::new(CloseCode::from(code), reason);
+        for code in [1001, 1008, 1011, 1014] {
+            assert_eq!(frame(code, "").check(), Ok(()), "{code}");
+            assert_eq!(
+                frame(code, "").check_for_application(),
+                Err(Error::InvalidCloseCode(code)),
+                "{code}"
+            );
+        }
+        for code in [1000, 3000, 4999] {
+            assert_eq!(frame(code, "").check(), Ok(()));
+            assert_eq!(frame(code, "").check_for_application(), Ok(()));
+        }
+        for code in [0, 999, 1005, 1006, 1015, 2999, 5000] {
+            assert_eq!(frame(code, "").check(), Err(Error::InvalidCloseCode(code)));
+            assert_eq!(
+                frame(code, "").check_for_application(),
+                Err(Error::InvalidCloseCode(code))
+            );
+        }
+        // The reason: 123 bytes of UTF-8 at most (62 two-byte characters are 124).
+        assert_eq!(frame(1000, &"r".repeat(123)).check(), Ok(()));
+        assert_eq!(
+            frame(4000, &"é".repeat(62)).check_for_application(),
+            Err(Error::ReasonTooLong(124))
+        );
+        // No code: an empty close frame, allowed.
+        assert_eq!(CloseFrame::empty().check(), Ok(()));
     }
 
     #[test]

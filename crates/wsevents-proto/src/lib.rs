@@ -42,6 +42,7 @@ pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+pub mod random;
 mod role;
 pub mod utf8;
 

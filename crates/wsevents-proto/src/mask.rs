@@ -63,8 +63,8 @@ pub(crate) fn extend_masked(dst: &mut bytes::BytesMut, payload: &[u8], key: [u8;
 /// 64-byte blocks of eight words (LLVM turns this into SIMD), then the short rest.
 /// On x86-64 with AVX2 (checked at run time, once: the standard library caches the
 /// answer) the same loop compiled for 256-bit registers: half the instructions of the
-/// baseline's SSE2, which is what a 16 KiB frame's unmasking costs most (callgrind:
-/// 42 % of the server's user-space instructions per 16 KiB echo before).
+/// baseline's SSE2 per block, where unmasking is most of what a large frame costs
+/// (`bench/README.md`, "Masking with AVX2").
 #[inline(never)]
 fn mask_long(buf: &mut [u8], key: [u8; 4]) {
     #[cfg(target_arch = "x86_64")]
@@ -176,8 +176,6 @@ const POOL_SIZE: usize = 1024;
 pub struct MaskKeys {
     pool: Box<[u8; POOL_SIZE]>,
     next: usize,
-    /// Counts refills, mixed into the fallback when the OS RNG fails.
-    refills: u64,
 }
 
 impl MaskKeys {
@@ -186,7 +184,6 @@ impl MaskKeys {
         let mut keys = MaskKeys {
             pool: Box::new([0; POOL_SIZE]),
             next: 0,
-            refills: 0,
         };
         keys.refill();
         keys
@@ -204,20 +201,8 @@ impl MaskKeys {
     }
 
     fn refill(&mut self) {
-        self.refills = self.refills.wrapping_add(1);
-        if getrandom::fill(&mut self.pool[..]).is_err() {
-            // No OS RNG (should not happen on supported systems): fall back to std's
-            // randomly seeded SipHash keys, so the keys stay unpredictable to the peer.
-            use std::hash::{BuildHasher, Hasher};
-            let state = std::collections::hash_map::RandomState::new();
-            for (i, chunk) in self.pool.chunks_mut(8).enumerate() {
-                let mut hasher = state.build_hasher();
-                hasher.write_u64(self.refills);
-                hasher.write_usize(i);
-                let word = hasher.finish().to_le_bytes();
-                chunk.copy_from_slice(&word[..chunk.len()]);
-            }
-        }
+        // From the OS: keys the peer cannot predict.
+        crate::random::fill(&mut self.pool[..]);
         self.next = 0;
     }
 }

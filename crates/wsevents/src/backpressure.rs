@@ -8,7 +8,7 @@
 //! `write_limit`. [`Backpressure`] is that number and its rule, per socket; its doc
 //! gathers every queue bound of the crate in one table.
 
-use wsevents_proto::CloseCode;
+use wsevents_proto::{CloseCode, CloseFrame};
 
 use crate::error::{Error, Result};
 
@@ -135,12 +135,12 @@ impl Backpressure {
     /// [`Error::InvalidAccess`] for a close code that may not be sent in a close frame
     /// (1005, 1006, 1015, 0–999, …).
     pub(crate) fn checked(self) -> Result<Backpressure> {
-        match self.when_full {
-            WhenFull::Close(code) if !code.is_valid_on_wire() => Err(Error::InvalidAccess(
-                format!("close code {code} may not be sent in a close frame"),
-            )),
-            _ => Ok(self),
+        if let WhenFull::Close(code) = self.when_full {
+            CloseFrame::new(code, String::new())
+                .check()
+                .map_err(Error::from)?;
         }
+        Ok(self)
     }
 
     /// Whether a message of `len` bytes may be queued on top of `buffered`.

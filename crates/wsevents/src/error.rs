@@ -121,6 +121,11 @@ pub enum Error {
     /// stored or read. Temporary: retry later (a publish with the same key).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A [`pubsub::Client`](crate::pubsub::Client)'s token provider failed (its
+    /// message): the connection is closed and made again after a backoff, asking it
+    /// again.
+    #[error("no token: {0}")]
+    Token(String),
 }
 
 impl Error {
@@ -138,9 +143,10 @@ impl From<wsevents_proto::Error> for Error {
         use wsevents_proto::Error as Core;
         match error {
             Core::InvalidState(_) | Core::MessageInProgress => Error::InvalidState,
-            Core::InvalidCloseCode(code) => {
-                Error::InvalidAccess(format!("close code {code} may not be used"))
-            }
+            Core::InvalidCloseCode(code) => Error::InvalidAccess(format!(
+                "close code {code} may not be used here (a close frame carries 1000-1003, \
+                 1007-1014 or 3000-4999; close and close_with take 1000 or 3000-4999)"
+            )),
             Core::ReasonTooLong(n) => {
                 Error::Syntax(format!("close reason of {n} bytes is over 123"))
             }

@@ -4,8 +4,15 @@
 //! sans-I/O protocol core [`wsevents_proto`].
 //!
 //! ```text
-//!  socket ─► io/driver.rs ─► wsevents_proto::Connection ─► io/stream.rs (Stream + Sink)
-//!  (TcpStream / TLS)           (parse, validate, reassemble)
+//!  TCP or TLS (io/tls.rs): dialled by io/client.rs (through io/proxy/), accepted by io/server/
+//!    │
+//!  io/driver.rs ──► wsevents_proto::Connection (parse, validate, reassemble; no I/O)
+//!    │
+//!    ├── io/stream/   WebSocketStream: Stream + Sink, split into two halves
+//!    └── api/         WebSocket: the browser's event API (handlers, listeners, dispatch);
+//!          │          ReconnectingWebSocket
+//!          ├── hub/     topics and fan-out, in one process or on Redis (hub/redis/)
+//!          └── pubsub/  wsevents.v1 on the hub: PubsubServer and its Client
 //! ```
 //!
 //! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` clients.
@@ -25,6 +32,9 @@
 //!   and stated rules for which closes are final.
 //! - [`hub::Hub`]: topics and fan-out (one frame per publish, shared by every
 //!   subscriber), in one process or across many on Redis (feature `redis`).
+//! - [`pubsub`]: the `wsevents.v1` protocol (topics with history and recovery), its
+//!   server and client, and [`pubsub::auth`]: per-topic permissions, an async
+//!   authorization hook and connection tokens (JWT with the feature `jwt`).
 //! - [`WebSocketStream`]: an open connection as a `Stream` and `Sink` of [`Message`]s
 //!   ([`StreamEvent`]s with pings and pongs, on opt-in), that [`split`](WebSocketStream::split)s
 //!   into a [`ReadHalf`] and a [`WriteHalf`] for two tasks.
@@ -51,6 +61,7 @@ mod api {
 }
 #[cfg(feature = "axum")]
 pub mod axum;
+mod backoff;
 mod backpressure;
 mod error;
 #[cfg(fuzzing)]

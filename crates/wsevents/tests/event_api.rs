@@ -9,23 +9,41 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::timeout;
 use wsevents::{
     BinaryType, Blob, CloseEvent, Data, Error, Event, EventType, Message, ReadyState, Server,
     WebSocket,
 };
 
-type Log = Arc<Mutex<Vec<String>>>;
+/// Long enough for anything here on a loaded machine; a hang fails instead of
+/// blocking.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// What handlers saw, in order; a test can wait for an entry ([`wait_for`]).
+type Log = Arc<watch::Sender<Vec<String>>>;
 
 fn log() -> Log {
-    Arc::new(Mutex::new(Vec::new()))
+    Arc::new(watch::Sender::new(Vec::new()))
 }
 
 fn push(log: &Log, entry: impl Into<String>) {
-    log.lock().unwrap().push(entry.into());
+    let entry = entry.into();
+    log.send_modify(|entries| entries.push(entry));
 }
 
 fn entries(log: &Log) -> Vec<String> {
-    log.lock().unwrap().clone()
+    log.borrow().clone()
+}
+
+/// Wait (at most [`LIMIT`]) until `log` holds an entry starting with `prefix`.
+async fn wait_for(log: &Log, prefix: &str) {
+    let mut seen = log.subscribe();
+    let found = seen.wait_for(|entries| entries.iter().any(|e| e.starts_with(prefix)));
+    match timeout(LIMIT, found).await {
+        Ok(found) => drop(found.unwrap()),
+        Err(_) => panic!("no {prefix:?} within {LIMIT:?}: {:?}", entries(log)),
+    }
 }
 
 fn describe(data: &Data) -> String {
@@ -101,7 +119,7 @@ async fn open_fires_once_and_events_come_in_order() {
         ["open", "message:text:a", "message:text:b", "close:4000"]
     );
     assert_eq!(ws.ready_state(), ReadyState::Closed);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for(&server_log, "s:close:").await;
     let server = entries(&server_log);
     assert_eq!(
         server.first().map(String::as_str),
@@ -415,11 +433,17 @@ async fn panicking_server_handler_leaves_the_server_up() {
 }
 
 /// Rule 8: a slow handler slows reading: a peer flooding a connection whose handler
-/// sleeps is held back by TCP, so what it manages to send (and what this side holds)
-/// stays bounded.
+/// takes 50 ms a message is held back by TCP. Measured each time the handler takes a
+/// message, how far the peer's sends are ahead of what the handler took is bounded
+/// both ways: at most what the buffers between them hold (16 MiB; without
+/// backpressure the peer would be hundreds of MiB ahead), and at least one message
+/// (the peer really outpaces the handler, so what caps it is backpressure, not a slow
+/// peer or a stalled connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_handler_applies_backpressure() {
     const MESSAGE: usize = 64 * 1024;
+    const TAKEN: usize = 20;
+    const BUFFERS: usize = 16 << 20;
     let sent = Arc::new(AtomicUsize::new(0));
     let server = wsevents::Server::builder(wsevents::Acceptor::new())
         .bind("127.0.0.1:0")
@@ -427,7 +451,7 @@ async fn slow_handler_applies_backpressure() {
         .unwrap();
     let url = format!("ws://{}", server.local_addr());
     let counter = sent.clone();
-    tokio::spawn(async move {
+    let flood = tokio::spawn(async move {
         let (mut ws, _) = server.accept_stream().await.unwrap();
         // Incompressible (xorshift noise), so permessage-deflate cannot shrink what
         // TCP has to carry.
@@ -446,30 +470,45 @@ async fn slow_handler_applies_backpressure() {
             if ws.send(Message::Binary(payload.clone())).await.is_err() {
                 break;
             }
-            counter.fetch_add(MESSAGE, Ordering::Relaxed);
+            counter.fetch_add(MESSAGE, Ordering::SeqCst);
         }
     });
     let ws = WebSocket::new(&url).unwrap();
-    let received = Arc::new(AtomicUsize::new(0));
-    let r = received.clone();
+    // (messages taken, how far ahead the peer was at each: least, most).
+    let (report, mut reported) = watch::channel((0, usize::MAX, 0));
     let closer = ws.clone();
     ws.on_message(move |_| {
+        // The slow work: this blocks the driving task, as a slow handler does.
         std::thread::sleep(Duration::from_millis(50));
-        if r.fetch_add(1, Ordering::Relaxed) == 20 {
+        let ahead = sent.load(Ordering::SeqCst);
+        report.send_modify(|(taken, least, most)| {
+            *taken += 1;
+            let ahead = ahead.saturating_sub(*taken * MESSAGE);
+            *least = (*least).min(ahead);
+            *most = (*most).max(ahead);
+        });
+        if report.borrow().0 == TAKEN {
             closer.close().unwrap();
         }
     });
     let run = tokio::spawn(async move { ws.run().await });
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let in_flight = sent.load(Ordering::Relaxed);
-    eprintln!("flooding peer sent {in_flight} bytes");
+    let done = reported.wait_for(|(taken, ..)| *taken >= TAKEN);
+    let (taken, least, most) = *timeout(LIMIT, done)
+        .await
+        .expect("the slow handler took its messages")
+        .unwrap();
+    eprintln!("after {taken} messages the flooding peer was {least}..={most} bytes ahead");
     assert!(
-        in_flight < 16 << 20,
-        "the flooding peer got {in_flight} bytes out although the handler took only ~16 messages"
+        most <= BUFFERS,
+        "the flooding peer got {most} bytes ahead of a handler that took {taken} messages"
+    );
+    assert!(
+        least >= MESSAGE,
+        "the peer was only {least} bytes ahead: it did not outpace the handler"
     );
     run.abort();
+    flood.abort();
 }
-
 /// The server side is the same type: its socket reports open, protocol, url, and
 /// `send` outside OPEN is an invalid state there too.
 #[tokio::test]
@@ -508,7 +547,7 @@ async fn server_side_socket_has_the_same_api() {
         .close(wsevents::CloseCode::from(3001), "bye")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for(&checks, "late-send:").await;
     assert_eq!(
         entries(&checks),
         [
@@ -547,11 +586,25 @@ fn constructor_errors_are_syntax_errors() {
 }
 
 /// A `send` from another task reaches the socket while the driving task waits for
-/// input: the driver is parked, and the send wakes it (a handler's own send does not
-/// need to). One round trip at a time, so every send finds the driver parked, on a
-/// runtime with two workers so sender and driver race on different threads.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// input: the driver is parked, and the send must wake it (a handler's own send does
+/// not need to). On a runtime of one thread this task runs only while the driver is
+/// not running, so every send here finds it parked (or already woken): a send that
+/// did not wake it would leave its echo unsent.
+#[tokio::test(flavor = "current_thread")]
 async fn a_send_from_another_task_wakes_the_parked_driver() {
+    sends_from_another_task_reach_the_peer(100).await;
+}
+
+/// The same on two workers, so sender and driver race on different threads: one
+/// round trip at a time, each send landing somewhere in the driver's way to parking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_from_another_thread_wakes_the_driver() {
+    sends_from_another_task_reach_the_peer(500).await;
+}
+
+/// Open a socket to the echo server, then from this task send `rounds` messages one
+/// round trip at a time, each awaited with a bounded timeout.
+async fn sends_from_another_task_reach_the_peer(rounds: u32) {
     let url = echo_server(log()).await;
     let ws = WebSocket::new(&url).unwrap();
     ws.set_binary_type(BinaryType::ArrayBuffer);
@@ -568,16 +621,15 @@ async fn a_send_from_another_task_wakes_the_parked_driver() {
     });
     let driver = ws.clone();
     let run = tokio::spawn(async move { driver.run().await });
-    opened.await.unwrap();
-    // Long enough for the driver to find nothing to read and park.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    ws.send("late").unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), echoed.recv()).await;
-    assert_eq!(got.unwrap(), Some(Data::Text("late".into())));
-    for i in 0..500u32 {
+    timeout(LIMIT, opened).await.unwrap().unwrap();
+    ws.send("first").unwrap();
+    let got = timeout(LIMIT, echoed.recv()).await;
+    let got = got.unwrap_or_else(|_| panic!("the first echo never came: the driver slept"));
+    assert_eq!(got, Some(Data::Text("first".into())));
+    for i in 0..rounds {
         ws.send(bytes::Bytes::from(i.to_be_bytes().to_vec()))
             .unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), echoed.recv()).await;
+        let got = timeout(LIMIT, echoed.recv()).await;
         let got = got.unwrap_or_else(|_| panic!("echo {i} never came: the driver slept"));
         assert_eq!(
             got.map(|d| d.to_bytes()),
@@ -585,6 +637,6 @@ async fn a_send_from_another_task_wakes_the_parked_driver() {
         );
     }
     ws.close_with(1000, "done").unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(5), run).await;
+    let closed = timeout(LIMIT, run).await;
     assert_eq!(closed.unwrap().unwrap().code, 1000);
 }

@@ -53,7 +53,7 @@ async fn send_until_full(ws: &WebSocket, limit: usize) -> (u64, Error) {
             (sent * SIZE as u64) >> 20
         );
         let before = ws.buffered_amount();
-        let result = if sent % 2 == 0 {
+        let result = if sent.is_multiple_of(2) {
             ws.send(message(sent))
         } else {
             ws.send_uncompressed(message(sent))

@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -402,8 +401,9 @@ async fn peers_gone_mid_frame_are_ended_and_the_server_keeps_echoing() {
         .await
         .unwrap();
     let addr = server.local_addr().to_string();
-    let ended = Arc::new(AtomicUsize::new(0));
-    let counter = ended.clone();
+    // Connections ended on the server, watched.
+    let (counter, mut ended) = tokio::sync::watch::channel(0usize);
+    let counter = Arc::new(counter);
     tokio::spawn(async move {
         while let Some((mut ws, _)) = server.accept_stream().await {
             let counter = counter.clone();
@@ -413,7 +413,7 @@ async fn peers_gone_mid_frame_are_ended_and_the_server_keeps_echoing() {
                         break;
                     }
                 }
-                counter.fetch_add(1, Ordering::SeqCst);
+                counter.send_modify(|n| *n += 1);
             });
         }
     });
@@ -428,14 +428,15 @@ async fn peers_gone_mid_frame_are_ended_and_the_server_keeps_echoing() {
         }
         drop(tcp);
     }
-    let start = Instant::now();
-    while ended.load(Ordering::SeqCst) < 50 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
+    let all_ended = ended.wait_for(|n| *n >= 50);
+    if tokio::time::timeout(Duration::from_secs(5), all_ended)
+        .await
+        .is_err()
+    {
+        panic!(
             "{} of 50 vanished peers ended on the server after 5 s",
-            ended.load(Ordering::SeqCst)
+            *ended.borrow()
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut ws = wsevents::connect(&format!("ws://{addr}/")).await.unwrap();
     ws.send(Message::text("still there")).await.unwrap();

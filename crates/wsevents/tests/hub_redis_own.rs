@@ -79,3 +79,102 @@ async fn own_publications_reach_local_subscribers_once_in_order() {
     }
     assert_eq!(hub.stats().delivered, delivered + N + 1);
 }
+
+/// More publications in flight at once than one pipeline of the Redis publisher takes
+/// (512 per pipeline): 1,200 over 300 topics, all handed to the hub before any is
+/// answered, as one busy wsevents.v1 connection does. Each topic's plain subscriber,
+/// on the publishing node and on another node of the same Redis, gets every one once,
+/// in order: nothing is lost at a pipeline's boundary, whichever comes first on the
+/// publishing node, the store's answer or the copy on the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_past_one_pipeline_reach_every_subscriber_once_in_order() {
+    const TOPICS: usize = 300;
+    const EACH: usize = 4;
+    let redis = RedisServer::start();
+    let _ = redis.connection().await;
+    let mut hubs = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let hub = Hub::builder()
+            .history(History::default())
+            .backend(RedisBackend::new(&redis.url()).unwrap())
+            .build();
+        let server = Server::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", server.local_addr());
+        let client = wsevents::connect(&url).await.unwrap();
+        let ws = server.accept().await.unwrap();
+        for topic in 0..TOPICS {
+            hub.subscribe(&ws, &topic.to_string()).unwrap();
+        }
+        tokio::spawn(async move {
+            let _server = server;
+            ws.run().await
+        });
+        hubs.push(hub);
+        clients.push(client);
+    }
+    // Both nodes subscribed in Redis to every topic's channel.
+    let channels: Vec<String> = (0..TOPICS).map(|t| format!("wsevents:{t}")).collect();
+    let mut conn = redis.connection().await;
+    let subscribed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channels)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if counts.iter().all(|(_, n)| *n == 2) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(subscribed.is_ok(), "the nodes never subscribed in Redis");
+
+    // Every publication handed to the hub first (each queues its store at once), then
+    // the answers awaited.
+    let hub = &hubs[0];
+    let pending: Vec<_> = (0..EACH)
+        .flat_map(|seq| (0..TOPICS).map(move |topic| (topic, seq)))
+        .map(|(topic, seq)| {
+            hub.publish_confirmed(&topic.to_string(), format!("{topic}:{seq}"), None)
+        })
+        .collect();
+    let positions = futures_util::future::join_all(pending).await;
+    for (i, position) in positions.iter().enumerate() {
+        let position = position.as_ref().unwrap();
+        assert_eq!(
+            position.offset(),
+            (i / TOPICS) as u64 + 1,
+            "publication {i}"
+        );
+    }
+
+    for (node, client) in clients.iter_mut().enumerate() {
+        let mut next = vec![0usize; TOPICS];
+        for _ in 0..TOPICS * EACH {
+            let text = match tokio::time::timeout(Duration::from_secs(20), client.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => text.as_str().to_owned(),
+                other => panic!("node {node}: {other:?} after {next:?}"),
+            };
+            let (topic, seq) = text.split_once(':').unwrap();
+            let (topic, seq): (usize, usize) = (topic.parse().unwrap(), seq.parse().unwrap());
+            assert_eq!(
+                seq, next[topic],
+                "node {node}, topic {topic}: {text} out of turn"
+            );
+            next[topic] += 1;
+        }
+        assert!(next.iter().all(|&n| n == EACH), "node {node}: {next:?}");
+    }
+    // And nothing twice: the next one each gets is the one published next.
+    hub.publish_confirmed("0", "end", None).await.unwrap();
+    for (node, client) in clients.iter_mut().enumerate() {
+        match tokio::time::timeout(Duration::from_secs(20), client.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => assert_eq!(text.as_str(), "end", "node {node}"),
+            other => panic!("node {node}: {other:?}"),
+        }
+    }
+}

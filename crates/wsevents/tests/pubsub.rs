@@ -10,6 +10,8 @@ mod v1;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::watch;
+use tokio::time::timeout;
 use v1::{Peer, offsets};
 use wsevents::hub::{History, Hub, Position};
 use wsevents::pubsub::wire::{
@@ -33,6 +35,10 @@ async fn start(history: History) -> (String, Hub) {
     .await;
     (url, hub)
 }
+
+/// Long enough for anything here on a loaded machine; a hang fails instead of
+/// blocking.
+const LIMIT: Duration = Duration::from_secs(10);
 
 fn small(size: usize) -> History {
     History {
@@ -65,38 +71,58 @@ async fn publications_carry_contiguous_positions_and_answers_say_where() {
 
 /// Away and back within the history: recovered true, every missed publication in
 /// order, then the live ones with neither a gap nor a repeat at the seam, while a
-/// publisher keeps publishing through the resubscription.
+/// publisher keeps publishing through the resubscription (it stops only 500
+/// publications after the answer).
 #[tokio::test]
 async fn a_client_that_comes_back_recovers_everything_then_goes_on_live() {
-    const TOTAL: u64 = 3000;
+    /// Publications after the resubscription's answer.
+    const AFTER: u64 = 500;
+    /// At most this many in all, within the history's 10,000.
+    const CAP: u64 = 9_000;
     let (url, _) = start(History::default()).await;
     let mut sub = Peer::connect(&url).await;
     sub.subscribe("t", None).await;
+    let (progress, mut published) = watch::channel(0u64);
+    let (resubscribed, answered) = watch::channel(false);
     let publisher = tokio::spawn({
         let url = url.clone();
         async move {
             let mut p = Peer::connect(&url).await;
-            for i in 1..=TOTAL {
+            let mut last = CAP;
+            for i in 1..=CAP {
                 p.publish("t", &i.to_string(), None).await;
-                if i % 50 == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                progress.send_replace(i);
+                if *answered.borrow() {
+                    last = last.min(i + AFTER);
+                }
+                if i == last {
+                    break;
                 }
             }
+            last
         }
     });
     let first = sub.pubs(200).await;
     let last = first.last().unwrap().0.clone();
     drop(sub);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Away while at least 100 publications go by.
+    let away = published.wait_for(|&n| n >= last.offset() + 100);
+    drop(timeout(LIMIT, away).await.unwrap().unwrap());
     let mut back = Peer::connect(&url).await;
     let (recovered, at) = back.subscribe("t", Some(last.clone())).await;
+    resubscribed.send_replace(true);
     assert!(recovered, "within the history");
     assert!(at.offset() > last.offset());
-    let rest = back.pubs((TOTAL - last.offset()) as usize).await;
-    let expected: Vec<u64> = (last.offset() + 1..=TOTAL).collect();
+    let total = timeout(LIMIT, publisher).await.unwrap().unwrap();
+    assert!(
+        at.offset() + AFTER <= total && total < CAP,
+        "publishing went on through the resubscription (answered at {}, {total} in all)",
+        at.offset()
+    );
+    let rest = back.pubs((total - last.offset()) as usize).await;
+    let expected: Vec<u64> = (last.offset() + 1..=total).collect();
     assert_eq!(offsets(&rest), expected, "no gap, no repeat at the seam");
     assert!(rest.iter().all(|(p, text)| *text == p.offset().to_string()));
-    publisher.await.unwrap();
 }
 
 /// Away longer than the history holds: recovered false and nothing of what was
@@ -121,10 +147,13 @@ async fn past_the_history_nothing_partial_is_recovered() {
         let (recovered, at) = back.subscribe("t", Some(since.clone())).await;
         assert!(!recovered, "from {since}");
         assert_eq!(at.offset(), 20 + i as u64);
-        back.nothing_for(Duration::from_millis(100)).await;
+        // The first publication to come is the live one: nothing missed came before.
         publisher.publish("t", "live", None).await;
         let live = back.pubs(1).await;
-        assert_eq!(live[0].1, "live");
+        assert_eq!(
+            (live[0].0.offset(), live[0].1.as_str()),
+            (at.offset() + 1, "live")
+        );
     }
     // Within the 5 kept: recovered.
     let mut back = Peer::connect(&url).await;
@@ -162,11 +191,16 @@ async fn plain_and_v1_subscribers_share_a_topic() {
     let mut plain = wsevents::connect(&url.replace("/pubsub", "/topic/plain"))
         .await
         .unwrap();
+    // The server subscribes a plain socket before it drives it: a pong means it is
+    // subscribed.
+    plain.ping("subscribed?").unwrap();
+    plain.flush().await.unwrap();
+    match timeout(LIMIT, plain.next_event()).await.unwrap() {
+        Some(Ok(wsevents::StreamEvent::Pong { .. })) => {}
+        other => panic!("expected the pong, got {other:?}"),
+    }
     let mut sub = Peer::connect(&url).await;
     sub.subscribe("plain", None).await;
-    while hub.subscriber_count("plain") < 2 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
     assert_eq!(hub.publish("plain", "from the hub"), 2);
     let mut publisher = Peer::connect(&url).await;
     publisher.publish("plain", "from v1", None).await;

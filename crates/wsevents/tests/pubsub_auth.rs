@@ -508,3 +508,28 @@ async fn the_operator_disconnects_a_user_and_takes_a_topic_away() {
     assert_eq!(pubsub.connections_of("bob"), 1);
     bob.publish_own("news", "bob stays").await;
 }
+
+#[tokio::test]
+async fn publishes_waiting_for_the_hook_are_bounded_and_the_rest_refused_for_now() {
+    use wsevents::pubsub::MAX_PENDING_PUBLISHES;
+    // A hook that never answers a publish: they all wait.
+    let hook = |check: Check| async move {
+        if check.action == Action::Publish {
+            std::future::pending::<()>().await;
+        }
+        true
+    };
+    let url = start(PubsubServer::new(hub()).access(Access::open().authorize(hook))).await;
+    let mut peer = Peer::connect(&url).await;
+    let over = MAX_PENDING_PUBLISHES as u64 + 1;
+    for _ in 0..over {
+        peer.publish_later("news", "x", None).await;
+    }
+    // Only the one past the bound is answered: for now, retry later.
+    assert_eq!(
+        error(peer.reply().await),
+        (Some(over), ErrorCode::TooManyRequests)
+    );
+    // Subscriptions do not wait behind publishes.
+    peer.subscribe("news", None).await;
+}

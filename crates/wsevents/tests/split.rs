@@ -4,12 +4,16 @@
 //! many messages both ways.
 #![allow(clippy::unwrap_used)]
 
+use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio::time::timeout;
 use wsevents::{ClientBuilder, CloseCode, Config, Message, StreamEvent, WebSocketStream};
 
@@ -17,6 +21,113 @@ use wsevents::{ClientBuilder, CloseCode, Config, Message, StreamEvent, WebSocket
 /// keepalive deadlines (20 s), which could otherwise end a hang; a hang fails instead
 /// of blocking.
 const LIMIT: Duration = Duration::from_secs(10);
+
+/// How many times the client's socket had nothing to give a read, or no room for a
+/// write (its poll returned `Pending`): what the tests below wait for, instead of
+/// guessing with time when a half is parked on the socket.
+#[derive(Clone, Copy, Debug, Default)]
+struct Waits {
+    reads: usize,
+    writes: usize,
+}
+
+/// The client's TCP stream, counting its `Pending` polls into a [`Waits`].
+struct Watched {
+    tcp: TcpStream,
+    waits: Arc<watch::Sender<Waits>>,
+}
+
+impl Watched {
+    fn count<T>(&self, poll: Poll<T>, count: fn(&mut Waits)) -> Poll<T> {
+        if poll.is_pending() {
+            self.waits.send_modify(count);
+        }
+        poll
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        self.count(poll, |w| w.reads += 1)
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.count(poll, |w| w.writes += 1)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.count(poll, |w| w.writes += 1)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// The waits of one client socket: a test takes a [`snapshot`](Self::now) and then
+/// waits for a count to pass it.
+#[derive(Clone)]
+struct Watch(Arc<watch::Sender<Waits>>);
+
+impl Watch {
+    fn now(&self) -> Waits {
+        *self.0.borrow()
+    }
+
+    /// Until `done` holds (at most [`LIMIT`]).
+    async fn until(&self, what: &str, done: impl FnMut(&Waits) -> bool) {
+        let mut waits = self.0.subscribe();
+        match timeout(LIMIT, waits.wait_for(done)).await {
+            Ok(found) => drop(found.unwrap()),
+            Err(_) => panic!("{what}: not within {LIMIT:?} ({:?})", self.now()),
+        }
+    }
+
+    /// Until a read of the socket waited after `since`: a half is parked on it,
+    /// with its waker registered.
+    async fn read_waits(&self, since: Waits) {
+        self.until("a read waiting on the socket", |w| w.reads > since.reads)
+            .await;
+    }
+
+    /// Until a write to the socket waited after `since`: the socket is full.
+    async fn write_waits(&self, since: Waits) {
+        self.until("a write waiting on the socket", |w| w.writes > since.writes)
+            .await;
+    }
+}
+
+/// The client's socket watched.
+fn watched(tcp: TcpStream) -> (Watched, Watch) {
+    let waits = Arc::new(watch::Sender::new(Waits::default()));
+    let watch = Watch(waits.clone());
+    (Watched { tcp, waits }, watch)
+}
 
 /// A connected client and the server end of its connection, over loopback.
 async fn pair() -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
@@ -26,10 +137,11 @@ async fn pair() -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
     handshake(listener, tcp, Config::default()).await
 }
 
-/// The same, with small kernel buffers both ways, so a few hundred KiB fill them.
+/// The same, with small kernel buffers both ways, so a few hundred KiB fill them,
+/// and the client's socket watched.
 async fn small_buffer_pair(
     config: Config,
-) -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
+) -> (WebSocketStream<Watched>, WebSocketStream<TcpStream>, Watch) {
     let socket = TcpSocket::new_v4().unwrap();
     // Set before listen: accepted sockets inherit it, and the window is sized by it.
     socket.set_recv_buffer_size(4096).unwrap();
@@ -40,16 +152,17 @@ async fn small_buffer_pair(
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_send_buffer_size(4096).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(addr).await.unwrap();
-    handshake(listener, tcp, config).await
+    let (tcp, watch) = watched(socket.connect(addr).await.unwrap());
+    let (client, server) = handshake(listener, tcp, config).await;
+    (client, server, watch)
 }
 
-/// The client end runs with `config`.
-async fn handshake(
+/// The client end, over `tcp`, runs with `config`.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     listener: TcpListener,
-    tcp: TcpStream,
+    tcp: S,
     config: Config,
-) -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
+) -> (WebSocketStream<S>, WebSocketStream<TcpStream>) {
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
@@ -77,19 +190,6 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Wait until `counter` stops moving for a while: the task behind it is stuck.
-async fn until_still(counter: &AtomicUsize) -> usize {
-    let mut last = counter.load(Ordering::SeqCst);
-    loop {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let now = counter.load(Ordering::SeqCst);
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-}
-
 /// The lost-wakeup regression: the write half waits on a full socket, then the read
 /// half waits too (and its poll writes, taking the socket's one write waker); when the
 /// peer drains, both must finish.
@@ -97,24 +197,21 @@ async fn until_still(counter: &AtomicUsize) -> usize {
 async fn write_half_on_a_full_socket_wakes_while_the_read_half_waits() {
     const COUNT: usize = 64;
     const SIZE: usize = 64 * 1024;
-    let (client, mut peer) = small_buffer_pair(Config::default()).await;
+    let (client, mut peer, watch) = small_buffer_pair(Config::default()).await;
     let (mut write, mut read) = client.split();
 
-    let sent = Arc::new(AtomicUsize::new(0));
-    let writer = tokio::spawn({
-        let sent = sent.clone();
-        async move {
-            for i in 0..COUNT {
-                write.send(Message::binary(noise(SIZE, i as u64))).await?;
-                sent.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok::<_, wsevents::Error>(write)
+    let before = watch.now();
+    let writer = tokio::spawn(async move {
+        for i in 0..COUNT {
+            write.send(Message::binary(noise(SIZE, i as u64))).await?;
         }
+        Ok::<_, wsevents::Error>(write)
     });
     // The peer reads nothing yet: the writer fills the buffers and waits.
-    let stuck_at = until_still(&sent).await;
-    assert!(stuck_at < COUNT, "the socket never filled up");
+    watch.write_waits(before).await;
+    assert!(!writer.is_finished(), "the socket never filled up");
 
+    let before = watch.now();
     let reader = tokio::spawn(async move {
         let message = read.next().await;
         (
@@ -122,8 +219,8 @@ async fn write_half_on_a_full_socket_wakes_while_the_read_half_waits() {
             read,
         )
     });
-    // Let the reader's poll reach the transport (and register) before the peer drains.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The reader's poll reaches the transport (and registers) before the peer drains.
+    watch.read_waits(before).await;
     assert!(!reader.is_finished());
 
     let drain = async {
@@ -156,27 +253,31 @@ async fn write_half_on_a_full_socket_wakes_while_the_read_half_waits() {
 async fn write_half_wakes_when_the_read_half_polled_once_and_went_idle() {
     const COUNT: usize = 64;
     const SIZE: usize = 64 * 1024;
-    let (client, mut peer) = small_buffer_pair(Config::default()).await;
+    let (client, mut peer, watch) = small_buffer_pair(Config::default()).await;
     let (mut write, mut read) = client.split();
 
-    let sent = Arc::new(AtomicUsize::new(0));
-    let writer = tokio::spawn({
-        let sent = sent.clone();
-        async move {
-            for i in 0..COUNT {
-                write.send(Message::binary(noise(SIZE, i as u64))).await?;
-                sent.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok::<_, wsevents::Error>(write)
+    let before = watch.now();
+    let writer = tokio::spawn(async move {
+        for i in 0..COUNT {
+            write.send(Message::binary(noise(SIZE, i as u64))).await?;
         }
+        Ok::<_, wsevents::Error>(write)
     });
-    let stuck_at = until_still(&sent).await;
-    assert!(stuck_at < COUNT, "the socket never filled up");
+    watch.write_waits(before).await;
+    assert!(!writer.is_finished(), "the socket never filled up");
 
+    let before = watch.now();
     let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let (idle_tx, idle) = tokio::sync::oneshot::channel::<()>();
+    let reader_watch = watch.clone();
     let reader = tokio::spawn(async move {
-        let early = timeout(Duration::from_millis(150), read.next()).await;
-        assert!(early.is_err(), "nothing to read yet");
+        // Poll the read until it waits on the socket, then drop it.
+        tokio::select! {
+            biased;
+            early = read.next() => panic!("nothing to read yet, got {early:?}"),
+            () = reader_watch.read_waits(before) => {}
+        }
+        idle_tx.send(()).unwrap();
         // Idle, holding the half, until told to read again.
         wait.await.unwrap();
         let message = read.next().await;
@@ -185,7 +286,7 @@ async fn write_half_wakes_when_the_read_half_polled_once_and_went_idle() {
             read,
         )
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    timeout(LIMIT, idle).await.unwrap().unwrap();
 
     let drain = async {
         for i in 0..COUNT {
@@ -227,8 +328,10 @@ async fn write_half_close_times_out_a_silent_peer_for_a_waiting_read_half() {
         pong_timeout: None,
         ..Config::default()
     };
+    let (tcp, watch) = watched(tcp);
     let (client, _silent_peer) = handshake(listener, tcp, config).await;
     let (mut write, mut read) = client.split();
+    let before = watch.now();
     let reader = tokio::spawn(async move {
         let mut messages = 0;
         while let Some(item) = read.next().await {
@@ -240,7 +343,7 @@ async fn write_half_close_times_out_a_silent_peer_for_a_waiting_read_half() {
         (messages, read)
     });
     // The reader is waiting for input (no deadline armed) when the write half closes.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    watch.read_waits(before).await;
     timeout(LIMIT, write.close(CloseCode::NORMAL, ""))
         .await
         .unwrap()
@@ -267,21 +370,26 @@ async fn write_half_close_on_a_full_socket_times_out_a_peer_that_reads_nothing()
         pong_timeout: None,
         ..Config::default()
     };
-    let (client, _deaf_peer) = small_buffer_pair(config).await;
+    let (client, _deaf_peer, watch) = small_buffer_pair(config).await;
     let (mut write, mut read) = client.split();
+    let before = watch.now();
     let reader = tokio::spawn(async move {
         while read.next().await.is_some() {}
         read
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    watch.read_waits(before).await;
     write.set_write_limit(usize::MAX);
     write
         .feed(Message::binary(noise(4 << 20, 7)))
         .await
         .unwrap();
     // Fill the socket: from here on the close's own flush writes nothing.
-    let flushed = timeout(Duration::from_millis(300), write.flush()).await;
-    assert!(flushed.is_err(), "the socket is full");
+    let before = watch.now();
+    tokio::select! {
+        biased;
+        flushed = write.flush() => panic!("4 MiB flushed to a peer that reads nothing: {flushed:?}"),
+        () = watch.write_waits(before) => {}
+    }
     timeout(LIMIT, write.close(CloseCode::NORMAL, ""))
         .await
         .expect("the close ended with the connection")
@@ -298,20 +406,18 @@ async fn write_half_close_on_a_full_socket_times_out_a_peer_that_reads_nothing()
 async fn write_half_sink_waits_at_the_write_limit() {
     const LIMIT_BYTES: usize = 64 * 1024;
     const SIZE: usize = 16 * 1024;
-    let (client, _deaf_peer) = small_buffer_pair(Config::default()).await;
+    let (client, _deaf_peer, watch) = small_buffer_pair(Config::default()).await;
     let (mut write, _read) = client.split();
     write.set_write_limit(LIMIT_BYTES);
     let mut fed = 0;
-    // 16 MiB is far more than the kernel's buffers hold.
+    // 16 MiB is far more than the kernel's buffers hold. A feed that waits on the
+    // full socket has waited for good: the peer reads nothing.
     while fed < 1024 {
-        match timeout(
-            Duration::from_millis(300),
-            write.feed(Message::binary(noise(SIZE, fed as u64))),
-        )
-        .await
-        {
-            Ok(result) => result.unwrap(),
-            Err(_) => break,
+        let before = watch.now();
+        tokio::select! {
+            biased;
+            result = write.feed(Message::binary(noise(SIZE, fed as u64))) => result.unwrap(),
+            () = watch.write_waits(before) => break,
         }
         fed += 1;
     }
@@ -487,11 +593,11 @@ async fn halves_on_two_tasks_echo_many_messages() {
     fn message(i: usize) -> Message {
         // Mostly small, every 100th large (and incompressible) enough to fill the
         // socket's buffers.
-        if i % 100 == 0 {
+        if i.is_multiple_of(100) {
             return Message::binary(noise(300_000, i as u64));
         }
         let size = i % 1000;
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             Message::binary(vec![i as u8; size])
         } else {
             Message::text("x".repeat(size))

@@ -54,6 +54,20 @@
 //! fanout-load --pub ws://127.0.0.1:PORT/pub/tagged --sub 'ws://127.0.0.1:PORT/sub/{topic}' \
 //!     --topics 64 --publishers 8 -n 1000 -s 20 --window 64 --drain 30 --server-pid PID
 //! ```
+//! `--pub` may be given several times too: publisher `p` uses URL `p % N`. With
+//! `--pub-v1` the publishers speak wsevents.v1 (a server's `/pubsub`, e.g.
+//! `wsevents serve`): each message is a `publish` request to the topic's name (its
+//! number), the payload base64 with `"binary": true`, so that subscribers of plain
+//! topic routes (`/topic/{topic}`) receive the payload's bytes. The answers are read,
+//! one frame each: a refused publish is counted by its error code
+//! (`refused_by_server`; it also shows as a gap in its topic), and a publisher keeps at
+//! most `--max-unanswered` publishes unanswered ([`MAX_UNANSWERED`], 1,024, by
+//! default), as wsevents' clients do (the server
+//! refuses past it, `too_many_requests`): the window counts deliveries, and on Redis a
+//! subscriber may get a publication before its publisher gets the answer (it comes
+//! back on the channel before the store's pipeline is answered), so the window alone
+//! does not bound what waits for an answer.
+//!
 //! Prints one JSON object.
 
 use std::cell::RefCell;
@@ -74,8 +88,16 @@ type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 /// (`u16`, what the servers' `/pub/tagged` path reads) and the publisher (`u16`).
 const STAMP: usize = 20;
 
+/// The most publishes a `--pub-v1` publisher leaves unanswered by default
+/// (`--max-unanswered`): a wsevents.v1 server's `MAX_PENDING_PUBLISHES` (1,024), the
+/// bound of wsevents' own clients (`wsevents pub --pipeline`, the Rust client's and
+/// wsevents.js's `max_queued`). Past it the publisher waits for answers.
+const MAX_UNANSWERED: u64 = 1024;
+
 struct Args {
-    publish: String,
+    publish: Vec<String>,
+    /// Publish as wsevents.v1 `publish` requests rather than raw binary frames.
+    publish_v1: bool,
     subscribe: Vec<String>,
     subscribers: usize,
     size: usize,
@@ -89,11 +111,14 @@ struct Args {
     drain: f64,
     topics: usize,
     publishers: usize,
+    /// `--pub-v1`: the most publishes a publisher leaves unanswered.
+    max_unanswered: u64,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
-        publish: String::new(),
+        publish: Vec::new(),
+        publish_v1: false,
         subscribe: Vec::new(),
         subscribers: 1000,
         size: 20,
@@ -105,12 +130,14 @@ fn parse_args() -> Result<Args> {
         drain: 0.0,
         topics: 1,
         publishers: 1,
+        max_unanswered: MAX_UNANSWERED,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--pub" => args.publish = value()?,
+            "--pub" => args.publish.push(value()?),
+            "--pub-v1" => args.publish_v1 = true,
             "--sub" => args.subscribe.push(value()?),
             "-n" | "--subscribers" => args.subscribers = value()?.parse()?,
             "-s" | "--size" => args.size = value()?.parse()?,
@@ -122,6 +149,7 @@ fn parse_args() -> Result<Args> {
             "--drain" => args.drain = value()?.parse()?,
             "--topics" => args.topics = value()?.parse()?,
             "--publishers" => args.publishers = value()?.parse()?,
+            "--max-unanswered" => args.max_unanswered = value()?.parse()?,
             _ => return Err(format!("unknown option {flag}").into()),
         }
     }
@@ -130,6 +158,9 @@ fn parse_args() -> Result<Args> {
     }
     if args.size < STAMP {
         return Err(format!("--size must be at least {STAMP}").into());
+    }
+    if args.max_unanswered == 0 {
+        return Err("--max-unanswered must be at least 1".into());
     }
     if args.window == 0 {
         return Err("--window must be at least 1".into());
@@ -175,6 +206,10 @@ impl Topic {
 
 /// What the subscribers and the publishers share (one thread: a `RefCell`).
 struct Shared {
+    /// Publishes a wsevents.v1 server refused, by error code (`--pub-v1`).
+    refused: std::collections::BTreeMap<String, u64>,
+    /// Gaps over the whole run, by the subscriber's `--sub` URL (its index).
+    skipped_by_sub_url: std::collections::BTreeMap<usize, u64>,
     epoch: Instant,
     subscribers: u64,
     topics: Vec<Topic>,
@@ -182,6 +217,12 @@ struct Shared {
     window: u64,
     /// Per publisher: it has been told that one of its topics has room.
     notified: Vec<bool>,
+    /// Per `--pub-v1` publisher: publishes sent and not answered yet.
+    unanswered: Vec<u64>,
+    /// Per publisher: it stopped at `max_unanswered` and waits for an answer.
+    held: Vec<bool>,
+    /// `--max-unanswered`.
+    max_unanswered: u64,
     /// Subscribers that have received anything.
     started: u64,
     measuring: bool,
@@ -242,11 +283,16 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         topics[i % args.topics].subscribers += 1;
     }
     let shared = Rc::new(RefCell::new(Shared {
+        refused: Default::default(),
+        skipped_by_sub_url: Default::default(),
         epoch: Instant::now(),
         subscribers: args.subscribers as u64,
         topics,
         window: args.window,
         notified: vec![false; args.publishers],
+        unanswered: vec![0; args.publishers],
+        held: vec![false; args.publishers],
+        max_unanswered: args.max_unanswered,
         started: 0,
         measuring: false,
         stopped: false,
@@ -280,7 +326,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         let gate = gate.clone();
         handshakes.push(tokio::task::spawn_local(async move {
             let _permit = gate.acquire().await;
-            open(&url)
+            open(&url, None)
                 .await
                 .map(|(tcp, rest)| (tcp, rest, subscription))
         }));
@@ -302,9 +348,13 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     }
 
     for (p, progress) in progress.iter().enumerate() {
-        let (publisher, rest) = open(&args.publish).await?;
+        let (publisher, rest) = open(
+            &args.publish[p % args.publish.len()],
+            args.publish_v1.then_some("wsevents.v1"),
+        )
+        .await?;
         let (pub_read, pub_write) = publisher.into_split();
-        tokio::task::spawn_local(drain(pub_read, rest));
+        tokio::task::spawn_local(drain(pub_read, rest, p, shared.clone(), progress.clone()));
         tokio::task::spawn_local(publish(
             pub_write,
             Publisher {
@@ -314,6 +364,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
             args.size,
             args.window,
             args.rate,
+            args.publish_v1,
             shared.clone(),
             progress.clone(),
         ));
@@ -414,6 +465,8 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         // CPU time of the whole machine (every core, every process): beyond the load's
         // and the servers', what other work took while this ran.
         "machine_cpu_s": machine,
+        "refused_by_server": &s.refused,
+        "skipped_by_sub_url": &s.skipped_by_sub_url,
         "errors": s.errors.len(),
         "first_error": s.errors.first(),
     });
@@ -498,15 +551,18 @@ fn cpu_times(pids: &[u32]) -> Vec<f64> {
 
 /// TCP connect and the opening handshake; returns the socket and any bytes read past
 /// the response head.
-async fn open(url: &str) -> Result<(TcpStream, Vec<u8>)> {
+async fn open(url: &str, protocol: Option<&str>) -> Result<(TcpStream, Vec<u8>)> {
     let rest = url.strip_prefix("ws://").ok_or("ws:// URLs only")?;
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
     let mut tcp = TcpStream::connect(host).await?;
     tcp.set_nodelay(true)?;
+    let protocol = protocol.map_or(String::new(), |p| {
+        format!("Sec-WebSocket-Protocol: {p}\r\n")
+    });
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n"
     );
     tcp.write_all(request.as_bytes()).await?;
     let mut head = Vec::with_capacity(1024);
@@ -685,6 +741,9 @@ fn walk(
                         s.skipped += seq - h - 1;
                     }
                     s.skipped_all += seq - h - 1;
+                    if seq - h > 1 {
+                        *s.skipped_by_sub_url.entry(sub.url).or_default() += seq - h - 1;
+                    }
                 }
                 // This one, and any it skipped (or, for the first, missed by
                 // subscribing after they were published).
@@ -725,21 +784,86 @@ fn walk(
     Ok(at)
 }
 
-/// The publisher's read side: take and drop whatever comes (pings are not answered;
-/// the publisher sends all the time, which is what a keepalive looks for).
-async fn drain(read: tokio::net::tcp::OwnedReadHalf, _rest: Vec<u8>) {
+/// The publisher's read side: the server's answers (`--pub-v1`), one frame each: a
+/// refusal is counted by its code, and every answer lets the publisher send one more
+/// past `--max-unanswered`. Pings are not answered (the publisher sends all the time,
+/// which is what a keepalive looks for).
+async fn drain(
+    read: tokio::net::tcp::OwnedReadHalf,
+    rest: Vec<u8>,
+    publisher: usize,
+    shared: Rc<RefCell<Shared>>,
+    progress: Rc<Notify>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut frames = rest;
     loop {
+        let mut at = 0;
+        let mut answered = 0;
+        while let Some((opcode, payload, len)) = server_frame(&frames[at..]) {
+            at += len;
+            match opcode {
+                0x1 => {
+                    answered += 1;
+                    if let Some(code) = refusal(payload) {
+                        *shared.borrow_mut().refused.entry(code).or_default() += 1;
+                    }
+                }
+                0x8 => return,
+                _ => {}
+            }
+        }
+        frames.drain(..at);
+        if answered > 0 {
+            let mut s = shared.borrow_mut();
+            let left = &mut s.unanswered[publisher];
+            *left = left.saturating_sub(answered);
+            if s.held[publisher] && s.unanswered[publisher] < s.max_unanswered {
+                s.held[publisher] = false;
+                progress.notify_one();
+            }
+        }
         if read.readable().await.is_err() {
             return;
         }
         match read.try_read(&mut buf) {
             Ok(0) => return,
-            Ok(_) => {}
+            Ok(n) => frames.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return,
         }
     }
+}
+
+/// The first whole frame from the server in `data` (unmasked): its opcode, payload and
+/// length on the wire; `None` until it is all there.
+fn server_frame(data: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (&b0, &b1) = (data.first()?, data.get(1)?);
+    let (header, len): (usize, usize) = match b1 & 0x7f {
+        126 => (
+            4,
+            usize::from(u16::from_be_bytes([*data.get(2)?, *data.get(3)?])),
+        ),
+        127 => {
+            let bytes: [u8; 8] = data.get(2..10)?.try_into().ok()?;
+            (10, usize::try_from(u64::from_be_bytes(bytes)).ok()?)
+        }
+        n => (2, usize::from(n)),
+    };
+    let payload = data.get(header..header.checked_add(len)?)?;
+    Some((b0 & 0x0f, payload, header + len))
+}
+
+/// The error code of a wsevents.v1 answer that is a refusal (`"op":"error"`, its
+/// `"code"` wherever the server put it: it writes `{"op":"error","id":N,"code":…}`);
+/// `None` for any other answer.
+fn refusal(answer: &[u8]) -> Option<String> {
+    const ERROR: &[u8] = b"\"op\":\"error\"";
+    const CODE: &[u8] = b"\"code\":\"";
+    answer.windows(ERROR.len()).position(|w| w == ERROR)?;
+    let start = answer.windows(CODE.len()).position(|w| w == CODE)? + CODE.len();
+    let len = answer[start..].iter().position(|&b| b == b'"')?;
+    Some(String::from_utf8_lossy(&answer[start..start + len]).into_owned())
 }
 
 /// A publisher: its number (in every payload) and its topics, published to in turn.
@@ -756,26 +880,37 @@ async fn publish(
     size: usize,
     window: u64,
     rate: Option<f64>,
+    v1: bool,
     shared: Rc<RefCell<Shared>>,
     progress: Rc<Notify>,
 ) {
-    let header: Vec<u8> = if size < 126 {
-        vec![0x82, 0x80 | size as u8, 0, 0, 0, 0]
-    } else {
-        let mut h = vec![0x82, 0x80 | 126];
-        h.extend_from_slice(&(size as u16).to_be_bytes());
-        h.extend_from_slice(&[0; 4]);
-        h
-    };
     let filler: Vec<u8> = (0..size - STAMP).map(|i| b'a' + (i % 26) as u8).collect();
     let mut out = Vec::with_capacity(256 * 1024);
-    let frame = |out: &mut Vec<u8>, seq: u64, stamp: u64, topic: usize| {
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&seq.to_le_bytes());
-        out.extend_from_slice(&stamp.to_le_bytes());
-        out.extend_from_slice(&(topic as u16).to_le_bytes());
-        out.extend_from_slice(&(publisher.id as u16).to_le_bytes());
-        out.extend_from_slice(&filler);
+    let mut payload = Vec::with_capacity(size);
+    let mut request = Vec::with_capacity(size * 2 + 128);
+    let mut next_id = 0u64;
+    let mut frame = |out: &mut Vec<u8>, seq: u64, stamp: u64, topic: usize| {
+        payload.clear();
+        payload.extend_from_slice(&seq.to_le_bytes());
+        payload.extend_from_slice(&stamp.to_le_bytes());
+        payload.extend_from_slice(&(topic as u16).to_le_bytes());
+        payload.extend_from_slice(&(publisher.id as u16).to_le_bytes());
+        payload.extend_from_slice(&filler);
+        if v1 {
+            next_id += 1;
+            request.clear();
+            request.extend_from_slice(
+                format!("{{\"id\":{next_id},\"op\":\"publish\",\"topic\":\"{topic}\",\"data\":\"")
+                    .as_bytes(),
+            );
+            base64(&payload, &mut request);
+            request.extend_from_slice(b"\",\"binary\":true}");
+            frame_header(out, 0x81, request.len());
+            out.extend_from_slice(&request);
+        } else {
+            frame_header(out, 0x82, payload.len());
+            out.extend_from_slice(&payload);
+        }
     };
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -795,10 +930,17 @@ async fn publish(
                         while any {
                             any = false;
                             for &topic in &publisher.topics {
+                                if v1 && s.unanswered[publisher.id] >= s.max_unanswered {
+                                    s.held[publisher.id] = true;
+                                    break;
+                                }
                                 let t = &mut s.topics[topic];
                                 if t.has_room(window) {
                                     frame(&mut out, t.published, now, topic);
                                     t.published += 1;
+                                    if v1 {
+                                        s.unanswered[publisher.id] += 1;
+                                    }
                                     any = true;
                                 }
                             }
@@ -807,12 +949,24 @@ async fn publish(
                     Some(r) => {
                         // Message `seq` of each topic is due at `seq / r` seconds.
                         let due = ((now - start_ns) as f64 * r / 1e9) as u64 + 1;
+                        // A message held back by the answers' bound goes on a later
+                        // tick, late by its stamp (a server that falls behind shows in
+                        // the latency).
                         for &topic in &publisher.topics {
-                            let t = &mut s.topics[topic];
-                            while t.published < due {
+                            loop {
+                                if v1 && s.unanswered[publisher.id] >= s.max_unanswered {
+                                    break;
+                                }
+                                let t = &mut s.topics[topic];
+                                if t.published >= due {
+                                    break;
+                                }
                                 let stamp = start_ns + (t.published as f64 * 1e9 / r) as u64;
                                 frame(&mut out, t.published, stamp, topic);
                                 t.published += 1;
+                                if v1 {
+                                    s.unanswered[publisher.id] += 1;
+                                }
                             }
                         }
                     }
@@ -837,5 +991,97 @@ async fn publish(
             .borrow_mut()
             .errors
             .push(format!("publisher {}: {error}", publisher.id));
+    }
+}
+
+/// A client frame's header for `len` bytes of payload, masked with the key 0 (so the
+/// payload goes as it is).
+fn frame_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
+    out.push(opcode);
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&[0; 4]);
+}
+
+/// Standard base64 with padding (RFC 4648), what wsevents.v1 takes for binary data.
+fn base64(bytes: &[u8], out: &mut Vec<u8>) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        out.push(ALPHABET[(n >> 18) as usize & 63]);
+        out.push(ALPHABET[(n >> 12) as usize & 63]);
+        out.push(if chunk.len() > 1 {
+            ALPHABET[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if chunk.len() > 2 {
+            ALPHABET[n as usize & 63]
+        } else {
+            b'='
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server frame as a wsevents.v1 server sends it: unmasked text.
+    fn text_frame(text: &str) -> Vec<u8> {
+        let mut frame = vec![0x81];
+        if text.len() < 126 {
+            frame.push(text.len() as u8);
+        } else {
+            frame.push(126);
+            frame.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        }
+        frame.extend_from_slice(text.as_bytes());
+        frame
+    }
+
+    #[test]
+    fn a_refusal_is_found_by_its_code_wherever_the_server_puts_it() {
+        // What `wsevents serve` answers (the tag first, then the fields in order).
+        let refused = br#"{"op":"error","id":7,"code":"too_many_requests","message":"1024 publishes waiting: retry later","temporary":true}"#;
+        assert_eq!(refusal(refused).as_deref(), Some("too_many_requests"));
+        let no_id = br#"{"id":null,"code":"bad_request","op":"error"}"#;
+        assert_eq!(refusal(no_id).as_deref(), Some("bad_request"));
+        let published = br#"{"op":"published","id":8,"topic":"3","epoch":"e","offset":4}"#;
+        assert_eq!(refusal(published), None);
+    }
+
+    #[test]
+    fn answers_are_taken_frame_by_frame_across_reads() {
+        let long = format!(
+            r#"{{"op":"error","id":9,"code":"too_large","message":"{}"}}"#,
+            "x".repeat(200)
+        );
+        let mut wire =
+            text_frame(r#"{"op":"published","id":1,"topic":"0","epoch":"e","offset":1}"#);
+        wire.extend(text_frame(&long));
+        let (opcode, payload, len) = server_frame(&wire).unwrap();
+        assert_eq!((opcode, refusal(payload)), (1, None));
+        let rest = &wire[len..];
+        for cut in 0..rest.len() {
+            assert!(server_frame(&rest[..cut]).is_none(), "a frame cut at {cut}");
+        }
+        let (_, payload, len) = server_frame(rest).unwrap();
+        assert_eq!(
+            (refusal(payload).as_deref(), len),
+            (Some("too_large"), rest.len())
+        );
     }
 }

@@ -187,10 +187,10 @@ impl Assembler {
 
     /// Make room for the next frame of a fragmented message.
     pub(crate) fn reserve(&mut self, additional: usize) {
-        if let Some(current) = self.current.as_mut() {
-            if !current.first {
-                current.parts.reserve(additional);
-            }
+        if let Some(current) = self.current.as_mut()
+            && !current.first
+        {
+            current.parts.reserve(additional);
         }
     }
 }

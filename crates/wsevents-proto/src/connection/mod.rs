@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::close::{CloseFrame, MAX_REASON_LEN};
+use crate::close::CloseFrame;
 use crate::error::{Error, ProtocolError};
 use crate::event::{Closure, Event, Initiator, Message, MessageKind, Pong, Utf8Bytes};
 use crate::extension::Extension;
@@ -658,14 +658,7 @@ impl Connection {
     /// connection (see [`abort`](Self::abort)). The code must be valid on the wire and
     /// the reason at most 123 bytes; an empty frame (no code) is allowed.
     pub fn close(&mut self, frame: CloseFrame, now: Instant) -> Result<(), Error> {
-        if let Some(code) = frame.code {
-            if !code.is_valid_on_wire() {
-                return Err(Error::InvalidCloseCode(code.as_u16()));
-            }
-        }
-        if frame.reason.len() > MAX_REASON_LEN {
-            return Err(Error::ReasonTooLong(frame.reason.len()));
-        }
+        frame.check()?;
         match self.state() {
             State::Connecting => self.abort(),
             State::Open => self.enter_closing(frame, Initiator::Local, now),

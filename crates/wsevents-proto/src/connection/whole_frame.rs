@@ -32,7 +32,8 @@ impl Connection {
     ///
     /// Most calls find the input empty (every poll after the last message of a read
     /// asks once more): that answer is inlined, without the call and its register
-    /// saves (about 30 instructions each, several times per message).
+    /// saves, which would come several times per message (`bench/README.md`, "A
+    /// whole message in one frame is read in one step").
     #[inline]
     pub(super) fn read_whole_frame(&mut self) -> Option<Message> {
         if self.input.len() < 2 {

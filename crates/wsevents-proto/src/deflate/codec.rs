@@ -2,8 +2,9 @@
 //! sync-flushed block run per message with its `00 00 ff ff` tail stripped on the way
 //! out and put back on the way in.
 //!
-//! Memory: a compressor holds ~256 KiB and a decompressor ~40 KiB at 15 window bits, so
-//! both are made on first use, not at the handshake: ten thousand idle connections
+//! Memory: a compressor holds ~256 KiB at 15 window bits (less with a smaller window)
+//! and a decompressor ~40 KiB at any window (zlib-rs allocates the 32 KiB window of 15
+//! bits whatever it is told), so both are made on first use, not at the handshake: ten thousand idle connections
 //! with permessage-deflate negotiated cost nothing more than without. A side with
 //! `no_context_takeover` is reset after each message instead of being freed, because
 //! making one again per message costs more than the reset.

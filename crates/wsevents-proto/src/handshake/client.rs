@@ -296,19 +296,10 @@ impl Response {
     }
 }
 
-/// 16 random bytes from the OS, or from std's randomly seeded hasher if that fails.
+/// 16 random bytes from the OS ([`random::fill`](crate::random::fill)).
 fn random_key() -> [u8; 16] {
     let mut key = [0u8; 16];
-    if getrandom::fill(&mut key).is_err() {
-        use std::hash::{BuildHasher, Hasher};
-        // Each `RandomState` is seeded differently (per process, then per instance).
-        let state = std::collections::hash_map::RandomState::new();
-        for (i, half) in key.chunks_mut(8).enumerate() {
-            let mut hasher = state.build_hasher();
-            hasher.write_usize(i);
-            half.copy_from_slice(&hasher.finish().to_le_bytes());
-        }
-    }
+    crate::random::fill(&mut key);
     key
 }
 

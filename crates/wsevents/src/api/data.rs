@@ -39,9 +39,8 @@ pub enum BinaryType {
 /// [`Blob`] around them. Cloning a `Data` clones a reference count, and
 /// [`send`](crate::WebSocket::send) takes a `Data` or a `&Data` back as it came: an
 /// echo is `ws.send(&e.data)`, text as text and binary as binary, the same bytes
-/// handed to the send queue. (`Text` used to be a `String` and
-/// `ArrayBuffer` a `Vec<u8>`, each a copy of the payload; `&*text` or `text.as_str()`
-/// and `&buffer[..]` read them as before.)
+/// handed to the send queue. `&*text` or `text.as_str()` reads a text as a `&str`,
+/// `&buffer[..]` an array buffer as a `&[u8]`.
 ///
 /// ```
 /// use wsevents::{Blob, Data};

@@ -24,15 +24,15 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use wsevents_proto::{CloseCode, HandshakeError, Message};
+use wsevents_proto::{CloseCode, HandshakeError, Message, random};
+
+use crate::backoff::Backoff;
 
 use crate::api::data::{BinaryType, IntoMessage};
 use crate::api::events::{CloseEvent, ErrorEvent, MessageEvent};
@@ -76,6 +76,7 @@ pub struct Reconnect {
     servers: Vec<Target>,
     max_queued: usize,
     max_retries: Option<u32>,
+    final_codes: Vec<u16>,
 }
 
 impl Default for Reconnect {
@@ -87,6 +88,7 @@ impl Default for Reconnect {
             servers: Vec::new(),
             max_queued: DEFAULT_MAX_QUEUED,
             max_retries: None,
+            final_codes: Vec::new(),
         }
     }
 }
@@ -144,19 +146,38 @@ impl Reconnect {
         self
     }
 
+    /// Close codes of the server's after which it does not reconnect, besides those
+    /// that always end it (1002, 1003, 1007, 1009, 1010, and a 4xx refusal of the
+    /// handshake other than 408 and 429): an application's own, such as wsevents.v1's
+    /// 4001 (unauthorized) and 4009 (disconnected by the server).
+    ///
+    /// ```
+    /// use wsevents::Reconnect;
+    /// let options = Reconnect::new().final_codes(&[4001, 4009]);
+    /// # let _ = options;
+    /// ```
+    pub fn final_codes(mut self, codes: &[u16]) -> Self {
+        self.final_codes.extend_from_slice(codes);
+        self
+    }
+
     /// The bound of the wait before retry `n` in a row (0 first):
     /// `min(max_delay, initial_delay · 2^n)`. The wait itself is uniform in
     /// `0..bound` (full jitter).
     pub fn delay_bound(&self, n: u32) -> Duration {
-        let factor = 1u32 << n.min(31);
-        self.initial_delay
-            .saturating_mul(factor)
-            .min(self.max_delay)
+        self.backoff().bound(n)
     }
 
     /// The wait before retry `n`, for `unit` uniform in `[0, 1)`.
     pub(crate) fn delay(&self, n: u32, unit: f64) -> Duration {
-        self.delay_bound(n).mul_f64(unit.clamp(0.0, 1.0))
+        self.backoff().delay_at(n, unit)
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            initial: self.initial_delay,
+            max: self.max_delay,
+        }
     }
 }
 
@@ -302,7 +323,8 @@ struct Attempt {
 /// - **Permanent** (never retried): the caller's own [`close`](ReconnectingWebSocket::close);
 ///   close codes 1002, 1003, 1007, 1009 and 1010 sent by the peer (the client is at
 ///   fault and would be again); a handshake refused with a 4xx status other than 408
-///   and 429; [`max_retries`](Reconnect::max_retries) failed retries in a row.
+///   and 429; the codes of [`final_codes`](Reconnect::final_codes);
+///   [`max_retries`](Reconnect::max_retries) failed retries in a row.
 ///   Everything else is retried: connection refused, timeouts, TLS failures, 1001,
 ///   1006, 1008 (a slow subscriber dropped by a hub), 1011–1014, 5xx, 408, 429.
 /// - **Offline queue**: [`send`](ReconnectingWebSocket::send) while no connection
@@ -473,13 +495,13 @@ impl ReconnectingWebSocket {
         if state.closing.is_some() || state.finished.is_some() {
             return Err(Error::InvalidState);
         }
-        if state.open {
-            if let Some(ws) = &state.current {
-                match ws.send(message.clone()) {
-                    // Closing under us: the message waits for the next connection.
-                    Err(Error::InvalidState) => state.open = false,
-                    other => return other,
-                }
+        if state.open
+            && let Some(ws) = &state.current
+        {
+            match ws.send(message.clone()) {
+                // Closing under us: the message waits for the next connection.
+                Err(Error::InvalidState) => state.open = false,
+                other => return other,
             }
         }
         if state.queue.len() >= self.inner.options.max_queued {
@@ -572,7 +594,10 @@ impl ReconnectingWebSocket {
                 state.open = false;
                 state.closing.is_some()
             };
-            if caller_closed || permanent(close.code, seen.refused, seen.failed_here) {
+            let final_code =
+                !seen.failed_here && self.inner.options.final_codes.contains(&close.code);
+            if caller_closed || final_code || permanent(close.code, seen.refused, seen.failed_here)
+            {
                 return self.finish(close, url);
             }
             let stable = seen
@@ -589,7 +614,7 @@ impl ReconnectingWebSocket {
             {
                 return self.finish(close, url);
             }
-            let delay = self.inner.options.delay(retries, unit_random());
+            let delay = self.inner.options.delay(retries, random::unit());
             retries = retries.saturating_add(1);
             self.state().target += 1;
             let event = ReconnectCloseEvent {
@@ -698,11 +723,11 @@ impl ReconnectingWebSocket {
             }
             reconnect
         };
-        if !refused.is_empty() {
-            if let Some(f) = self.handlers().error.clone() {
-                for error in refused {
-                    f(&ErrorEvent::new(error));
-                }
+        if !refused.is_empty()
+            && let Some(f) = self.handlers().error.clone()
+        {
+            for error in refused {
+                f(&ErrorEvent::new(error));
             }
         }
         reconnect
@@ -779,19 +804,6 @@ fn guarded(f: impl FnOnce()) {
     }
 }
 
-/// A 64-bit number of good statistical quality (SipHash of a counter under the
-/// process's random keys): for jitter and idempotency keys, not for secrets.
-pub(crate) fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Uniform in `[0, 1)`.
-pub(crate) fn unit_random() -> f64 {
-    // 53 bits: the mantissa of an f64.
-    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -818,7 +830,7 @@ mod tests {
         let options = Reconnect::new().initial_delay(ms(100)).max_delay(ms(1_000));
         for n in 0..40 {
             let bound = options.delay_bound(n);
-            let delays: Vec<_> = (0..200).map(|_| options.delay(n, unit_random())).collect();
+            let delays: Vec<_> = (0..200).map(|_| options.delay(n, random::unit())).collect();
             assert!(delays.iter().all(|d| *d <= bound && *d <= ms(1_000)));
             // Full jitter: some waits in the lower half, some in the upper one.
             assert!(delays.iter().any(|d| *d < bound / 2), "n = {n}");
@@ -831,7 +843,7 @@ mod tests {
     #[test]
     fn unit_random_is_in_range() {
         for _ in 0..10_000 {
-            let u = unit_random();
+            let u = random::unit();
             assert!((0.0..1.0).contains(&u));
         }
     }

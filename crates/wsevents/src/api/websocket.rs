@@ -1007,18 +1007,9 @@ impl WebSocket {
     /// # Ok(()) }
     /// ```
     pub fn close_with_code(&self, code: CloseCode, reason: &str) -> Result<()> {
-        if !code.is_valid_on_wire() {
-            return Err(Error::InvalidAccess(format!(
-                "close code {code} may not be sent in a close frame"
-            )));
-        }
-        if reason.len() > wsevents_proto::close::MAX_REASON_LEN {
-            return Err(Error::Syntax(format!(
-                "close reason of {} bytes is over 123",
-                reason.len()
-            )));
-        }
-        self.close_frame(CloseFrame::new(code, reason))
+        let frame = CloseFrame::new(code, reason);
+        frame.check()?;
+        self.close_frame(frame)
     }
 
     /// Send a ping with up to 125 bytes of payload (a longer one is
@@ -1244,14 +1235,14 @@ impl WebSocket {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Event>> {
         core.parked = false;
-        if !core.queued.is_empty() {
-            if let Some(event) = core.queued.pop_front() {
-                if core.queued.is_empty() {
-                    // Once: an accepted socket's `open`; keep no buffer for it.
-                    core.queued = VecDeque::new();
-                }
-                return Poll::Ready(Some(event));
+        if !core.queued.is_empty()
+            && let Some(event) = core.queued.pop_front()
+        {
+            if core.queued.is_empty() {
+                // Once: an accepted socket's `open`; keep no buffer for it.
+                core.queued = VecDeque::new();
             }
+            return Poll::Ready(Some(event));
         }
         let Some(conn) = core.conn.as_mut() else {
             return Poll::Ready(None);
@@ -1443,17 +1434,7 @@ fn abnormal_close() -> CloseEvent {
 /// ([`Error::InvalidAccess`]), `reason` at most 123 bytes ([`Error::Syntax`]).
 pub(crate) fn check_close_with(code: u16, reason: &str) -> Result<CloseCode> {
     let code = CloseCode::from(code);
-    if !code.is_valid_for_application() {
-        return Err(Error::InvalidAccess(format!(
-            "close code {code} is neither 1000 nor in 3000-4999"
-        )));
-    }
-    if reason.len() > wsevents_proto::close::MAX_REASON_LEN {
-        return Err(Error::Syntax(format!(
-            "close reason of {} bytes is over 123",
-            reason.len()
-        )));
-    }
+    CloseFrame::new(code, reason).check_for_application()?;
     Ok(code)
 }
 

@@ -147,7 +147,7 @@ impl HubInner {
     /// that hold nothing, have no subscriber and were idle past the meta TTL.
     pub(super) fn sweep_some(&self, config: &History, now: Instant) {
         let tick = self.budget.clock.load(Ordering::Relaxed);
-        if tick == 0 || tick % SWEEP_EVERY != 0 {
+        if tick == 0 || !tick.is_multiple_of(SWEEP_EVERY) {
             return;
         }
         let shard = (tick / SWEEP_EVERY) as usize % SHARDS;

@@ -72,7 +72,7 @@ impl Commands {
         Commands {
             handler: Mutex::new(None),
             waiting: Mutex::new(HashMap::new()),
-            node: super::random_u64(),
+            node: wsevents_proto::random::u64(),
         }
     }
 

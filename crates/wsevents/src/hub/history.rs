@@ -391,7 +391,7 @@ fn payload_len(message: &Message) -> usize {
 /// for the same topic.
 pub(crate) fn new_epoch() -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut n = random_u64();
+    let mut n = wsevents_proto::random::u64();
     (0..8)
         .map(|_| {
             let digit = DIGITS[(n % 36) as usize];
@@ -399,21 +399,6 @@ pub(crate) fn new_epoch() -> String {
             char::from(digit)
         })
         .collect()
-}
-
-/// 64 random-enough bits: std's per-process random hash keys, the process id, the
-/// time and a counter.
-pub(crate) fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(now.as_nanos());
-    }
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.finish()
 }
 
 #[cfg(test)]

@@ -166,7 +166,6 @@ pub use backend::{Backend, BackendStatus, InProcess, Inbound, Pending};
 use budget::Budget;
 use command::Commands;
 pub use command::{Answers, CommandHandler, MAX_ANSWERS, MAX_COMMAND_BYTES, MAX_COMMANDS};
-pub(crate) use history::random_u64;
 pub use history::{History, HistoryPage, MAX_KEY_LEN, META_TTL, Position, Publication, Recovery};
 use members::Members;
 #[cfg(feature = "redis")]
@@ -333,11 +332,7 @@ impl HubBuilder {
     /// # let _ = hub; Ok::<(), wsevents::Error>(())
     /// ```
     pub fn slow_close_code(mut self, code: CloseCode) -> Result<Self> {
-        if !code.is_valid_on_wire() {
-            return Err(Error::InvalidAccess(format!(
-                "close code {code} may not be sent in a close frame"
-            )));
-        }
+        wsevents_proto::CloseFrame::new(code, String::new()).check()?;
         self.slow_code = code;
         Ok(self)
     }

@@ -71,7 +71,8 @@ enum Teardown {
 
 /// The timer for the core's next deadline, and the waker it was last polled with:
 /// while the task's waker is the same and the timer has not fired, it needs no poll
-/// (a poll per message cost about 200 instructions, a tenth of the stream API's echo).
+/// (a poll per message is a measurable share of an echo: `bench/README.md`, "The
+/// timer, polled per message").
 #[derive(Debug)]
 struct Timer {
     sleep: Pin<Box<Sleep>>,

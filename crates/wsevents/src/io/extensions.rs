@@ -27,12 +27,12 @@ impl DeflateChoice {
     /// `config` with permessage-deflate added when chosen and not already there.
     pub(crate) fn apply(&self, config: &Config) -> Config {
         let mut config = config.clone();
-        if let Some(deflate) = &self.0 {
-            if !config.extensions.iter().any(|e| e.name() == NAME) {
-                config
-                    .extensions
-                    .push(deflate.clone() as Arc<dyn ExtensionFactory>);
-            }
+        if let Some(deflate) = &self.0
+            && !config.extensions.iter().any(|e| e.name() == NAME)
+        {
+            config
+                .extensions
+                .push(deflate.clone() as Arc<dyn ExtensionFactory>);
         }
         config
     }

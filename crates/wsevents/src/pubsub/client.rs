@@ -15,6 +15,12 @@
 //!  close ──► nothing is in flight any more: the next open starts again from the top
 //! ```
 //!
+//! With a [token provider](Client::token_provider), every open first asks it for a
+//! token and sends `connect`; the requests above wait for its answer. Before the
+//! token's `exp` the provider is asked again and the token sent as `refresh`. A close
+//! with 4001 (unauthorized) or 4009 (disconnected by the server) ends the client; 4003
+//! (token expired) reconnects, with a new token, from the kept positions.
+//!
 //! A publish carries a key made once for it (random per client, then a counter) and
 //! keeps it across every re-send, so the server stores it once however often it
 //! arrives (within its history window). Requests go out only while a connection is
@@ -40,14 +46,12 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
-use wsevents_proto::Message;
+use wsevents_proto::{Message, random};
 
-use super::wire::{MAX_TOPIC_LEN, PROTOCOL, Reply, Request, WireError};
+use super::wire::{ErrorCode, MAX_TOPIC_LEN, PROTOCOL, Reply, Request, WireError};
 use crate::api::data::{Data, IntoMessage};
 use crate::api::events::ErrorEvent;
-use crate::api::reconnecting::{
-    OpenEvent, Reconnect, ReconnectCloseEvent, ReconnectingWebSocket, random_u64, unit_random,
-};
+use crate::api::reconnecting::{OpenEvent, Reconnect, ReconnectCloseEvent, ReconnectingWebSocket};
 use crate::error::{Error, Result};
 use crate::hub::Position;
 use crate::io::client::ClientBuilder;
@@ -80,6 +84,13 @@ type SubscribedFn = Arc<dyn Fn(&SubscribedEvent) + Send + Sync>;
 type OpenFn = Arc<dyn Fn(&OpenEvent) + Send + Sync>;
 type CloseFn = Arc<dyn Fn(&ReconnectCloseEvent) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(&ErrorEvent) + Send + Sync>;
+type UnsubscribedFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A token provider's answer, to come: the token, or why there is none.
+pub type TokenFuture = Pin<Box<dyn Future<Output = std::result::Result<String, String>> + Send>>;
+
+/// A token provider, as the client keeps it.
+type TokenFn = Arc<dyn Fn() -> TokenFuture + Send + Sync>;
 
 #[derive(Default, Clone)]
 struct Handlers {
@@ -88,6 +99,21 @@ struct Handlers {
     open: Option<OpenFn>,
     close: Option<CloseFn>,
     error: Option<ErrorFn>,
+    unsubscribed: Option<UnsubscribedFn>,
+}
+
+/// The longest a token is refreshed before its `exp`: 60 s (less for a token with
+/// less than 4 minutes left: when a quarter of what is left remains).
+pub const MAX_REFRESH_AHEAD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The wait before a failed token request is made again: 1 s.
+const TOKEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why a token is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    Connect,
+    Refresh,
 }
 
 /// The most subscribes one connection has unanswered at once: a reconnect with many
@@ -183,18 +209,26 @@ struct State {
     publish_hold: Option<tokio::time::Instant>,
     /// The number of the latest subscribe retry scheduled.
     retries: u64,
+    /// Requests may go out on the open connection: at once without a token provider,
+    /// once `connect` is answered with one.
+    authenticated: bool,
+    /// The `connect` and `refresh` sent on this connection and not answered.
+    connect_id: Option<u64>,
+    refresh_id: Option<u64>,
 }
 
 struct Shared {
     ws: ReconnectingWebSocket,
     state: Mutex<State>,
     handlers: Mutex<Handlers>,
+    provider: Mutex<Option<TokenFn>>,
 }
 
 /// What a handler found to do once the lock is released.
 enum Action {
     Publication(PublicationEvent),
     Subscribed(SubscribedEvent),
+    Unsubscribed(String),
     Error(Error),
 }
 
@@ -259,13 +293,18 @@ impl Client {
     /// # let _ = client; Ok(()) }
     /// ```
     pub fn with_options(builder: ClientBuilder, options: Reconnect) -> Result<Client> {
+        // Told it may not (4001) or disconnected by the operator (4009): not again.
+        let options = options.final_codes(&[
+            super::auth::UNAUTHORIZED_CLOSE_CODE.as_u16(),
+            super::auth::DISCONNECTED_CLOSE_CODE.as_u16(),
+        ]);
         let ws = builder.protocols(&[PROTOCOL])?.reconnect(options);
         let max_pending = ws.max_queued();
         let inner = Arc::new(Shared {
             ws: ws.clone(),
             state: Mutex::new(State {
                 next_id: 1,
-                key_prefix: format!("{:016x}", random_u64()),
+                key_prefix: format!("{:016x}", random::u64()),
                 next_key: 0,
                 open: false,
                 connection: 0,
@@ -280,8 +319,12 @@ impl Client {
                 retry_scheduled: false,
                 publish_hold: None,
                 retries: 0,
+                authenticated: false,
+                connect_id: None,
+                refresh_id: None,
             }),
             handlers: Mutex::new(Handlers::default()),
+            provider: Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
         ws.on_open(move |e| with(&weak, |c| c.opened(e)));
@@ -332,10 +375,60 @@ impl Client {
         self.handlers().close = Some(Arc::new(f));
     }
 
-    /// The connections' errors, and the server's refusals of a subscription
-    /// ([`Error::Rejected`]).
+    /// The connections' errors, the server's refusals of a subscription
+    /// ([`Error::Rejected`]: `forbidden`, `unauthorized`, …) and the token provider's
+    /// failures ([`Error::Token`]).
     pub fn on_error(&self, f: impl Fn(&ErrorEvent) + Send + Sync + 'static) {
         self.handlers().error = Some(Arc::new(f));
+    }
+
+    /// Every topic the server took away (`{"op":"unsubscribed"}` without an id: its
+    /// operator's doing): the client has forgotten it, and does not subscribe again by
+    /// itself.
+    pub fn on_unsubscribed(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        self.handlers().unsubscribed = Some(Arc::new(f));
+    }
+
+    // ----- tokens -----
+
+    /// Get connection tokens from `provider`: asked on every connect (the token goes
+    /// in the first request, `connect`; nothing else is sent before its answer) and
+    /// again before the token expires (at [`MAX_REFRESH_AHEAD`] before its `exp` at
+    /// most; sent as `refresh`). A provider that fails is asked again: at connect, on
+    /// a new connection after the backoff; at refresh, after 1 s (the server closes an
+    /// expired connection with 4003, and the client reconnects with a new token,
+    /// recovering its topics). A token refused as `unauthorized` (4001) ends the
+    /// client for good; `forbidden` fails only the request it answers.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), wsevents::Error> {
+    /// use wsevents::pubsub::Client;
+    /// let client = Client::new("wss://push.example/pubsub")?;
+    /// client.token_provider(|| async {
+    ///     // Ask the application's backend for a fresh JWT.
+    ///     Ok::<_, std::io::Error>("eyJhbGciOi…".to_owned())
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn token_provider<F, Fut, E>(&self, provider: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<String, E>> + Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let provider: TokenFn = Arc::new(move || {
+            let token = provider();
+            Box::pin(async move { token.await.map_err(|e| e.to_string()) })
+        });
+        *lock(&self.inner.provider) = Some(provider);
+    }
+
+    /// Connect with this token, always (a token that does not expire, or one the
+    /// server's expiry ends: see [`token_provider`](Self::token_provider) for fresh
+    /// ones).
+    pub fn token(&self, token: impl Into<String>) {
+        let token = token.into();
+        self.token_provider(move || std::future::ready(Ok::<_, String>(token.clone())));
     }
 
     // ----- requests -----
@@ -468,11 +561,15 @@ impl Client {
             let _ = self.inner.ws.close_with(1000, "wsevents.v1 required");
             return;
         }
-        {
+        let with_token = lock(&self.inner.provider).is_some();
+        let connection = {
             let mut state = self.state();
             let state = &mut *state;
             state.open = true;
             state.connection += 1;
+            state.authenticated = !with_token;
+            state.connect_id = None;
+            state.refresh_id = None;
             state.blocked = false;
             state.in_flight = 0;
             // A new connection has a rate of its own: its task ends unheard.
@@ -488,10 +585,100 @@ impl Client {
                 state.subscribes.push_back(topic.clone());
             }
             self.pump(state);
+            state.connection
+        };
+        if with_token {
+            self.ask_token(connection, Ask::Connect);
         }
         if let Some(f) = self.handlers().open.clone() {
             f(e);
         }
+    }
+
+    /// Ask the provider for a token, for `connection`; sent when it comes, if that
+    /// connection is still the open one.
+    fn ask_token(&self, connection: u64, ask: Ask) {
+        let Some(provider) = lock(&self.inner.provider).clone() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            // The provider is the caller's code: called with no lock of ours held.
+            let token = provider().await;
+            with(&weak, |c| c.token_came(connection, ask, token));
+        });
+    }
+
+    fn token_came(&self, connection: u64, ask: Ask, token: std::result::Result<String, String>) {
+        let current = |state: &State| state.open && state.connection == connection;
+        let token = match token {
+            Ok(token) => token,
+            Err(message) => {
+                if !current(&self.state()) {
+                    return;
+                }
+                self.report(Error::Token(message));
+                match ask {
+                    // Made again after the backoff, asking again.
+                    Ask::Connect => self
+                        .inner
+                        .ws
+                        .drop_connection(wsevents_proto::CloseCode::INTERNAL_ERROR, "no token"),
+                    Ask::Refresh => self.ask_token_later(connection, TOKEN_RETRY),
+                }
+                return;
+            }
+        };
+        let mut state = self.state();
+        if !current(&state) {
+            return;
+        }
+        let id = next_id(&mut state);
+        let request = match ask {
+            Ask::Connect => Request::Connect { id, token },
+            Ask::Refresh => Request::Refresh { id, token },
+        };
+        if !self.write(&mut state, &request) {
+            drop(state);
+            if ask == Ask::Refresh {
+                self.ask_token_later(connection, TOKEN_RETRY);
+            }
+            return;
+        }
+        match ask {
+            Ask::Connect => state.connect_id = Some(id),
+            Ask::Refresh => state.refresh_id = Some(id),
+        }
+    }
+
+    /// Ask for a token to refresh with after `delay`, if `connection` is still open.
+    fn ask_token_later(&self, connection: u64, delay: std::time::Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            with(&weak, |c| {
+                let current = {
+                    let state = c.state();
+                    state.open && state.connection == connection
+                };
+                if current {
+                    c.ask_token(connection, Ask::Refresh);
+                }
+            });
+        });
+    }
+
+    /// Refresh the token of the open connection ahead of `expires` (seconds since
+    /// 1970): when a quarter of what is left remains, at most [`MAX_REFRESH_AHEAD`]
+    /// before.
+    fn refresh_before(&self, connection: u64, expires: Option<u64>) {
+        let Some(expires) = expires else { return };
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires);
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        let ahead = (left / 4).min(MAX_REFRESH_AHEAD);
+        self.ask_token_later(connection, left - ahead);
     }
 
     /// A connection ended: nothing is in flight on it any more. For good: the
@@ -500,6 +687,9 @@ impl Client {
         let failed = {
             let mut state = self.state();
             state.open = false;
+            state.authenticated = false;
+            state.connect_id = None;
+            state.refresh_id = None;
             state.blocked = false;
             state.in_flight = 0;
             state.outbox.clear();
@@ -548,6 +738,11 @@ impl Client {
             Some(Action::Subscribed(s)) => {
                 if let Some(f) = handlers.subscribed {
                     f(&s);
+                }
+            }
+            Some(Action::Unsubscribed(topic)) => {
+                if let Some(f) = handlers.unsubscribed {
+                    f(&topic);
                 }
             }
             Some(Action::Error(error)) => self.report(error),
@@ -622,6 +817,20 @@ impl Client {
                 None
             }
             Reply::Error {
+                id: None,
+                code: ErrorCode::Unauthorized,
+                message,
+                ..
+            } => {
+                // A handshake token refused: the close (4001, 4003) follows.
+                let error = WireError {
+                    id: None,
+                    code: ErrorCode::Unauthorized,
+                    message,
+                };
+                Some(Action::Error(Error::Rejected(error)))
+            }
+            Reply::Error {
                 id,
                 code,
                 message,
@@ -633,6 +842,12 @@ impl Client {
                     code,
                     message,
                 };
+                if state.connect_id == Some(id) || state.refresh_id == Some(id) {
+                    // The token refused: the close (4001, 4003) follows.
+                    state.connect_id = None;
+                    state.refresh_id = None;
+                    return Some(Action::Error(Error::Rejected(error)));
+                }
                 if let Some(pending) = state.publishes.get_mut(&id) {
                     if let (true, Some(wait)) = (code.is_temporary(), retry_after) {
                         // Told when (rate_limited): publishes wait until the latest
@@ -682,7 +897,34 @@ impl Client {
                 state.topics.remove(&topic);
                 Some(Action::Error(Error::Rejected(error)))
             }
-            Reply::Unsubscribed { .. } | Reply::Connected { .. } | Reply::Refreshed { .. } => None,
+            Reply::Connected { id, expires, .. } => {
+                if state.connect_id != Some(id) {
+                    return None;
+                }
+                state.connect_id = None;
+                state.authenticated = true;
+                self.refresh_before(state.connection, expires);
+                None
+            }
+            Reply::Refreshed { id, expires } => {
+                if state.refresh_id != Some(id) {
+                    return None;
+                }
+                state.refresh_id = None;
+                self.refresh_before(state.connection, expires);
+                None
+            }
+            Reply::Unsubscribed { id: None, topic } => {
+                // Taken away by the server: forgotten, not subscribed again.
+                let removed = state.topics.remove(&topic)?;
+                match removed.sub {
+                    Sub::Waiting => state.subscribes.retain(|t| *t != topic),
+                    Sub::Sent { .. } => state.in_flight = state.in_flight.saturating_sub(1),
+                    Sub::Backoff(_) | Sub::Active => {}
+                }
+                Some(Action::Unsubscribed(topic))
+            }
+            Reply::Unsubscribed { .. } => None,
         }
     }
 
@@ -691,7 +933,7 @@ impl Client {
     /// unanswered. A request the send buffer refuses stays first in line until it has
     /// drained enough for it.
     fn pump(&self, state: &mut State) {
-        if !state.open || state.blocked {
+        if !state.open || state.blocked || !state.authenticated {
             return;
         }
         while let Some(out) = state.outbox.front() {
@@ -814,7 +1056,7 @@ impl Client {
     /// wanted and connected (a reconnect meanwhile re-sends it anyway).
     fn retry_later(&self, what: Retry, failures: u32) {
         let delay = Reconnect::new()
-            .delay(failures.saturating_sub(1), unit_random())
+            .delay(failures.saturating_sub(1), random::unit())
             .max(std::time::Duration::from_millis(50));
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
@@ -1014,6 +1256,7 @@ mod tests {
         match c.apply(&mut state, reply) {
             Some(Action::Publication(p)) => format!("pub:{}", p.position.offset()),
             Some(Action::Subscribed(s)) => format!("sub:{}", s.recovered),
+            Some(Action::Unsubscribed(topic)) => format!("unsubscribed:{topic}"),
             Some(Action::Error(e)) => format!("error:{e}"),
             None => "-".into(),
         }

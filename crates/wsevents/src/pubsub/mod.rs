@@ -35,7 +35,10 @@ mod server;
 mod users;
 pub mod wire;
 
-pub use client::{Client, PublicationEvent, Publishing, SUBSCRIBE_WINDOW, SubscribedEvent};
+pub use client::{
+    Client, MAX_REFRESH_AHEAD, PublicationEvent, Publishing, SUBSCRIBE_WINDOW, SubscribedEvent,
+    TokenFuture,
+};
 
 pub use rate::{DEFAULT_PUBLISH_RATE, PublishRate};
 pub use server::{

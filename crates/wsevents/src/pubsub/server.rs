@@ -37,7 +37,7 @@
 //! **Bounds, per connection** (docs/protocol.md, "Limits"): `max(max_topics, 256)`
 //! subscription requests waiting for the one before (the hook of a subscription is
 //! asked when its turn comes: one at a time), and [`MAX_PENDING_PUBLISHES`]
-//! publishes waiting for the hook or handed to the hub and not yet stored, of which
+//! publishes waiting for the hook or handed to the hub and not yet answered, of which
 //! [`MAX_HOOKS_IN_FLIGHT`] are being asked at once; past either bound, the request is
 //! answered `too_many_requests`, which is temporary (the client retries after a
 //! delay, a publish with its key); and a publish rate (`rate.rs`: a token bucket,
@@ -86,10 +86,13 @@ pub const DEFAULT_MAX_TOPICS: usize = 1024;
 /// connection with 1009.
 pub const DEFAULT_MAX_PUBLICATION: usize = 8 << 20;
 
-/// The most publishes of one connection handed to the hub and not yet stored (on
+/// The most publishes of one connection handed to the hub and not yet answered (on
 /// Redis, waiting for its round trip; in process a publish is stored, and answered, at
 /// once); past it a publish is answered `too_many_requests` (temporary: nothing was
-/// done). `wsevents pub` keeps at most 1,024 unanswered
+/// done). A publish counts until its answer is sent, not until it is delivered: on
+/// Redis a publication comes back on the channel, and reaches its subscribers, before
+/// the pipeline of stores it went in is answered, so a client bounds its publishes by
+/// the answers. `wsevents pub` keeps at most 1,024 unanswered
 /// (`--pipeline`), the Rust client and wsevents.js [`Reconnect::max_queued`] (1,024
 /// by default).
 ///

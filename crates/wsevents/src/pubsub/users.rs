@@ -8,9 +8,10 @@
 //! server's open connections.
 //!
 //! **Locks:** the index's map, and each connection's [`Shared`] fields, are each held
-//! only to read or change them, never while another is held and never around user code
-//! or a send: a caller collects the connections under the map's lock, lets go, then
-//! acts on each.
+//! only to read or change them, never around user code or a send: a caller collects the
+//! connections under the map's lock, lets go, then acts on each. One nesting, in this
+//! order: a [`Registration`]'s user, then the index's map (a connection changing the
+//! user it is filed under).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -137,6 +137,17 @@ impl Default for RedisConfig {
     }
 }
 
+impl RedisConfig {
+    /// The reconnection waits: full jitter under `backoff_min` doubling to
+    /// `backoff_max`.
+    pub(crate) fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff {
+            initial: self.backoff_min,
+            max: self.backoff_max,
+        }
+    }
+}
+
 /// A [`Backend`] on Redis pub/sub: many server processes, one hub.
 ///
 /// Each node keeps three connections to Redis, each owned by a task of its own (and a
@@ -856,18 +867,9 @@ impl Shared {
     }
 }
 
-/// A node id unlikely to be another's: std's random hash keys, the process id, the
-/// time.
+/// A node id unlikely to be another's.
 fn node_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(now.as_nanos());
-    }
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.finish()
+    wsevents_proto::random::u64()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

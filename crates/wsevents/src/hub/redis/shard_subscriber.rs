@@ -150,14 +150,13 @@ pub(super) async fn shard_subscriber(
         }
 
         // Subscribe where the map says; unsubscribe what the hub no longer wants.
-        if let Some(map) = &map {
-            if let Err(e) = step(
+        if let Some(map) = &map
+            && let Err(e) = step(
                 &cluster, &config, &shared, &events, &next_id, map, &mut links,
             )
             .await
-            {
-                error.get_or_insert(e);
-            }
+        {
+            error.get_or_insert(e);
         }
         links.retain(|addr, link| {
             !link.channels.is_empty() || map.as_ref().is_some_and(|m| m.masters().contains(addr))
@@ -215,10 +214,7 @@ pub(super) async fn shard_subscriber(
             }
             shared.set_subscriber(Link::Down { attempts, error });
             read_map = true;
-            config
-                .backoff_min
-                .saturating_mul(1u32 << attempts.min(16))
-                .min(config.backoff_max)
+            config.backoff().bound(attempts)
         };
         let closed = futures_util::future::select_all(
             links

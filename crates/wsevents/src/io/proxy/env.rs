@@ -23,10 +23,10 @@ pub(crate) fn proxy_for(
     let Some((name, value)) = names.iter().find_map(|name| set(name).map(|v| (name, v))) else {
         return Ok(None);
     };
-    if let Some(list) = set("no_proxy").or_else(|| set("NO_PROXY")) {
-        if no_proxy_matches(&list, &target.host) {
-            return Ok(None);
-        }
+    if let Some(list) = set("no_proxy").or_else(|| set("NO_PROXY"))
+        && no_proxy_matches(&list, &target.host)
+    {
+        return Ok(None);
     }
     match Proxy::parse(&value) {
         Ok(proxy) => Ok(Some(proxy)),

@@ -441,10 +441,10 @@ impl Acceptor {
         peer_addr: Option<SocketAddr>,
     ) -> std::result::Result<Answer<'a>, Refusal> {
         let (route, matched) = self.route_for(request.path())?;
-        if let Some(rule) = &route.origin {
-            if !rule(request.origin.as_deref()) {
-                return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
-            }
+        if let Some(rule) = &route.origin
+            && !rule(request.origin.as_deref())
+        {
+            return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
         }
         let mut headers = route.headers.clone();
         let mut protocol = None;
@@ -466,14 +466,14 @@ impl Acceptor {
                 }
             };
         }
-        if let Some(chosen) = &protocol {
-            if !request.protocols.iter().any(|offered| offered == chosen) {
-                tracing::warn!(protocol = %chosen, "the chosen subprotocol was not offered");
-                return Err(Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the server chose a subprotocol the client did not offer",
-                ));
-            }
+        if let Some(chosen) = &protocol
+            && !request.protocols.iter().any(|offered| offered == chosen)
+        {
+            tracing::warn!(protocol = %chosen, "the chosen subprotocol was not offered");
+            return Err(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server chose a subprotocol the client did not offer",
+            ));
         }
         Ok(Answer {
             route,

@@ -72,7 +72,7 @@ impl ClientId {
     pub fn next() -> ClientId {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        let start = *START.get_or_init(crate::hub::random_u64);
+        let start = *START.get_or_init(wsevents_proto::random::u64);
         ClientId(start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)))
     }
 

@@ -120,7 +120,22 @@ impl JwtKey {
     }
 }
 
-/// Verifies JWTs with a set of keys (see the [module](self)).
+/// Verifies JWTs (feature `jwt`) with a set of keys: HS256 with a shared secret,
+/// RS256 and ES256 with PEM public keys, chosen by the token's `kid` (key rotation).
+///
+/// **The algorithm is the key's, never the token's.** Each [`JwtKey`] is made for one
+/// algorithm, and a token is verified only by keys of the algorithm its header names:
+/// `alg: none` is no algorithm at all, and an HS256 token signed with an RSA or EC key's
+/// public PEM as the secret (algorithm confusion) finds no HS256 key that is that PEM. A
+/// token with a `kid` is verified by the key with that kid; one without, by each key
+/// without a kid in turn. `exp` and `nbf` are checked with a leeway
+/// ([`DEFAULT_LEEWAY`]); `aud` and `iss` when configured (then required), and a token
+/// with an `aud` is refused by a verifier configured without one (RFC 7519 §4.1.3).
+///
+/// The claims read: `sub` (the user; absent = anonymous), `exp` (seconds since the
+/// epoch; absent = never expires), `subscribe` and `publish` (lists of
+/// [topic patterns](super::TopicPattern); absent = none), `info` (a JSON object); a
+/// claim of another shape refuses the token ([`TokenError::Claims`]).
 ///
 /// ```
 /// use wsevents::pubsub::auth::{Access, JwtKey, JwtVerifier};
@@ -324,7 +339,141 @@ fn claims_of(payload: Value) -> Result<Claims, TokenError> {
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::{EncodingKey, Header};
+
     use super::*;
+
+    const A: &[u8] = b"key a: a shared secret of 32 bytes or more";
+    const B: &[u8] = b"key b: a shared secret of 32 bytes or more";
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn hs(secret: &[u8], kid: Option<&str>, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid.map(Into::into);
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    fn alice() -> Value {
+        serde_json::json!({"sub": "alice", "exp": now() + 60})
+    }
+
+    #[test]
+    fn the_kid_picks_the_key_and_without_one_each_key_is_tried() {
+        let by_kid = JwtVerifier::new()
+            .key(JwtKey::hs256(A).unwrap().with_kid("a"))
+            .key(JwtKey::hs256(B).unwrap().with_kid("b"));
+        assert!(by_kid.verify(&hs(B, Some("b"), &alice())).is_ok());
+        assert_eq!(
+            by_kid.verify(&hs(B, Some("a"), &alice())),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            by_kid.verify(&hs(A, Some("c"), &alice())),
+            Err(TokenError::UnknownKey)
+        );
+        // A token without a kid is not tried against keys with one.
+        assert_eq!(
+            by_kid.verify(&hs(A, None, &alice())),
+            Err(TokenError::UnknownKey)
+        );
+        let rotating = JwtVerifier::new()
+            .key(JwtKey::hs256(A).unwrap())
+            .key(JwtKey::hs256(B).unwrap());
+        let claims = rotating.verify(&hs(B, None, &alice())).unwrap();
+        assert_eq!(claims.user.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn the_algorithm_is_the_key_s() {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let pem = pair.public_key_pem();
+        let es_only = JwtVerifier::new().key(JwtKey::from_pem(pem.as_bytes()).unwrap());
+        assert_eq!(es_only.keys()[0].algorithm(), "ES256");
+        // An HS256 token signed with the public key's PEM as the secret.
+        let confused = hs(pem.as_bytes(), None, &alice());
+        assert!(matches!(
+            es_only.verify(&confused),
+            Err(TokenError::Algorithm(_))
+        ));
+        let none = format!(
+            "{}.{}.",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                r#"{"alg":"none"}"#
+            ),
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                alice().to_string()
+            ),
+        );
+        assert!(matches!(
+            es_only.verify(&none),
+            Err(TokenError::Algorithm(_))
+        ));
+        let signing = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let es = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &alice(), &signing).unwrap();
+        assert!(es_only.verify(&es).is_ok());
+    }
+
+    #[test]
+    fn exp_and_nbf_have_the_leeway() {
+        let verifier = JwtVerifier::new().key(JwtKey::hs256(A).unwrap());
+        let at = |field: &str, t: u64| hs(A, None, &serde_json::json!({ field: t }));
+        assert!(verifier.verify(&at("exp", now() - 2)).is_ok(), "within 5 s");
+        assert_eq!(
+            verifier.verify(&at("exp", now() - 30)),
+            Err(TokenError::Expired)
+        );
+        assert!(verifier.verify(&at("nbf", now() + 2)).is_ok(), "within 5 s");
+        assert_eq!(
+            verifier.verify(&at("nbf", now() + 30)),
+            Err(TokenError::NotYetValid)
+        );
+        let strict = verifier.leeway(Duration::ZERO);
+        assert_eq!(
+            strict.verify(&at("exp", now() - 2)),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn audience_and_issuer_are_required_when_configured() {
+        let verifier = JwtVerifier::new()
+            .key(JwtKey::hs256(A).unwrap())
+            .audience("push")
+            .issuer("app");
+        let with = |claims: Value| verifier.verify(&hs(A, None, &claims));
+        assert!(with(serde_json::json!({"aud": "push", "iss": "app"})).is_ok());
+        assert!(with(serde_json::json!({"aud": ["x", "push"], "iss": "app"})).is_ok());
+        assert_eq!(
+            with(serde_json::json!({"iss": "app"})),
+            Err(TokenError::Audience)
+        );
+        assert_eq!(
+            with(serde_json::json!({"aud": "x", "iss": "app"})),
+            Err(TokenError::Audience)
+        );
+        assert_eq!(
+            with(serde_json::json!({"aud": "push"})),
+            Err(TokenError::Issuer)
+        );
+        assert_eq!(
+            with(serde_json::json!({"aud": "push", "iss": "x"})),
+            Err(TokenError::Issuer)
+        );
+        let plain = JwtVerifier::new().key(JwtKey::hs256(A).unwrap());
+        assert_eq!(
+            plain.verify(&hs(A, None, &serde_json::json!({"aud": "push"}))),
+            Err(TokenError::Audience),
+            "an aud the server does not claim"
+        );
+    }
 
     #[test]
     fn weak_secrets_and_private_pems_are_refused() {

@@ -191,13 +191,27 @@ impl Access {
 
     /// The decision for `check`: the hook's, or the claims' without one. Await it
     /// with no lock held (it is user code).
+    ///
+    /// A hook that panics denies (and the panic is logged): a bug in it refuses,
+    /// never allows, and never takes the connection's task down.
     pub fn check(&self, check: Check) -> Deciding {
-        match &self.hook {
-            Some(hook) => hook.authorize(check),
-            None => {
-                let decision = Decision::from(check.claims_allow());
-                Box::pin(std::future::ready(decision))
-            }
+        use futures_util::FutureExt;
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        let Some(hook) = &self.hook else {
+            let decision = Decision::from(check.claims_allow());
+            return Box::pin(std::future::ready(decision));
+        };
+        let denied = |_| {
+            tracing::error!("the authorization hook panicked: denied");
+            Decision::Deny
+        };
+        match catch_unwind(AssertUnwindSafe(|| hook.authorize(check))) {
+            Ok(deciding) => Box::pin(
+                AssertUnwindSafe(deciding)
+                    .catch_unwind()
+                    .map(move |r| r.unwrap_or_else(denied)),
+            ),
+            Err(panic) => Box::pin(std::future::ready(denied(panic))),
         }
     }
 }
@@ -207,5 +221,95 @@ pub fn close_for(error: &TokenError) -> (CloseCode, &'static str) {
     match error {
         TokenError::Expired => (TOKEN_EXPIRED_CLOSE_CODE, "token expired"),
         _ => (UNAUTHORIZED_CLOSE_CODE, "unauthorized"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(access: &Access, action: Action, topic: &str) -> Check {
+        Check::new(
+            Arc::new(access.anonymous_identity()),
+            None,
+            None,
+            action,
+            topic,
+        )
+    }
+
+    #[test]
+    fn the_anonymous_rules_follow_the_tokens() {
+        assert!(Access::open().is_open());
+        assert_eq!(Access::open().anonymous_claims(), Claims::anyone());
+        struct No;
+        impl VerifyToken for No {
+            fn verify(&self, _: &str) -> Result<Claims, TokenError> {
+                Err(TokenError::BadSignature)
+            }
+        }
+        let strict = Access::open().tokens(No);
+        assert!(!strict.is_open());
+        assert_eq!(strict.anonymous_claims(), Claims::nothing());
+        let who = strict.anonymous_identity();
+        assert_eq!(
+            strict.decide_now(&who, Action::Subscribe, "news"),
+            Some(Decision::Deny)
+        );
+        // Without tokens, a token is not looked at: the anonymous claims.
+        assert_eq!(Access::open().verify("anything"), Ok(Claims::anyone()));
+        assert_eq!(strict.verify("anything"), Err(TokenError::BadSignature));
+        let request = http::Request::get("/p?token=t").body(()).unwrap();
+        assert!(strict.identify(ClientId::next(), &request).is_err());
+        let anonymous = http::Request::get("/p").body(()).unwrap();
+        assert!(
+            !strict
+                .identify(ClientId::next(), &anonymous)
+                .unwrap()
+                .has_token()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hook_decides_instead_of_the_claims_and_a_panicking_one_denies() {
+        let access = Access::open().authorize(|c: Check| async move { c.topic == "ok" });
+        assert!(!access.is_open() && access.has_hook());
+        let who = access.anonymous_identity();
+        assert_eq!(access.decide_now(&who, Action::Publish, "ok"), None);
+        assert_eq!(
+            access.check(check(&access, Action::Publish, "ok")).await,
+            Decision::Allow
+        );
+        assert_eq!(
+            access.check(check(&access, Action::Publish, "no")).await,
+            Decision::Deny
+        );
+        let panics = Access::open().authorize(|c: Check| async move {
+            assert!(c.topic != "boom", "a bug in the hook");
+            true
+        });
+        assert_eq!(
+            panics
+                .check(check(&panics, Action::Subscribe, "boom"))
+                .await,
+            Decision::Deny
+        );
+        assert_eq!(
+            panics
+                .check(check(&panics, Action::Subscribe, "fine"))
+                .await,
+            Decision::Allow
+        );
+        struct PanicsAtOnce;
+        impl Authorize for PanicsAtOnce {
+            fn authorize(&self, _: Check) -> Deciding {
+                panic!("before any future")
+            }
+        }
+        let at_once = Access::open().authorize(PanicsAtOnce);
+        assert_eq!(
+            at_once.check(check(&at_once, Action::Subscribe, "x")).await,
+            Decision::Deny
+        );
     }
 }

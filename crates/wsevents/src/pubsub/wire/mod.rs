@@ -213,7 +213,7 @@ pub enum ErrorCode {
     /// Past the server's limit of topics per connection.
     TooManyTopics,
     /// Past what the server keeps waiting for one connection (subscriptions waiting
-    /// for the one before, publishes waiting to be stored): nothing was done; retry
+    /// for the one before, publishes not yet answered): nothing was done; retry
     /// after a delay (with the same key for a publish).
     TooManyRequests,
     /// The broker is unreachable: nothing was stored; retry with the same key.
