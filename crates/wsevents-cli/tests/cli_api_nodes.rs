@@ -96,7 +96,14 @@ async fn disconnect_and_unsubscribe_through_one_node_act_on_both() {
         secret.path(),
     ];
     let (a, b) = (Serve::start(&args), Serve::start(&args));
-    // Both nodes on Redis, control channels included.
+    // Both nodes ready (connected to Redis), and their control channels up.
+    for node in [&a, &b] {
+        let start = Instant::now();
+        while call(&node.addr, "GET", "/readyz", None).0 != 200 {
+            assert!(start.elapsed() < TIMEOUT, "never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let start = Instant::now();
     loop {
         let (status, info) = call(&b.addr, "GET", "/api/info", None);
