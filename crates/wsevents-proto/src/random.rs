@@ -17,7 +17,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Fill `buf` from the operating system's generator (`getrandom`). Where it has none
-/// (not on any supported system), from [`u64`], whose keys std seeds randomly: still
+/// (not on any supported system), from [`u64()`], whose keys std seeds randomly: still
 /// unpredictable to a peer, though not cryptographically strong.
 pub fn fill(buf: &mut [u8]) {
     if getrandom::fill(buf).is_err() {
@@ -41,7 +41,7 @@ pub fn u64() -> u64 {
     RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Uniform in `[0, 1)`: the 53 bits of an `f64`'s mantissa from [`u64`].
+/// Uniform in `[0, 1)`: the 53 bits of an `f64`'s mantissa from [`u64()`].
 pub fn unit() -> f64 {
     (u64() >> 11) as f64 / (1u64 << 53) as f64
 }
