@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis_server::RedisServer;
-use wsevents::hub::{Framing, History, Hub, Publication, RedisBackend};
+use wsevents::hub::{BackendStatus, Framing, History, Hub, Publication, RedisBackend};
 use wsevents::{Message, Server};
 
 struct Offsets;
@@ -23,6 +23,18 @@ impl Framing for Offsets {
     fn frame(&self, _: &str, publication: &Publication) -> Message {
         Message::text(publication.position.offset().to_string())
     }
+}
+
+/// Until the hub's backend is connected (at most 30 s): a subscription with history
+/// reads it from Redis, and is refused `Unavailable` before.
+async fn connected(hub: &Hub) {
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while hub.backend_status() != BackendStatus::Connected {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "not connected: {:?}", hub.backend_status());
 }
 
 #[tokio::test]
@@ -34,6 +46,7 @@ async fn own_publications_reach_local_subscribers_once_in_order() {
         .history(History::default())
         .backend(RedisBackend::new(&redis.url()).unwrap())
         .build();
+    connected(&hub).await;
     let server = Server::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", server.local_addr());
     let mut client = wsevents::connect(&url).await.unwrap();
